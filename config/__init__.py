@@ -1,0 +1,25 @@
+"""Configuration: one Settings object (environment / .env) and the tenant profiles it points to."""
+
+from config.settings import (
+    GRAPH_WRITE_CAPACITY,
+    GRAPH_WRITE_PERIOD_S,
+    ApiKey,
+    ConfigError,
+    Settings,
+    TenantProfile,
+    get_settings,
+    load_tenants,
+    parse_api_keys,
+)
+
+__all__ = [
+    "GRAPH_WRITE_CAPACITY",
+    "GRAPH_WRITE_PERIOD_S",
+    "ApiKey",
+    "ConfigError",
+    "Settings",
+    "TenantProfile",
+    "get_settings",
+    "load_tenants",
+    "parse_api_keys",
+]

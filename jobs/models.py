@@ -1,0 +1,146 @@
+"""Records of the job domain: operations in, per-user results out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LicenseAdd:
+    """One license to add, by skuId, with the servicePlanIds to disable in it."""
+
+    sku_id: str
+    disabled_plans: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What to do to one user: one assignLicense call, preceded by a usageLocation PATCH if asked.
+
+    `row` is where the operation came from: the CSV line number (header = 1) or the 1-based index
+    in a JSON `operations` list. `extra` holds the input's other columns, echoed in the results.
+    `source` holds the operation as the user wrote it (names, not ids), for resubmittable results.
+    """
+
+    row: int
+    user: str
+    add: tuple[LicenseAdd, ...] = ()
+    remove: tuple[str, ...] = ()
+    usage_location: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+    source: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """A compact JSON-able form for storage in Redis."""
+        data: dict[str, Any] = {"r": self.row, "u": self.user}
+        if self.add:
+            data["a"] = [[a.sku_id, list(a.disabled_plans)] for a in self.add]
+        if self.remove:
+            data["x"] = list(self.remove)
+        if self.usage_location:
+            data["l"] = self.usage_location
+        if self.extra:
+            data["e"] = [list(kv) for kv in self.extra]
+        if self.source:
+            data["s"] = [list(kv) for kv in self.source]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Operation:
+        """Inverse of `to_json`."""
+        return cls(
+            row=int(data["r"]),
+            user=str(data["u"]),
+            add=tuple(LicenseAdd(str(s), tuple(p)) for s, p in data.get("a", ())),
+            remove=tuple(data.get("x", ())),
+            usage_location=data.get("l"),
+            extra=tuple((str(k), str(v)) for k, v in data.get("e", ())),
+            source=tuple((str(k), str(v)) for k, v in data.get("s", ())),
+        )
+
+    def dumps(self) -> str:
+        """Serialize for Redis."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+
+class UserStatus(StrEnum):
+    """Terminal states of one user in a job."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class JobStatus(StrEnum):
+    """States of a job as reported by the progress endpoint."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPLETED_WITH_ERRORS = "completed_with_errors"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class UserResult:
+    """The terminal outcome for one user."""
+
+    row: int
+    user: str
+    status: UserStatus
+    reason: str | None = None
+    graph_code: str | None = None
+    graph_message: str | None = None
+    http_status: int | None = None
+    attempts: int = 0
+    updated_at: float = 0.0
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A compact JSON-able form for storage in Redis."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UserResult:
+        """Inverse of `to_json`."""
+        return cls(**{**data, "status": UserStatus(data["status"])})
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One reason an input was refused: what is wrong and where (row, column, value)."""
+
+    message: str
+    row: int | None = None
+    column: str | None = None
+    value: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's error item shape."""
+        return {"row": self.row, "column": self.column, "value": self.value, "message": self.message}
+
+
+@dataclass
+class InputRejected(Exception):
+    """The input was refused whole; nothing was enqueued."""
+
+    errors: list[FieldError] = field(default_factory=list)
+    total_errors: int = 0
+    status_code: int = 422
+
+    def __post_init__(self) -> None:
+        super().__init__(self.summary())
+        if not self.total_errors:
+            self.total_errors = len(self.errors)
+
+    def summary(self) -> str:
+        """A one-line description."""
+        if not self.errors:
+            return "input rejected"
+        first = self.errors[0]
+        more = f" (and {self.total_errors - 1} more)" if self.total_errors > 1 else ""
+        return f"{first.message}{more}"

@@ -166,10 +166,14 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=16, ge=1)
     retention_days: float = Field(default=30.0, gt=0)
 
-    # API.
+    # API server.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+
+    # CLI client commands (submit, status, results, cancel).
+    api_url: str = "http://127.0.0.1:8000"
+    api_key: SecretStr | None = None
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -1,0 +1,170 @@
+"""JobStore against a real Redis: atomic accounting, chunk lifecycle, leases, progress."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from jobs.models import JobStatus, LicenseAdd, Operation, UserResult, UserStatus
+from jobs.scheduler import dispatch, reap
+from jobs.store import JobStore
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def ops(n: int) -> list[Operation]:
+    return [Operation(row=i + 2, user=f"u{i}@contoso.example", add=(LicenseAdd("sku-a"),)) for i in range(n)]
+
+
+def committed(store: JobStore, n: int = 10, chunk: int = 4, job: str = "j1") -> str:
+    store.stage(job, "sim", ops(n), chunk)
+    store.commit(job, source="csv")
+    return job
+
+
+def result(row: int, status: UserStatus = UserStatus.SUCCEEDED) -> UserResult:
+    return UserResult(row=row, user=f"u{row}", status=status, attempts=1, updated_at=1.0)
+
+
+def test_stage_commit_and_load_chunks(redis_client: redis.Redis) -> None:
+    store = JobStore(redis_client, retention_s=3600)
+    job = committed(store, n=10, chunk=4)
+    assert [len(store.load_chunk(job, n)) for n in range(3)] == [4, 4, 2]
+    assert store.load_chunk(job, 1)[0] == ops(10)[4]
+    progress = store.progress(job)
+    assert progress is not None
+    assert (progress.total, progress.pending, progress.chunks, progress.status) == (10, 10, 3, JobStatus.QUEUED)
+    assert 0 < redis_client.ttl(f"bl:job:{job}:ops:0") <= 3600
+
+
+def test_staged_job_is_invisible_and_discard_removes_everything(redis_client: redis.Redis) -> None:
+    store = JobStore(redis_client, retention_s=3600)
+    store.stage("j2", "sim", ops(9), 4)
+    assert not store.exists("j2")
+    assert store.progress("j2") is None
+    store.discard("j2")
+    assert redis_client.keys("bl:job:j2*") == []
+
+
+def test_a_result_is_recorded_once_and_counters_agree(redis_client: redis.Redis) -> None:
+    store = JobStore(redis_client, retention_s=3600)
+    job = committed(store, n=3)
+    assert store.record(job, [result(2), result(3, UserStatus.FAILED)]) == 2
+    # The same rows again (a redelivered chunk) change nothing, even with another status.
+    assert store.record(job, [result(2, UserStatus.FAILED), result(3)]) == 0
+    assert store.record(job, [result(4, UserStatus.CANCELLED)]) == 1
+    progress = store.progress(job)
+    assert progress is not None
+    assert (progress.succeeded, progress.failed, progress.cancelled, progress.pending) == (1, 1, 1, 0)
+    assert progress.status is JobStatus.COMPLETED_WITH_ERRORS
+    assert progress.finished_at is not None
+    stored = json.loads(redis_client.hget(f"bl:job:{job}:res", "2"))
+    assert stored["status"] == "succeeded"
+
+
+def test_claims_are_exclusive_while_the_owner_lives(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    store = JobStore(redis_client, retention_s=3600, clock=clock)
+    job = committed(store)
+    store.heartbeat("w1", 20, [f"{job}:0"])
+    assert store.claim_chunk(job, 0, "w1") == "ok"
+    assert store.claim_chunk(job, 0, "w2") == "busy"
+    redis_client.delete("bl:worker:w1")  # w1 died
+    assert store.claim_chunk(job, 0, "w2") == "ok"
+    first, done, chunks = store.complete_chunk(job, 0)
+    assert (first, done, chunks) == (True, 1, 3)
+    assert store.complete_chunk(job, 0)[0] is False  # a second completion is not counted
+    assert store.claim_chunk(job, 0, "w3") == "done"
+    assert store.claim_chunk("nope", 0, "w3") == "gone"
+
+
+def test_dispatch_hands_out_a_window_then_one_per_completion(redis_client: redis.Redis) -> None:
+    store = JobStore(redis_client, retention_s=3600)
+    job = committed(store, n=10, chunk=2)  # 5 chunks
+    sent: list[int] = []
+    assert dispatch(store, lambda j, n, c: sent.append(n), job, 2) == 2
+    assert sent == [0, 1]
+    assert dispatch(store, lambda j, n, c: sent.append(n), job, 10) == 3
+    assert dispatch(store, lambda j, n, c: sent.append(n), job, 1) == 0
+    assert sent == [0, 1, 2, 3, 4]
+
+
+def test_reaper_requeues_chunks_of_dead_workers_only(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    store = JobStore(redis_client, retention_s=3600, clock=clock)
+    job = committed(store, n=12, chunk=4)  # chunks 0..2
+    dispatch(store, lambda *a: None, job, 3)
+    store.heartbeat("alive", 20, [f"{job}:0"])
+    store.heartbeat("dead", 20, [f"{job}:1"])
+    assert store.claim_chunk(job, 0, "alive") == "ok"
+    assert store.claim_chunk(job, 1, "dead") == "ok"
+    requeued: list[int] = []
+    send = lambda j, n, c: requeued.append(n)  # noqa: E731
+    assert reap(store, send, requeue_after_s=45) == 0
+    redis_client.delete("bl:worker:dead")
+    clock.t += 30
+    store.heartbeat("alive", 20, [f"{job}:0"])
+    # chunk 1's worker is gone; chunk 2 is queued but not yet overdue.
+    assert reap(store, send, requeue_after_s=45) == 1
+    assert requeued == [1]
+    clock.t += 50
+    store.heartbeat("alive", 20, [f"{job}:0"])
+    assert reap(store, send, requeue_after_s=45) == 2  # chunks 1 and 2 overdue in the queue
+    assert sorted(requeued[1:]) == [1, 2]
+
+
+def test_reaper_requeues_a_chunk_its_live_worker_dropped(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    store = JobStore(redis_client, retention_s=3600, clock=clock)
+    job = committed(store, n=4, chunk=4)
+    dispatch(store, lambda *a: None, job, 1)
+    store.heartbeat("w1", 20, [f"{job}:0"])
+    assert store.claim_chunk(job, 0, "w1") == "ok"
+    clock.t += 5
+    store.heartbeat("w1", 20, [])  # the task crashed (e.g. Redis blipped) and is no longer running
+    requeued: list[int] = []
+    assert reap(store, lambda j, n, c: requeued.append(n), requeue_after_s=45) == 1
+    assert requeued == [0]
+
+
+def test_cancel_blocks_new_write_batches(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    store = JobStore(redis_client, retention_s=3600, clock=clock)
+    job = committed(store)
+    assert store.begin_writes(job, "b1", clock.t + 30, [2, 3])
+    assert store.writes_in_flight(job) == 1
+    store.request_cancel(job)
+    assert not store.begin_writes(job, "b2", clock.t + 30, [4])
+    store.end_writes(job, "b1")
+    assert store.writes_in_flight(job) == 0
+    assert store.attempts(job, [2, 3, 4]) == {2: 1, 3: 1}
+
+
+def test_progress_rate_and_eta(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    store = JobStore(redis_client, retention_s=3600, clock=clock)
+    job = committed(store, n=100, chunk=10)
+    for second in range(10):
+        clock.t += 1
+        store.record(job, [result(2 + second * 5 + i) for i in range(5)])
+    clock.t += 1
+    progress = store.progress(job, ceiling_rate_per_s=20)
+    assert progress is not None
+    assert progress.rate_per_s == 5.0
+    assert progress.eta_s == 50 / 5.0
+    assert progress.status is JobStatus.RUNNING
+
+
+def test_job_keys_expire_after_retention(redis_client: redis.Redis) -> None:
+    store = JobStore(redis_client, retention_s=1234)
+    job = committed(store, n=3)
+    store.record(job, [result(2)])
+    for key in redis_client.keys(f"bl:job:{job}*"):
+        assert 0 < redis_client.ttl(key) <= 1234, key

@@ -1,0 +1,1 @@
+"""graphsim: a local Microsoft Graph and identity platform for tests, benchmarks and demos."""

@@ -1,0 +1,186 @@
+"""Configuration of one simulator run: every knob the CLI and `/_sim/config` expose."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+# Graph's documented identity write limits (throttling-limits): per app+tenant and per tenant.
+DEFAULT_APP_WRITE_CAPACITY = 3000
+DEFAULT_APP_WRITE_PERIOD_S = 150.0
+DEFAULT_TENANT_WRITE_CAPACITY = 18000
+DEFAULT_TENANT_WRITE_PERIOD_S = 300.0
+
+FAULT_KNOBS = (
+    "fault_503",
+    "fault_504",
+    "fault_reset",
+    "fault_reset_after_apply",
+    "fault_slow",
+    "fault_malformed",
+)
+
+
+@dataclass(frozen=True)
+class WriteLimit:
+    """A token bucket of `capacity` writes refilled evenly over `period_s` seconds."""
+
+    capacity: int
+    period_s: float
+
+    def __post_init__(self) -> None:
+        if self.capacity < 1 or self.period_s <= 0:
+            raise ValueError("a write limit needs capacity >= 1 and period > 0")
+
+    @property
+    def rate_per_s(self) -> float:
+        """Tokens added per second."""
+        return self.capacity / self.period_s
+
+    def __str__(self) -> str:
+        return f"{self.capacity}/{self.period_s:g}"
+
+
+def parse_write_limit(text: str) -> WriteLimit | None:
+    """Parse `CAPACITY/SECONDS` (or `none`/`unlimited`) into a limit; None means unlimited."""
+    value = text.strip().lower()
+    if value in ("none", "unlimited", "off"):
+        return None
+    capacity, sep, period = value.partition("/")
+    if not sep:
+        raise ValueError(f"write limit {text!r} must look like CAPACITY/SECONDS or none")
+    try:
+        return WriteLimit(int(capacity), float(period))
+    except ValueError:
+        raise ValueError(f"write limit {text!r} must look like CAPACITY/SECONDS or none") from None
+
+
+@dataclass(frozen=True)
+class Force429:
+    """Answer the next `count` matching writes with 429 and this Retry-After."""
+
+    count: int
+    retry_after_s: float = 300.0
+    user: str | None = None  # id or UPN; None matches every write
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """All knobs of a simulator: tenant fixture, transport, throttling, latency and faults."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    users: int = 1000
+    seed: int = 1
+    tenant_id: str | None = None
+    fixture_path: Path | None = None
+    state_dir: Path | None = None
+    ca_out: Path | None = None
+    profile_out: Path | None = None
+    profile_name: str = "sim"
+    control: bool = False
+    token_lifetime_s: float = 3600.0
+    write_limit: WriteLimit | None = WriteLimit(DEFAULT_APP_WRITE_CAPACITY, DEFAULT_APP_WRITE_PERIOD_S)
+    tenant_write_limit: WriteLimit | None = WriteLimit(
+        DEFAULT_TENANT_WRITE_CAPACITY, DEFAULT_TENANT_WRITE_PERIOD_S
+    )
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    # Fault rates: the probability (0..1) that a Graph request (or a whole $batch) meets the fault.
+    fault_503: float = 0.0
+    fault_504: float = 0.0
+    fault_reset: float = 0.0
+    fault_reset_after_apply: float = 0.0
+    fault_slow: float = 0.0
+    fault_malformed: float = 0.0
+    slow_s: float = 5.0
+    fault_seed: int | None = None
+    force_429: Force429 | None = None
+    # Monotonic clock for the throttle buckets; tests inject a fake one.
+    clock: Callable[[], float] = time.monotonic
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        for name in FAULT_KNOBS:
+            rate = getattr(self, name)
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must be a probability between 0 and 1")
+        if sum(getattr(self, name) for name in FAULT_KNOBS) > 1.0 + 1e-9:
+            raise ValueError("the fault rates must add up to at most 1")
+        if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.slow_s < 0:
+            raise ValueError("latency_ms, latency_jitter_ms and slow_s must be >= 0")
+        if self.token_lifetime_s <= 0:
+            raise ValueError("token_lifetime_s must be > 0")
+        if self.users < 0:
+            raise ValueError("users must be >= 0")
+
+    def describe(self) -> dict[str, Any]:
+        """The run-time knobs as JSON-ready values (the shape `/_sim/config` accepts)."""
+        return {
+            "write_limit": str(self.write_limit) if self.write_limit else "none",
+            "tenant_write_limit": str(self.tenant_write_limit) if self.tenant_write_limit else "none",
+            "latency_ms": self.latency_ms,
+            "latency_jitter_ms": self.latency_jitter_ms,
+            "token_lifetime_s": self.token_lifetime_s,
+            **{name: getattr(self, name) for name in FAULT_KNOBS},
+            "slow_s": self.slow_s,
+            "force_429": None
+            if self.force_429 is None
+            else {
+                "count": self.force_429.count,
+                "retry_after_s": self.force_429.retry_after_s,
+                "user": self.force_429.user,
+            },
+        }
+
+
+# Knobs that may change while the simulator runs (POST /_sim/config).
+RUNTIME_KNOBS = frozenset(
+    {"write_limit", "tenant_write_limit", "latency_ms", "latency_jitter_ms", "token_lifetime_s", "slow_s"}
+    | set(FAULT_KNOBS)
+    | {"force_429", "fault_seed"}
+)
+
+
+def _limit_value(value: Any) -> WriteLimit | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_write_limit(value)
+    if isinstance(value, Mapping):
+        return WriteLimit(int(value["capacity"]), float(value["period_s"]))
+    raise ValueError("a write limit is 'CAPACITY/SECONDS', 'none' or {capacity, period_s}")
+
+
+def apply_updates(config: SimConfig, updates: Mapping[str, Any]) -> SimConfig:
+    """Return `config` with the JSON `updates` applied; ValueError names a bad knob."""
+    known = {f.name for f in fields(SimConfig)}
+    changes: dict[str, Any] = {}
+    for key, value in updates.items():
+        if key not in RUNTIME_KNOBS or key not in known:
+            raise ValueError(f"unknown or read-only knob {key!r}")
+        try:
+            if key in ("write_limit", "tenant_write_limit"):
+                changes[key] = _limit_value(value)
+            elif key == "force_429":
+                changes[key] = (
+                    None
+                    if value is None
+                    else Force429(
+                        count=int(value["count"]),
+                        retry_after_s=float(value.get("retry_after_s", 300.0)),
+                        user=value.get("user"),
+                    )
+                )
+            elif key == "fault_seed":
+                changes[key] = None if value is None else int(value)
+            else:
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError("must be a number")
+                changes[key] = float(value)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"bad value for {key!r}: {exc}") from None
+    return replace(config, **changes)

@@ -1,0 +1,79 @@
+"""Fixtures: one simulator per test session, reset to its fixture before each test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from graphsim.config import SimConfig
+from graphsim.server import SimServer
+
+SKU = {
+    "ENTERPRISEPACK": "6fd2c87f-b296-42f0-b197-1e91e994b900",
+    "SPE_E3": "05e9a617-0261-4cee-bb44-138d3ef5d965",
+    "SPE_E5": "06ebc4ee-1bb5-47dd-8120-11324bc54e06",
+    "EMS": "efccb6f7-5641-4e0e-bd10-b4976e1bf68e",
+    "POWER_BI_PRO": "f8a1db68-be16-40ed-86d5-cb42ce701560",
+    "FLOW_FREE": "f30db892-07e9-47e9-837c-80727f46fd3d",
+    "STANDARDPACK": "18181a46-0d4e-45cd-891e-60aabd171b4e",
+    "VISIOCLIENT": "c5928f49-12ba-48f7-ada3-0d743a3601d5",
+    "WINDOWS_STORE": "6470687e-a428-4b7a-bef2-8a291ad947c9",
+}
+DEFAULT_KNOBS: dict[str, Any] = {
+    "write_limit": "3000/150", "tenant_write_limit": "18000/300", "latency_ms": 0, "latency_jitter_ms": 0,
+    "fault_503": 0, "fault_504": 0, "fault_reset": 0, "fault_reset_after_apply": 0, "fault_slow": 0,
+    "fault_malformed": 0, "slow_s": 5, "force_429": None, "token_lifetime_s": 3600,
+}
+
+
+def assign_body(add: list[str] | None = None, remove: list[str] | None = None,
+                disabled: list[str] | None = None) -> dict[str, Any]:
+    """An assignLicense body adding/removing SKUs (by part number)."""
+    return {"addLicenses": [{"skuId": SKU[p], "disabledPlans": disabled or []} for p in add or []],
+            "removeLicenses": [SKU[p] for p in remove or []]}
+
+
+@pytest.fixture(scope="session")
+def sim_server() -> Iterator[SimServer]:
+    """One simulator (200 users, control surface on) for the session."""
+    with SimServer(SimConfig(users=200, seed=1, control=True)) as server:
+        yield server
+
+
+@pytest.fixture
+def control(sim_server: SimServer) -> Iterator[httpx.Client]:
+    """A client of the control surface."""
+    with httpx.Client(base_url=str(sim_server.control_url), verify=sim_server.ca_path, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def sim(sim_server: SimServer, control: httpx.Client) -> SimServer:
+    """The session's simulator, reset to its fixture and default knobs."""
+    assert control.post("/config", json=DEFAULT_KNOBS).status_code == 200
+    assert control.post("/reset").status_code == 200
+    return sim_server
+
+
+@pytest.fixture
+def graph(sim: SimServer) -> Iterator[httpx.Client]:
+    """A Graph client authenticated as the fixture's main app."""
+    headers = {"Authorization": f"Bearer {sim.issue_token()}"}
+    with httpx.Client(base_url=f"{sim.graph_url}/v1.0", verify=sim.ca_path, headers=headers,
+                      timeout=10) as client:
+        yield client
+
+
+def licensed_user(sim: SimServer, part: str | None = None, *, location: bool = True) -> str:
+    """The id of a user with (or without) a usageLocation holding `part` (None: no license at all)."""
+    for user in sim.state.user_order:
+        if bool(user.usage_location) != location:
+            continue
+        if part is None and not user.licenses:
+            return user.id
+        if part is not None and SKU[part] in user.licenses:
+            return user.id
+    raise LookupError(part)

@@ -1,0 +1,361 @@
+"""The Microsoft Graph client: one attempt per call, errors translated once, throttle consulted always.
+
+Retries are not done here but by the caller through `worker.retry.RetryPolicy`, so they are never
+stacked. Every request passes `Throttle.acquire` first and every response (and every `$batch`
+item) is reported to `Throttle.observe`, so throttling is governed in one place across workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from worker.errors import (
+    GraphAuthError,
+    GraphError,
+    GraphPermanentError,
+    GraphThrottled,
+    GraphTransientError,
+)
+from worker.retry import parse_retry_after
+from worker.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 20
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+_MAX_MESSAGE_CHARS = 500
+# Legacy Azure AD Graph throttle: 503 "Please try after {0} seconds".
+_LEGACY_THROTTLE_CODE = "Request_ThrottledTemporarily"
+_TRY_AFTER = re.compile(r"try after (\d+(?:\.\d+)?) second", re.IGNORECASE)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def user_path(user: str) -> str:
+    """The `/users/...` path segment for an object id or UPN, safely encoded."""
+    if user.startswith("$"):
+        # Graph reads /users/$x as a system query option; the documented form is /users('$x').
+        return "/users('" + quote(user.replace("'", "''"), safe="@") + "')"
+    # `#`, `'`, `/`, `?` and `%` all occur in real UPNs and must not reach the URL raw.
+    return "/users/" + quote(user, safe="@")
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One item of a `$batch` request."""
+
+    id: str
+    method: str
+    url: str
+    body: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_write(self) -> bool:
+        """Whether the item counts against the write budget."""
+        return self.method.upper() in WRITE_METHODS
+
+    def to_json(self) -> dict[str, Any]:
+        """The item as Graph's `$batch` format wants it."""
+        item: dict[str, Any] = {"id": self.id, "method": self.method.upper(), "url": self.url}
+        headers = dict(self.headers)
+        if self.body is not None:
+            item["body"] = dict(self.body)
+            # Graph requires Content-Type on every item that has a body.
+            if not any(k.lower() == "content-type" for k in headers):
+                headers["Content-Type"] = "application/json"
+        if headers:
+            item["headers"] = headers
+        return item
+
+    @classmethod
+    def assign_license(cls, id: str, user: str, add: list[dict[str, Any]], remove: list[str]) -> BatchRequest:
+        """An assignLicense item (both keys always sent: Graph rejects a missing one)."""
+        return cls(id, "POST", f"{user_path(user)}/assignLicense", _assign_body(add, remove))
+
+    @classmethod
+    def update_user(cls, id: str, user: str, fields: Mapping[str, Any]) -> BatchRequest:
+        """A PATCH of user properties."""
+        return cls(id, "PATCH", user_path(user), dict(fields))
+
+    @classmethod
+    def get_user(cls, id: str, user: str, select: Sequence[str]) -> BatchRequest:
+        """A GET of a user with `$select`."""
+        return cls(id, "GET", f"{user_path(user)}{_select(select)}")
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    """One `$batch` item's response; `error` is set when it failed (same rules as single calls)."""
+
+    id: str
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+    error: GraphError | None = None
+
+
+def _assign_body(add: list[dict[str, Any]], remove: list[str]) -> dict[str, Any]:
+    return {"addLicenses": list(add), "removeLicenses": list(remove)}
+
+
+def _select(select: Sequence[str]) -> str:
+    return "?$select=" + ",".join(quote(s, safe="") for s in select) if select else ""
+
+
+def _error_parts(body: Any) -> tuple[str | None, str | None, str | None]:
+    """Graph's error `code`, `message` and `request-id` from an error body, when present."""
+    if not isinstance(body, Mapping):
+        return None, None, None
+    error = body.get("error")
+    if not isinstance(error, Mapping):
+        return None, None, None
+    code = error.get("code")
+    message = error.get("message")
+    inner = error.get("innerError") or error.get("innererror")
+    request_id = inner.get("request-id") if isinstance(inner, Mapping) else None
+    return (
+        str(code) if code is not None else None,
+        str(message)[:_MAX_MESSAGE_CHARS] if message is not None else None,
+        str(request_id) if request_id is not None else None,
+    )
+
+
+def _lower(headers: Mapping[str, str] | None) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+
+
+def translate(
+    status: int,
+    headers: Mapping[str, str],
+    body: Any,
+    *,
+    what: str,
+    now: datetime,
+    client_request_id: str | None = None,
+) -> GraphError | None:
+    """The GraphError for a non-2xx response (or `$batch` item), or None for a success."""
+    if 200 <= status < 300:
+        return None
+    headers = _lower(headers)
+    code, message, body_request_id = _error_parts(body)
+    request_id = headers.get("request-id") or body_request_id or client_request_id
+    retry_after_s = parse_retry_after(headers.get("retry-after"), now)
+    text = f"{what} -> {status}"
+    if code:
+        text += f" {code}"
+    if message:
+        text += f": {message}"
+    ids = [f"request-id {request_id}"] if request_id else []
+    if client_request_id and client_request_id != request_id:
+        ids.append(f"client-request-id {client_request_id}")
+    if ids:
+        text += f" ({', '.join(ids)})"
+    kwargs: dict[str, Any] = {"status": status, "code": code, "request_id": request_id}
+    if status == 429:
+        return GraphThrottled(text, retry_after_s=retry_after_s, **kwargs)
+    if status == 503 and code == _LEGACY_THROTTLE_CODE:
+        if retry_after_s is None and message:
+            match = _TRY_AFTER.search(message)
+            retry_after_s = float(match.group(1)) if match else None
+        return GraphThrottled(text, retry_after_s=retry_after_s, **kwargs)
+    if status >= 500:
+        return GraphTransientError(text, retry_after_s=retry_after_s, **kwargs)
+    if status == 401:
+        return GraphAuthError(text, **kwargs)
+    return GraphPermanentError(text, **kwargs)
+
+
+class GraphClient:
+    """Microsoft Graph calls for license assignment; one attempt each, errors as GraphError."""
+
+    def __init__(
+        self,
+        http: httpx.Client,
+        *,
+        base_url: str,
+        version: str = "v1.0",
+        throttle: Throttle,
+        timeout_s: float,
+        utcnow: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._http = http
+        self._root = f"{base_url.rstrip('/')}/{version.strip('/')}"
+        self._throttle = throttle
+        # A dead host should fail fast; a slow Graph response gets the whole budget.
+        self._timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
+        self._utcnow = utcnow
+
+    # -- single calls --------------------------------------------------------------------------
+
+    def subscribed_skus(self) -> list[dict[str, Any]]:
+        """The tenant's subscribed SKUs (`GET /subscribedSkus`)."""
+        body = self._call("GET", "/subscribedSkus")
+        value = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(value, list):
+            raise GraphTransientError("GET /subscribedSkus: response has no value list", status=200)
+        return [v for v in value if isinstance(v, dict)]
+
+    def get_user(self, user: str, select: Sequence[str]) -> dict[str, Any]:
+        """A user's properties named in `select`."""
+        body: dict[str, Any] = self._call("GET", f"{user_path(user)}{_select(select)}")
+        return body
+
+    def update_user(self, user: str, fields: Mapping[str, Any]) -> None:
+        """PATCH user properties (e.g. usageLocation)."""
+        self._call("PATCH", user_path(user), json_body=dict(fields), expect_object=False)
+
+    def assign_license(self, user: str, add: list[dict[str, Any]], remove: list[str]) -> dict[str, Any]:
+        """`POST /users/{user}/assignLicense`; returns the updated user."""
+        path = f"{user_path(user)}/assignLicense"
+        body: dict[str, Any] = self._call("POST", path, json_body=_assign_body(add, remove))
+        return body
+
+    # -- $batch --------------------------------------------------------------------------------
+
+    def batch(self, requests: Sequence[BatchRequest]) -> dict[str, BatchItemResult]:
+        """Send up to 20 items in one `POST /$batch`; results keyed by item id, in any order."""
+        if not requests:
+            return {}
+        if len(requests) > MAX_BATCH:
+            raise ValueError(f"a $batch takes at most {MAX_BATCH} requests, got {len(requests)}")
+        ids = [r.id for r in requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("$batch request ids must be unique")
+        writes = sum(1 for r in requests if r.is_write)
+        payload = {"requests": [r.to_json() for r in requests]}
+        body = self._call("POST", "/$batch", json_body=payload, writes=writes)
+        responses = body.get("responses") if isinstance(body, dict) else None
+        if not isinstance(responses, list):
+            raise GraphTransientError("POST /$batch: response has no responses list", status=200, ambiguous=True)
+        now = self._utcnow()
+        wanted = {r.id: r for r in requests}
+        results: dict[str, BatchItemResult] = {}
+        for raw in responses:
+            if not isinstance(raw, dict) or str(raw.get("id")) not in wanted or str(raw.get("id")) in results:
+                continue
+            item_id = str(raw["id"])
+            request = wanted[item_id]
+            headers = _lower(raw.get("headers") if isinstance(raw.get("headers"), dict) else None)
+            status = raw.get("status")
+            item_body = raw.get("body")
+            what = f"$batch item {item_id} {request.method.upper()} {request.url}"
+            if not isinstance(status, int):
+                error: GraphError | None = GraphTransientError(f"{what}: no status", ambiguous=True)
+                status = 0
+            else:
+                self._throttle.observe(status, headers)
+                error = translate(status, headers, item_body, what=what, now=now)
+                if isinstance(error, GraphThrottled) and status != 429:
+                    self._throttle.observe(429, _throttle_headers(error))
+                if error is None and _malformed(request.method, status, item_body):
+                    error = GraphTransientError(f"{what} -> {status}: malformed body", status=status, ambiguous=True)
+            results[item_id] = BatchItemResult(item_id, status, headers, item_body, error)
+        for item_id, request in wanted.items():
+            if item_id not in results:
+                # Graph applied it or not: we cannot tell, so the caller must check before a resend.
+                what = f"$batch item {item_id} {request.method.upper()} {request.url}"
+                missing = GraphTransientError(f"{what}: missing from the response", ambiguous=True)
+                results[item_id] = BatchItemResult(item_id, 0, {}, None, missing)
+        return results
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        writes: int | None = None,
+        expect_object: bool = True,
+    ) -> Any:
+        """One request: throttle, send, observe, translate. Returns the parsed JSON body.
+
+        With `expect_object` a success must carry a JSON object; otherwise an empty body is fine.
+        """
+        if writes is None:
+            writes = 1 if method in WRITE_METHODS else 0
+        what = f"{method} {path}"
+        self._throttle.acquire(writes)
+        client_request_id = str(uuid.uuid4())
+        headers = {"client-request-id": client_request_id, "Accept": "application/json"}
+        try:
+            response = self._http.request(
+                method,
+                self._root + path,
+                json=json_body,
+                headers=headers,
+                timeout=self._timeout,
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing reached Graph: safe to resend.
+            raise GraphTransientError(
+                f"{what}: {type(exc).__name__} (client-request-id {client_request_id})",
+                request_id=client_request_id,
+            ) from exc
+        except httpx.RequestError as exc:
+            # Timeout or connection lost after sending: Graph may have applied it.
+            raise GraphTransientError(
+                f"{what}: {type(exc).__name__} after sending (client-request-id {client_request_id})",
+                request_id=client_request_id,
+                ambiguous=True,
+            ) from exc
+        status = response.status_code
+        body: Any = None
+        parse_error: ValueError | None = None
+        if response.content:
+            try:
+                body = json.loads(response.content)
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                parse_error = exc
+        self._throttle.observe(status, response.headers)
+        error = translate(
+            status,
+            response.headers,
+            body,
+            what=what,
+            now=self._utcnow(),
+            client_request_id=client_request_id,
+        )
+        if error is not None:
+            if isinstance(error, GraphThrottled) and status != 429:
+                self._throttle.observe(429, _throttle_headers(error))
+            log.debug("%s", error)
+            raise error
+        if (
+            parse_error is not None
+            or (expect_object and not isinstance(body, dict))
+            or (not expect_object and body is not None and not isinstance(body, dict))
+        ):
+            raise GraphTransientError(
+                f"{what} -> {status}: malformed response body (client-request-id {client_request_id})",
+                status=status,
+                request_id=response.headers.get("request-id") or client_request_id,
+                ambiguous=True,
+            ) from parse_error
+        return body
+
+
+def _malformed(method: str, status: int, body: Any) -> bool:
+    """Whether a successful item's body is not what Graph sends (an object, or nothing for writes)."""
+    if status == 204 or isinstance(body, dict):
+        return False
+    return body is not None or method.upper() == "GET"
+
+
+def _throttle_headers(error: GraphThrottled) -> dict[str, str]:
+    """Headers telling the throttle about a throttle that did not come as a 429 (legacy 503)."""
+    return {"retry-after": repr(error.retry_after_s)} if error.retry_after_s is not None else {}

@@ -1,0 +1,395 @@
+"""The per-tenant write throttle, shared in Redis by every worker process on every host.
+
+One hash per tenant holds a token bucket for writes, a "paused until" gate and an adaptive rate.
+All of it changes in one Lua script, with the time passed in from the caller's clock (wall-clock
+seconds, since several hosts share the state), so it is atomic and deterministic in tests.
+
+How the rate adapts (AIMD, as TCP does):
+- it starts at `safety` x the configured rate, so arrival-time jitter at Graph does not overflow
+  Graph's own bucket; the bucket capacity scales with the effective rate;
+- a 429 pauses every caller until its Retry-After, drops tokens already in the bucket, and
+  multiplies the rate by DECREASE (once per congestion event, not once per in-flight 429);
+- `x-ms-throttle-limit-percentage` >= 1.0 nudges the rate down by NUDGE (at most once a second);
+  >= 0.8 holds it (no recovery) for HOLD_S;
+- otherwise the rate recovers by RECOVER_PER_S of the configured rate each second, up to it.
+This converges on a tenant's real headroom when other apps share the tenant-wide budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from worker.retry import parse_retry_after
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from config.settings import TenantProfile
+
+log = logging.getLogger(__name__)
+
+# Adaptive-rate constants; fractions of the configured (safety-adjusted) rate.
+DECREASE = 0.85  # rate multiplier on a 429
+FLOOR = 0.05  # never below 5 % of the configured rate
+RECOVER_PER_S = 0.015  # +1.5 % of the configured rate per second without throttling signals
+NUDGE = 0.97  # rate multiplier when Graph reports >= 100 % of its limit
+NUDGE_INTERVAL_S = 1.0
+HOLD_S = 2.0  # no recovery for this long after a limit percentage >= 0.8
+DECREASE_COOLDOWN_S = 1.0  # after a pause ends, 429s of requests sent before it are not news
+DEFAULT_PAUSE_S = 1.0  # a 429 without a usable Retry-After still pauses everyone this long
+STATE_TTL_S = 7 * 86400  # idle tenants' state expires
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Wall-clock time in seconds since the epoch (shared by hosts, unlike monotonic time)."""
+
+    def now(self) -> float: ...
+
+
+Sleep = Callable[[float], None]
+
+
+class SystemClock:
+    """The real wall clock."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+
+class ThrottleWaitTooLong(Exception):
+    """The wait before the next request exceeds the inline budget; requeue the work after `wait_s`.
+
+    Deliberately not a GraphError: nothing failed, and retry loops must not swallow it.
+    """
+
+    def __init__(self, wait_s: float, *, paused: bool = False) -> None:
+        super().__init__(f"throttle wait of {wait_s:.1f}s exceeds the inline budget")
+        self.wait_s = wait_s
+        self.paused = paused
+
+
+@dataclass(frozen=True)
+class ThrottleSnapshot:
+    """The throttle's state at one moment, for progress reporting."""
+
+    rate_per_s: float | None
+    capacity: float | None
+    tokens: float | None
+    paused_until: float
+    throttled_total: int
+
+
+class Throttle(Protocol):
+    """Where every Graph request asks for permission and reports what Graph said."""
+
+    def acquire(self, writes: int) -> None:
+        """Block until `writes` write tokens are granted and no pause is in force."""
+        ...
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """Learn from one response (or `$batch` item): 429s and the limit-percentage header."""
+        ...
+
+    def snapshot(self) -> ThrottleSnapshot:
+        """The current state."""
+        ...
+
+
+# KEYS[1] = state hash. ARGV: op, now, n, capacity (0 = unlimited), max_rate, max_wait_s, arg,
+# then the constants. op: "acquire" (n tokens; n = 0 only checks the gate), "throttled"
+# (arg = retry_after_s), "percent" (arg = limit percentage as a fraction), "peek".
+# Returns {verdict, wait_s, rate, capacity, tokens, paused_until, throttled_total} as strings, since
+# Lua numbers returned to Redis are truncated to integers.
+_SCRIPT = """
+local key = KEYS[1]
+local op = ARGV[1]
+local now = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local max_rate = tonumber(ARGV[5])
+local max_wait = tonumber(ARGV[6])
+local arg = tonumber(ARGV[7])
+local DECREASE, FLOOR, RECOVER = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local NUDGE, NUDGE_INTERVAL, HOLD = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local COOLDOWN, TTL = tonumber(ARGV[14]), tonumber(ARGV[15])
+
+local f = redis.call('HMGET', key, 'tokens', 'ts', 'rate', 'rate_ts', 'hold_until',
+  'paused_until', 'cooldown_until', 'nudge_until', 'throttled_total')
+local limited = cap > 0
+local floor_rate = max_rate * FLOOR
+local rate = tonumber(f[3]) or max_rate
+if rate > max_rate then rate = max_rate end
+if rate < floor_rate then rate = floor_rate end
+local rate_ts = tonumber(f[4]) or now
+local hold_until = tonumber(f[5]) or 0
+local paused_until = tonumber(f[6]) or 0
+local cooldown_until = tonumber(f[7]) or 0
+local nudge_until = tonumber(f[8]) or 0
+local total = tonumber(f[9]) or 0
+
+-- Additive recovery, credited only for time that was neither paused nor held.
+local from = math.max(rate_ts, hold_until, paused_until)
+if now > from then
+  rate = math.min(max_rate, rate + RECOVER * max_rate * (now - from))
+end
+if now > rate_ts then rate_ts = now end
+
+-- Refill. State written by a host whose clock is ahead is as of `ts`: never refill backwards.
+-- A caller behind `ts` (clock skew, or reading its clock just before another caller's script
+-- ran) is treated as if at `ts`; the overshoot this allows is skew x rate tokens, which the
+-- safety margin covers.
+local eff_cap = 0
+local tokens = 0
+local ts = tonumber(f[2]) or now
+if limited then
+  eff_cap = cap * rate / max_rate
+  tokens = tonumber(f[1]) or eff_cap
+  if now > ts then
+    tokens = tokens + (now - ts) * rate
+    ts = now
+  end
+  if tokens > eff_cap then tokens = eff_cap end
+end
+
+local verdict = 'ok'
+local wait = 0
+if op == 'acquire' then
+  if paused_until > now then
+    verdict = 'pause'
+    wait = paused_until - now
+  elseif limited and n > 0 then
+    -- A request larger than the bucket waits for a full bucket and leaves a debt, so it
+    -- still makes progress; everyone after it waits the debt out.
+    local need = math.min(n, eff_cap)
+    if tokens < need then wait = (need - tokens) / rate end
+    if wait > max_wait then
+      verdict = 'long'
+    else
+      tokens = tokens - n
+    end
+  end
+elseif op == 'throttled' then
+  total = total + 1
+  if now >= cooldown_until then
+    rate = math.max(floor_rate, rate * DECREASE)
+  end
+  paused_until = math.max(paused_until, now + arg)
+  if now >= cooldown_until then cooldown_until = paused_until + COOLDOWN end
+  if limited then
+    eff_cap = cap * rate / max_rate
+    -- Drop what is in the bucket but keep debts: those requests are already promised.
+    if tokens > 0 then tokens = 0 end
+  end
+elseif op == 'percent' then
+  if arg >= 1.0 and now >= nudge_until then
+    rate = math.max(floor_rate, rate * NUDGE)
+    nudge_until = now + NUDGE_INTERVAL
+    if limited then
+      eff_cap = cap * rate / max_rate
+      if tokens > eff_cap then tokens = eff_cap end
+    end
+  end
+  if arg >= 0.8 then hold_until = math.max(hold_until, now + HOLD) end
+end
+
+local function s(x) return string.format('%.17g', x) end
+if op ~= 'peek' then
+  redis.call('HSET', key, 'tokens', s(tokens), 'ts', s(ts), 'rate', s(rate), 'rate_ts', s(rate_ts),
+    'hold_until', s(hold_until), 'paused_until', s(paused_until),
+    'cooldown_until', s(cooldown_until), 'nudge_until', s(nudge_until),
+    'throttled_total', s(total))
+  redis.call('EXPIRE', key, TTL)
+end
+return {verdict, s(wait), s(rate), s(eff_cap), s(tokens), s(paused_until), s(total)}
+"""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    verdict: str
+    wait_s: float
+    rate_per_s: float
+    capacity: float
+    tokens: float
+    paused_until: float
+    throttled_total: int
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    """A header value, whatever the case of its name (`$batch` item headers are plain dicts)."""
+    value = headers.get(name)
+    if value is not None:
+        return value
+    for key, item in headers.items():
+        if key.lower() == name:
+            return item
+    return None
+
+
+def _limit_fraction(value: str | None) -> float | None:
+    """`x-ms-throttle-limit-percentage` as a fraction of the limit (documented as 0.8-1.8)."""
+    if value is None:
+        return None
+    try:
+        number = float(value.strip().rstrip("%"))
+    except ValueError:
+        return None
+    if not math.isfinite(number) or number < 0:
+        return None
+    # Documented as a fraction; accept a percentage ("95") defensively.
+    return number / 100.0 if number > 5.0 else number
+
+
+class RedisThrottle:
+    """A tenant's token bucket, pause gate and adaptive rate, kept in Redis and shared by all workers.
+
+    `capacity`/`rate_per_s` are the configured write budget (None = unlimited: no bucket, but the
+    pause gate and 429 handling still apply). Blocking waits use `sleep`; a wait longer than
+    `max_inline_wait_s` raises ThrottleWaitTooLong instead.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        tenant: str,
+        *,
+        capacity: int | None,
+        rate_per_s: float | None,
+        clock: Clock | Callable[[], float],
+        sleep: Sleep,
+        max_inline_wait_s: float,
+        safety: float = 0.97,
+    ) -> None:
+        """`clock` is a Clock or a plain `() -> float` such as `time.time`."""
+        if (capacity is None) != (rate_per_s is None):
+            raise ValueError("capacity and rate_per_s must both be set or both be None")
+        if capacity is not None and rate_per_s is not None and (capacity <= 0 or rate_per_s <= 0):
+            raise ValueError("capacity and rate_per_s must be positive")
+        if not 0 < safety <= 1:
+            raise ValueError("safety must be in (0, 1]")
+        self.key = f"bl:throttle:{tenant}"
+        self.tenant = tenant
+        self._limited = capacity is not None
+        self._capacity = capacity * safety if capacity is not None else 0.0
+        # The unlimited mode still keeps a nominal rate so the script's maths stay defined.
+        self._max_rate = rate_per_s * safety if rate_per_s is not None else 1.0
+        self._now: Callable[[], float] = clock.now if isinstance(clock, Clock) else clock
+        self._sleep = sleep
+        self._max_inline_wait_s = max_inline_wait_s
+        self._script = redis.register_script(_SCRIPT)
+
+    @classmethod
+    def for_profile(
+        cls,
+        redis: Redis,
+        profile: TenantProfile,
+        *,
+        clock: Clock | Callable[[], float],
+        sleep: Sleep,
+        max_inline_wait_s: float,
+        safety: float = 0.97,
+    ) -> RedisThrottle:
+        """The throttle for a tenant profile's write budget."""
+        return cls(
+            redis,
+            profile.name,
+            capacity=profile.write_capacity,
+            rate_per_s=profile.write_rate_per_s,
+            clock=clock,
+            sleep=sleep,
+            max_inline_wait_s=max_inline_wait_s,
+            safety=safety,
+        )
+
+    def _run(self, op: str, now: float, *, n: int = 0, arg: float = 0.0) -> _Reply:
+        raw = self._script(
+            keys=[self.key],
+            args=[
+                op,
+                repr(now),
+                n,
+                repr(self._capacity),
+                repr(self._max_rate),
+                repr(self._max_inline_wait_s),
+                repr(arg),
+                DECREASE,
+                FLOOR,
+                RECOVER_PER_S,
+                NUDGE,
+                NUDGE_INTERVAL_S,
+                HOLD_S,
+                DECREASE_COOLDOWN_S,
+                STATE_TTL_S,
+            ],
+        )
+        verdict, wait_s, rate, capacity, tokens, paused_until, total = (_text(v) for v in raw)
+        return _Reply(
+            verdict=verdict,
+            wait_s=float(wait_s),
+            rate_per_s=float(rate),
+            capacity=float(capacity),
+            tokens=float(tokens),
+            paused_until=float(paused_until),
+            throttled_total=int(float(total)),
+        )
+
+    def acquire(self, writes: int) -> None:
+        """Block until `writes` write tokens are reserved and no pause is in force (0 = gate only)."""
+        pending = max(0, writes)
+        while True:
+            reply = self._run("acquire", self._now(), n=pending)
+            if reply.verdict == "pause":
+                if reply.wait_s > self._max_inline_wait_s:
+                    raise ThrottleWaitTooLong(reply.wait_s, paused=True)
+                log.debug("tenant %s paused; waiting %.3fs", self.tenant, reply.wait_s)
+                self._sleep(reply.wait_s)
+                continue
+            if reply.verdict == "long":
+                raise ThrottleWaitTooLong(reply.wait_s)
+            pending = 0  # reserved; later rounds only re-check the gate
+            if reply.wait_s <= 0:
+                return
+            self._sleep(reply.wait_s)
+            # Loop: a 429 seen by another worker while we waited must still hold us back.
+
+    def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        """Learn from one response: a 429 pauses everyone and slows the rate; the limit header nudges."""
+        if status == 429:
+            now = self._now()
+            retry_after_s = parse_retry_after(_header(headers, "retry-after"), datetime.fromtimestamp(now, UTC))
+            pause_s = DEFAULT_PAUSE_S if retry_after_s is None else retry_after_s
+            reply = self._run("throttled", now, arg=pause_s)
+            log.info(
+                "tenant %s throttled (429 #%s); paused %.3fs, rate now %.2f/s",
+                self.tenant,
+                reply.throttled_total,
+                pause_s,
+                reply.rate_per_s,
+            )
+            return
+        fraction = _limit_fraction(_header(headers, "x-ms-throttle-limit-percentage"))
+        if fraction is not None and fraction >= 0.8:
+            self._run("percent", self._now(), arg=fraction)
+
+    def snapshot(self) -> ThrottleSnapshot:
+        """The current rate, tokens, pause and 429 count (read-only)."""
+        reply = self._run("peek", self._now())
+        return ThrottleSnapshot(
+            rate_per_s=reply.rate_per_s if self._limited else None,
+            capacity=reply.capacity if self._limited else None,
+            tokens=reply.tokens if self._limited else None,
+            paused_until=reply.paused_until,
+            throttled_total=reply.throttled_total,
+        )

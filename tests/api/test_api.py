@@ -1,0 +1,173 @@
+"""The HTTP API: auth and scoping, submission formats, progress, results, cancel."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import redis
+from fastapi.testclient import TestClient
+
+from jobs.models import UserResult, UserStatus
+from jobs.store import JobStore
+from tests.api.conftest import ALL_KEY, OTHER_KEY, SIM_KEY, Sent, auth
+
+GOOD_CSV = (
+    "userPrincipalName,licenses,removeLicenses,disabledPlans,usageLocation,employeeId\n"
+    "ada@contoso.example,ENTERPRISEPACK,,SWAY,GB,E1001\n"
+    "grace@contoso.example,SPE_E5,ENTERPRISEPACK,,,E1002\n"
+    "linus@contoso.example,,EMS,,,=HYPERLINK_SAFE\n"
+).replace("=HYPERLINK_SAFE", "E1003")
+
+
+def submit_csv(client: TestClient, body: str = GOOD_CSV, key: str = ALL_KEY, tenant: str = "sim") -> dict:
+    response = client.post(f"/v1/jobs?tenant={tenant}", content=body.encode(),
+                           headers={**auth(key), "Content-Type": "text/csv"})
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def test_healthz_needs_no_key_and_checks_redis(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "redis": "ok"}
+
+
+def test_every_job_call_needs_a_valid_key(client: TestClient) -> None:
+    for method, path in (("GET", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("POST", "/v1/jobs"),
+                         ("GET", "/v1/jobs/x/results"), ("POST", "/v1/jobs/x/cancel")):
+        assert client.request(method, path).status_code == 401
+        assert client.request(method, path, headers=auth("wrong-key-123")).status_code == 401
+        assert client.request(method, path, headers={"Authorization": "Basic abc"}).status_code == 401
+
+
+def test_csv_job_is_accepted_and_a_window_of_chunks_is_enqueued(client: TestClient, sent: Sent) -> None:
+    response = client.post("/v1/jobs?tenant=sim", content=GOOD_CSV.encode(),
+                           headers={**auth(), "Content-Type": "text/csv"})
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued" and body["total"] == 3
+    assert response.headers["location"] == f"/v1/jobs/{body['id']}"
+    assert sent == [(body["id"], 0, 0.0)]
+    job = client.get(f"/v1/jobs/{body['id']}", headers=auth()).json()
+    assert job["status"] == "queued"
+    assert (job["total"], job["pending"], job["succeeded"], job["failed"]) == (3, 3, 0, 0)
+    assert set(job) >= {"id", "tenant", "status", "total", "succeeded", "failed", "cancelled", "pending",
+                        "throttled", "retries", "created_at", "started_at", "finished_at", "rate_per_s", "eta_s"}
+    assert job["eta_s"] == 3 / 20.0  # no rate measured yet: the tenant's ceiling
+
+
+def test_large_job_enqueues_only_its_window(client: TestClient, sent: Sent) -> None:
+    rows = "".join(f"u{i}@contoso.example,ENTERPRISEPACK\n" for i in range(95))
+    body = submit_csv(client, "user,add\n" + rows)
+    assert body["total"] == 95
+    assert [n for _, n, _ in sent] == [0, 1, 2, 3]  # window of 4 out of 10 chunks
+
+
+def test_multipart_upload(client: TestClient) -> None:
+    response = client.post("/v1/jobs?tenant=sim", headers=auth(),
+                           files={"file": ("onboarding.csv", GOOD_CSV.encode(), "text/csv")})
+    assert response.status_code == 202, response.text
+    assert response.json()["total"] == 3
+
+
+def test_json_job(client: TestClient, sent: Sent) -> None:
+    body = {"tenant": "sim", "operations": [
+        {"user": "ada@contoso.example", "addLicenses": [{"sku": "ENTERPRISEPACK", "disabledPlans": ["SWAY"]}],
+         "removeLicenses": ["EMS"], "usageLocation": "US"},
+        {"user": "grace@contoso.example",
+         "addLicenses": [{"skuId": "06ebc4ee-1bb5-47dd-8120-11324bc54e06", "disabledPlans": []}],
+         "removeLicenses": []},
+    ]}
+    response = client.post("/v1/jobs", json=body, headers=auth())
+    assert response.status_code == 202, response.text
+    assert response.json()["total"] == 2
+    assert len(sent) == 1
+
+
+def test_keys_are_scoped_to_tenants(client: TestClient, sent: Sent) -> None:
+    job = submit_csv(client, key=SIM_KEY)
+    # A key for another tenant cannot submit for sim, nor see sim's jobs.
+    response = client.post("/v1/jobs?tenant=sim", content=GOOD_CSV.encode(),
+                           headers={**auth(OTHER_KEY), "Content-Type": "text/csv"})
+    assert response.status_code == 403
+    json_response = client.post("/v1/jobs", json={"tenant": "sim", "operations": [
+        {"user": "a@contoso.example", "addLicenses": [{"sku": "EMS"}], "removeLicenses": []}]},
+        headers=auth(OTHER_KEY))
+    assert json_response.status_code in (403, 422)
+    assert json_response.status_code != 202
+    for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/results"):
+        assert client.get(path, headers=auth(OTHER_KEY)).status_code == 404
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth(OTHER_KEY)).status_code == 404
+    assert [j["id"] for j in client.get("/v1/jobs", headers=auth(OTHER_KEY)).json()["value"]] == []
+    assert [j["id"] for j in client.get("/v1/jobs", headers=auth(SIM_KEY)).json()["value"]] == [job["id"]]
+    assert len(sent) == 1
+
+
+def test_unknown_job_is_404(client: TestClient) -> None:
+    assert client.get("/v1/jobs/does-not-exist", headers=auth()).status_code == 404
+    assert client.get("/v1/jobs/" + "x" * 5000, headers=auth()).status_code == 404
+
+
+def test_results_csv_is_neutralised_and_resubmittable(client: TestClient, redis_client: redis.Redis) -> None:
+    job = submit_csv(client)
+    store = JobStore(redis_client, retention_s=3600)
+    store.record(job["id"], [
+        UserResult(row=2, user="ada@contoso.example", status=UserStatus.SUCCEEDED, attempts=1, updated_at=1.0),
+        UserResult(row=3, user="grace@contoso.example", status=UserStatus.FAILED, reason="no_free_seat",
+                   graph_code="Request_BadRequest", graph_message="=cmd|' /C calc'!A0", http_status=400,
+                   attempts=1, updated_at=1.0),
+    ])
+    response = client.get(f"/v1/jobs/{job['id']}/results?status=failed&format=csv", headers=auth())
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["user"], row["status"], row["reason"], row["http_status"]) == (
+        "grace@contoso.example", "failed", "no_free_seat", "400")
+    assert row["graph_message"].startswith("'=")  # defused for spreadsheets
+    assert (row["add"], row["remove"], row["employeeId"]) == ("SPE_E5", "ENTERPRISEPACK", "E1002")
+    # The failed rows go back in as they are.
+    again = submit_csv(client, response.text)
+    assert again["total"] == 1
+
+    everything = client.get(f"/v1/jobs/{job['id']}/results", headers=auth()).json()["value"]
+    assert [r["status"] for r in everything] == ["succeeded", "failed", "pending"]
+    assert everything[0]["extra"] == {"employeeId": "E1001"}
+
+
+def test_cancel_flags_the_job(client: TestClient, redis_client: redis.Redis) -> None:
+    job = submit_csv(client)
+    response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth())
+    assert response.status_code == 202
+    assert response.json()["cancel_requested"] is True
+    assert JobStore(redis_client, retention_s=3600).is_cancelled(job["id"])
+
+
+def test_wrong_content_type_is_415(client: TestClient, redis_client: redis.Redis) -> None:
+    response = client.post("/v1/jobs?tenant=sim", content=b"<xml/>", headers={**auth(), "Content-Type": "application/xml"})
+    assert response.status_code == 415
+    assert "text/csv" in response.json()["detail"]
+    assert redis_client.keys("bl:job:*") == []
+
+
+def test_csv_without_tenant_or_with_unknown_tenant(client: TestClient) -> None:
+    response = client.post("/v1/jobs", content=GOOD_CSV.encode(), headers={**auth(), "Content-Type": "text/csv"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["column"] == "tenant"
+    response = client.post("/v1/jobs?tenant=nope", content=GOOD_CSV.encode(),
+                           headers={**auth(), "Content-Type": "text/csv"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["value"] == "nope"
+
+
+def test_oversized_bodies_are_413_and_leave_nothing(client: TestClient, redis_client: redis.Redis, sent: Sent) -> None:
+    big = b"user,add\n" + b"x@contoso.example,EMS\n" * (3 * 1024 * 1024 // 21)
+    response = client.post("/v1/jobs?tenant=sim", content=big, headers={**auth(), "Content-Type": "text/csv"})
+    assert response.status_code == 413
+    huge_json = json.dumps({"tenant": "sim", "operations": [], "pad": "x" * (2 * 1024 * 1024)}).encode()
+    response = client.post("/v1/jobs", content=huge_json, headers={**auth(), "Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert sent == []
+    assert redis_client.keys("bl:job:*") == []

@@ -1,0 +1,1 @@
+"""Hostile and broken job inputs, with the exact error each must produce (see cases.json)."""

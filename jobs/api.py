@@ -74,9 +74,14 @@ class Caller:
 
 
 def _error(status: int, detail: str, errors: list[FieldError] | None = None, total: int = 0) -> JSONResponse:
-    items = [e.to_json() for e in errors or []]
+    items = [e.to_json() for e in errors or [FieldError(detail)]]
     return JSONResponse(status_code=status, content={"detail": detail, "errors": items,
                                                      "total_errors": total or len(items)})
+
+
+def _too_big(what: str, limit: int) -> str:
+    size = f"{limit // (1024 * 1024)} MB" if limit >= 1024 * 1024 else f"{limit:,} bytes"
+    return f"the {what} is larger than {size}, more than the limit of {size} per request; split it into several jobs"
 
 
 def neutralise(cell: str) -> str:
@@ -215,12 +220,12 @@ def create_app(
         if ctype == "application/json":
             limit = settings.max_json_bytes
             if length and length.isdigit() and int(length) > limit:
-                return _error(413, f"JSON body over the {limit} byte limit")
+                return _error(413, _too_big("JSON body", limit))
             body = bytearray()
             async for part in request.stream():
                 body += part
                 if len(body) > limit:
-                    return _error(413, f"JSON body over the {limit} byte limit")
+                    return _error(413, _too_big("JSON body", limit))
             accepted = await run_in_threadpool(
                 submitter.submit_json, bytes(body), owner=who.label, allowed=who.allows
             )
@@ -235,7 +240,7 @@ def create_app(
                 return _error(403, f"this API key may not submit jobs for tenant '{tenant}'")
             limit = settings.max_upload_bytes
             if length and length.isdigit() and int(length) > limit + 1024 * 1024:
-                return _error(413, f"upload over the {limit} byte limit")
+                return _error(413, _too_big("upload", limit))
             spool = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
             try:
                 if ctype == "multipart/form-data":
@@ -256,7 +261,7 @@ def create_app(
                     async for part in request.stream():
                         size += len(part)
                         if size > limit:
-                            return _error(413, f"upload over the {limit} byte limit")
+                            return _error(413, _too_big("upload", limit))
                         spool.write(part)
                     spool.seek(0)
                     chunks = iter(lambda: spool.read(READ_CHUNK_BYTES), b"")

@@ -130,9 +130,10 @@ def create_app(
             if profile is None or profile.write_rate_per_s is None:
                 return None
             try:
-                return float(tenant_client(tenant).throttle.snapshot().rate_per_s)
-            except Exception:  # progress must not fail because Graph settings are odd
+                rate = tenant_client(tenant).throttle.snapshot().rate_per_s
+            except Exception:  # progress must not fail because the throttle state is unreadable
                 return profile.write_rate_per_s
+            return None if rate is None else float(rate)
 
     catalogs = CatalogCache(fetch_skus, settings.sku_cache_ttl_s)
     submitter = Submitter(settings, store, catalogs, send)
@@ -213,7 +214,9 @@ def create_app(
             }
         },
     )
-    async def submit(request: Request, who: Caller = caller_dep, tenant: str | None = Query(default=None, max_length=128)) -> Response:
+    async def submit(
+        request: Request, who: Caller = caller_dep, tenant: str | None = Query(default=None, max_length=128)
+    ) -> Response:
         """Submit a job: a CSV (`text/csv` body or multipart field `file`, `?tenant=`) or JSON."""
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         length = request.headers.get("content-length")

@@ -185,7 +185,7 @@ class JobProgress:
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "rate_per_s": round(self.rate_per_s, 2),
-            "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "eta_s": None if self.eta_s is None else round(self.eta_s, 2),
             "source": self.source,
             "warnings": list(self.warnings),
         }
@@ -438,8 +438,8 @@ class JobStore:
                 if now - float(value[2:]) > requeue_after_s:
                     orphans.append((n, value))
             elif value.startswith("r:"):
-                owner, _, claimed = value[2:].rpartition(":")
-                claims[n] = (value, owner, float(claimed or 0))
+                owner, _, claimed_at = value[2:].rpartition(":")
+                claims[n] = (value, owner, float(claimed_at or 0))
         owners = sorted({owner for _, owner, _ in claims.values()})
         beats: dict[str, Any] = {}
         if owners:

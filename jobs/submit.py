@@ -83,7 +83,9 @@ class Submitter:
         return self._stage_and_commit(tenant, catalog, parse, lambda: (parse.errors, parse.total_errors),
                                       source="csv", owner=owner, status=lambda: parse.status_code)
 
-    def submit_json(self, body: bytes, *, owner: str = "", allowed: Callable[[str], bool] = lambda _: True) -> Submitted:
+    def submit_json(
+        self, body: bytes, *, owner: str = "", allowed: Callable[[str], bool] = lambda _: True
+    ) -> Submitted:
         """Validate and enqueue a JSON body `{"tenant", "operations": [...]}`."""
         def catalog_for(tenant: str) -> SkuCatalog:
             if tenant not in self.settings.tenants:

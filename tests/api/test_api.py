@@ -146,7 +146,8 @@ def test_cancel_flags_the_job(client: TestClient, redis_client: redis.Redis) -> 
 
 
 def test_wrong_content_type_is_415(client: TestClient, redis_client: redis.Redis) -> None:
-    response = client.post("/v1/jobs?tenant=sim", content=b"<xml/>", headers={**auth(), "Content-Type": "application/xml"})
+    response = client.post("/v1/jobs?tenant=sim", content=b"<xml/>",
+                           headers={**auth(), "Content-Type": "application/xml"})
     assert response.status_code == 415
     assert "text/csv" in response.json()["detail"]
     assert redis_client.keys("bl:job:*") == []

@@ -1,0 +1,86 @@
+"""One chunk task, start to finish: claim it, run it, hand it back or complete it, dispatch next."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from jobs.executor import ChunkDeps, HandBack, run_chunk
+from jobs.models import UserResult, UserStatus
+from jobs.scheduler import dispatch
+from jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class ChunkContext(Protocol):
+    """What a worker process provides to run chunks."""
+
+    store: JobStore
+    worker_id: str
+    running: set[str]
+    max_countdown_s: float
+
+    def deps_for(self, tenant: str) -> ChunkDeps:
+        """Graph client, throttle and policy for one tenant profile (KeyError if unknown)."""
+        ...
+
+    def send(self, job_id: str, n: int, countdown_s: float, budget_started_at: float | None = None) -> None:
+        """Enqueue a chunk task."""
+        ...
+
+
+def execute_chunk(
+    ctx: ChunkContext,
+    job_id: str,
+    n: int,
+    budget_started_at: float | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> str:
+    """Run chunk n of a job once; returns what happened ('done', 'handed_back', 'skipped:<why>')."""
+    store = ctx.store
+    key = f"{job_id}:{n}"
+    ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
+    try:
+        claim = store.claim_chunk(job_id, n, ctx.worker_id)
+        if claim != "ok":
+            log.info("chunk %s of job %s skipped: %s", n, job_id, claim)
+            return f"skipped:{claim}"
+        started = budget_started_at or clock()
+        tenant = store.job_tenant(job_id) or ""
+        try:
+            deps = ctx.deps_for(tenant)
+        except KeyError:
+            _fail_all(store, job_id, n, f"tenant profile '{tenant}' is not configured on this worker", clock())
+        else:
+            try:
+                run_chunk(deps, job_id, n, budget_started_at=started)
+            except HandBack as hb:
+                countdown_s = min(hb.countdown_s, ctx.max_countdown_s)
+                store.release_chunk(job_id, n, ctx.worker_id, due_in_s=countdown_s)
+                ctx.send(job_id, n, countdown_s, started)
+                log.info("chunk %s of job %s handed back for %.1fs", n, job_id, countdown_s)
+                return "handed_back"
+        first, done, chunks = store.complete_chunk(job_id, n)
+        if first:
+            dispatch(store, lambda j, c, cd: ctx.send(j, c, cd, None), job_id, 1)
+        if done >= chunks:
+            log.info("job %s finished (%d chunks)", job_id, chunks)
+        return "done"
+    finally:
+        ctx.running.discard(key)
+
+
+def _fail_all(store: JobStore, job_id: str, n: int, message: str, now: float) -> None:
+    ops = store.load_chunk(job_id, n)
+    store.record(
+        job_id,
+        [
+            UserResult(row=op.row, user=op.user, status=UserStatus.FAILED, reason="tenant_not_configured",
+                       graph_message=message, updated_at=now)
+            for op in ops
+        ],
+    )

@@ -1,0 +1,197 @@
+"""`bulklicense demo`: every part started locally, one real onboarding batch, a live bar."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from config import get_settings
+from jobs.embedded_redis import EmbeddedRedis, free_port
+
+DEMO_KEY = "demo-key-" + "0" * 8
+
+
+class Services:
+    """Child processes started by the demo (or a test), stopped in reverse order."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.logs: list[IO[bytes]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start a child process with its output in `<workdir>/<name>.log`."""
+        log = (self.workdir / f"{name}.log").open("wb")
+        self.logs.append(log)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        """Stop every child: SIGTERM, then SIGKILL after a grace period."""
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self.logs:
+            log.close()
+
+
+def start_simulator(services: Services, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
+    """Start graphsim as a child process and return its JSON ready line."""
+    out = services.workdir / "graphsim.out"
+    handle = out.open("wb")
+    services.logs.append(handle)
+    args = [sys.executable, "-m", "graphsim", "--host", "127.0.0.1", "--port", "0",
+            "--ca-out", str(services.workdir / "ca.pem"), "--profile-out", str(services.workdir / "tenants.toml"),
+            "--state-dir", str(services.workdir / "graphsim-state"), "--control", *extra]
+    proc = subprocess.Popen(args, stdout=handle, stderr=(services.workdir / "graphsim.log").open("wb"),
+                            env=env, cwd=services.workdir)
+    services.procs.append(("graphsim", proc))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = out.read_text(errors="replace")
+        if "\n" in text:
+            info: dict[str, Any] = json.loads(text.splitlines()[0])
+            return info
+        if proc.poll() is not None:
+            raise RuntimeError("graphsim exited: " + (services.workdir / "graphsim.log").read_text()[-2000:])
+        time.sleep(0.05)
+    raise RuntimeError("graphsim did not start within 60 s")
+
+
+def wait_http(url: str, timeout_s: float = 30.0, **kwargs: Any) -> None:
+    """Wait until `url` answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2, **kwargs).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout_s:.0f} s")
+
+
+def onboarding_rows(sim_users: list[dict[str, Any]], count: int, seed: int = 7) -> Iterator[dict[str, str]]:
+    """A realistic HR onboarding batch for the simulated tenant, with a few rows that will fail."""
+    rng = random.Random(seed)
+    unlicensed = [u for u in sim_users if not u.get("assignedLicenses")]
+    licensed = [u for u in sim_users if u.get("assignedLicenses")]
+    pool = (unlicensed + licensed)[:count]
+    for i, user in enumerate(pool):
+        row = {"userPrincipalName": user["userPrincipalName"], "licenses": "", "removeLicenses": "",
+               "disabledPlans": "", "usageLocation": "", "employeeId": f"E{10000 + i}"}
+        if user.get("assignedLicenses"):
+            row["licenses"] = "SPE_E3"
+        else:
+            row["licenses"] = rng.choice(["ENTERPRISEPACK", "ENTERPRISEPACK", "SPE_E3", "ENTERPRISEPACK;POWER_BI_PRO"])
+        if row["licenses"].startswith("ENTERPRISEPACK") and rng.random() < 0.3:
+            row["disabledPlans"] = "SWAY"
+        if not user.get("usageLocation") or rng.random() < 0.1:
+            row["usageLocation"] = rng.choice(["US", "GB", "DE", "FR", "NL"])
+        yield row
+    # Rows an HR export really contains: someone who left before their start date.
+    yield {"userPrincipalName": "left.before.start@contoso.example", "licenses": "ENTERPRISEPACK",
+           "removeLicenses": "", "disabledPlans": "", "usageLocation": "US", "employeeId": "E99999"}
+
+
+def run_demo(*, users: int, keep: bool, console: Console) -> int:
+    """Start Redis (unless configured), graphsim, a worker and the API; run one batch; stop all."""
+    settings = get_settings()
+    workdir = Path(tempfile.mkdtemp(prefix="bulklicense-demo-"))
+    services = Services(workdir)
+    redis_server: EmbeddedRedis | None = None
+    env = dict(os.environ)
+    try:
+        with console.status("starting Redis, graphsim, a worker and the API…"):
+            if "redis_url" in settings.model_fields_set:
+                redis_url = settings.redis_url
+            else:
+                (workdir / "redis").mkdir()
+                redis_server = EmbeddedRedis(data_dir=workdir / "redis").start()
+                redis_url = redis_server.url
+            sim = start_simulator(services, env, ["--users", str(users + 200), "--seed", "1",
+                                                  "--write-limit", "200/4", "--latency-ms", "80",
+                                                  "--latency-jitter-ms", "40"])
+            api_port = free_port()
+            env.update({
+                "BULKLICENSE_REDIS_URL": redis_url,
+                "BULKLICENSE_TENANTS_FILE": sim["profile_path"],
+                "BULKLICENSE_API_KEYS": f"{DEMO_KEY}:*",
+                "BULKLICENSE_LOG_LEVEL": "WARNING",
+            })
+            cli = [sys.executable, "-m", "jobs.cli"]
+            services.start("worker", [*cli, "worker", "--concurrency", "8"], env)
+            services.start("api", [*cli, "api", "--host", "127.0.0.1", "--port", str(api_port)], env)
+            api_url = f"http://127.0.0.1:{api_port}"
+            wait_http(f"{api_url}/healthz")
+        console.print(f"[green]✓[/green] Redis {redis_url} · graphsim {sim['graph_url']} · API {api_url} · 1 worker")
+
+        sim_users = httpx.get(f"{sim['control_url']}/users", verify=sim["ca_path"], timeout=30).json()["value"]
+        batch = workdir / "onboarding.csv"
+        with batch.open("w", newline="", encoding="utf-8") as fh:
+            rows = list(onboarding_rows(sim_users, users))
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        console.print(f"submitting [bold]{batch.name}[/bold]: {len(rows)} users "
+                      f"(graphsim allows 200 writes per 4 s, 80±40 ms per call)")
+
+        from jobs.cli import ApiClient, print_summary, watch
+
+        client = ApiClient(api_url, DEMO_KEY)
+        accepted = client.request("POST", "/v1/jobs", params={"tenant": "sim"}, content=batch.read_bytes(),
+                                  headers={"Content-Type": "text/csv"}).json()
+        for warning in accepted.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+        job = watch(client, accepted["id"])
+        print_summary(job)
+
+        results_path = f"/v1/jobs/{job['id']}/results"
+        failed = client.request("GET", results_path, params={"format": "json", "status": "failed"}).json()
+        reasons = Counter(item["reason"] for item in failed["value"])
+        if reasons:
+            table = Table("reason", "users", title="failures (fix and resubmit the failed rows)")
+            for reason, n in reasons.most_common():
+                table.add_row(reason, str(n))
+            console.print(table)
+        results = Path.cwd() / "bulklicense-demo-results.csv"
+        results.write_bytes(client.request("GET", f"/v1/jobs/{job['id']}/results", params={"format": "csv"}).content)
+        failed_csv = Path.cwd() / "bulklicense-demo-failed.csv"
+        failed_csv.write_bytes(client.request("GET", f"/v1/jobs/{job['id']}/results",
+                                              params={"format": "csv", "status": "failed"}).content)
+        console.print(f"results: [bold]{results}[/bold]")
+        console.print(f"failed rows, ready to fix and resubmit: [bold]{failed_csv}[/bold]")
+        finished = job["status"] in ("completed", "completed_with_errors")
+        ok = finished and job["succeeded"] + job["failed"] == job["total"]
+        return 0 if ok else 1
+    finally:
+        services.stop()
+        if redis_server is not None:
+            redis_server.stop()
+        if keep:
+            console.print(f"demo files kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,305 @@
+"""Runs one chunk of a job: each pending user through read/PATCH/assignLicense in `$batch` rounds.
+
+Per user the steps are:
+
+    VERIFY  GET the user (when a usageLocation is asked for, or after an ambiguous failure or a
+            crash left a write of unknown outcome): decides whether a PATCH is needed and whether
+            the requested state already holds, so a write is never blindly repeated.
+    PATCH   set usageLocation (only when it differs).
+    ASSIGN  one assignLicense call with both addLicenses and removeLicenses (a swap is one call).
+
+Items of many users go out together in `$batch` requests of up to 20; throttled and transient
+items are retried individually under the one retry policy; every user ends in exactly one terminal
+state, recorded atomically in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from jobs.models import Operation, UserResult, UserStatus
+from jobs.store import JobStore
+from worker.errors import (
+    REASON_RETRIES_EXHAUSTED,
+    GraphError,
+    GraphPermanentError,
+    GraphThrottled,
+    reason_for,
+)
+from worker.graph import BatchRequest, GraphClient
+from worker.retry import RetryPolicy
+from worker.throttle import ThrottleWaitTooLong
+
+log = logging.getLogger(__name__)
+
+USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses")
+
+
+class Step(Enum):
+    """What a user needs next."""
+
+    VERIFY = "verify"
+    PATCH = "patch"
+    ASSIGN = "assign"
+
+
+class HandBack(Exception):
+    """The chunk must wait longer than a worker slot should; requeue it after `countdown_s`."""
+
+    def __init__(self, countdown_s: float) -> None:
+        super().__init__(f"hand back for {countdown_s:.1f}s")
+        self.countdown_s = countdown_s
+
+
+@dataclass
+class _Work:
+    """Mutable progress of one user within this run."""
+
+    op: Operation
+    step: Step
+    verify_first: bool
+    attempts: int = 0
+    failures: int = 0
+    not_before: float = 0.0
+    last_error: GraphError | None = None
+
+
+@dataclass(frozen=True)
+class ChunkDeps:
+    """What running a chunk needs; built once per worker process and per tenant."""
+
+    store: JobStore
+    graph: GraphClient
+    policy: RetryPolicy
+    batch_size: int
+    max_inline_wait_s: float
+    request_deadline_s: float
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def desired_state_holds(op: Operation, user: Mapping[str, Any]) -> bool:
+    """Whether the user already looks the way the operation asks for."""
+    assigned: dict[str, set[str]] = {}
+    for lic in user.get("assignedLicenses") or ():
+        assigned[str(lic.get("skuId", "")).lower()] = {str(p).lower() for p in lic.get("disabledPlans") or ()}
+    for add in op.add:
+        plans = assigned.get(add.sku_id.lower())
+        if plans is None or plans != {p.lower() for p in add.disabled_plans}:
+            return False
+    if any(sku.lower() in assigned for sku in op.remove):
+        return False
+    return not (op.usage_location and user.get("usageLocation") != op.usage_location)
+
+
+def _first_step(op: Operation, verify_first: bool) -> Step:
+    if verify_first or op.usage_location:
+        return Step.VERIFY
+    return Step.ASSIGN
+
+
+def run_chunk(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float) -> int:
+    """Process chunk n's pending users; returns how many results were recorded.
+
+    Raises HandBack when every remaining user must wait longer than `max_inline_wait_s`.
+    """
+    store = deps.store
+    ops = store.load_chunk(job_id, n)
+    done = store.terminal_rows(job_id, [op.row for op in ops])
+    pending_ops = [op for op in ops if op.row not in done]
+    if not pending_ops:
+        return 0
+    if store.is_cancelled(job_id):
+        return store.record(job_id, [_cancelled(op, 0, deps.clock()) for op in pending_ops])
+    prior = store.attempts(job_id, [op.row for op in pending_ops])
+    work = [
+        _Work(op=op, step=_first_step(op, op.row in prior), verify_first=op.row in prior,
+              attempts=prior.get(op.row, 0))
+        for op in pending_ops
+    ]
+    return _Runner(deps, job_id, budget_started_at).run(work)
+
+
+class _Runner:
+    """The round loop for one chunk run."""
+
+    def __init__(self, deps: ChunkDeps, job_id: str, budget_started_at: float) -> None:
+        self.deps = deps
+        self.job_id = job_id
+        self.budget_started_at = budget_started_at
+        self.recorded = 0
+
+    def run(self, work: list[_Work]) -> int:
+        deps = self.deps
+        pending = work
+        while pending:
+            now = deps.clock()
+            ready = [w for w in pending if w.not_before <= now]
+            if not ready:
+                wait_s = min(w.not_before for w in pending) - now
+                if wait_s > deps.max_inline_wait_s:
+                    raise HandBack(wait_s)
+                deps.sleep(wait_s)
+                continue
+            round_work = ready[: deps.batch_size]
+            finished = self._round(round_work)
+            if finished is None:  # cancelled before the writes went out
+                now = deps.clock()
+                self._record([_cancelled(w.op, w.attempts, now) for w in pending])
+                return self.recorded
+            pending = [w for w in pending if id(w) not in finished]
+        return self.recorded
+
+    def _round(self, round_work: list[_Work]) -> set[int] | None:
+        """Send one batch; returns ids of works that reached a terminal state (None if cancelled)."""
+        deps, store = self.deps, self.deps.store
+        requests: list[BatchRequest] = []
+        by_id: dict[str, _Work] = {}
+        write_rows: list[int] = []
+        for i, w in enumerate(round_work):
+            rid = str(i + 1)
+            by_id[rid] = w
+            op = w.op
+            if w.step is Step.VERIFY:
+                requests.append(BatchRequest.get_user(rid, op.user, USER_SELECT))
+            elif w.step is Step.PATCH:
+                requests.append(BatchRequest.update_user(rid, op.user, {"usageLocation": op.usage_location}))
+                write_rows.append(op.row)
+            else:
+                requests.append(BatchRequest.assign_license(rid, op.user, _adds(op), list(op.remove)))
+                write_rows.append(op.row)
+        batch_id = uuid.uuid4().hex
+        if write_rows:
+            deadline = deps.clock() + deps.request_deadline_s
+            if not store.begin_writes(self.job_id, batch_id, deadline, write_rows):
+                return None
+        try:
+            try:
+                outcomes = self._send(requests)
+            except ThrottleWaitTooLong as exc:
+                raise HandBack(exc.wait_s) from None
+        finally:
+            if write_rows:
+                store.end_writes(self.job_id, batch_id)
+        return self._settle(by_id, outcomes)
+
+    def _send(self, requests: list[BatchRequest]) -> dict[str, tuple[dict[str, Any] | None, GraphError | None]]:
+        """Send the items, as one `$batch` or (for a single item) one plain call."""
+        graph = self.deps.graph
+        try:
+            results = graph.batch(requests)
+        except GraphError as exc:  # the whole batch failed: every item shares the outcome
+            return {r.id: (None, exc) for r in requests}
+        out: dict[str, tuple[dict[str, Any] | None, GraphError | None]] = {}
+        for r in requests:
+            item = results.get(r.id)
+            if item is None:
+                out[r.id] = (None, GraphError("no response for batch item", ambiguous=True))
+            else:
+                body = item.body if isinstance(item.body, dict) else None
+                out[r.id] = (body, item.error)
+        return out
+
+    def _settle(
+        self,
+        by_id: dict[str, _Work],
+        outcomes: dict[str, tuple[dict[str, Any] | None, GraphError | None]],
+    ) -> set[int]:
+        deps = self.deps
+        now = deps.clock()
+        terminal: list[UserResult] = []
+        finished: set[int] = set()
+        throttled = retries = 0
+        for rid, w in by_id.items():
+            body, error = outcomes[rid]
+            w.attempts += 1
+            if error is None:
+                result = self._advance(w, body or {}, now)
+            else:
+                if isinstance(error, GraphThrottled):
+                    throttled += 1
+                result = self._failed_attempt(w, error, now)
+                if result is None:
+                    retries += 1
+            if result is not None:
+                terminal.append(result)
+                finished.add(id(w))
+        self.deps.store.bump(self.job_id, throttled=throttled, retries=retries)
+        self._record(terminal)
+        return finished
+
+    def _advance(self, w: _Work, body: dict[str, Any], now: float) -> UserResult | None:
+        """A step succeeded: move the user on, or return its terminal result."""
+        op = w.op
+        if w.step is Step.VERIFY:
+            if w.verify_first and desired_state_holds(op, body):
+                return _succeeded(op, w.attempts, now, detail="already in the requested state")
+            w.verify_first = False
+            if op.usage_location and body.get("usageLocation") != op.usage_location:
+                w.step = Step.PATCH
+                return None
+            if op.add or op.remove:
+                w.step = Step.ASSIGN
+                return None
+            return _succeeded(op, w.attempts, now, detail="usage location already set")
+        if w.step is Step.PATCH and (op.add or op.remove):
+            w.step = Step.ASSIGN
+            return None
+        return _succeeded(op, w.attempts, now)
+
+    def _failed_attempt(self, w: _Work, error: GraphError, now: float) -> UserResult | None:
+        """A step failed: schedule a retry, or return the terminal failure."""
+        deps = self.deps
+        w.last_error = error
+        if isinstance(error, GraphPermanentError):
+            return _failed(w.op, w.attempts, now, error)
+        w.failures += 1
+        elapsed_s = now - self.budget_started_at
+        if not deps.policy.should_retry(w.failures, elapsed_s, error):
+            return _failed(w.op, w.attempts, now, error, reason=REASON_RETRIES_EXHAUSTED)
+        if error.ambiguous and w.step is not Step.VERIFY:
+            # The write may have been applied: read the user before deciding to resend.
+            w.verify_first = True
+            w.step = Step.VERIFY
+        w.not_before = now + deps.policy.next_delay(w.failures, error, deps.rng)
+        return None
+
+    def _record(self, results: Sequence[UserResult]) -> None:
+        if results:
+            self.recorded += self.deps.store.record(self.job_id, results)
+
+
+def _adds(op: Operation) -> list[dict[str, Any]]:
+    return [{"skuId": a.sku_id, "disabledPlans": list(a.disabled_plans)} for a in op.add]
+
+
+def _succeeded(op: Operation, attempts: int, now: float, detail: str | None = None) -> UserResult:
+    return UserResult(row=op.row, user=op.user, status=UserStatus.SUCCEEDED, attempts=attempts,
+                      updated_at=now, detail=detail)
+
+
+def _cancelled(op: Operation, attempts: int, now: float) -> UserResult:
+    return UserResult(row=op.row, user=op.user, status=UserStatus.CANCELLED, reason="cancelled",
+                      attempts=attempts, updated_at=now)
+
+
+def _failed(op: Operation, attempts: int, now: float, error: GraphError, reason: str | None = None) -> UserResult:
+    return UserResult(
+        row=op.row,
+        user=op.user,
+        status=UserStatus.FAILED,
+        reason=reason or reason_for(error.status, error.code, error.message),
+        graph_code=error.code,
+        graph_message=error.message,
+        http_status=error.status,
+        attempts=attempts,
+        updated_at=now,
+    )

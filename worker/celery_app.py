@@ -1,0 +1,63 @@
+"""The Celery app factory, and the module-level app for `celery -A worker.celery_app`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from config import Settings, get_settings
+from jobs.chunks import execute_chunk
+from worker.runtime import RUN_CHUNK_TASK, get_runtime, stop_runtime
+
+QUEUE = "bulklicense"
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """A Celery app configured for at-least-once chunk execution on the Redis broker."""
+    app = Celery("bulklicense", broker=settings.effective_broker_url)
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        # At-least-once: ack after the chunk ran, requeue if the worker dies mid-task, take one
+        # message per free slot. Chunks are idempotent, so running one twice is safe.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport,
+        visibility_timeout=settings.visibility_timeout_s,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_concurrency=settings.worker_concurrency,
+        worker_pool="threads",
+        worker_send_task_events=False,
+    )
+
+    @app.task(name=RUN_CHUNK_TASK, bind=False)  # type: ignore[untyped-decorator]
+    def run_chunk_task(job_id: str, n: int, budget_started_at: float | None = None) -> str:
+        # Thin: unpack ids, hand over to the job domain with this process's runtime.
+        return execute_chunk(get_runtime(settings, app), job_id, int(n), budget_started_at)
+
+    def _start_runtime(**_: Any) -> None:
+        get_runtime(settings, app)
+
+    signals.worker_ready.connect(_start_runtime, weak=False)
+    signals.worker_process_init.connect(_start_runtime, weak=False)
+    signals.worker_shutdown.connect(stop_runtime, weak=False)
+    return app
+
+
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Celery:
+    # `celery -A worker.celery_app worker` looks up `app`: build it on demand, never at import.
+    global _app
+    if name in ("app", "celery"):
+        if _app is None:
+            _app = create_celery_app(get_settings())
+        return _app
+    raise AttributeError(name)

@@ -1,0 +1,51 @@
+"""Builds the per-tenant Graph client: MSAL token provider, httpx client, shared Redis throttle."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+import redis
+
+from config import Settings, TenantProfile
+from worker.auth import GraphAuth, MsalTokenProvider
+from worker.graph import GraphClient
+from worker.throttle import RedisThrottle
+
+
+@dataclass(frozen=True)
+class TenantClient:
+    """A tenant's Graph client and the throttle every call of it passes through."""
+
+    profile: TenantProfile
+    graph: GraphClient
+    throttle: RedisThrottle
+    http: httpx.Client
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self.http.close()
+
+
+def build_tenant_client(settings: Settings, profile: TenantProfile, client: redis.Redis) -> TenantClient:
+    """One Graph client per tenant profile and process; connections are pooled and bounded."""
+    tokens = MsalTokenProvider(profile)
+    verify: str | bool = str(profile.ca_bundle) if profile.ca_bundle else True
+    http = httpx.Client(
+        auth=GraphAuth(tokens),
+        verify=verify,
+        timeout=httpx.Timeout(settings.graph_timeout_s, connect=min(10.0, settings.graph_timeout_s)),
+        limits=httpx.Limits(max_connections=settings.worker_concurrency + 4, max_keepalive_connections=16),
+    )
+    throttle = RedisThrottle(
+        client,
+        profile.name,
+        capacity=profile.write_capacity,
+        rate_per_s=profile.write_rate_per_s,
+        clock=time.time,
+        sleep=time.sleep,
+        max_inline_wait_s=settings.max_inline_wait_s,
+    )
+    graph = GraphClient(http, base_url=profile.graph_url, throttle=throttle, timeout_s=settings.graph_timeout_s)
+    return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http)

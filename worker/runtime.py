@@ -1,0 +1,147 @@
+"""Per-process worker state: Redis, the store, tenant clients, heartbeat and reaper threads."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery import Celery
+
+from config import Settings
+from jobs.chunks import ChunkContext
+from jobs.executor import ChunkDeps
+from jobs.scheduler import reap
+from jobs.store import JobStore
+from worker.clients import TenantClient, build_tenant_client
+from worker.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+RUN_CHUNK_TASK = "bulklicense.run_chunk"
+# A queued chunk whose message has not been picked up for this long is sent again (duplicates are
+# harmless: claims are exclusive), covering messages reserved by a worker that then died.
+REQUEUE_QUEUED_AFTER_S = 45.0
+
+
+def send_chunk(app: Celery, job_id: str, n: int, countdown_s: float, budget_started_at: float | None) -> None:
+    """Put one chunk task on the broker."""
+    app.send_task(
+        RUN_CHUNK_TASK,
+        args=[job_id, n, budget_started_at],
+        countdown=countdown_s if countdown_s > 0 else None,
+    )
+
+
+class WorkerRuntime(ChunkContext):
+    """Everything a worker process shares between its task threads."""
+
+    def __init__(self, settings: Settings, app: Celery) -> None:
+        self.settings = settings
+        self.app = app
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_keepalive=True, health_check_interval=30, socket_timeout=30
+        )
+        self.store = JobStore(self.redis, retention_s=settings.retention_s)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace(":", "-")
+        self.running: set[str] = set()
+        self.max_countdown_s = settings.visibility_timeout_s / 4
+        self.policy = RetryPolicy.from_settings(settings)
+        self._clients: dict[str, TenantClient] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def deps_for(self, tenant: str) -> ChunkDeps:
+        """Graph client, throttle and retry policy for a tenant profile."""
+        with self._lock:
+            client = self._clients.get(tenant)
+            if client is None:
+                profile = self.settings.tenant(tenant)
+                client = build_tenant_client(self.settings, profile, self.redis)
+                self._clients[tenant] = client
+        return ChunkDeps(
+            store=self.store,
+            graph=client.graph,
+            policy=self.policy,
+            batch_size=self.settings.batch_size,
+            max_inline_wait_s=self.settings.max_inline_wait_s,
+            request_deadline_s=self.settings.graph_timeout_s + self.settings.max_inline_wait_s + 5,
+            rng=random.Random(),
+        )
+
+    def send(self, job_id: str, n: int, countdown_s: float, budget_started_at: float | None = None) -> None:
+        """Enqueue a chunk task."""
+        send_chunk(self.app, job_id, n, countdown_s, budget_started_at)
+
+    def start(self) -> None:
+        """Start the heartbeat and reaper threads."""
+        if self._threads:
+            return
+        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._reaper_loop, "reaper")):
+            thread = threading.Thread(target=target, name=f"bulklicense-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop background threads, drop our heartbeat, close clients."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        with contextlib.suppress(redis.RedisError):
+            self.store.worker_gone(self.worker_id)
+        for client in self._clients.values():
+            client.close()
+
+    def _heartbeat_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.store.heartbeat(self.worker_id, self.settings.lease_ttl_s, list(self.running))
+            except redis.RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+            self._stop.wait(self.settings.heartbeat_interval_s)
+
+    def _reaper_loop(self) -> None:
+        # Spread reapers of several workers over the interval.
+        self._stop.wait(random.uniform(0, self.settings.reaper_interval_s))
+        while not self._stop.is_set():
+            try:
+                reap(self.store, lambda j, n, c: self.send(j, n, c, None), requeue_after_s=REQUEUE_QUEUED_AFTER_S)
+            except Exception as exc:  # the reaper must survive Redis or broker outages
+                log.warning("reaper pass failed: %s", exc)
+            self._stop.wait(self.settings.reaper_interval_s)
+
+
+_runtime: WorkerRuntime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime(settings: Settings, app: Celery) -> WorkerRuntime:
+    """The runtime of this process, created (and its threads started) on first use."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None or _runtime.app is not app:
+            _runtime = WorkerRuntime(settings, app)
+            _runtime.start()
+        return _runtime
+
+
+def stop_runtime(**_: Any) -> None:
+    """Stop this process's runtime, if any."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is not None:
+            _runtime.stop()
+            _runtime = None
+
+
+def now() -> float:
+    """Wall-clock seconds (shared across hosts)."""
+    return time.time()

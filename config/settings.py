@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(default=10.0, gt=0)
     visibility_timeout_s: int = Field(default=6 * 3600, ge=60)
     worker_concurrency: int = Field(default=16, ge=1)
+    # Tests and demos only: multiplies Graph's Retry-After values (see worker/timescale.py).
+    time_scale: float = Field(default=1.0, gt=0, le=1.0)
     retention_days: float = Field(default=30.0, gt=0)
 
     # API server.

@@ -12,6 +12,7 @@ from config import Settings, TenantProfile
 from worker.auth import GraphAuth, MsalTokenProvider
 from worker.graph import GraphClient
 from worker.throttle import RedisThrottle
+from worker.timescale import ScaledRetryAfterTransport
 
 
 @dataclass(frozen=True)
@@ -32,11 +33,14 @@ def build_tenant_client(settings: Settings, profile: TenantProfile, client: redi
     """One Graph client per tenant profile and process; connections are pooled and bounded."""
     tokens = MsalTokenProvider(profile)
     verify: str | bool = str(profile.ca_bundle) if profile.ca_bundle else True
+    limits = httpx.Limits(max_connections=settings.worker_concurrency + 4, max_keepalive_connections=16)
+    transport: httpx.BaseTransport = httpx.HTTPTransport(verify=verify, limits=limits)
+    if settings.time_scale != 1.0:
+        transport = ScaledRetryAfterTransport(transport, settings.time_scale)
     http = httpx.Client(
         auth=GraphAuth(tokens),
-        verify=verify,
+        transport=transport,
         timeout=httpx.Timeout(settings.graph_timeout_s, connect=min(10.0, settings.graph_timeout_s)),
-        limits=httpx.Limits(max_connections=settings.worker_concurrency + 4, max_keepalive_connections=16),
     )
     throttle = RedisThrottle(
         client,

@@ -24,7 +24,7 @@ class Stack:
     """Real processes wired together as a user would deploy them."""
 
     def __init__(self, workdir: Path, *, sim_args: list[str], env: dict[str, str] | None = None,
-                 redis_appendonly: bool = False) -> None:
+                 redis_appendonly: bool = False, extra_profiles: Any = None) -> None:
         self.workdir = workdir
         self.services = Services(workdir)
         self.redis = EmbeddedRedis(data_dir=workdir / "redis", appendonly=redis_appendonly)
@@ -36,18 +36,24 @@ class Stack:
         self.api_url = ""
         self.env: dict[str, str] = {}
         self._worker_count = 0
+        self.extra_profiles = extra_profiles
 
     def start(self, workers: int = 1) -> Stack:
         """Start everything and wait until the API answers."""
         self.redis.start()
         base_env = dict(os.environ)
         self.sim = start_simulator(self.services, base_env, self.sim_args)
+        tenants = self.workdir / "all-tenants.toml"
+        text = Path(self.sim["profile_path"]).read_text()
+        if self.extra_profiles is not None:
+            text += "\n" + self.extra_profiles(self.sim)
+        tenants.write_text(text)
         api_port = free_port()
         self.api_url = f"http://127.0.0.1:{api_port}"
         self.env = {
             **base_env,
             "BULKLICENSE_REDIS_URL": self.redis.url,
-            "BULKLICENSE_TENANTS_FILE": self.sim["profile_path"],
+            "BULKLICENSE_TENANTS_FILE": str(tenants),
             "BULKLICENSE_API_KEYS": f"{API_KEY}:*,{SIM_KEY}:sim,{OTHER_KEY}:other",
             "BULKLICENSE_LOG_LEVEL": "INFO",
             **self.extra_env,

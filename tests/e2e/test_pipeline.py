@@ -1,0 +1,201 @@
+"""End to end on real parts: Redis, graphsim over TLS with MSAL, the API and a Celery worker process."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.stack import Stack
+
+EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
+E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
+STANDARDPACK = "18181a46-0d4e-45cd-891e-60aabd171b4e"
+POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
+VISIO = "c5928f49-12ba-48f7-ada3-0d743a3601d5"
+SWAY_PLAN = "a23b959c-7ce8-4e57-9140-b90eb88a9e97"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def readonly_profile(sim: dict[str, Any]) -> str:
+    """A second profile on the same simulated tenant, for an app without write permissions."""
+    return (
+        "[tenants.readonly]\n"
+        f'tenant_id = "{sim["tenant_id"]}"\n'
+        f'client_id = "{sim["readonly_client_id"]}"\n'
+        f'client_secret = "{sim["readonly_client_secret"]}"\n'
+        f'authority_host = "{sim["authority_host"]}"\n'
+        f'graph_url = "{sim["graph_url"]}"\n'
+        f'ca_bundle = "{sim["ca_path"]}"\n'
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    env = {"BULKLICENSE_RETRY_MAX_ATTEMPTS": "3", "BULKLICENSE_RETRY_BACKOFF_BASE_S": "0.05",
+           "BULKLICENSE_CHUNK_SIZE": "7"}
+    s = Stack(workdir, sim_args=["--users", "300", "--seed", "1", "--latency-ms", "5"], env=env,
+              extra_profiles=readonly_profile)
+    try:
+        yield s.start(workers=1)
+    finally:
+        s.stop()
+
+
+def licenses(user: dict[str, Any]) -> dict[str, set[str]]:
+    return {a["skuId"]: set(a["disabledPlans"]) for a in user["assignedLicenses"]}
+
+
+def only(users: list[dict[str, Any]], sku_ids: set[str]) -> Iterator[dict[str, Any]]:
+    return (u for u in users if set(licenses(u)) == sku_ids and u.get("usageLocation"))
+
+
+def test_every_kind_of_row_ends_as_graph_says(stack: Stack) -> None:
+    with stack.control() as control:
+        control.post("/reset")
+        users = control.get("/users").json()["value"]
+    free = iter([u for u in users if not u["assignedLicenses"] and u.get("usageLocation")])
+    no_location = iter([u for u in users if not u.get("usageLocation")])
+    ems_only = only(users, {EMS})
+    standard_only = only(users, {STANDARDPACK})
+    e3_only = only(users, {E3})
+
+    rows: list[dict[str, str]] = []
+    expect: dict[str, tuple[str, str | None]] = {}
+
+    def row(user: str, outcome: tuple[str, str | None], add: str = "", remove: str = "",
+            plans: str = "", location: str = "") -> str:
+        rows.append({"user": user, "add": add, "remove": remove, "disabled_plans": plans,
+                     "usage_location": location, "employeeId": f"E{len(rows):04d}"})
+        expect[user] = outcome
+        return user
+
+    ok = ("succeeded", None)
+    add = row(next(free)["userPrincipalName"], ok, add="ENTERPRISEPACK")
+    add_disabled = row(next(free)["userPrincipalName"], ok, add="ENTERPRISEPACK", plans="SWAY")
+    multi = row(next(free)["userPrincipalName"], ok, add="ENTERPRISEPACK|POWER_BI_PRO", plans="SWAY")
+    location_then_add = row(next(no_location)["userPrincipalName"], ok, add="EMS", location="US")
+    location_only = row(next(free)["userPrincipalName"], ok, location="DE")
+    remove = row(next(ems_only)["userPrincipalName"], ok, remove="EMS")
+    swap = row(next(standard_only)["userPrincipalName"], ok, add="ENTERPRISEPACK", remove="STANDARDPACK")
+    row("left.before.start@contoso.example", ("failed", "user_not_found"), add="EMS")
+    row(next(no_location)["userPrincipalName"], ("failed", "usage_location_missing"), add="EMS")
+    row(next(free)["userPrincipalName"], ("failed", "license_not_assigned"), remove="EMS")
+    row(next(e3_only)["userPrincipalName"], ("failed", "conflicting_licenses"), add="STANDARDPACK")
+    throttled_forever = row(next(free)["userPrincipalName"], ("failed", "retries_exhausted"), add="EMS")
+    visio = [row(next(free)["userPrincipalName"], ("visio", None), add="VISIOCLIENT") for _ in range(11)]
+
+    with stack.control() as control:
+        assert control.get("/skus").json()  # the fixture is up
+        control.post("/config", json={"force_429": {"count": 1000, "retry_after_s": 0.05,
+                                                    "user": throttled_forever}})
+    body = io.StringIO()
+    writer = csv.DictWriter(body, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+
+    with stack.api() as api:
+        response = api.post("/v1/jobs", params={"tenant": "sim"}, content=body.getvalue().encode(),
+                            headers={"Content-Type": "text/csv"})
+        assert response.status_code == 202, response.text
+        accepted = response.json()
+        assert accepted["total"] == len(rows)
+        assert any("VISIOCLIENT" in w for w in accepted["warnings"])  # 11 adds, 10 free seats
+        job = stack.wait_job(accepted["id"], timeout_s=120)
+        results = {r["user"]: r for r in api.get(f"/v1/jobs/{accepted['id']}/results").json()["value"]}
+
+    with stack.control() as control:
+        control.post("/config", json={"force_429": None})
+        final = {u["userPrincipalName"]: u for u in control.get("/users").json()["value"]}
+
+    assert job["status"] == "completed_with_errors"
+    assert job["succeeded"] + job["failed"] + job["cancelled"] == job["total"] == len(rows)
+    assert job["pending"] == 0
+    for user, (status, reason) in expect.items():
+        if status == "visio":
+            continue
+        result = results[user]
+        assert (result["status"], result["reason"]) == (status, reason), result
+        if status == "failed" and reason != "retries_exhausted":
+            assert result["graph_code"] and result["graph_message"] and result["http_status"] in (400, 403, 404)
+    assert results[throttled_forever]["attempts"] >= 3
+    assert results[throttled_forever]["http_status"] == 429
+    visio_outcomes = sorted((results[u]["status"], results[u]["reason"]) for u in visio)
+    assert visio_outcomes == [("failed", "no_free_seat")] + [("succeeded", None)] * 10
+    assert job["throttled"] >= 3
+
+    # The simulator's final state matches every success, and nothing else changed.
+    assert licenses(final[add]) == {E3: set()}
+    assert licenses(final[add_disabled]) == {E3: {SWAY_PLAN}}
+    assert licenses(final[multi]) == {E3: {SWAY_PLAN}, POWER_BI_PRO: set()}
+    assert final[location_then_add]["usageLocation"] == "US"
+    assert licenses(final[location_then_add]) == {EMS: set()}
+    assert final[location_only]["usageLocation"] == "DE"
+    assert licenses(final[remove]) == {}
+    assert licenses(final[swap]) == {E3: set()}
+    for user, (status, _) in expect.items():
+        if status == "failed" and user in final:
+            before = next(u for u in users if u["userPrincipalName"] == user)
+            assert licenses(final[user]) == licenses(before), user
+    assert sum(VISIO in licenses(final[u]) for u in visio) == 10
+
+    # Extra columns come back with the results, and the failed rows are resubmittable as they are.
+    with stack.api() as api:
+        failed_csv = api.get(f"/v1/jobs/{accepted['id']}/results",
+                             params={"status": "failed", "format": "csv"}).text
+        parsed = list(csv.DictReader(io.StringIO(failed_csv)))
+        assert {r["employeeId"] for r in parsed} <= {r["employeeId"] for r in rows}
+        assert len(parsed) == job["failed"]
+        again = api.post("/v1/jobs", params={"tenant": "sim"}, content=failed_csv.encode(),
+                         headers={"Content-Type": "text/csv"})
+        assert again.status_code == 202, again.text
+        assert stack.wait_job(again.json()["id"], timeout_s=120)["failed"] >= 1
+
+
+def test_an_app_without_write_permission_fails_every_user_as_forbidden(stack: Stack) -> None:
+    with stack.control() as control:
+        control.post("/reset")
+        users = [u for u in control.get("/users").json()["value"]
+                 if not u["assignedLicenses"] and u.get("usageLocation")][:3]
+    body = "user,add\n" + "".join(f"{u['userPrincipalName']},EMS\n" for u in users)
+    with stack.api() as api:
+        response = api.post("/v1/jobs", params={"tenant": "readonly"}, content=body.encode(),
+                            headers={"Content-Type": "text/csv"})
+        assert response.status_code == 202, response.text
+        job = stack.wait_job(response.json()["id"])
+        results = api.get(f"/v1/jobs/{job['id']}/results").json()["value"]
+    assert job["failed"] == 3
+    assert {(r["reason"], r["http_status"], r["graph_code"]) for r in results} == {
+        ("forbidden", 403, "Authorization_RequestDenied")}
+
+
+def test_cli_submit_waits_and_exits_nonzero_on_failures(stack: Stack, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    with stack.control() as control:
+        control.post("/reset")
+        user = next(u for u in control.get("/users").json()["value"]
+                    if not u["assignedLicenses"] and u.get("usageLocation"))
+    good = tmp_path / "good.csv"
+    good.write_text(f"user,add\n{user['userPrincipalName']},POWER_BI_PRO\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,add\nnobody.here@contoso.example,POWER_BI_PRO\n")
+    env = {**stack.env, "BULKLICENSE_API_URL": stack.api_url}
+    args = [sys.executable, "-m", "jobs.cli", "submit", "--tenant", "sim", "--wait", "--api-key"]
+    from tests.e2e.stack import API_KEY
+
+    ok = subprocess.run([*args, API_KEY, str(good)], env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    failed = subprocess.run([*args, API_KEY, str(bad)], env=env, capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    refused = subprocess.run([*args, API_KEY, str(tmp_path / "good.csv").replace("good", "bad"), "--tenant", "nope"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "unknown tenant profile" in refused.stderr

@@ -27,7 +27,9 @@ from typing import Any
 from jobs.models import Operation, UserResult, UserStatus
 from jobs.store import JobStore
 from worker.errors import (
+    REASON_AUTH_FAILED,
     REASON_RETRIES_EXHAUSTED,
+    GraphAuthError,
     GraphError,
     GraphPermanentError,
     GraphThrottled,
@@ -183,7 +185,7 @@ class _Runner:
                 return None
         try:
             try:
-                outcomes = self._send(requests)
+                outcomes = self._send(requests, round_work)
             except ThrottleWaitTooLong as exc:
                 raise HandBack(exc.wait_s) from None
         finally:
@@ -191,9 +193,13 @@ class _Runner:
                 store.end_writes(self.job_id, batch_id)
         return self._settle(by_id, outcomes)
 
-    def _send(self, requests: list[BatchRequest]) -> dict[str, tuple[dict[str, Any] | None, GraphError | None]]:
-        """Send the items, as one `$batch` or (for a single item) one plain call."""
+    def _send(
+        self, requests: list[BatchRequest], works: list[_Work]
+    ) -> dict[str, tuple[dict[str, Any] | None, GraphError | None]]:
+        """Send the items, as one `$batch` or (for a single item, where batching buys nothing) one plain call."""
         graph = self.deps.graph
+        if len(requests) == 1:
+            return {requests[0].id: self._single(works[0])}
         try:
             results = graph.batch(requests)
         except GraphError as exc:  # the whole batch failed: every item shares the outcome
@@ -207,6 +213,18 @@ class _Runner:
                 body = item.body if isinstance(item.body, dict) else None
                 out[r.id] = (body, item.error)
         return out
+
+    def _single(self, w: _Work) -> tuple[dict[str, Any] | None, GraphError | None]:
+        graph, op = self.deps.graph, w.op
+        try:
+            if w.step is Step.VERIFY:
+                return graph.get_user(op.user, USER_SELECT), None
+            if w.step is Step.PATCH:
+                graph.update_user(op.user, {"usageLocation": op.usage_location})
+                return {}, None
+            return graph.assign_license(op.user, _adds(op), list(op.remove)), None
+        except GraphError as exc:
+            return None, exc
 
     def _settle(
         self,
@@ -292,6 +310,8 @@ def _cancelled(op: Operation, attempts: int, now: float) -> UserResult:
 
 
 def _failed(op: Operation, attempts: int, now: float, error: GraphError, reason: str | None = None) -> UserResult:
+    if reason is None and isinstance(error, GraphAuthError):
+        reason = REASON_AUTH_FAILED
     return UserResult(
         row=op.row,
         user=op.user,

@@ -1,0 +1,1 @@
+"""The throughput benchmark: `python -m bench.run` (or `make bench`) rewrites BENCHMARKS.md."""

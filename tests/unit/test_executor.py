@@ -1,0 +1,281 @@
+"""The chunk executor against a stateful fake Graph (MockTransport) and a real Redis store."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import pytest
+import redis
+
+from jobs.executor import ChunkDeps, HandBack, desired_state_holds, run_chunk
+from jobs.models import LicenseAdd, Operation, UserResult
+from jobs.store import JobStore
+from tests.worker.conftest import FakeClock, RecordingSleep, RecordingThrottle
+from worker.graph import GraphClient
+from worker.retry import RetryPolicy
+
+EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
+E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
+SWAY = "a23b959c-7ce8-4e57-9140-b90eb88a9e97"
+
+Fault = Callable[[str, str], httpx.Response | Exception | None]
+
+
+class Tenant:
+    """A tiny Graph: users with licenses and usageLocation, assignLicense/PATCH/GET, and $batch."""
+
+    def __init__(self, users: dict[str, dict[str, Any]]) -> None:
+        self.users = users
+        self.writes: list[tuple[str, str]] = []  # (method, user) of every write that reached us
+        self.faults: list[Fault] = []  # consulted per item: (method, user) -> reply, or None
+        self.batch_fault: Callable[[], Exception | None] | None = None
+        self.after_round: Callable[[], None] | None = None
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = unquote(request.url.path)
+        if path.endswith("/$batch"):
+            items = json.loads(request.content)["requests"]
+            responses = []
+            for item in items:
+                status, headers, body = self.item(item["method"], item["url"], item.get("body"))
+                responses.append({"id": item["id"], "status": status, "headers": headers, "body": body})
+            if self.after_round:
+                self.after_round()
+            if self.batch_fault and (exc := self.batch_fault()) is not None:
+                raise exc
+            return httpx.Response(200, json={"responses": responses[::-1]})
+        body = json.loads(request.content) if request.content else None
+        status, headers, out = self.item(request.method, path.split("/v1.0", 1)[1], body)
+        if self.after_round:
+            self.after_round()
+        return httpx.Response(status, headers=headers, json=out) if out is not None else httpx.Response(status)
+
+    def item(self, method: str, url: str, body: Any) -> tuple[int, dict[str, str], Any]:
+        user = unquote(url.split("/users/", 1)[1].split("/")[0].split("?")[0])
+        for fault in list(self.faults):
+            reply = fault(method, user)
+            if isinstance(reply, httpx.Response):
+                return reply.status_code, dict(reply.headers), reply.json() if reply.content else None
+        state = self.users.get(user)
+        if state is None:
+            missing = f"Resource '{user}' does not exist"
+            return 404, {}, {"error": {"code": "Request_ResourceNotFound", "message": missing}}
+        if method == "GET":
+            return 200, {}, {"userPrincipalName": user, **state}
+        self.writes.append((method, user))
+        if method == "PATCH":
+            state["usageLocation"] = body["usageLocation"]
+            return 204, {}, None
+        held = {a["skuId"]: a for a in state["assignedLicenses"]}
+        for sku in body["removeLicenses"]:
+            if sku not in held:
+                return 400, {}, {"error": {"code": "Request_BadRequest",
+                                           "message": "User does not have a corresponding license."}}
+        for sku in body["removeLicenses"]:
+            held.pop(sku)
+        for add in body["addLicenses"]:
+            held[add["skuId"]] = {"skuId": add["skuId"], "disabledPlans": add["disabledPlans"]}
+        state["assignedLicenses"] = list(held.values())
+        return 200, {}, {"userPrincipalName": user, **state}
+
+
+def user(*skus: str, location: str | None = "US") -> dict[str, Any]:
+    return {"usageLocation": location, "assignedLicenses": [{"skuId": s, "disabledPlans": []} for s in skus]}
+
+
+def op(row: int, upn: str, add: tuple[str, ...] = (), remove: tuple[str, ...] = (), location: str | None = None,
+       plans: tuple[str, ...] = ()) -> Operation:
+    return Operation(row=row, user=upn, add=tuple(LicenseAdd(s, plans) for s in add), remove=remove,
+                     usage_location=location)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, clock: FakeClock) -> JobStore:
+    return JobStore(redis_client, retention_s=3600, clock=clock)
+
+
+def make_deps(store: JobStore, tenant: Tenant, clock: FakeClock, *, max_attempts: int = 4,
+              max_inline_wait_s: float = 30.0, batch_size: int = 20) -> tuple[ChunkDeps, RecordingSleep]:
+    sleep = RecordingSleep(clock)
+    http = httpx.Client(transport=httpx.MockTransport(tenant))
+    graph = GraphClient(http, base_url="https://graph.test", throttle=RecordingThrottle(), timeout_s=5)
+    policy = RetryPolicy(max_attempts=max_attempts, max_total_s=3600, backoff_base_s=1, backoff_max_s=8)
+    deps = ChunkDeps(store=store, graph=graph, policy=policy, batch_size=batch_size,
+                     max_inline_wait_s=max_inline_wait_s, request_deadline_s=60, clock=clock, sleep=sleep,
+                     rng=random.Random(1))
+    return deps, sleep
+
+
+def job(store: JobStore, ops: list[Operation]) -> str:
+    store.stage("job", "sim", ops, 100)
+    store.commit("job", source="csv")
+    return "job"
+
+
+def results(store: JobStore, job_id: str) -> dict[str, UserResult]:
+    return {op.user: res for op, res in store.iter_results(job_id) if res is not None}
+
+
+def test_adds_removes_swaps_and_usage_location(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(), "b@x": user(EMS), "c@x": user(location=None), "d@x": user(E3)})
+    job_id = job(store, [op(2, "a@x", add=(E3,), plans=(SWAY,)), op(3, "b@x", remove=(EMS,)),
+                         op(4, "c@x", add=(EMS,), location="GB"), op(5, "d@x", add=(EMS,), remove=(E3,))])
+    deps, _ = make_deps(store, tenant, clock)
+    assert run_chunk(deps, job_id, 0, budget_started_at=clock()) == 4
+    assert {u: r.status.value for u, r in results(store, job_id).items()} == dict.fromkeys(
+        ["a@x", "b@x", "c@x", "d@x"], "succeeded")
+    assert tenant.users["a@x"]["assignedLicenses"] == [{"skuId": E3, "disabledPlans": [SWAY]}]
+    assert tenant.users["b@x"]["assignedLicenses"] == []
+    assert tenant.users["c@x"] == {"usageLocation": "GB", "assignedLicenses": [{"skuId": EMS, "disabledPlans": []}]}
+    assert tenant.users["d@x"]["assignedLicenses"] == [{"skuId": EMS, "disabledPlans": []}]
+    # The swap was one call; the location was set before the assignment; nothing was sent twice.
+    assert tenant.writes.count(("POST", "d@x")) == 1
+    assert [w for w in tenant.writes if w[1] == "c@x"] == [("PATCH", "c@x"), ("POST", "c@x")]
+    assert len(tenant.writes) == 5
+
+
+def test_an_unchanged_usage_location_is_not_written(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(location="US")})
+    job_id = job(store, [op(2, "a@x", add=(EMS,), location="US")])
+    deps, _ = make_deps(store, tenant, clock)
+    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    assert tenant.writes == [("POST", "a@x")]
+
+
+def test_ambiguous_failure_reads_back_instead_of_resending(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(EMS), "b@x": user()})
+    sent = {"n": 0}
+
+    def drop_first_answer() -> Exception | None:
+        sent["n"] += 1  # the writes were applied, but the answer never arrives
+        return httpx.ReadTimeout("timed out") if sent["n"] == 1 else None
+
+    tenant.batch_fault = drop_first_answer
+    job_id = job(store, [op(2, "a@x", remove=(EMS,)), op(3, "b@x", add=(E3,))])
+    deps, sleep = make_deps(store, tenant, clock)
+    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    got = results(store, job_id)
+    assert got["a@x"].status.value == "succeeded"  # not "license_not_assigned" from a blind resend
+    assert got["a@x"].detail == "already in the requested state"
+    assert got["b@x"].status.value == "succeeded"
+    assert tenant.writes == [("POST", "a@x"), ("POST", "b@x")]  # each write reached Graph once
+    # One backoff (full jitter, base 1 s) per user before the read-back.
+    assert len(sleep.intervals) == 2 and all(0 <= i <= 1.0 for i in sleep.intervals)
+
+
+def test_after_a_crash_users_with_a_write_in_flight_are_read_first(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(), "b@x": user()})
+    job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
+    # A previous worker sent row 2's write, Graph applied it, then the worker died.
+    assert store.begin_writes(job_id, "dead-batch", clock() + 30, [2])
+    tenant.users["a@x"]["assignedLicenses"] = [{"skuId": E3, "disabledPlans": []}]
+    deps, _ = make_deps(store, tenant, clock)
+    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    got = results(store, job_id)
+    assert got["a@x"].detail == "already in the requested state"
+    assert got["a@x"].attempts == 2  # the write before the crash + the read
+    assert tenant.writes == [("POST", "b@x")]
+
+
+def test_a_redelivered_chunk_records_nothing_twice(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(), "b@x": user()})
+    job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
+    deps, _ = make_deps(store, tenant, clock)
+    assert run_chunk(deps, job_id, 0, budget_started_at=clock()) == 2
+    assert run_chunk(deps, job_id, 0, budget_started_at=clock()) == 0
+    progress = store.progress(job_id)
+    assert progress is not None and (progress.succeeded, progress.pending) == (2, 0)
+    assert len(tenant.writes) == 2
+
+
+def test_throttled_items_wait_their_retry_after_then_succeed(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(), "b@x": user()})
+    left = {"n": 2}
+
+    def throttle_a(method: str, upn: str) -> httpx.Response | None:
+        if method == "POST" and upn == "a@x" and left["n"]:
+            left["n"] -= 1
+            return httpx.Response(429, headers={"Retry-After": "2.5"}, json={"error": {"code": "TooManyRequests"}})
+        return None
+
+    tenant.faults.append(throttle_a)
+    job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
+    deps, sleep = make_deps(store, tenant, clock)
+    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    assert sleep.intervals == [2.5, 2.5]
+    got = results(store, job_id)
+    assert got["a@x"].status.value == "succeeded" and got["a@x"].attempts == 3
+    progress = store.progress(job_id)
+    assert progress is not None and (progress.throttled, progress.retries) == (2, 2)
+    assert tenant.writes.count(("POST", "b@x")) == 1  # the other item was not resent
+
+
+def test_transient_failures_give_up_after_the_attempt_cap(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user()})
+    tenant.faults.append(lambda m, u: httpx.Response(503, json={"error": {"code": "ServiceUnavailable",
+                                                                          "message": "try later"}}))
+    job_id = job(store, [op(2, "a@x", add=(E3,))])
+    deps, sleep = make_deps(store, tenant, clock, max_attempts=3)
+    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    got = results(store, job_id)
+    assert (got["a@x"].status.value, got["a@x"].reason, got["a@x"].http_status) == ("failed", "retries_exhausted", 503)
+    assert got["a@x"].attempts == 3
+    assert len(sleep.intervals) == 2 and sleep.intervals[0] <= 1.0 and sleep.intervals[1] <= 2.0  # full jitter
+
+
+def test_permanent_errors_are_not_retried(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user()})
+    job_id = job(store, [op(2, "ghost@x", add=(E3,)), op(3, "a@x", remove=(EMS,))])
+    deps, sleep = make_deps(store, tenant, clock)
+    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    got = results(store, job_id)
+    assert (got["ghost@x"].reason, got["ghost@x"].graph_code, got["ghost@x"].attempts) == (
+        "user_not_found", "Request_ResourceNotFound", 1)
+    assert (got["a@x"].reason, got["a@x"].http_status) == ("license_not_assigned", 400)
+    assert sleep.intervals == []
+
+
+def test_a_long_retry_after_hands_the_chunk_back(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(), "b@x": user()})
+    tenant.faults.append(lambda m, u: httpx.Response(429, headers={"Retry-After": "300"}, json={})
+                         if u == "a@x" else None)
+    job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
+    deps, sleep = make_deps(store, tenant, clock, max_inline_wait_s=30)
+    with pytest.raises(HandBack) as handed:
+        run_chunk(deps, job_id, 0, budget_started_at=clock())
+    assert handed.value.countdown_s == pytest.approx(300)
+    assert sleep.intervals == []  # the slot was not held
+    assert set(results(store, job_id)) == {"b@x"}  # finished users are kept; a@x is still pending
+
+
+def test_cancel_before_and_during_a_chunk(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({f"u{i}@x": user() for i in range(5)})
+    job_id = job(store, [op(i + 2, f"u{i}@x", add=(E3,)) for i in range(5)])
+    deps, _ = make_deps(store, tenant, clock, batch_size=2)
+    tenant.after_round = lambda: store.request_cancel(job_id)  # cancel arrives during the first round
+    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    statuses = [r.status.value for r in results(store, job_id).values()]
+    assert statuses.count("succeeded") == 2 and statuses.count("cancelled") == 3
+    assert len(tenant.writes) == 2  # no write after the cancel
+
+
+def test_desired_state() -> None:
+    operation = op(2, "a@x", add=(E3,), remove=(EMS,), location="GB", plans=(SWAY,))
+    assert desired_state_holds(operation, {"usageLocation": "GB",
+                                           "assignedLicenses": [{"skuId": E3.upper(), "disabledPlans": [SWAY]}]})
+    assert not desired_state_holds(operation, {"usageLocation": "GB",
+                                               "assignedLicenses": [{"skuId": E3, "disabledPlans": []}]})
+    assert not desired_state_holds(operation, {"usageLocation": "GB", "assignedLicenses": [
+        {"skuId": E3, "disabledPlans": [SWAY]}, {"skuId": EMS, "disabledPlans": []}]})
+    assert not desired_state_holds(operation, {"usageLocation": "US",
+                                               "assignedLicenses": [{"skuId": E3, "disabledPlans": [SWAY]}]})

@@ -121,8 +121,16 @@ def create_app(
             send_chunk(celery, job_id, n, countdown_s, None)
 
     if fetch_skus is None:
+        from dataclasses import replace
+
+        from worker.retry import RetryPolicy
+
+        # A submission waits for Graph at most a few seconds; beyond that the caller gets a 503.
+        policy = replace(RetryPolicy.from_settings(settings), max_attempts=4, max_total_s=20.0,
+                         max_inline_wait_s=10.0)
+
         def fetch_skus(tenant: str) -> list[dict[str, Any]]:
-            return list(tenant_client(tenant).graph.subscribed_skus())
+            return list(policy.call(tenant_client(tenant).graph.subscribed_skus))
 
     if ceiling_for is None:
         def ceiling_for(tenant: str) -> float | None:

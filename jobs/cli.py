@@ -23,12 +23,16 @@ err = Console(stderr=True)
 TERMINAL = {"completed", "completed_with_errors", "cancelled", "failed"}
 
 
-def _settings() -> Settings:
+def _settings(*, need_tenants: bool = False) -> Settings:
     try:
-        return get_settings()
+        settings = get_settings()
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from None
+    if need_tenants and not settings.tenants:
+        err.print("[red]configuration error:[/red] BULKLICENSE_TENANTS_FILE: no tenant profiles configured")
+        raise typer.Exit(2)
+    return settings
 
 
 def _setup_logging(level: str) -> None:
@@ -122,7 +126,7 @@ def api(
 
     from jobs.api import create_app
 
-    settings = _settings()
+    settings = _settings(need_tenants=True)
     if not settings.api_keys:
         err.print("[red]configuration error:[/red] BULKLICENSE_API_KEYS: set at least one key"
                   " (KEY:tenant|tenant or KEY:*)")
@@ -140,7 +144,7 @@ def worker(
     """Run a Celery worker (other options are passed to Celery)."""
     from worker.celery_app import create_celery_app
 
-    settings = _settings()
+    settings = _settings(need_tenants=True)
     _setup_logging(settings.log_level)
     celery = create_celery_app(settings)
     argv = ["worker", "-P", "threads", "-c", str(concurrency or settings.worker_concurrency),

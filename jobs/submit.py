@@ -16,6 +16,7 @@ from jobs.scheduler import Send, dispatch
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, new_job_id
 from worker.errors import GraphError
+from worker.throttle import ThrottleWaitTooLong
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ class CatalogCache:
         except GraphError as exc:
             raise CatalogUnavailable(
                 f"could not read the subscribed SKUs of tenant '{tenant}' from Graph: {exc.message}"
+            ) from None
+        except ThrottleWaitTooLong as exc:
+            raise CatalogUnavailable(
+                f"Graph throttles tenant '{tenant}' for {exc.wait_s:.0f} s; submit again after that"
             ) from None
         catalog = SkuCatalog.from_graph(items)
         with self._lock:

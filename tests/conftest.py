@@ -32,3 +32,13 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=False)
     yield client
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings built in tests see only what the test sets, not the developer's BULKLICENSE_* env."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("BULKLICENSE_"):
+            monkeypatch.delenv(name)

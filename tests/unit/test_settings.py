@@ -1,0 +1,76 @@
+"""Settings: environment parsing, tenant profiles, and errors that name the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, get_settings, load_tenants, parse_api_keys
+
+
+def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = get_settings()
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.effective_broker_url == settings.redis_url
+    assert settings.retention_s == 30 * 86400
+    monkeypatch.setenv("BULKLICENSE_CHUNK_SIZE", "250")
+    monkeypatch.setenv("BULKLICENSE_BROKER_URL", "redis://broker:6379/1")
+    settings = get_settings()
+    assert settings.chunk_size == 250
+    assert settings.effective_broker_url == "redis://broker:6379/1"
+
+
+@pytest.mark.parametrize(("name", "value", "named"), [
+    ("BULKLICENSE_CHUNK_SIZE", "abc", "BULKLICENSE_CHUNK_SIZE"),
+    ("BULKLICENSE_CHUNK_SIZE", "0", "BULKLICENSE_CHUNK_SIZE"),
+    ("BULKLICENSE_API_KEYS", "nokey", "BULKLICENSE_API_KEYS"),
+    ("BULKLICENSE_API_KEYS", "short:*", "BULKLICENSE_API_KEYS"),
+    ("BULKLICENSE_TENANTS_FILE", "/does/not/exist.toml", "BULKLICENSE_TENANTS_FILE"),
+])
+def test_invalid_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+                                          named: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=named):
+        get_settings()
+
+
+def test_api_keys_are_scoped() -> None:
+    keys = parse_api_keys("key-aaaaaaaa:contoso|fabrikam, key-bbbbbbbb:*")
+    assert keys[0].allows("contoso") and keys[0].allows("fabrikam") and not keys[0].allows("other")
+    assert keys[1].allows("anything")
+    assert "key-aaaaaaaa" not in repr(keys[0])  # secrets do not leak through repr
+
+
+def test_tenant_profiles(tmp_path: Path) -> None:
+    cert = tmp_path / "app.pem"
+    cert.write_text("-----BEGIN PRIVATE KEY-----\n")
+    path = tmp_path / "tenants.toml"
+    path.write_text(
+        '[tenants.contoso]\ntenant_id = "t1"\nclient_id = "c1"\nclient_secret = "s3cret-value"\n'
+        '[tenants.gov]\ntenant_id = "t2"\nclient_id = "c2"\ncertificate_path = "app.pem"\n'
+        'authority_host = "https://login.microsoftonline.us"\ngraph_url = "https://graph.microsoft.us"\n'
+        'write_capacity = "none"\n'
+    )
+    profiles = load_tenants(path)
+    assert profiles["contoso"].authority == "https://login.microsoftonline.com/t1"
+    assert profiles["contoso"].write_rate_per_s == 20.0  # Graph's 3,000 writes per 150 s
+    assert "s3cret-value" not in repr(profiles["contoso"])
+    assert profiles["gov"].certificate_path == cert.resolve()
+    assert profiles["gov"].write_rate_per_s is None
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\n', "tenants.a: Value error, set exactly one of"),
+    ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\ngraph_url = "http://x"\n',
+     "graph_url must be an https:// URL"),
+    ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\nsurprise = 1\n', "tenants.a.surprise"),
+    ("not toml [", "is not valid TOML"),
+    ("[other]\n", "has no [tenants.<name>] table"),
+])
+def test_bad_tenant_files_name_the_problem(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "tenants.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match="BULKLICENSE_TENANTS_FILE") as exc:
+        load_tenants(path)
+    assert message in str(exc.value)

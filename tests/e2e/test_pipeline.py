@@ -199,3 +199,41 @@ def test_cli_submit_waits_and_exits_nonzero_on_failures(stack: Stack, tmp_path: 
                              env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1
     assert "unknown tenant profile" in refused.stderr
+
+
+def test_cli_status_results_and_cancel(stack: Stack, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.e2e.stack import API_KEY
+
+    with stack.control() as control:
+        control.post("/reset")
+        user = next(u for u in control.get("/users").json()["value"]
+                    if not u["assignedLicenses"] and u.get("usageLocation"))
+    with stack.api() as api:
+        response = api.post("/v1/jobs", params={"tenant": "sim"},
+                            content=f"user,add,employeeId\n{user['userPrincipalName']},EMS,E77\n"
+                                    "nobody.else@contoso.example,EMS,E78\n".encode(),
+                            headers={"Content-Type": "text/csv"})
+        job_id = response.json()["id"]
+    stack.wait_job(job_id)
+    env = {**stack.env, "BULKLICENSE_API_URL": stack.api_url, "BULKLICENSE_API_KEY": API_KEY}
+    cli = [sys.executable, "-m", "jobs.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=60)
+
+    status = run("status", job_id)
+    assert status.returncode == 0, status.stderr
+    assert '"status": "completed_with_errors"' in status.stdout
+    out = tmp_path / "failed.csv"
+    results = run("results", job_id, "--status", "failed", "-o", str(out))
+    assert results.returncode == 0, results.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 2 and "nobody.else@contoso.example" in lines[1] and "user_not_found" in lines[1]
+    assert "E78" in lines[1]
+    cancel = run("cancel", job_id)
+    assert cancel.returncode == 0 and '"cancel_requested": true' in cancel.stdout
+    missing = run("status", "no-such-job")
+    assert missing.returncode == 1 and "404" in missing.stderr

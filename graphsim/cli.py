@@ -32,6 +32,8 @@ def build_parser(prog: str = "graphsim") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="A local Microsoft Graph + identity platform "
                                 "for tests, benchmarks and demos.")
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--public-host", default=None,
+                   help="name clients use to reach the simulator (URLs, profile and certificate)")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--users", type=int, default=1000, help="users to generate")
     p.add_argument("--seed", type=int, default=1, help="seed of the user generator and faults")
@@ -61,7 +63,8 @@ def build_parser(prog: str = "graphsim") -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """A SimConfig from parsed arguments."""
     return SimConfig(
-        host=args.host, port=args.port, users=args.users, seed=args.seed, tenant_id=args.tenant_id,
+        host=args.host, port=args.port, public_host=args.public_host, users=args.users, seed=args.seed,
+        tenant_id=args.tenant_id,
         fixture_path=args.fixture, state_dir=args.state_dir, ca_out=args.ca_out,
         profile_out=args.profile_out, profile_name=args.profile_name, control=args.control,
         token_lifetime_s=args.token_lifetime_s,

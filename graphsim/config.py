@@ -73,6 +73,7 @@ class SimConfig:
 
     host: str = "127.0.0.1"
     port: int = 0
+    public_host: str | None = None
     users: int = 1000
     seed: int = 1
     tenant_id: str | None = None

@@ -75,7 +75,8 @@ def _make_ca(cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _make_server_cert(ca_cert_path: Path, ca_key_path: Path, cert_path: Path, key_path: Path) -> None:
+def _make_server_cert(ca_cert_path: Path, ca_key_path: Path, cert_path: Path, key_path: Path,
+                      extra_hosts: tuple[str, ...] = ()) -> None:
     ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
@@ -94,6 +95,7 @@ def _make_server_cert(ca_cert_path: Path, ca_key_path: Path, cert_path: Path, ke
             x509.DNSName("localhost"),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
             x509.IPAddress(ipaddress.ip_address("::1")),
+            *(x509.DNSName(h) for h in extra_hosts),
         ]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -124,8 +126,11 @@ def _make_app_cert(cert_path: Path, key_path: Path) -> None:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def ensure_pki(directory: Path) -> PkiFiles:
-    """Create the CA, server and app certificates in `directory`, reusing any that already exist."""
+def ensure_pki(directory: Path, extra_hosts: tuple[str, ...] = ()) -> PkiFiles:
+    """Create the CA, server and app certificates in `directory`, reusing any that already exist.
+
+    `extra_hosts` are DNS names the server certificate must also cover (e.g. a compose service name).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     files = PkiFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem",
                      directory / "app-cert.pem", directory / "app-key.pem", directory / "app-bundle.pem")
@@ -133,8 +138,13 @@ def ensure_pki(directory: Path) -> PkiFiles:
     if not (files.ca_cert.is_file() and ca_key.is_file()):
         _make_ca(files.ca_cert, ca_key)
         files.server_cert.unlink(missing_ok=True)
+    hosts_marker = directory / "server-hosts.txt"
+    wanted = ",".join(sorted(extra_hosts))
+    if hosts_marker.is_file() and hosts_marker.read_text() != wanted:
+        files.server_cert.unlink(missing_ok=True)
     if not (files.server_cert.is_file() and files.server_key.is_file()):
-        _make_server_cert(files.ca_cert, ca_key, files.server_cert, files.server_key)
+        _make_server_cert(files.ca_cert, ca_key, files.server_cert, files.server_key, tuple(sorted(extra_hosts)))
+        hosts_marker.write_text(wanted)
     if not (files.app_cert.is_file() and files.app_key.is_file()):
         _make_app_cert(files.app_cert, files.app_key)
     files.app_bundle.write_bytes(files.app_key.read_bytes() + files.app_cert.read_bytes())

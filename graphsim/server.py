@@ -69,12 +69,13 @@ class SimServer:
             workdir = config.state_dir.resolve()
         else:
             self._tempdir = workdir = Path(tempfile.mkdtemp(prefix="graphsim-"))
-        pki = ensure_pki(workdir)
+        pki = ensure_pki(workdir, (config.public_host,) if config.public_host else ())
         ca_path = pki.ca_cert
         if config.ca_out is not None:
             ca_path = config.ca_out.resolve()
             ca_path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pki.ca_cert, ca_path)
+            if ca_path != pki.ca_cert.resolve():
+                shutil.copyfile(pki.ca_cert, ca_path)
 
         family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -82,6 +83,8 @@ class SimServer:
         sock.bind((config.host, config.port))
         port = sock.getsockname()[1]
         url_host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
+        if config.public_host:
+            url_host = config.public_host  # the name other hosts (containers) reach us by
         if ":" in url_host:
             url_host = f"[{url_host}]"
         base_url = f"https://{url_host}:{port}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from jobs.demo import Services, start_simulator, wait_http
 from jobs.embedded_redis import EmbeddedRedis, free_port
@@ -111,3 +115,154 @@ class Stack:
                                      for i in range(self._worker_count))
                     raise AssertionError(f"job {job_id} not finished after {timeout_s}s: {job}\n{logs}")
                 time.sleep(0.2)
+
+    # --- helpers for the damage tests ---------------------------------------------------------
+    def redis_client(self) -> redis.Redis:
+        """A client to the stack's Redis (job store and broker), for inspecting state."""
+        return redis.Redis.from_url(self.redis.url, socket_timeout=5)
+
+    def restart_redis(self, *, kill: bool = False, down_s: float = 0.0) -> None:
+        """Stop Redis (SIGTERM, or SIGKILL with `kill`) and start it again on the same port and data."""
+        self.redis.stop(kill=kill)
+        time.sleep(down_s)
+        self.redis.start(timeout_s=30)
+
+    def worker_logs(self) -> str:
+        """The logs of every worker started so far, concatenated."""
+        return "\n".join((self.workdir / f"worker{i + 1}.log").read_text(errors="replace")
+                         for i in range(self._worker_count))
+
+    def submit_csv(self, rows: list[dict[str, str]], *, tenant: str = "sim") -> dict[str, Any]:
+        """Submit rows as a CSV job; returns the 202 body."""
+        body = io.StringIO()
+        writer = csv.DictWriter(body, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        with self.api() as api:
+            response = api.post("/v1/jobs", params={"tenant": tenant}, content=body.getvalue().encode(),
+                                headers={"Content-Type": "text/csv"})
+        assert response.status_code == 202, response.text
+        accepted: dict[str, Any] = response.json()
+        return accepted
+
+    def job_or_none(self, job_id: str, key: str = API_KEY) -> dict[str, Any] | None:
+        """The job's progress, or None while the API cannot answer (e.g. Redis is restarting)."""
+        try:
+            with self.api(key) as api:
+                response = api.get(f"/v1/jobs/{job_id}")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        job: dict[str, Any] = response.json()
+        return job
+
+    def results(self, job_id: str, key: str = API_KEY) -> list[dict[str, Any]]:
+        """Every per-user result row of a job (JSON)."""
+        with self.api(key) as api:
+            response = api.get(f"/v1/jobs/{job_id}/results")
+        assert response.status_code == 200, response.text
+        rows: list[dict[str, Any]] = response.json()["value"]
+        return rows
+
+
+# --- license plans for the damage tests ------------------------------------------------------------
+UserState = tuple[str | None, dict[str, frozenset[str]]]
+
+
+def user_state(user: dict[str, Any]) -> UserState:
+    """A graphsim user's usage location and licenses (skuId -> disabled plans)."""
+    return user.get("usageLocation"), {a["skuId"]: frozenset(a["disabledPlans"]) for a in user["assignedLicenses"]}
+
+
+def plan_license_changes(users: list[dict[str, Any]], skus: list[dict[str, Any]], count: int,
+                         rng: random.Random) -> tuple[list[dict[str, str]], dict[str, UserState]]:
+    """`count` CSV rows that a blind resend would break, and each user's expected state afterwards.
+
+    Every licensed user gets a removal (alone or as a swap with an add): Graph refuses a removal
+    sent twice ("User does not have a corresponding license"). Users without a usage location get
+    one set before an add (PATCH, then assignLicense); the rest get adds, some with a disabled plan.
+    """
+    by_part = {s["skuPartNumber"]: s for s in skus}
+    part_of = {s["skuId"]: s["skuPartNumber"] for s in skus}
+    sway = next(p["servicePlanId"] for p in by_part["ENTERPRISEPACK"]["servicePlans"]
+                if p["servicePlanName"] == "SWAY")
+    licensed = [u for u in users if u["assignedLicenses"] and u.get("usageLocation")]
+    no_location = [u for u in users if not u["assignedLicenses"] and not u.get("usageLocation")]
+    free = [u for u in users if not u["assignedLicenses"] and u.get("usageLocation")]
+    chosen = licensed[: count * 45 // 100] + no_location[: count * 15 // 100]
+    chosen += free[: count - len(chosen)]
+    assert len(chosen) == count, f"the simulated tenant has too few users for {count} rows"
+    rng.shuffle(chosen)
+    rows: list[dict[str, str]] = []
+    expected: dict[str, UserState] = {}
+    for user in chosen:
+        location, licenses = user_state(user)
+        row = {"user": user["userPrincipalName"], "add": "", "remove": "", "disabled_plans": "",
+               "usage_location": ""}
+        if licenses:
+            held = sorted(licenses)
+            removed = rng.choice(held)
+            row["remove"] = part_of[removed]
+            del licenses[removed]
+            add = next((p for p in ("POWER_BI_PRO", "EMS", "FLOW_FREE") if by_part[p]["skuId"] not in held), None)
+            if add and rng.random() < 0.5:
+                row["add"] = add
+                licenses[by_part[add]["skuId"]] = frozenset()
+        elif not location:
+            location = row["usage_location"] = rng.choice(["US", "GB", "DE"])
+            row["add"] = "POWER_BI_PRO"
+            licenses[by_part["POWER_BI_PRO"]["skuId"]] = frozenset()
+        else:
+            add = rng.choice(["EMS", "FLOW_FREE", "ENTERPRISEPACK", "POWER_BI_PRO"])
+            row["add"] = add
+            licenses[by_part[add]["skuId"]] = frozenset()
+            if add == "ENTERPRISEPACK" and rng.random() < 0.5:
+                row["disabled_plans"] = "SWAY"
+                licenses[by_part[add]["skuId"]] = frozenset({sway})
+            if rng.random() < 0.1:
+                location = row["usage_location"] = "NL" if location != "NL" else "BE"
+        rows.append(row)
+        expected[row["user"]] = (location, licenses)
+    return rows, expected
+
+
+def check_graph_state(stack: Stack, before: list[dict[str, Any]], expected: dict[str, UserState],
+                      results: list[dict[str, Any]]) -> dict[str, int]:
+    """Assert graphsim's final state against the job's results; returns write counts seen by graphsim.
+
+    Every succeeded user is exactly as planned, every other user untouched, no skuId twice on a
+    user, seats add up, and graphsim applied exactly one assignLicense (and at most one PATCH) per
+    changed user: nothing was written twice.
+    """
+    with stack.control() as control:
+        final = control.get("/users").json()["value"]
+        skus = control.get("/skus").json()["value"]
+        writes = control.get("/writes").json()["value"]
+    outcome = {r["user"]: r["status"] for r in results}
+    old = {u["userPrincipalName"]: u for u in before}
+    holders: dict[str, int] = {}
+    for user in final:
+        upn = user["userPrincipalName"]
+        sku_ids = [a["skuId"] for a in user["assignedLicenses"]]
+        assert len(sku_ids) == len(set(sku_ids)), f"{upn} holds a license twice: {sku_ids}"
+        for sku_id in sku_ids:
+            holders[sku_id] = holders.get(sku_id, 0) + 1
+        want = expected[upn] if outcome.get(upn) == "succeeded" else user_state(old[upn])
+        assert user_state(user) == want, f"{upn} ({outcome.get(upn, 'not in the job')}): {user} != {want}"
+    for sku in skus:
+        assert sku["consumedUnits"] == holders.get(sku["skuId"], 0), sku["skuPartNumber"]
+    applied: dict[tuple[str, str], int] = {}
+    for entry in writes:
+        if isinstance(entry["status"], int) and 200 <= entry["status"] < 300:
+            kind = "assign" if entry["path"].split("?")[0].endswith("/assignLicense") else "patch"
+            applied[(entry["user_id"], kind)] = applied.get((entry["user_id"], kind), 0) + 1
+    for upn, user in old.items():
+        assign = applied.get((user["id"], "assign"), 0)
+        patch = applied.get((user["id"], "patch"), 0)
+        if outcome.get(upn) == "succeeded":
+            assert assign == 1, f"graphsim applied {assign} assignLicense calls for {upn}"
+            assert patch == (expected[upn][0] != user.get("usageLocation")), f"{patch} PATCHes applied for {upn}"
+        else:
+            assert assign == patch == 0, f"{upn} ({outcome.get(upn, 'not in the job')}) was written"
+    return {"writes_logged": len(writes), "writes_applied": sum(applied.values())}

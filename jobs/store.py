@@ -36,6 +36,8 @@ RATE_WINDOW_S = 10
 _RECORD = """
 local job, res = KEYS[1], KEYS[2]
 local now, ttl, sec_key = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+-- A chunk still running when its job expired must not bring the job back without an expiry.
+if redis.call('EXISTS', job) == 0 then return 0 end
 local added = 0
 for i = 4, #ARGV, 3 do
   if redis.call('HSETNX', res, ARGV[i], ARGV[i + 2]) == 1 then
@@ -82,6 +84,10 @@ return 'ok'
 _COMPLETE = """
 local job, done, live, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n, job_id = tonumber(ARGV[1]), ARGV[2]
+if redis.call('EXISTS', job) == 0 then
+  redis.call('SREM', active, job_id)
+  return {0, 0, 0}
+end
 redis.call('HDEL', live, ARGV[1])
 if redis.call('SETBIT', done, n, 1) == 1 then
   return {0, tonumber(redis.call('HGET', job, 'chunks_done') or 0), tonumber(redis.call('HGET', job, 'chunks'))}
@@ -117,6 +123,14 @@ end
 return 0
 """
 
+# Add to the throttled/retries counters of a job that still exists.
+_BUMP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'throttled', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'retries', ARGV[2])
+return 1
+"""
+
 # Compare-and-set on a prefix of the current value (our own running claim).
 _RELEASE = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
@@ -132,7 +146,7 @@ return 0
 _BEGIN_WRITES = """
 if redis.call('HEXISTS', KEYS[1], 'cancel_requested') == 1 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[2], 86400)
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
 for i = 4, #ARGV do redis.call('HINCRBY', KEYS[3], ARGV[i], 1) end
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
 return 1
@@ -210,6 +224,7 @@ class JobStore:
         self._next_chunk = client.register_script(_NEXT_CHUNK)
         self._cas_live = client.register_script(_CAS_LIVE)
         self._release = client.register_script(_RELEASE)
+        self._bump = client.register_script(_BUMP)
         self._begin_writes = client.register_script(_BEGIN_WRITES)
 
     # --- keys -------------------------------------------------------------------------------
@@ -357,15 +372,9 @@ class JobStore:
         return {row: int(v) for row, v in zip(rows, values, strict=True) if v is not None}
 
     def bump(self, job_id: str, *, throttled: int = 0, retries: int = 0) -> None:
-        """Add to the job's throttled / retries counters."""
-        if not throttled and not retries:
-            return
-        pipe = self.r.pipeline(transaction=False)
-        if throttled:
-            pipe.hincrby(self.job_key(job_id), "throttled", throttled)
-        if retries:
-            pipe.hincrby(self.job_key(job_id), "retries", retries)
-        pipe.execute()
+        """Add to the job's throttled / retries counters (if the job still exists)."""
+        if throttled or retries:
+            self._bump(keys=[self.job_key(job_id)], args=[throttled, retries])
 
     def record(self, job_id: str, results: Sequence[UserResult]) -> int:
         """Record terminal results atomically; a row already terminal is left as it was."""

@@ -324,6 +324,9 @@ class SimApp:
                 status, payload = 400, {"error": str(exc)}
         elif parts == ["stats"] and method == "GET":
             payload = self.stats.snapshot()
+        elif parts == ["tokens"] and method == "GET":
+            # Test-only (the control surface is off unless asked for): the exact tokens issued.
+            payload = {"value": list(self.issuer.issued)}
         elif parts == ["writes"] and method == "GET":
             entries = self.stats.write_log
             if "user" in query:

@@ -9,6 +9,7 @@ import hmac
 import json
 import secrets
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,8 @@ class TokenIssuer:
         self._header = b64url_encode(json.dumps(header, separators=(",", ":")).encode())
         # Validated tokens by their text, so the hot path is one dict look-up.
         self._cache: dict[str, AppToken] = {}
+        # The latest tokens handed out, so leak tests can search logs and stores for the exact strings.
+        self.issued: deque[str] = deque(maxlen=1000)
 
     def issue(self, app_id: str, roles: frozenset[str], now: float, lifetime_s: float) -> str:
         """A signed token for `app_id` with `roles`, valid from `now` for `lifetime_s` seconds."""
@@ -91,7 +94,9 @@ class TokenIssuer:
         payload = b64url_encode(json.dumps(claims, separators=(",", ":")).encode())
         signing_input = f"{self._header}.{payload}"
         signature = hmac.new(self._key, signing_input.encode("ascii"), hashlib.sha256).digest()
-        return f"{signing_input}.{b64url_encode(signature)}"
+        token = f"{signing_input}.{b64url_encode(signature)}"
+        self.issued.append(token)
+        return token
 
     def validate(self, token: str, now: float) -> AppToken:
         """The token's claims, or TokenError with Graph's message for an invalid or expired token."""

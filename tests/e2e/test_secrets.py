@@ -6,11 +6,11 @@ queue and `unacked` messages decoded, plus an uncompressed RDB snapshot), the re
 CSV, the job/progress/list responses and every error body a client was given. Nothing may contain
 a client secret, an access token, a certificate's private key or an API key.
 
-graphsim has no way to list the access tokens it issued, so tokens are matched by shape: every
-graphsim token starts with the same base64url JWT header (HS256, kid "graphsim") and payload
-prefix (`{"aud":"https://graph.microsoft.com"`), and any JWT at all (MSAL's certificate client
-assertions included) is caught by a generic `eyJ….eyJ….…` pattern. A token fetched from graphsim
-by this test proves the patterns match real ones.
+Tokens are searched for twice: as the exact strings graphsim issued during the run (its control
+surface lists them) and by shape: every graphsim token starts with the same base64url JWT header
+(HS256, kid "graphsim") and payload prefix (`{"aud":"https://graph.microsoft.com"`), and any JWT at
+all (MSAL's certificate client assertions included) is caught by a generic `eyJ….eyJ….…` pattern.
+A token fetched from graphsim by this test proves the patterns match real ones.
 """
 
 from __future__ import annotations
@@ -362,7 +362,11 @@ def test_no_secret_or_token_in_logs_redis_results_or_errors(stack: Stack) -> Non
     assert any(("unacked" in where or " list bulklicense" in where) and b'"bulklicense.run_chunk"' in data
                and b'[["' in data for where, data in snapshots), sorted({w.split(" (")[0] for w, _ in snapshots})
 
+    with stack.control() as control:
+        issued = control.get("/tokens").json()["value"]
+    assert len(issued) >= 3  # the API's, the worker's and the refreshed ones
     secrets = {
+        **{f"access token #{i}": token for i, token in enumerate(issued)},
         "client secret": sim["client_secret"],
         "readonly client secret": sim["readonly_client_secret"],
         "wrong client secret": WRONG_SECRET,

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from jobs.executor import ChunkDeps, HandBack, run_chunk
 from jobs.models import UserResult, UserStatus
-from jobs.scheduler import dispatch
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
+_running_lock = threading.Lock()
 
 
 class ChunkContext(Protocol):
@@ -43,7 +44,12 @@ def execute_chunk(
     """Run chunk n of a job once; returns what happened ('done', 'handed_back', 'skipped:<why>')."""
     store = ctx.store
     key = f"{job_id}:{n}"
-    ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
+    with _running_lock:
+        # After a broker reconnect, kombu redelivers the messages of chunks still running here.
+        if key in ctx.running:
+            log.info("chunk %s of job %s skipped: already running in this worker", n, job_id)
+            return "skipped:running"
+        ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
     try:
         claim = store.claim_chunk(job_id, n, ctx.worker_id)
         if claim != "ok":
@@ -64,14 +70,15 @@ def execute_chunk(
                 ctx.send(job_id, n, countdown_s, started)
                 log.info("chunk %s of job %s handed back for %.1fs", n, job_id, countdown_s)
                 return "handed_back"
-        first, done, chunks = store.complete_chunk(job_id, n)
-        if first:
-            dispatch(store, lambda j, c, cd: ctx.send(j, c, cd, None), job_id, 1)
+        first, done, chunks, nxt = store.complete_chunk(job_id, n)
+        if first and nxt is not None:
+            ctx.send(job_id, nxt, 0.0, None)
         if done >= chunks:
             log.info("job %s finished (%d chunks)", job_id, chunks)
         return "done"
     finally:
-        ctx.running.discard(key)
+        with _running_lock:
+            ctx.running.discard(key)
 
 
 def _fail_all(store: JobStore, job_id: str, n: int, message: str, now: float) -> None:

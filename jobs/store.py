@@ -80,17 +80,19 @@ end
 return 'ok'
 """
 
-# Finish chunk n once; returns {first_time, chunks_done, chunks}.
+# Finish chunk n once and, on the first completion, reserve the job's next chunk in the same step
+# (marked queued, so the reaper resends it if the caller dies before sending it).
+# Returns {first_time, chunks_done, chunks, next chunk or -1}.
 _COMPLETE = """
 local job, done, live, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n, job_id = tonumber(ARGV[1]), ARGV[2]
 if redis.call('EXISTS', job) == 0 then
   redis.call('SREM', active, job_id)
-  return {0, 0, 0}
+  return {0, 0, 0, -1}
 end
 redis.call('HDEL', live, ARGV[1])
 if redis.call('SETBIT', done, n, 1) == 1 then
-  return {0, tonumber(redis.call('HGET', job, 'chunks_done') or 0), tonumber(redis.call('HGET', job, 'chunks'))}
+  return {0, tonumber(redis.call('HGET', job, 'chunks_done') or 0), tonumber(redis.call('HGET', job, 'chunks')), -1}
 end
 redis.call('EXPIRE', done, tonumber(ARGV[3]))
 local d = redis.call('HINCRBY', job, 'chunks_done', 1)
@@ -99,7 +101,14 @@ if d >= chunks then
   redis.call('SREM', active, job_id)
   if redis.call('HEXISTS', job, 'finished_at') == 0 then redis.call('HSET', job, 'finished_at', ARGV[4]) end
 end
-return {1, d, chunks}
+local nxt = tonumber(redis.call('HGET', job, 'next_chunk') or 0)
+if nxt < chunks then
+  redis.call('HSET', job, 'next_chunk', nxt + 1)
+  redis.call('HSET', live, tostring(nxt), 'q:' .. ARGV[4])
+else
+  nxt = -1
+end
+return {1, d, chunks, nxt}
 """
 
 # Hand out the next undispatched chunk index, marking it queued; -1 when none are left.
@@ -342,13 +351,17 @@ class JobStore:
             )
         )
 
-    def complete_chunk(self, job_id: str, n: int) -> tuple[bool, int, int]:
-        """Mark chunk n finished; returns (first completion, chunks done, chunks)."""
-        first, done, chunks = self._complete(
+    def complete_chunk(self, job_id: str, n: int) -> tuple[bool, int, int, int | None]:
+        """Mark chunk n finished; returns (first completion, chunks done, chunks, next chunk to send).
+
+        The next chunk is reserved in the same atomic step, so a worker that dies before sending it
+        leaves it queued for the reaper instead of losing it.
+        """
+        first, done, chunks, nxt = self._complete(
             keys=[self.job_key(job_id), self._k(job_id, "done"), self._k(job_id, "live"), "bl:active"],
             args=[n, job_id, self.retention_s, self.clock()],
         )
-        return bool(first), int(done), int(chunks)
+        return bool(first), int(done), int(chunks), (None if int(nxt) < 0 else int(nxt))
 
     def load_chunk(self, job_id: str, n: int) -> list[Operation]:
         """The operations of chunk n."""

@@ -78,8 +78,8 @@ def test_claims_are_exclusive_while_the_owner_lives(redis_client: redis.Redis) -
     assert store.claim_chunk(job, 0, "w2") == "busy"
     redis_client.delete("bl:worker:w1")  # w1 died
     assert store.claim_chunk(job, 0, "w2") == "ok"
-    first, done, chunks = store.complete_chunk(job, 0)
-    assert (first, done, chunks) == (True, 1, 3)
+    first, done, chunks, nxt = store.complete_chunk(job, 0)
+    assert (first, done, chunks, nxt) == (True, 1, 3, 0)  # nothing dispatched yet: chunk 0 is next
     assert store.complete_chunk(job, 0)[0] is False  # a second completion is not counted
     assert store.claim_chunk(job, 0, "w3") == "done"
     assert store.claim_chunk("nope", 0, "w3") == "gone"

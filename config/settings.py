@@ -162,6 +162,9 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(default=20.0, gt=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     reaper_interval_s: float = Field(default=10.0, gt=0)
+    # A chunk queued this long without being picked up is sent again (its message may have been
+    # reserved by a worker that died); duplicates are harmless, claims being exclusive.
+    requeue_queued_after_s: float = Field(default=45.0, gt=0)
     visibility_timeout_s: int = Field(default=6 * 3600, ge=60)
     worker_concurrency: int = Field(default=16, ge=1)
     # Tests and demos only: multiplies Graph's Retry-After values (see worker/timescale.py).

@@ -26,9 +26,6 @@ from worker.retry import RetryPolicy
 log = logging.getLogger(__name__)
 
 RUN_CHUNK_TASK = "bulklicense.run_chunk"
-# A queued chunk whose message has not been picked up for this long is sent again (duplicates are
-# harmless: claims are exclusive), covering messages reserved by a worker that then died.
-REQUEUE_QUEUED_AFTER_S = 45.0
 
 
 def send_chunk(app: Celery, job_id: str, n: int, countdown_s: float, budget_started_at: float | None) -> None:
@@ -113,7 +110,8 @@ class WorkerRuntime(ChunkContext):
         self._stop.wait(random.uniform(0, self.settings.reaper_interval_s))
         while not self._stop.is_set():
             try:
-                reap(self.store, lambda j, n, c: self.send(j, n, c, None), requeue_after_s=REQUEUE_QUEUED_AFTER_S)
+                reap(self.store, lambda j, n, c: self.send(j, n, c, None),
+                     requeue_after_s=self.settings.requeue_queued_after_s)
             except Exception as exc:  # the reaper must survive Redis or broker outages
                 log.warning("reaper pass failed: %s", exc)
             self._stop.wait(self.settings.reaper_interval_s)

@@ -23,11 +23,13 @@ from typing import Any
 import pytest
 import redis
 
+from config import Settings
 from jobs.models import Operation, UserResult, UserStatus
 from jobs.scheduler import dispatch, reap
 from jobs.store import JobStore
 from tests.e2e.stack import Stack, check_graph_state, plan_license_changes
-from worker.runtime import REQUEUE_QUEUED_AFTER_S
+
+REQUEUE_QUEUED_AFTER_S_DEFAULT = Settings.model_fields["requeue_queued_after_s"].default
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -241,10 +243,10 @@ def test_a_worker_killed_between_finishing_a_chunk_and_dispatching_the_next_does
     assert store.complete_chunk("job1", 0)[:3] == (True, 1, 3)
     # kill -9 here: `dispatch(...)` for the next chunk never runs. Then the lease lapses.
     redis_client.delete("bl:worker:dead-worker")
-    now[0] += REQUEUE_QUEUED_AFTER_S + 60
+    now[0] += REQUEUE_QUEUED_AFTER_S_DEFAULT + 60
     requeued: list[int] = []
     for _ in range(3):  # a few reaper passes
-        reap(store, lambda _j, n, _c: requeued.append(n), requeue_after_s=REQUEUE_QUEUED_AFTER_S)
+        reap(store, lambda _j, n, _c: requeued.append(n), requeue_after_s=REQUEUE_QUEUED_AFTER_S_DEFAULT)
         now[0] += 10
     assert set(requeued) & {1, 2}, (
         "job stalled: chunk 0 done, chunks 1 and 2 never dispatched and invisible to the reaper "

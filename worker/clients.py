@@ -11,7 +11,7 @@ import redis
 from config import Settings, TenantProfile
 from worker.auth import GraphAuth, MsalTokenProvider
 from worker.graph import GraphClient
-from worker.throttle import RedisThrottle
+from worker.throttle import RedisThrottle, burst_headroom
 from worker.timescale import ScaledRetryAfterTransport
 
 
@@ -50,6 +50,7 @@ def build_tenant_client(settings: Settings, profile: TenantProfile, client: redi
         clock=time.time,
         sleep=time.sleep,
         max_inline_wait_s=settings.max_inline_wait_s,
+        burst_headroom_writes=burst_headroom(settings.batch_size, profile.write_rate_per_s),
     )
     graph = GraphClient(http, base_url=profile.graph_url, throttle=throttle, timeout_s=settings.graph_timeout_s)
     return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http)

@@ -286,3 +286,22 @@ def test_converges_on_hidden_headroom(make: Factory) -> None:
     assert throttled <= 0.03 * (accepted + throttled)
     learned = procs[0].snapshot().rate_per_s
     assert learned is not None and learned < 0.8 * 20.0  # it learned the tenant's real headroom
+
+
+def test_the_initial_burst_leaves_headroom_in_graphs_bucket(redis_client: redis.Redis, clock: FakeClock,
+                                                            sleep: RecordingSleep) -> None:
+    from worker.throttle import burst_headroom
+
+    headroom = burst_headroom(20, 100.0)
+    assert headroom == 50.0  # one $batch + 0.3 s of refill
+    t = RedisThrottle(redis_client, "burst", capacity=500, rate_per_s=100.0, clock=clock, sleep=sleep,
+                      max_inline_wait_s=60.0, burst_headroom_writes=headroom)
+    granted = 0
+    while not sleep.intervals:
+        t.acquire(10)
+        granted += 10
+    assert granted - 10 == 450  # the burst stops 50 writes short of Graph's 500
+    # Graph's documented 3,000/150 s: the 3 % safety margin already leaves more than the headroom.
+    big = RedisThrottle(redis_client, "graph", capacity=3000, rate_per_s=20.0, clock=clock, sleep=sleep,
+                        max_inline_wait_s=60.0, burst_headroom_writes=burst_headroom(20, 20.0))
+    assert big.snapshot().capacity == 3000 * 0.97

@@ -88,6 +88,11 @@ class Sim:
         data: dict[str, Any] = self.control.get("/stats").json()
         return data
 
+    def writes(self) -> list[dict[str, Any]]:
+        """Every write that reached graphsim since the reset, with its status and time (`GET /_sim/writes`)."""
+        writes: list[dict[str, Any]] = self.control.get("/writes").json()["value"]
+        return writes
+
     def all_users(self) -> list[dict[str, Any]]:
         """Every user of the fixture (as `GET /_sim/users` gives them)."""
         users: list[dict[str, Any]] = self.control.get("/users").json()["value"]
@@ -228,9 +233,13 @@ class ProcStats:
         return max(0.0, self.cpu_end - self.cpu_start)
 
 
-def _tree(pid: int) -> list[psutil.Process]:
+# Processes sampled without their children: the benchmark client started all the others.
+OWN_ONLY = frozenset({"bench client"})
+
+
+def _tree(pid: int, children: bool = True) -> list[psutil.Process]:
     proc = psutil.Process(pid)
-    return [proc, *proc.children(recursive=True)]
+    return [proc, *proc.children(recursive=True)] if children else [proc]
 
 
 def _cpu(procs: list[psutil.Process]) -> float:
@@ -267,7 +276,7 @@ class Sampler:
         for name, pid in self.pids.items():
             st = self.stats[name] = ProcStats()
             with contextlib.suppress(psutil.Error):
-                procs = _tree(pid)
+                procs = _tree(pid, name not in OWN_ONLY)
                 st.cpu_start = _cpu(procs)
                 st.peak_rss = _rss(procs)
         self._thread = threading.Thread(target=self._loop, name="bench-sampler", daemon=True)
@@ -283,7 +292,7 @@ class Sampler:
         for name, pid in self.pids.items():
             with contextlib.suppress(psutil.Error):
                 st = self.stats[name]
-                st.peak_rss = max(st.peak_rss, _rss(_tree(pid)))
+                st.peak_rss = max(st.peak_rss, _rss(_tree(pid, name not in OWN_ONLY)))
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
@@ -293,7 +302,7 @@ class Sampler:
         self.elapsed_s = time.monotonic() - self.started
         for name, pid in self.pids.items():
             with contextlib.suppress(psutil.Error):
-                self.stats[name].cpu_end = _cpu(_tree(pid))
+                self.stats[name].cpu_end = _cpu(_tree(pid, name not in OWN_ONLY))
 
     def cpu_share(self, name: str) -> float:
         """CPU time of a process over the window, as a share of one core (1.0 = one core busy)."""
@@ -307,3 +316,63 @@ class Sampler:
         """Per process: CPU seconds, CPU share of one core, peak RSS MB."""
         return {name: {"cpu_s": st.cpu_s, "cores": self.cpu_share(name), "peak_rss_mb": st.peak_rss / 1e6}
                 for name, st in self.stats.items()}
+
+
+@dataclass
+class ThrottleProbe:
+    """Samples the product's adaptive write rate for a tenant from its throttle state in Redis.
+
+    Reads the `rate` field of the throttle hash (worker/throttle.py); yields nothing if that changes.
+    """
+
+    redis_url: str
+    tenant: str
+    interval_s: float = 0.25
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> ThrottleProbe:
+        self._thread = threading.Thread(target=self._loop, name="bench-throttle-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
+        try:
+            while not self._stop.wait(self.interval_s):
+                with contextlib.suppress(redis.RedisError, ValueError, TypeError):
+                    raw = client.hget(f"bl:throttle:{self.tenant}", "rate")
+                    if raw is not None:
+                        self.samples.append((time.time(), float(raw)))
+        finally:
+            client.close()
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def course(self, start: float, max_rate: float) -> dict[str, float]:
+        """Lowest rate and when, when it was back at the maximum (-1: never), mean over the second half."""
+        points = [(t - start, r) for t, r in self.samples if t >= start]
+        if not points:
+            return {}
+        low_t, low = min(points, key=lambda p: p[1])
+        back = next((t for t, r in points if t > low_t and r >= max_rate * 0.99), -1.0)
+        half = [r for t, r in points if t >= points[-1][0] / 2] or [points[-1][1]]
+        return {"low": low, "low_t": low_t, "back_t": back if low < max_rate * 0.99 else 0.0,
+                "half_mean": sum(half) / len(half), "max": max_rate, "last": points[-1][1]}
+
+    def summary(self, start: float, max_rate: float) -> str | None:
+        """The rate's course in words."""
+        c = self.course(start, max_rate)
+        if not c:
+            return None
+        if c["low"] >= max_rate * 0.99:
+            text = f"stayed at {max_rate:.1f}/s (lowest {c['low']:.1f}/s)"
+        else:
+            text = f"from {max_rate:.1f}/s down to {c['low']:.1f}/s at {c['low_t']:.1f} s, " + (
+                f"back to {max_rate:.1f}/s at {c['back_t']:.1f} s" if c["back_t"] >= 0
+                else f"{c['last']:.1f}/s at the end")
+        return text + f"; mean over the second half {c['half_mean']:.1f}/s"

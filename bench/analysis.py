@@ -1,0 +1,128 @@
+"""What the run itself shows about the limits: CPU per process, throttling, idle versus busy figures."""
+
+from __future__ import annotations
+
+import inspect
+
+from bench.results import ScenarioResult
+from config import Settings
+from worker.throttle import DECREASE, HOLD_S, NUDGE, RedisThrottle
+
+BURST_S = 3.0  # 429s this soon after the first write belong to the initial burst
+
+
+def throttle_safety() -> float:
+    """The share of the profile's rate the product's throttle aims at (RedisThrottle's default)."""
+    default = inspect.signature(RedisThrottle.__init__).parameters["safety"].default
+    return float(default) if isinstance(default, int | float) else 1.0
+
+
+def _cpu_line(phase: str, procs: dict[str, dict[str, float]]) -> str:
+    busy = sum(p["cores"] for p in procs.values())
+    ranked = sorted(procs.items(), key=lambda kv: kv[1]["cores"], reverse=True)
+    top = ", ".join(f"{name} {p['cores']:.2f}" for name, p in ranked if p["cores"] >= 0.05)
+    return f"{phase}: {busy:.2f} cores busy on average ({top or 'all idle'})"
+
+
+def analyse(results: dict[str, ScenarioResult]) -> list[str]:
+    """Bullet points for the report, one block per scenario with a missed target."""
+    out: list[str] = []
+    for result in results.values():
+        missed = [m for m in result.metrics if m.met is False]
+        if not missed and not result.error:
+            continue
+        what = "; ".join(f"{m.name} = {m.value} (target {m.target})" for m in missed) or "the scenario did not run"
+        out += [f"**{result.title}** — missed: {what}", ""]
+        out += [f"- {_cpu_line(phase, procs)}" for phase, procs in result.processes.items()]
+        out += [f"- {line}" for line in _observations_for(result)]
+        out.append("")
+    return out
+
+
+def observations(results: dict[str, ScenarioResult]) -> list[str]:
+    """What the figures say, scenario by scenario (met or not)."""
+    out: list[str] = []
+    for result in results.values():
+        if result.error:
+            continue
+        lines = _observations_for(result)
+        if lines:
+            out.append(f"- **{result.title}**: " + " ".join(lines))
+    return out
+
+
+def _observations_for(result: ScenarioResult) -> list[str]:
+    v = result.values
+    key = result.key
+    lines: list[str] = []
+    if key in ("ceiling", "headroom") and "ratio" in v:
+        s = throttle_safety()
+        n, limit = v["users"], v["limit_per_s"]
+        capacity = v["capacity"]
+        if key == "ceiling" and s < 1.0:
+            floor = (n - capacity * s) / (s * (n - capacity))
+            lines.append(f"The product's throttle aims at {s:.0%} of the profile's rate (RedisThrottle's safety "
+                         f"margin against arrival jitter at Graph), so even a perfect run takes {floor:.3f} × the "
+                         f"minimum; the measured ratio is {v['ratio']:.3f}.")
+        if key == "ceiling" and v.get("n_429") and v.get("last_429_s", 99.0) < BURST_S:
+            batch = Settings.model_fields["batch_size"].default
+            lines.append(
+                f"All {v['n_429']:.0f} 429s came {v['first_429_s']:.1f}–{v['last_429_s']:.1f} s after the first "
+                f"write, in the initial burst: the product's bucket starts full at {s:.0%} × {capacity:.0f} = "
+                f"{capacity * s:.0f} tokens against graphsim's {capacity:.0f}, a margin of {capacity * (1 - s):.0f} "
+                f"writes, less than one $batch ({batch}) plus the bunching of arrivals that graphsim's "
+                f"±{v['jitter_ms']:.0f} ms latency causes (up to {limit * 2 * v['jitter_ms'] / 1000:.0f} writes at "
+                f"{limit:g}/s). One such 429 cuts the product's rate by {1 - DECREASE:.0%} and recovery is held "
+                f"for {HOLD_S:g} s after every response reporting ≥ 80 % of Graph's limit used, which after a "
+                "burst lasts until graphsim's bucket has refilled."
+                + (f" The rate fell to {v['rate_low']:.1f}/s and was back at {v['rate_max']:.1f}/s only "
+                   f"{v['rate_back_t']:.0f} s after the 202." if v.get("rate_back_t", 0) > 0
+                   else f" The rate fell to {v['rate_low']:.1f}/s and was not back by the end of the job."
+                   if v.get("rate_back_t") == -1.0 else ""))
+        lowered = v.get("rate_low", 0.0) < v.get("rate_max", 0.0) * 0.99
+        if key == "ceiling" and lowered and not v.get("n_429"):
+            lines.append(
+                f"Without any 429 the product lowered its rate to {v['rate_low']:.1f}/s {v['rate_low_t']:.1f} s "
+                f"after the 202: its burst of {capacity * s:.0f} tokens leaves graphsim's bucket of "
+                f"{capacity:.0f} all but empty, so graphsim reports x-ms-throttle-limit-percentage 1.00, which "
+                f"lowers the rate by {1 - NUDGE:.0%} (at most once a second) and holds recovery for {HOLD_S:g} s "
+                "after every response reporting ≥ 80 %, until graphsim's bucket has refilled"
+                + (f"; it was back at {v['rate_max']:.1f}/s {v['rate_back_t']:.0f} s after the 202."
+                   if v.get("rate_back_t", -1.0) > 0 else "; it was not back by the end of the job."))
+        if key == "headroom" and v.get("n_429"):
+            lines.append(f"The product found the real limit through {v['n_429']:.0f} 429s, the last "
+                         f"{v['last_429_s']:.1f} s after the first write"
+                         + (f"; its rate averaged {v['rate_half_mean']:.1f}/s over the second half of the run."
+                            if "rate_half_mean" in v else "."))
+        if "steady_per_s" in v:
+            lines.append(f"After the initial burst graphsim accepted {v['steady_per_s']:.1f} writes/s against its "
+                         f"limit of {limit:g}/s" + (f" (the profile said {v['profile_per_s']:g}/s)."
+                                                     if v["profile_per_s"] != limit else "."))
+    if key == "baselines":
+        seq = [k for k in v if k.startswith("sequential:time_full_s")]
+        naive = [k.split(":")[0] for k in v if k.startswith("naive") and k.endswith(":time_full_s")]
+        if seq:
+            lines.append(f"The sequential loop is bound by latency, one call at a time "
+                         f"({v['sequential:time_full_s'] / 60:.1f} min for the full set, projected).")
+        ours = f" (ours: {v['ours_wall_s']:.1f} s)" if "ours_wall_s" in v else ""
+        lines.extend(f"The {name} client took {v[f'{name}:time_full_s']:.1f} s for the full set{ours}, with "
+                     f"{v[f'{name}:share_429']:.1%} of its write requests refused with 429 "
+                     f"({v[f'{name}:throttled']:,.0f})." for name in naive)
+    if key == "pipeline":
+        for phase, procs in result.processes.items():
+            lines.append(_cpu_line(phase, procs) + ".")
+    if key == "progress" and "idle_p99_s" in v:
+        text = (f"With the workers idle the same reads take p50 {v['idle_p50_s'] * 1000:.1f} ms / p99 "
+                f"{v['idle_p99_s'] * 1000:.1f} ms (same job, same size), against p50 {v['p50_s'] * 1000:.1f} ms "
+                f"/ p99 {v['p99_s'] * 1000:.1f} ms while it runs")
+        if v["idle_p99_s"] * 2 < v["p99_s"]:
+            text += (": the tail comes from sharing the machine's cores with the workers, Redis and graphsim, "
+                     "not from the size of the job")
+        lines.append(text + ".")
+    if key == "input" and "submit_s" in v:
+        procs = result.processes.get("submission", {})
+        api = procs.get("api", {}).get("cores")
+        if api is not None:
+            lines.append(f"The API process kept {api:.2f} of a core busy during the upload (parsing and "
+                         "validating rows in one thread, staging them in Redis).")
+    return lines

@@ -1,0 +1,538 @@
+"""The scenarios of issue 4 (and the input-scale figure of issue 5), each on a freshly reset graphsim."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.analysis import throttle_safety
+from bench.baselines import BaselineResult, naive_parallel, sequential
+from bench.results import ScenarioResult, fmt_pct, fmt_rate, fmt_s
+from bench.stack import Product, Sampler, Sim, ThrottleProbe, limit_fields, write_tenants_file
+from bench.workload import (
+    Accepted,
+    Row,
+    cancel_job,
+    check_seats,
+    csv_bytes,
+    get_job,
+    job_wall_s,
+    one_write_rows,
+    submit,
+    wait_job,
+    write_generated_csv,
+)
+from config import load_tenants
+
+MAIN, OTHER = "sim", "other"
+OTHER_TENANT_ID = "7c1f0a3e-2b4d-4c6e-9f8a-0d1e2f3a4b5c"
+LATENCY_MS, JITTER_MS = 100.0, 50.0
+CEILING = (500, 5.0)  # graphsim's write bucket in scenarios 1, 2 and 4: 500 writes, refilled at 100/s
+HIDDEN_REAL = (250, 5.0)  # scenario 5: what graphsim really allows (the profile still says CEILING)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is (full run or --quick)."""
+
+    sim_users: int
+    other_users: int
+    ceiling: int
+    ceiling_runs: int
+    sequential: int
+    naive: int
+    naive_threads: int
+    pipeline: int
+    fair_big: int
+    fair_small: int
+    fair_other: int
+    fair_small_after_s: float
+    progress: int
+    progress_samples: int
+    csv_rows: int
+
+    @classmethod
+    def full(cls) -> Sizes:
+        """The sizes issue 4 asks for."""
+        return cls(sim_users=120_000, other_users=5_000, ceiling=10_000, ceiling_runs=2, sequential=1_000, naive=10_000,
+                   naive_threads=16, pipeline=20_000, fair_big=20_000, fair_small=10, fair_other=3_000,
+                   fair_small_after_s=5.0, progress=100_000, progress_samples=600, csv_rows=1_000_000)
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        """A smoke run: every code path, small sizes."""
+        return cls(sim_users=25_000, other_users=2_000, ceiling=1_500, ceiling_runs=1, sequential=100, naive=1_500,
+                   naive_threads=16, pipeline=4_000, fair_big=5_000, fair_small=10, fair_other=800,
+                   fair_small_after_s=5.0, progress=20_000, progress_samples=200, csv_rows=100_000)
+
+
+@dataclass
+class Context:
+    """State shared by the scenarios of one run."""
+
+    root: Path
+    sizes: Sizes
+    workers: int
+    concurrency: int
+    main: Sim
+    other: Sim
+    rows_main: list[Row] = field(default_factory=list)
+    rows_other: list[Row] = field(default_factory=list)
+    sku_ids: dict[str, str] = field(default_factory=dict)
+    results: dict[str, ScenarioResult] = field(default_factory=dict)
+    log: Callable[[str], None] = print
+
+    def prepare(self) -> None:
+        """Pick the users whose rows cost exactly one write, and check the seats are there."""
+        skus = self.main.skus()
+        self.sku_ids = {s["skuPartNumber"]: s["skuId"] for s in skus}
+        self.rows_main = one_write_rows(self.main.all_users(), skus)
+        self.rows_other = one_write_rows(self.other.all_users(), self.other.skus())
+        s = self.sizes
+        need_main = max(s.ceiling, s.naive, s.pipeline, s.fair_big + s.fair_small, s.progress)
+        if len(self.rows_main) < need_main or len(self.rows_other) < s.fair_other:
+            raise RuntimeError(f"graphsim has {len(self.rows_main)}/{len(self.rows_other)} one-write users; "
+                               f"need {need_main}/{s.fair_other}")
+        check_seats(self.rows_main[:need_main], skus)
+        check_seats(self.rows_other[: s.fair_other], self.other.skus())
+
+    @contextlib.contextmanager
+    def product(self, name: str, profiles: dict[str, dict[str, Any]], *, workers: int | None = None,
+                env: dict[str, str] | None = None) -> Iterator[Product]:
+        """A fresh Redis + API + workers on a tenants file with `profiles`; always stopped."""
+        workdir = self.root / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        tenants = write_tenants_file(workdir / "tenants.toml", profiles)
+        product = Product(workdir, tenants, workers=workers or self.workers, concurrency=self.concurrency, env=env)
+        try:
+            product.start()
+            yield product
+        finally:
+            product.stop()
+
+    def pids(self, product: Product, *, other: bool = False) -> dict[str, int]:
+        """Processes to sample: the product's, Redis and graphsim."""
+        pids = dict(product.pids)
+        redis_pid = product.redis_pid()
+        if redis_pid is not None:
+            pids["redis"] = redis_pid
+        pids["graphsim"] = self.main.pid
+        if other:
+            pids["graphsim-other"] = self.other.pid
+        pids["bench client"] = os.getpid()
+        return pids
+
+
+def _share_429(stats: dict[str, Any]) -> tuple[int, int, float]:
+    accepted, throttled = int(stats["writes_accepted"]), int(stats["throttled_responses"])
+    requests = accepted + throttled
+    return requests, throttled, (throttled / requests if requests else 0.0)
+
+
+def _steady_rate(per_second: list[int], skip_s: int = 10) -> float | None:
+    """Mean accepted writes/s after the initial burst: from `skip_s` seconds after the first accepted
+    write to the last full second (graphsim counts seconds from its reset, before the job started)."""
+    first = next((i for i, n in enumerate(per_second) if n), None)
+    if first is None:
+        return None
+    window = per_second[first + skip_s: -1]
+    return statistics.fmean(window) if len(window) >= 3 else None
+
+
+def _throttled_times(writes: list[dict[str, Any]]) -> list[float]:
+    """Seconds after the first write at which graphsim answered 429, sorted."""
+    if not writes:
+        return []
+    first = min(float(w["ts"]) for w in writes)
+    return sorted(float(w["ts"]) - first for w in writes if w.get("status") == 429)
+
+
+def _min_time_s(writes: int, capacity: int, period_s: float) -> float:
+    """The fastest a full bucket of `capacity` refilled at capacity/period allows `writes` writes."""
+    return max(0.0, writes - capacity) / (capacity / period_s)
+
+
+# --- 1 and 5: at the ceiling ---------------------------------------------------------------------
+
+
+def _ceiling_once(ctx: Context, name: str, rows: list[Row], real: tuple[int, float],
+                  profile: tuple[int, float]) -> dict[str, Any]:
+    """One job at the ceiling on a freshly reset graphsim and a fresh product; what it measured."""
+    n, (cap, period) = len(rows), real
+    ctx.main.reset(write_limit=f"{cap}/{period:g}", latency_ms=LATENCY_MS, latency_jitter_ms=JITTER_MS)
+    profiles = {MAIN: ctx.main.profile(**limit_fields(profile[0], profile[1]))}
+    with ctx.product(name, profiles) as product, product.api() as api:
+        with Sampler(ctx.pids(product)) as sampler, ThrottleProbe(product.redis.url, MAIN) as probe:
+            accepted = submit(api, MAIN, csv_bytes(rows))
+            job = wait_job(api, accepted.id, timeout_s=_min_time_s(n, cap, period) * 4 + 120)
+        stats = ctx.main.stats()
+        when_429 = _throttled_times(ctx.main.writes())
+    wall = job_wall_s(job, accepted)
+    requests, throttled, share = _share_429(stats)
+    max_rate = profile[0] / profile[1] * throttle_safety()
+    return {
+        "wall": wall, "ratio": wall / _min_time_s(n, cap, period), "share": share, "throttled": throttled,
+        "requests": requests, "job": job, "stats": stats, "when_429": when_429,
+        "steady": _steady_rate(stats["writes_per_s"]), "submit_s": accepted.submit_s,
+        "course_text": probe.summary(accepted.accepted_at, max_rate),
+        "course": probe.course(accepted.accepted_at, max_rate), "processes": sampler.cpu_summary(),
+    }
+
+
+def _ceiling_run(ctx: Context, result: ScenarioResult, *, real: tuple[int, float], profile: tuple[int, float],
+                 target_ratio: float, target_429: float, runs: int = 1) -> None:
+    n = ctx.sizes.ceiling
+    rows = ctx.rows_main[:n]
+    cap, period = real
+    minimum = _min_time_s(n, cap, period)
+    result.setup += [
+        f"{n:,} users, one assignLicense each (no usageLocation PATCH needed; SKUs with free seats)",
+        f"graphsim: write limit {cap}/{period:g} s per app+tenant ({cap / period:g}/s), tenant limit none, "
+        f"latency {LATENCY_MS:g} ± {JITTER_MS:g} ms",
+        f"product profile: write_capacity = {profile[0]}, write_period_s = {profile[1]:g}",
+    ]
+    if runs > 1:
+        result.setup.append(f"run {runs} times, each on a reset graphsim and a fresh Redis, API and workers; "
+                            "figures are listed per run (run 1 · run 2 …) and targets are judged on the worst run")
+    done = []
+    for i in range(runs):
+        done.append(_ceiling_once(ctx, f"{result.key}-{i + 1}", rows, real, profile))
+        result.processes[f"run {i + 1}" if runs > 1 else "run"] = done[-1]["processes"]
+
+    def each(fmt: Callable[[dict[str, Any]], str]) -> str:
+        return " · ".join(fmt(r) for r in done)
+
+    worst = max(done, key=lambda r: r["ratio"])
+    worst_share = max(r["share"] for r in done)
+    failed = sum(int(r["job"]["failed"]) for r in done)
+    worst_note = " (worst)" if runs > 1 else ""
+    result.add("wall time (202 accepted → last result)", each(lambda r: fmt_s(r["wall"])))
+    result.add(f"theoretical minimum (({n:,} − {cap}) / {cap / period:g}/s)", fmt_s(minimum), measured="derived")
+    result.add("ratio wall / minimum", each(lambda r: f"{r['ratio']:.3f}"),
+               f"≤ {target_ratio:.2f}{worst_note}", worst["ratio"] <= target_ratio)
+    result.add("users/s", each(lambda r: fmt_rate(n / r["wall"])))
+    result.add("429s / write requests (graphsim)",
+               each(lambda r: f"{fmt_pct(r['share'])} ({r['throttled']:,} of {r['requests']:,})"),
+               f"≤ {target_429 * 100:g} %{worst_note}", worst_share <= target_429)
+    result.add("users failed", each(lambda r: f"{r['job']['failed']:,}"), "0", failed == 0)
+    result.add("users succeeded", each(lambda r: f"{r['job']['succeeded']:,} of {r['job']['total']:,}"))
+    for i, r in enumerate(done, 1):
+        prefix = f"run {i}: " if runs > 1 else ""
+        if r["course_text"]:
+            result.add(f"{prefix}product's adaptive write rate (from the 202)", r["course_text"])
+        if r["when_429"]:
+            w = r["when_429"]
+            early = sum(1 for t in w if t < 10.0)
+            result.add(f"{prefix}when the 429s came (after the first write)",
+                       f"{w[0]:.1f} s … {w[-1]:.1f} s; {early} of {len(w)} in the first 10 s")
+    result.add("writes accepted by graphsim", each(lambda r: f"{r['stats']['writes_accepted']:,}"))
+    result.add("peak accepted writes in one second", each(lambda r: f"{r['stats']['peak_writes_per_s']:,}"))
+    if all(r["steady"] is not None for r in done):
+        result.add("sustained accepted writes/s (10 s after the first write → end)",
+                   each(lambda r: f"{r['steady']:.1f}") + f" (limit {cap / period:g})")
+    result.add("submission (POST → 202)", each(lambda r: fmt_s(r["submit_s"])))
+    # The analysis explains the worst run.
+    result.values.update(wall_s=worst["wall"], users_per_s=n / worst["wall"], min_s=minimum, share_429=worst_share,
+                         users=n, ratio=worst["ratio"], jitter_ms=JITTER_MS, limit_per_s=cap / period,
+                         profile_per_s=profile[0] / profile[1], capacity=cap, runs=runs,
+                         best_wall_s=min(r["wall"] for r in done))
+    result.values.update({f"rate_{k}": v for k, v in worst["course"].items()})
+    if worst["steady"] is not None:
+        result.values["steady_per_s"] = worst["steady"]
+    if worst["when_429"]:
+        w = worst["when_429"]
+        result.values.update(first_429_s=w[0], last_429_s=w[-1], n_429=len(w))
+
+
+def scenario_ceiling(ctx: Context, result: ScenarioResult) -> None:
+    """1. Ceiling efficiency."""
+    _ceiling_run(ctx, result, real=CEILING, profile=CEILING, target_ratio=1.05, target_429=0.01,
+                 runs=ctx.sizes.ceiling_runs)
+
+
+def scenario_headroom(ctx: Context, result: ScenarioResult) -> None:
+    """5. Hidden headroom: graphsim allows half of what the profile says."""
+    _ceiling_run(ctx, result, real=HIDDEN_REAL, profile=CEILING, target_ratio=1.15, target_429=0.03)
+    result.notes.append("The theoretical minimum is computed at graphsim's real limit "
+                        f"({HIDDEN_REAL[0]}/{HIDDEN_REAL[1]:g} s), not the profile's.")
+
+
+# --- 2: baselines ---------------------------------------------------------------------------------
+
+
+def scenario_baselines(ctx: Context, result: ScenarioResult) -> None:
+    """2. A sequential loop and a naive parallel client on scenario 1's graphsim settings."""
+    s = ctx.sizes
+    cap, period = CEILING
+    full = s.ceiling
+    result.setup += [
+        f"graphsim as in scenario 1: write limit {cap}/{period:g} s, tenant limit none, "
+        f"latency {LATENCY_MS:g} ± {JITTER_MS:g} ms; reset (full bucket) before each client",
+        "both clients: MSAL token (the product's MsalTokenProvider), httpx, one POST /users/{upn}/assignLicense "
+        "per user, on 429 sleep Retry-After and resend (per request, no shared gate), no $batch",
+        f"sequential: the first {s.sequential:,} of scenario 1's users, one call at a time; "
+        f"naive parallel: {s.naive:,} users on {s.naive_threads} threads",
+    ]
+    profile = load_tenants(Path(ctx.main.info["profile_path"]))[MAIN]
+    users = [(r.upn, ctx.sku_ids[r.part_number]) for r in ctx.rows_main]
+
+    runs: list[tuple[str, int, Callable[[], BaselineResult]]] = [
+        ("sequential", s.sequential, lambda: sequential(profile, users[: s.sequential])),
+        (f"naive parallel ({s.naive_threads} threads)", s.naive,
+         lambda: naive_parallel(profile, users[: s.naive], s.naive_threads)),
+    ]
+    ours = ctx.results.get("ceiling")
+    ours_wall = ours.values.get("wall_s") if ours and not ours.error else None
+    for name, count, run in runs:
+        ctx.main.reset(write_limit=f"{cap}/{period:g}", latency_ms=LATENCY_MS, latency_jitter_ms=JITTER_MS)
+        with Sampler({"graphsim": ctx.main.pid, "bench client": os.getpid()}) as sampler:
+            res = run()
+        stats = ctx.main.stats()
+        result.processes[name] = sampler.cpu_summary()
+        requests, throttled, share = _share_429(stats)
+        projected = res.wall_s if count == full else _project(res, count, full, cap, period)
+        how = "measured" if count == full else "projected"
+        result.add(f"{name}: users", f"{count:,} ({res.succeeded:,} succeeded, {res.failed:,} failed)")
+        result.add(f"{name}: wall time for {count:,}", fmt_s(res.wall_s))
+        result.add(f"{name}: users/s", fmt_rate(res.users_per_s))
+        result.add(f"{name}: 429s / write requests (graphsim)", f"{fmt_pct(share)} ({throttled:,} of {requests:,})")
+        result.add(f"{name}: time for {full:,} users", fmt_s(projected), measured=how)
+        if ours_wall:
+            result.add(f"{name}: time for {full:,} users, theirs / ours", f"{projected / ours_wall:.2f} ×",
+                       measured="derived" if how == "measured" else "projected")
+        result.values[f"{name}:time_full_s"] = projected
+        result.values[f"{name}:share_429"] = share
+        result.values[f"{name}:throttled"] = throttled
+    if ours_wall:
+        result.values["ours_wall_s"] = ours_wall
+        which = "scenario 1's slowest run" if ours.values.get("runs", 1) > 1 else "scenario 1"
+        result.notes.append(f"Ours for {full:,} users: {fmt_s(ours_wall)} ({which}, same graphsim settings).")
+    result.notes.append(
+        "graphsim's Retry-After is the exact time until its bucket has a token again (to the millisecond), so a "
+        "client that sleeps it per request loses little time here; what the naive client wastes shows as refused "
+        "requests (the 429 share above): the 429 storm issue 4 describes, not lost time, on this simulator."
+    )
+    result.notes.append(
+        "Projection: the sequential loop sends one call at a time (~7 calls/s at this latency), far below the "
+        f"{cap / period:g}/s limit, so it is never throttled and its time is linear in users: "
+        f"time({full:,}) = time({s.sequential:,}) × {full // max(1, s.sequential)}; had it been throttled, the "
+        "projection would add the ceiling's minimum instead."
+    )
+
+
+def _project(res: BaselineResult, count: int, full: int, cap: int, period: float) -> float:
+    """Time for `full` users from a run of `count`: linear in users, but never under the ceiling's minimum."""
+    per_user = res.wall_s / count
+    return max(per_user * full, _min_time_s(full, cap, period))
+
+
+# --- 3: pipeline ceiling ---------------------------------------------------------------------------
+
+
+def scenario_pipeline(ctx: Context, result: ScenarioResult) -> None:
+    """3. Graphsim unthrottled with no latency: how fast is our own pipeline, with 1 and 2 workers."""
+    n = ctx.sizes.pipeline
+    rows = ctx.rows_main[:n]
+    result.setup += [
+        f"{n:,} users; graphsim: write limit none, tenant limit none, latency 0",
+        "product profile: write_capacity = \"none\"; RSS sampled every 0.2 s (process + children)",
+    ]
+    profiles = {MAIN: ctx.main.profile(**limit_fields(None, 150.0))}
+    best = 0.0
+    for workers in (1, 2):
+        phase = f"{workers} worker{'s' if workers > 1 else ''}"
+        ctx.main.reset(write_limit="none")
+        with (ctx.product(f"{result.key}-{workers}", profiles, workers=workers) as product, product.api() as api,
+              Sampler(ctx.pids(product)) as sampler):
+            accepted = submit(api, MAIN, csv_bytes(rows))
+            job = wait_job(api, accepted.id, timeout_s=600)
+        result.processes[phase] = summary = sampler.cpu_summary()
+        wall = job_wall_s(job, accepted)
+        rate = n / wall
+        best = max(best, rate)
+        result.add(f"{phase}: wall time", fmt_s(wall))
+        result.add(f"{phase}: users/s end to end", fmt_rate(rate), "≥ 1,000", rate >= 1000)
+        result.add(f"{phase}: users failed", f"{job['failed']:,}", "0", job["failed"] == 0)
+        result.add(f"{phase}: submission (POST → 202)", fmt_s(accepted.submit_s))
+        result.add(f"{phase}: peak RSS API", f"{summary['api']['peak_rss_mb']:.0f} MB")
+        for i in range(1, workers + 1):
+            result.add(f"{phase}: peak RSS worker{i}", f"{summary[f'worker{i}']['peak_rss_mb']:.0f} MB")
+            result.values[f"worker_rss_mb:{workers}:{i}"] = summary[f"worker{i}"]["peak_rss_mb"]
+        result.values[f"users_per_s:{workers}"] = rate
+    result.values.update(best_users_per_s=best, users=n)
+
+
+# --- 4: fairness -----------------------------------------------------------------------------------
+
+
+def scenario_fairness(ctx: Context, result: ScenarioResult) -> None:
+    """4. A small job behind a big one in the same tenant, and a second tenant's job beside them."""
+    s = ctx.sizes
+    cap, period = CEILING
+    big, small = ctx.rows_main[: s.fair_big], ctx.rows_main[s.fair_big: s.fair_big + s.fair_small]
+    other = ctx.rows_other[: s.fair_other]
+    for sim in (ctx.main, ctx.other):
+        sim.reset(write_limit=f"{cap}/{period:g}", latency_ms=LATENCY_MS, latency_jitter_ms=JITTER_MS)
+    result.setup += [
+        f"tenant '{MAIN}' (graphsim 1) and tenant '{OTHER}' (graphsim 2), each: write limit {cap}/{period:g} s "
+        f"({cap / period:g}/s), tenant limit none, latency {LATENCY_MS:g} ± {JITTER_MS:g} ms; profiles say the same",
+        f"t=0: a {s.fair_big:,}-user job in '{MAIN}' (≥ {_min_time_s(s.fair_big, cap, period):.0f} s at the "
+        f"ceiling, so it runs throughout) and a {s.fair_other:,}-user job in '{OTHER}'; "
+        f"t={s.fair_small_after_s:g} s: a {s.fair_small}-user job in '{MAIN}'",
+        f"the {s.fair_big:,}-user job is cancelled once both measurements are taken",
+    ]
+    profiles = {MAIN: ctx.main.profile(**limit_fields(cap, period)),
+                OTHER: ctx.other.profile(**limit_fields(cap, period))}
+    with ctx.product(result.key, profiles) as product, product.api() as api:
+        with Sampler(ctx.pids(product, other=True)) as sampler:
+            big_job = submit(api, MAIN, csv_bytes(big))
+            other_job = submit(api, OTHER, csv_bytes(other))
+            time.sleep(max(0.0, big_job.accepted_at + s.fair_small_after_s - time.time()))
+            small_job = submit(api, MAIN, csv_bytes(small))
+            small_done = wait_job(api, small_job.id, timeout_s=300, poll_s=0.1)
+            other_done = wait_job(api, other_job.id, timeout_s=_min_time_s(s.fair_other, cap, period) * 4 + 60)
+            big_state = get_job(api, big_job.id)
+            cancel_job(api, big_job.id)
+        other_stats = ctx.other.stats()
+    result.processes["run"] = sampler.cpu_summary()
+
+    small_s = job_wall_s(small_done, small_job) + small_job.submit_s  # from the POST, not the 202
+    other_wall = job_wall_s(other_done, other_job)
+    other_min = _min_time_s(s.fair_other, cap, period)
+    share = other_min / other_wall
+    steady = _steady_rate(other_stats["writes_per_s"], skip_s=6)
+    result.add(f"{s.fair_small}-user job: submission → completed", fmt_s(small_s), "≤ 10 s", small_s <= 10.0)
+    result.add(f"{s.fair_small}-user job: POST → 202", fmt_s(small_job.submit_s))
+    result.add(f"{s.fair_small}-user job: failed", f"{small_done['failed']}", "0", small_done["failed"] == 0)
+    result.add(f"'{OTHER}' job ({s.fair_other:,} users): wall time", fmt_s(other_wall))
+    result.add(f"'{OTHER}' job: minimum at its ceiling", fmt_s(other_min), measured="derived")
+    result.add(f"'{OTHER}' job: share of its ceiling (minimum / wall)", fmt_pct(share), "≥ 90 %", share >= 0.9)
+    if steady is not None:
+        result.add(f"'{OTHER}' job: sustained accepted writes/s after the burst",
+                   f"{steady:.1f} of {cap / period:g} ({fmt_pct(steady / (cap / period))})")
+    _, throttled, share_429 = _share_429(other_stats)
+    result.add(f"'{OTHER}' job: 429s / write requests", f"{fmt_pct(share_429)} ({throttled:,})")
+    result.add(f"'{OTHER}' job: failed", f"{other_done['failed']:,}", "0", other_done["failed"] == 0)
+    done = big_state["succeeded"] + big_state["failed"]
+    result.add(f"{s.fair_big:,}-user job: done when the others had finished",
+               f"{done:,} ({big_state['rate_per_s']:.1f} users/s at that moment)")
+    result.values.update(small_s=small_s, other_share=share)
+
+
+# --- 6: progress reads -----------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def scenario_progress(ctx: Context, result: ScenarioResult) -> None:
+    """6. GET /v1/jobs/{id} latency while a 100,000-user job runs."""
+    n, samples = ctx.sizes.progress, ctx.sizes.progress_samples
+    ctx.main.reset(write_limit="none")
+    result.setup += [
+        f"a {n:,}-user job; graphsim unthrottled, latency 0 (the workers run flat out beside the API)",
+        f"{samples} sequential GET /v1/jobs/{{id}} from the benchmark process (keep-alive), once the job runs; "
+        "then the job is cancelled, and once it has settled the same reads are timed again with the workers idle",
+    ]
+    profiles = {MAIN: ctx.main.profile(**limit_fields(None, 150.0))}
+    with (ctx.product(result.key, profiles) as product, product.api() as api,
+          Sampler(ctx.pids(product)) as whole):
+        accepted = submit(api, MAIN, csv_bytes(ctx.rows_main[:n]))
+        deadline = time.monotonic() + 60
+        while get_job(api, accepted.id)["status"] == "queued" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with Sampler(ctx.pids(product)) as sampler:
+            first = get_job(api, accepted.id)
+            busy = _time_reads(api, accepted.id, samples)
+            last = get_job(api, accepted.id)
+        cancelled_at = time.monotonic()
+        cancel_job(api, accepted.id)
+        settled = wait_job(api, accepted.id, timeout_s=120, poll_s=0.5)
+        settle_s = time.monotonic() - cancelled_at
+        idle = _time_reads(api, accepted.id, samples)
+    result.processes["while sampling"] = sampler.cpu_summary()
+    result.processes["whole scenario"] = whole.cpu_summary()
+    p50, p90, p99 = (_pct(busy, q) for q in (0.5, 0.9, 0.99))
+    result.add("samples", f"{len(busy)}")
+    result.add("p50", fmt_s(p50))
+    result.add("p90", fmt_s(p90))
+    result.add("p99", fmt_s(p99), "≤ 50 ms", p99 <= 0.050)
+    result.add("max", fmt_s(max(busy)))
+    result.add("job while sampling", f"{first['status']} → {last['status']}, users done "
+               f"{first['succeeded'] + first['failed']:,} → {last['succeeded'] + last['failed']:,} of {n:,}")
+    result.add("same reads, workers idle (job cancelled and settled): p50 / p99",
+               f"{fmt_s(_pct(idle, 0.5))} / {fmt_s(_pct(idle, 0.99))}")
+    result.add("cancel → every remaining user recorded cancelled",
+               f"{fmt_s(settle_s)} ({settled['cancelled']:,} users, status {settled['status']})")
+    result.add("submission (POST → 202)", fmt_s(accepted.submit_s))
+    for name in sorted(k for k in whole.stats if k.startswith("worker")):
+        result.add(f"peak RSS {name} (submission to settled cancel)", f"{whole.peak_mb(name):.0f} MB")
+        result.values[f"worker_rss_mb:{name}"] = whole.peak_mb(name)
+    result.values.update(users=n, p99_s=p99, p50_s=p50, idle_p99_s=_pct(idle, 0.99), idle_p50_s=_pct(idle, 0.5))
+
+
+def _time_reads(api: httpx.Client, job_id: str, samples: int) -> list[float]:
+    """Seconds per sequential GET /v1/jobs/{id}."""
+    latencies: list[float] = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        response = api.get(f"/v1/jobs/{job_id}")
+        latencies.append(time.perf_counter() - t0)
+        response.raise_for_status()
+    return latencies
+
+
+# --- 7: input scale (issue 5) ----------------------------------------------------------------------
+
+
+def scenario_input(ctx: Context, result: ScenarioResult) -> None:
+    """7. A 1,000,000-row CSV streamed to POST /v1/jobs: submission time and the API's peak RSS."""
+    n = ctx.sizes.csv_rows
+    path = ctx.root / "input.csv"
+    size = write_generated_csv(path, n, ctx.main.info.get("tenant_domain", "contoso.example"))
+    ctx.main.reset(write_limit="none")
+    result.setup += [
+        f"a generated CSV of {n:,} rows ({size / 1e6:.1f} MB; user, add, employeeId), streamed from a file "
+        "object by httpx (Content-Length, 64 KiB reads)",
+        "the users need not exist: validation checks shape and SKU names; the job is cancelled right after",
+    ]
+    profiles = {MAIN: ctx.main.profile(**limit_fields(None, 150.0))}
+    with ctx.product(result.key, profiles) as product, product.api() as api:
+        # Warm the SKU catalog and the API's first-request paths so the figure is the upload itself.
+        submit(api, MAIN, csv_bytes(ctx.rows_main[:1]))
+        with Sampler(ctx.pids(product)) as sampler:
+            before = sampler.peak_mb("api")
+            with path.open("rb") as fh:
+                accepted: Accepted = submit(api, MAIN, fh)
+        cancel_job(api, accepted.id)
+    result.processes["submission"] = sampler.cpu_summary()
+    peak = sampler.peak_mb("api")
+    result.add("rows accepted", f"{accepted.total:,}")
+    result.add("submission time (POST → 202)", fmt_s(accepted.submit_s))
+    result.add("rows/s", fmt_rate(n / accepted.submit_s, "rows/s"))
+    result.add("API RSS before", f"{before:.0f} MB")
+    result.add("API peak RSS during submission", f"{peak:.0f} MB", "≤ 300 MB", peak <= 300)
+    result.add("Redis peak RSS", f"{sampler.peak_mb('redis'):.0f} MB")
+    path.unlink(missing_ok=True)
+    result.values.update(submit_s=accepted.submit_s, api_peak_mb=peak)
+
+
+SCENARIOS: list[tuple[str, str, Callable[[Context, ScenarioResult], None]]] = [
+    ("ceiling", "1. Ceiling efficiency", scenario_ceiling),
+    ("baselines", "2. Baselines (same graphsim settings as 1)", scenario_baselines),
+    ("pipeline", "3. Pipeline ceiling", scenario_pipeline),
+    ("fairness", "4. Fairness", scenario_fairness),
+    ("headroom", "5. Hidden headroom", scenario_headroom),
+    ("progress", "6. Progress read", scenario_progress),
+    ("input", "7. Scale of input (issue 5): 1,000,000-row CSV", scenario_input),
+]

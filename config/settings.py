@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     # A chunk queued this long without being picked up is sent again (its message may have been
     # reserved by a worker that died); duplicates are harmless, claims being exclusive.
     requeue_queued_after_s: float = Field(default=45.0, gt=0)
+    # A chunk started this many times without finishing (crashes, long-wait hand-backs) fails its
+    # remaining users as chunk_failed_repeatedly instead of being requeued for ever.
+    max_chunk_runs: int = Field(default=50, ge=2)
     visibility_timeout_s: int = Field(default=6 * 3600, ge=60)
     worker_concurrency: int = Field(default=16, ge=1)
     # Tests and demos only: multiplies Graph's Retry-After values (see worker/timescale.py).

@@ -23,6 +23,7 @@ class ChunkContext(Protocol):
     worker_id: str
     running: set[str]
     max_countdown_s: float
+    max_chunk_runs: int
 
     def deps_for(self, tenant: str) -> ChunkDeps:
         """Graph client, throttle and policy for one tenant profile (KeyError if unknown)."""
@@ -57,11 +58,19 @@ def execute_chunk(
             return f"skipped:{claim}"
         started = budget_started_at or clock()
         tenant = store.job_tenant(job_id) or ""
-        try:
-            deps = ctx.deps_for(tenant)
-        except KeyError:
-            _fail_all(store, job_id, n, f"tenant profile '{tenant}' is not configured on this worker", clock())
+        deps: ChunkDeps | None = None
+        runs = store.count_run(job_id, n)
+        if runs > ctx.max_chunk_runs:
+            # A chunk that keeps dying (a crash it causes, or a bug) must not be requeued for ever.
+            _fail_all(store, job_id, n, f"chunk {n} was started {runs - 1} times without finishing", clock(),
+                      reason="chunk_failed_repeatedly")
+            log.error("chunk %s of job %s failed after %d runs", n, job_id, runs - 1)
         else:
+            try:
+                deps = ctx.deps_for(tenant)
+            except KeyError:
+                _fail_all(store, job_id, n, f"tenant profile '{tenant}' is not configured on this worker", clock())
+        if deps is not None:
             try:
                 run_chunk(deps, job_id, n, budget_started_at=started)
             except HandBack as hb:
@@ -81,12 +90,14 @@ def execute_chunk(
             ctx.running.discard(key)
 
 
-def _fail_all(store: JobStore, job_id: str, n: int, message: str, now: float) -> None:
+def _fail_all(store: JobStore, job_id: str, n: int, message: str, now: float,
+              reason: str = "tenant_not_configured") -> None:
+    """Record every still-pending user of the chunk as failed (users already terminal keep their result)."""
     ops = store.load_chunk(job_id, n)
     store.record(
         job_id,
         [
-            UserResult(row=op.row, user=op.user, status=UserStatus.FAILED, reason="tenant_not_configured",
+            UserResult(row=op.row, user=op.user, status=UserStatus.FAILED, reason=reason,
                        graph_message=message, updated_at=now)
             for op in ops
         ],

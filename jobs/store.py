@@ -9,6 +9,7 @@ Keys (all under `bl:`; every job key expires after the retention period):
     bl:job:{id}:done       bitmap chunk n finished
     bl:job:{id}:live       hash   chunk n -> "q:<due ts>" (queued) or "r:<worker id>:<claim ts>" (running)
     bl:job:{id}:inflight   zset   write batches in flight -> deadline (cancel waits for them)
+    bl:job:{id}:runs       hash   chunk n -> how many times it was started
     bl:job:{id}:sec:{t}    int    results recorded in second t (current rate)
     bl:jobs                zset   job id -> created_at (recent jobs)
     bl:active              set    jobs with unfinished chunks (the reaper's work list)
@@ -341,6 +342,15 @@ class JobStore:
             args=[n, worker_id, "bl:worker:", self.clock()],
         )
         return result.decode() if isinstance(result, bytes) else str(result)
+
+    def count_run(self, job_id: str, n: int) -> int:
+        """Count one more start of chunk n; returns how many starts it has had."""
+        key = self._k(job_id, "runs")
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hincrby(key, str(n), 1)
+        pipe.expire(key, self.retention_s)
+        runs, _ = pipe.execute()
+        return int(runs)
 
     def release_chunk(self, job_id: str, n: int, worker_id: str, *, due_in_s: float = 0.0) -> bool:
         """Put a chunk we run back to queued, due in `due_in_s` (it is handed back to the broker)."""

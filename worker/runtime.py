@@ -50,6 +50,7 @@ class WorkerRuntime(ChunkContext):
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace(":", "-")
         self.running: set[str] = set()
         self.max_countdown_s = settings.visibility_timeout_s / 4
+        self.max_chunk_runs = settings.max_chunk_runs
         self.policy = RetryPolicy.from_settings(settings)
         self._clients: dict[str, TenantClient] = {}
         self._lock = threading.Lock()

@@ -61,6 +61,7 @@ class Worker:
     worker_id: str = "w-retention"
     running: set[str] = field(default_factory=set)
     max_countdown_s: float = 60.0
+    max_chunk_runs: int = 50
     sent: list[tuple[str, int, float]] = field(default_factory=list)
 
     def deps_for(self, tenant: str) -> ChunkDeps:

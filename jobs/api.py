@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import hashlib
 import hmac
 import io
 import json
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -25,6 +28,10 @@ from jobs.models import FieldError, InputRejected, Operation, UserResult
 from jobs.scheduler import Send
 from jobs.store import JobStore
 from jobs.submit import CatalogCache, CatalogUnavailable, Submitter
+from worker.celery_app import create_celery_app
+from worker.clients import TenantClient, build_tenant_client
+from worker.retry import RetryPolicy
+from worker.runtime import send_chunk
 
 log = logging.getLogger(__name__)
 
@@ -102,29 +109,22 @@ def create_app(
     """Build the API; collaborators default to the real ones built from `settings`."""
     client = redis_client or redis.Redis.from_url(settings.redis_url, health_check_interval=30)
     store = JobStore(client, retention_s=settings.retention_s)
-    tenant_clients: dict[str, Any] = {}
+    tenant_clients: dict[str, TenantClient] = {}
+    clients_lock = threading.Lock()
 
-    def tenant_client(name: str) -> Any:
-        from worker.clients import build_tenant_client
-
-        if name not in tenant_clients:
-            tenant_clients[name] = build_tenant_client(settings, settings.tenant(name), client)
-        return tenant_clients[name]
+    def tenant_client(name: str) -> TenantClient:
+        with clients_lock:  # sync routes run in a thread pool
+            if name not in tenant_clients:
+                tenant_clients[name] = build_tenant_client(settings, settings.tenant(name), client)
+            return tenant_clients[name]
 
     if send is None:
-        from worker.celery_app import create_celery_app
-        from worker.runtime import send_chunk
-
         celery = create_celery_app(settings)
 
         def send(job_id: str, n: int, countdown_s: float) -> None:
             send_chunk(celery, job_id, n, countdown_s, None)
 
     if fetch_skus is None:
-        from dataclasses import replace
-
-        from worker.retry import RetryPolicy
-
         # A submission waits for Graph at most a few seconds; beyond that the caller gets a 503.
         policy = replace(RetryPolicy.from_settings(settings), max_attempts=4, max_total_s=20.0,
                          max_inline_wait_s=10.0)
@@ -181,7 +181,8 @@ def create_app(
                 found = key
         if found is None:
             raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        return Caller(found, label=f"key-{hash(found.key.get_secret_value()) & 0xFFFF:04x}")
+        digest = hashlib.sha256(found.key.get_secret_value().encode()).hexdigest()[:8]
+        return Caller(found, label=f"key-{digest}")  # names the key in job records without revealing it
 
     # Declared as a default, not an Annotated alias: this module's annotations are strings, and a
     # local alias could not be resolved from them.
@@ -334,7 +335,7 @@ def create_app(
         store.request_cancel(job_id)
         deadline = time.monotonic() + CANCEL_WAIT_S
         while store.writes_in_flight(job_id) and time.monotonic() < deadline:
-            await _sleep(0.05)
+            await asyncio.sleep(0.05)
         in_flight = store.writes_in_flight(job_id)
         progress = store.progress(job_id)
         return {
@@ -345,12 +346,6 @@ def create_app(
         }
 
     return app
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 def _result_rows(store: JobStore, job_id: str, status: str | None) -> Iterator[tuple[Operation, UserResult | None]]:

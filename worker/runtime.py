@@ -8,7 +8,6 @@ import os
 import random
 import socket
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -139,8 +138,3 @@ def stop_runtime(**_: Any) -> None:
         if _runtime is not None:
             _runtime.stop()
             _runtime = None
-
-
-def now() -> float:
-    """Wall-clock seconds (shared across hosts)."""
-    return time.time()

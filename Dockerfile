@@ -1,12 +1,17 @@
 FROM python:3.11-slim
 WORKDIR /app
+# The locked versions first (their layer is cached while only the code changes), then the project.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY config ./config
+COPY graphclient ./graphclient
 COPY jobs ./jobs
 COPY worker ./worker
+COPY api ./api
+COPY cli ./cli
 COPY graphsim ./graphsim
-COPY bench ./bench
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation .
 RUN useradd --create-home app
 USER app
 ENTRYPOINT ["bulklicense"]

@@ -1,14 +1,17 @@
-# One entry point for everything; the first run creates .venv and installs the project into it.
+# One entry point for everything; the first run creates .venv and installs the locked versions into it.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+SOURCES := config graphclient jobs worker api cli graphsim bench tests
 
-.PHONY: demo test test-fast lint typecheck check bench clean
+.PHONY: demo test test-fast lint typecheck imports check bench lock clean
 
-$(BIN)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Installs come from the lock (exact versions, hashes checked); the project itself is then added
+# without resolving anything, with the locked build backend.
+$(BIN)/.installed: requirements-dev.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: $(BIN)/.installed  ## the main job, end to end, on this machine
@@ -21,15 +24,24 @@ test-fast: $(BIN)/.installed  ## everything but the slow damage tests
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check config jobs worker graphsim bench tests
+	$(BIN)/ruff check $(SOURCES)
 
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-check: lint typecheck test  ## lint, types and tests
+imports: $(BIN)/.installed  ## the layering contract (pyproject: [tool.importlinter])
+	$(BIN)/lint-imports
+
+check: lint typecheck imports test  ## lint, strict types, import contract and tests
 
 bench: $(BIN)/.installed  ## the throughput benchmark; writes BENCHMARKS.md
 	$(BIN)/python -m bench.run
+
+lock: $(BIN)/.installed  ## refresh both lock files from pyproject.toml's ranges
+	$(BIN)/uv pip compile pyproject.toml --group build --generate-hashes --universal \
+		--python-version 3.11 --quiet --no-header -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --group build --extra dev --generate-hashes --universal \
+		--python-version 3.11 --quiet --no-header -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,7 @@ import inspect
 
 from bench.results import ScenarioResult
 from config import Settings
-from worker.throttle import DECREASE, HOLD_S, NUDGE, RedisThrottle
+from graphclient.throttle import DECREASE, HOLD_S, NUDGE, RedisThrottle
 
 BURST_S = 3.0  # 429s this soon after the first write belong to the initial burst
 

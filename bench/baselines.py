@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from config import TenantProfile
-from worker.auth import MsalTokenProvider
+from graphclient.auth import MsalTokenProvider
 
 MAX_ATTEMPTS = 10  # per user; the SDK's default is fewer, but a lost user would skew the comparison
 TRANSIENT_PAUSE_S = 1.0

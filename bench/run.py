@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     settings = [
-        f"product: {args.workers} worker processes × {args.concurrency} threads (`python -m jobs.cli worker "
+        f"product: {args.workers} worker processes × {args.concurrency} threads (`python -m cli.main worker "
         f"--concurrency {args.concurrency}`) except in scenario 3; one API process; product settings at their "
         "defaults (chunk size 100, chunk window 4, $batch of 20) with BULKLICENSE_LOG_LEVEL=WARNING",
         f"sizes: {'--quick (smoke run, not the issue sizes)' if args.quick else 'as issue 4 asks'}",

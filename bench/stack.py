@@ -22,8 +22,7 @@ import httpx
 import psutil
 import redis
 
-from jobs.demo import Services, start_simulator, wait_http
-from jobs.embedded_redis import EmbeddedRedis, free_port
+from cli.localstack import EmbeddedRedis, Services, free_port, start_simulator, wait_http
 
 API_KEY = "bench-key-" + "0" * 12
 TERMINAL = frozenset({"completed", "completed_with_errors", "cancelled", "failed"})
@@ -166,7 +165,7 @@ class Product:
         }
         port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
-        cli = [sys.executable, "-m", "jobs.cli"]
+        cli = [sys.executable, "-m", "cli.main"]
         api = self.services.start("api", [*cli, "api", "--host", "127.0.0.1", "--port", str(port)], env)
         self.pids["api"] = api.pid
         for i in range(1, self.worker_count + 1):

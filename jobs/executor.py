@@ -24,20 +24,20 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from jobs.models import Operation, UserResult, UserStatus
-from jobs.store import JobStore
-from worker.errors import (
+from graphclient.client import BatchRequest, GraphClient
+from graphclient.errors import (
     REASON_AUTH_FAILED,
     REASON_RETRIES_EXHAUSTED,
     GraphAuthError,
     GraphError,
     GraphPermanentError,
     GraphThrottled,
+    ThrottleWaitTooLong,
     reason_for,
 )
-from worker.graph import BatchRequest, GraphClient
-from worker.retry import RetryPolicy
-from worker.throttle import ThrottleWaitTooLong
+from graphclient.retry import RetryPolicy
+from jobs.models import Operation, UserResult, UserStatus
+from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 

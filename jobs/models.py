@@ -84,6 +84,16 @@ class JobStatus(StrEnum):
     CANCELLED = "cancelled"
     FAILED = "failed"
 
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job has ended (no user is pending any more)."""
+        return self in TERMINAL_JOB_STATUSES
+
+
+TERMINAL_JOB_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.CANCELLED, JobStatus.FAILED}
+)
+
 
 @dataclass(frozen=True)
 class UserResult:

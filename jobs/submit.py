@@ -10,13 +10,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from config import Settings
+from graphclient.errors import GraphError, ThrottleWaitTooLong
 from jobs.models import FieldError, InputRejected, Operation
 from jobs.parsing import Limits, parse_csv, parse_json
 from jobs.scheduler import Send, dispatch
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, new_job_id
-from worker.errors import GraphError
-from worker.throttle import ThrottleWaitTooLong
 
 log = logging.getLogger(__name__)
 

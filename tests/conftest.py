@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from jobs.embedded_redis import EmbeddedRedis
+from cli.localstack import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

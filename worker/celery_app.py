@@ -8,9 +8,8 @@ from celery import Celery, signals
 
 from config import Settings, get_settings
 from jobs.chunks import execute_chunk
-from worker.runtime import RUN_CHUNK_TASK, get_runtime, stop_runtime
-
-QUEUE = "bulklicense"
+from worker.producer import QUEUE, RUN_CHUNK_TASK
+from worker.runtime import get_runtime, stop_runtime
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -28,7 +27,6 @@ def create_celery_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_transport_options=transport,
-        visibility_timeout=settings.visibility_timeout_s,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_concurrency=settings.worker_concurrency,

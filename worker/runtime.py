@@ -15,26 +15,15 @@ import redis
 from celery import Celery
 
 from config import Settings
+from graphclient.retry import RetryPolicy
+from graphclient.tenant import TenantClient, build_tenant_client
 from jobs.chunks import ChunkContext
 from jobs.executor import ChunkDeps
 from jobs.scheduler import reap
 from jobs.store import JobStore
-from worker.clients import TenantClient, build_tenant_client
-from worker.retry import RetryPolicy
+from worker.producer import ChunkProducer
 
 log = logging.getLogger(__name__)
-
-RUN_CHUNK_TASK = "bulklicense.run_chunk"
-
-
-def send_chunk(app: Celery, job_id: str, n: int, countdown_s: float, budget_started_at: float | None) -> None:
-    """Put one chunk task on the broker."""
-    app.send_task(
-        RUN_CHUNK_TASK,
-        args=[job_id, n, budget_started_at],
-        countdown=countdown_s if countdown_s > 0 else None,
-    )
-
 
 class WorkerRuntime(ChunkContext):
     """Everything a worker process shares between its task threads."""
@@ -42,6 +31,7 @@ class WorkerRuntime(ChunkContext):
     def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
         self.app = app
+        self.producer = ChunkProducer(app)
         self.redis = redis.Redis.from_url(
             settings.redis_url, socket_keepalive=True, health_check_interval=30, socket_timeout=30
         )
@@ -76,7 +66,7 @@ class WorkerRuntime(ChunkContext):
 
     def send(self, job_id: str, n: int, countdown_s: float, budget_started_at: float | None = None) -> None:
         """Enqueue a chunk task."""
-        send_chunk(self.app, job_id, n, countdown_s, budget_started_at)
+        self.producer.send(job_id, n, countdown_s, budget_started_at)
 
     def start(self) -> None:
         """Start the heartbeat and reaper threads."""

@@ -11,8 +11,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from config import Settings
-from jobs.api import create_app
 
 CORPUS = Path(__file__).parent.parent / "corpus"
 ALL_KEY = "key-all-tenants-0001"

@@ -11,8 +11,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from config import Settings
-from jobs.api import create_app
 from tests.api.conftest import ALL_KEY, Sent, auth, write_tenants
 from tests.corpus.generators import GENERATORS
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from api.app import create_app
 from config import Settings
-from jobs.api import create_app
 from tests.api.conftest import ALL_KEY, SIM_KEY, Sent, auth
 
 MAX_EXAMPLES = 50

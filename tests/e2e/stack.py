@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import redis
 
-from jobs.demo import Services, start_simulator, wait_http
-from jobs.embedded_redis import EmbeddedRedis, free_port
+from cli.localstack import EmbeddedRedis, Services, free_port, start_simulator, wait_http
 
 API_KEY = "test-key-all-tenants"
 SIM_KEY = "test-key-sim-only"
@@ -62,7 +61,7 @@ class Stack:
             "BULKLICENSE_LOG_LEVEL": "INFO",
             **self.extra_env,
         }
-        self.services.start("api", [sys.executable, "-m", "jobs.cli", "api", "--port", str(api_port)], self.env)
+        self.services.start("api", [sys.executable, "-m", "cli.main", "api", "--port", str(api_port)], self.env)
         for _ in range(workers):
             self.start_worker()
         wait_http(f"{self.api_url}/healthz", timeout_s=60)
@@ -73,7 +72,7 @@ class Stack:
         self._worker_count += 1
         proc = self.services.start(
             f"worker{self._worker_count}",
-            [sys.executable, "-m", "jobs.cli", "worker", "--concurrency", str(concurrency),
+            [sys.executable, "-m", "cli.main", "worker", "--concurrency", str(concurrency),
              "-n", f"w{self._worker_count}@%h"],
             self.env,
         )

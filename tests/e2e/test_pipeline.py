@@ -188,7 +188,7 @@ def test_cli_submit_waits_and_exits_nonzero_on_failures(stack: Stack, tmp_path: 
     bad = tmp_path / "bad.csv"
     bad.write_text("user,add\nnobody.here@contoso.example,POWER_BI_PRO\n")
     env = {**stack.env, "BULKLICENSE_API_URL": stack.api_url}
-    args = [sys.executable, "-m", "jobs.cli", "submit", "--tenant", "sim", "--wait", "--api-key"]
+    args = [sys.executable, "-m", "cli.main", "submit", "--tenant", "sim", "--wait", "--api-key"]
     from tests.e2e.stack import API_KEY
 
     ok = subprocess.run([*args, API_KEY, str(good)], env=env, capture_output=True, text=True, timeout=120)
@@ -219,7 +219,7 @@ def test_cli_status_results_and_cancel(stack: Stack, tmp_path: Path) -> None:
         job_id = response.json()["id"]
     stack.wait_job(job_id)
     env = {**stack.env, "BULKLICENSE_API_URL": stack.api_url, "BULKLICENSE_API_KEY": API_KEY}
-    cli = [sys.executable, "-m", "jobs.cli"]
+    cli = [sys.executable, "-m", "cli.main"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=60)

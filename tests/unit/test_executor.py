@@ -12,12 +12,12 @@ import httpx
 import pytest
 import redis
 
+from graphclient.client import GraphClient
+from graphclient.retry import RetryPolicy
 from jobs.executor import ChunkDeps, HandBack, desired_state_holds, run_chunk
 from jobs.models import LicenseAdd, Operation, UserResult
 from jobs.store import JobStore
-from tests.worker.conftest import FakeClock, RecordingSleep, RecordingThrottle
-from worker.graph import GraphClient
-from worker.retry import RetryPolicy
+from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
 
 EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"

@@ -19,15 +19,15 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from config import Settings
-from jobs.api import create_app
+from graphclient.client import BatchItemResult, BatchRequest
+from graphclient.errors import GraphPermanentError
+from graphclient.retry import RetryPolicy
 from jobs.chunks import execute_chunk
 from jobs.executor import ChunkDeps
 from jobs.models import UserResult, UserStatus
 from jobs.store import JobStore
-from worker.errors import GraphPermanentError
-from worker.graph import BatchItemResult, BatchRequest
-from worker.retry import RetryPolicy
 
 CORPUS = Path(__file__).parent.parent / "corpus"
 KEY = "retention-key-0001"

@@ -1,6 +1,6 @@
 """The Microsoft Graph client: one attempt per call, errors translated once, throttle consulted always.
 
-Retries are not done here but by the caller through `worker.retry.RetryPolicy`, so they are never
+Retries are not done here but by the caller through `graphclient.retry.RetryPolicy`, so they are never
 stacked. Every request passes `Throttle.acquire` first and every response (and every `$batch`
 item) is reported to `Throttle.observe`, so throttling is governed in one place across workers.
 """
@@ -19,15 +19,15 @@ from urllib.parse import quote
 
 import httpx
 
-from worker.errors import (
+from graphclient.errors import (
     GraphAuthError,
     GraphError,
     GraphPermanentError,
     GraphThrottled,
     GraphTransientError,
 )
-from worker.retry import parse_retry_after
-from worker.throttle import Throttle
+from graphclient.headers import parse_retry_after
+from graphclient.throttle import Throttle
 
 log = logging.getLogger(__name__)
 

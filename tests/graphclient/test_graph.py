@@ -12,16 +12,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.worker.conftest import RecordingThrottle
-from worker.auth import GraphAuth
-from worker.errors import (
+from graphclient.auth import GraphAuth
+from graphclient.client import BatchRequest, GraphClient
+from graphclient.errors import (
     GraphAuthError,
     GraphError,
     GraphPermanentError,
     GraphThrottled,
     GraphTransientError,
 )
-from worker.graph import BatchRequest, GraphClient
+from tests.fakes import RecordingThrottle
 
 TOKEN_1 = "eyJ0eXAi.SECRET-TOKEN-ONE.sig"
 TOKEN_2 = "eyJ0eXAi.SECRET-TOKEN-TWO.sig"

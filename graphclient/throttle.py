@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from worker.retry import parse_retry_after
+from graphclient.errors import ThrottleWaitTooLong
+from graphclient.headers import header, parse_retry_after
 
 if TYPE_CHECKING:
     from redis import Redis
 
-    from config.settings import TenantProfile
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +53,6 @@ class Clock(Protocol):
 
 
 Sleep = Callable[[float], None]
-
-
-class SystemClock:
-    """The real wall clock."""
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
-        return time.time()
-
-
-class ThrottleWaitTooLong(Exception):
-    """The wait before the next request exceeds the inline budget; requeue the work after `wait_s`.
-
-    Deliberately not a GraphError: nothing failed, and retry loops must not swallow it.
-    """
-
-    def __init__(self, wait_s: float, *, paused: bool = False) -> None:
-        super().__init__(f"throttle wait of {wait_s:.1f}s exceeds the inline budget")
-        self.wait_s = wait_s
-        self.paused = paused
 
 
 @dataclass(frozen=True)
@@ -227,17 +206,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """A header value, whatever the case of its name (`$batch` item headers are plain dicts)."""
-    value = headers.get(name)
-    if value is not None:
-        return value
-    for key, item in headers.items():
-        if key.lower() == name:
-            return item
-    return None
-
-
 def _limit_fraction(value: str | None) -> float | None:
     """`x-ms-throttle-limit-percentage` as a fraction of the limit (documented as 0.8-1.8)."""
     if value is None:
@@ -311,29 +279,6 @@ class RedisThrottle:
         self._max_inline_wait_s = max_inline_wait_s
         self._script = redis.register_script(_SCRIPT)
 
-    @classmethod
-    def for_profile(
-        cls,
-        redis: Redis,
-        profile: TenantProfile,
-        *,
-        clock: Clock | Callable[[], float],
-        sleep: Sleep,
-        max_inline_wait_s: float,
-        safety: float = 0.97,
-    ) -> RedisThrottle:
-        """The throttle for a tenant profile's write budget."""
-        return cls(
-            redis,
-            profile.name,
-            capacity=profile.write_capacity,
-            rate_per_s=profile.write_rate_per_s,
-            clock=clock,
-            sleep=sleep,
-            max_inline_wait_s=max_inline_wait_s,
-            safety=safety,
-        )
-
     def _run(self, op: str, now: float, *, n: int = 0, arg: float = 0.0) -> _Reply:
         raw = self._script(
             keys=[self.key],
@@ -389,7 +334,7 @@ class RedisThrottle:
         """Learn from one response: a 429 pauses everyone and slows the rate; the limit header nudges."""
         if status == 429:
             now = self._now()
-            retry_after_s = parse_retry_after(_header(headers, "retry-after"), datetime.fromtimestamp(now, UTC))
+            retry_after_s = parse_retry_after(header(headers, "retry-after"), datetime.fromtimestamp(now, UTC))
             pause_s = DEFAULT_PAUSE_S if retry_after_s is None else retry_after_s
             reply = self._run("throttled", now, arg=pause_s)
             log.info(
@@ -400,7 +345,7 @@ class RedisThrottle:
                 reply.rate_per_s,
             )
             return
-        fraction = _limit_fraction(_header(headers, "x-ms-throttle-limit-percentage"))
+        fraction = _limit_fraction(header(headers, "x-ms-throttle-limit-percentage"))
         if fraction is not None and fraction >= 0.8:
             self._run("percent", self._now(), arg=fraction)
 

@@ -15,14 +15,14 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from config.settings import TenantProfile
-from worker.auth import (
+from graphclient.auth import (
     GRAPH_SCOPE,
     MsalTokenProvider,
     certificate_credential,
     graph_scope,
     is_microsoft_authority,
 )
-from worker.errors import GraphAuthError, GraphTransientError
+from graphclient.errors import GraphAuthError, GraphTransientError
 
 SECRET = "s3cr3t~VALUE.that-must-never-leak"
 PASSWORD = "pem-passw0rd-never-shown"

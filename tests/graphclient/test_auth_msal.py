@@ -21,8 +21,8 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from config.settings import TenantProfile
-from worker.auth import GRAPH_SCOPE, MsalTokenProvider
-from worker.errors import GraphAuthError
+from graphclient.auth import GRAPH_SCOPE, MsalTokenProvider
+from graphclient.errors import GraphAuthError
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 SECRET = "local-idp-secret-value"

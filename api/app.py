@@ -24,14 +24,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from config import ApiKey, Settings
+from graphclient.retry import RetryPolicy
+from graphclient.tenant import TenantClient, build_tenant_client
 from jobs.models import FieldError, InputRejected, Operation, UserResult
 from jobs.scheduler import Send
 from jobs.store import JobStore
 from jobs.submit import CatalogCache, CatalogUnavailable, Submitter
-from worker.celery_app import create_celery_app
-from worker.clients import TenantClient, build_tenant_client
-from worker.retry import RetryPolicy
-from worker.runtime import send_chunk
+from worker.producer import ChunkProducer
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +118,7 @@ def create_app(
             return tenant_clients[name]
 
     if send is None:
-        celery = create_celery_app(settings)
-
-        def send(job_id: str, n: int, countdown_s: float) -> None:
-            send_chunk(celery, job_id, n, countdown_s, None)
+        send = ChunkProducer.from_settings(settings).send
 
     if fetch_skus is None:
         # A submission waits for Graph at most a few seconds; beyond that the caller gets a 503.

@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import httpx
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+import uvicorn
 
+from api.app import create_app
+from cli.client import ApiClient, console, err, print_summary, watch
+from cli.demo import run_demo
 from config import ConfigError, Settings, get_settings
+from worker.celery_app import create_celery_app
 
 app = typer.Typer(help="Bulk Microsoft 365 license assignment through Microsoft Graph.", no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
-
-TERMINAL = {"completed", "completed_with_errors", "cancelled", "failed"}
 
 
 def _settings(*, need_tenants: bool = False) -> Settings:
@@ -39,41 +35,6 @@ def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-class ApiClient:
-    """A small client for our own HTTP API."""
-
-    def __init__(self, url: str, key: str) -> None:
-        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
-
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send a request; print the API's error and exit on failure."""
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            err.print(f"[red]cannot reach the API at {self.http.base_url}:[/red] {exc}")
-            raise typer.Exit(2) from None
-        if response.status_code >= 400:
-            _print_api_error(response)
-            raise typer.Exit(1)
-        return response
-
-
-def _print_api_error(response: httpx.Response) -> None:
-    try:
-        body = response.json()
-    except ValueError:
-        err.print(f"[red]HTTP {response.status_code}[/red] {response.text[:500]}")
-        return
-    err.print(f"[red]HTTP {response.status_code}:[/red] {body.get('detail')}")
-    errors = body.get("errors") or []
-    if errors:
-        table = Table("row", "column", "value", "message", title=f"{body.get('total_errors', len(errors))} error(s)")
-        for item in errors[:50]:
-            cells = (item.get(k) for k in ("row", "column", "value", "message"))
-            table.add_row(*("" if cell is None else str(cell) for cell in cells))
-        err.print(table)
-
-
 def _client(settings: Settings, api_url: str | None, api_key: str | None) -> ApiClient:
     key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
     if not key:
@@ -82,50 +43,12 @@ def _client(settings: Settings, api_url: str | None, api_key: str | None) -> Api
     return ApiClient(api_url or settings.api_url, key)
 
 
-def watch(client: ApiClient, job_id: str, *, poll_s: float = 0.5) -> dict[str, Any]:
-    """Show a live progress bar until the job ends; returns the final job record."""
-    job = client.request("GET", f"/v1/jobs/{job_id}").json()
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(f"job {job_id[:8]}", total=job["total"], detail="")
-        while True:
-            done = job["succeeded"] + job["failed"] + job["cancelled"]
-            eta = f"ETA {job['eta_s']:.0f}s" if job.get("eta_s") is not None else ""
-            detail = (f"[green]{job['succeeded']} ok[/green] [red]{job['failed']} failed[/red] "
-                      f"{job['rate_per_s']:.0f}/s {eta} [dim]429s: {job['throttled']}[/dim]")
-            progress.update(task, completed=done, detail=detail)
-            if job["status"] in TERMINAL:
-                break
-            time.sleep(poll_s)
-            job = client.request("GET", f"/v1/jobs/{job_id}").json()
-    return dict(job)
-
-
-def print_summary(job: dict[str, Any]) -> None:
-    """A table of the job's final counters."""
-    table = Table(title=f"job {job['id']} — {job['status']}")
-    for col in ("total", "succeeded", "failed", "cancelled", "throttled", "retries"):
-        table.add_column(col, justify="right")
-    table.add_row(*(str(job[c]) for c in ("total", "succeeded", "failed", "cancelled", "throttled", "retries")))
-    console.print(table)
-
-
 @app.command()
 def api(
     host: str = typer.Option(None, help="Interface to bind (default from BULKLICENSE_API_HOST)."),
     port: int = typer.Option(None, help="Port (default from BULKLICENSE_API_PORT)."),
 ) -> None:
     """Run the HTTP API."""
-    import uvicorn
-
-    from jobs.api import create_app
-
     settings = _settings(need_tenants=True)
     if not settings.api_keys:
         err.print("[red]configuration error:[/red] BULKLICENSE_API_KEYS: set at least one key"
@@ -142,8 +65,6 @@ def worker(
     concurrency: int = typer.Option(None, "--concurrency", "-c", help="Chunk tasks run at once (threads)."),
 ) -> None:
     """Run a Celery worker (other options are passed to Celery)."""
-    from worker.celery_app import create_celery_app
-
     settings = _settings(need_tenants=True)
     _setup_logging(settings.log_level)
     celery = create_celery_app(settings)
@@ -155,10 +76,8 @@ def worker(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
 def simulate(ctx: typer.Context) -> None:
     """Run graphsim, the local Microsoft Graph simulator (`bulklicense simulate --help` for options)."""
-    # The simulator is a test and demo tool: imported only when asked for, never by the product.
-    from graphsim.cli import main as graphsim_main
-
-    graphsim_main(list(ctx.args))
+    # The simulator is a test and demo tool: run as its own program, never imported by the product.
+    os.execv(sys.executable, [sys.executable, "-m", "graphsim", *ctx.args])
 
 
 @app.command()
@@ -238,8 +157,6 @@ def demo(
     keep: bool = typer.Option(False, help="Keep the demo's working folder."),
 ) -> None:
     """Run everything locally: Redis, graphsim, a worker, the API, and a real onboarding batch."""
-    from jobs.demo import run_demo
-
     raise typer.Exit(run_demo(users=users, keep=keep, console=console))
 
 

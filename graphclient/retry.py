@@ -7,13 +7,10 @@ one. Both are built from the same tenacity wait and stop strategy objects.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tenacity
@@ -21,42 +18,12 @@ from tenacity import RetryCallState, Retrying
 from tenacity.stop import stop_after_attempt, stop_base, stop_before_delay
 from tenacity.wait import wait_base, wait_exponential
 
-from worker.errors import GraphError, GraphThrottled, GraphTransientError
+from graphclient.errors import GraphError, GraphThrottled, GraphTransientError, ThrottleWaitTooLong
 
 if TYPE_CHECKING:
     from config.settings import Settings
 
 T = TypeVar("T")
-
-
-def parse_retry_after(value: str | None, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After value: float seconds ("2.128") or an HTTP-date.
-
-    Returns None for a missing, negative or unparseable value; a date in the past gives 0.0.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        # float() also accepts "nan" and "inf", which are not waits.
-        if not math.isfinite(seconds) or seconds < 0:
-            return None
-        return seconds
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # "-0000" means UTC with no zone information
-        when = when.replace(tzinfo=UTC)
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
 
 
 def _is_retryable(exc: BaseException, retry_ambiguous: bool) -> bool:
@@ -140,9 +107,6 @@ class RetryPolicy:
         def check_inline(retry_state: RetryCallState) -> None:
             limit = self.max_inline_wait_s
             if limit is not None and retry_state.upcoming_sleep > limit:
-                # Imported here: the throttle module imports this one for parse_retry_after.
-                from worker.throttle import ThrottleWaitTooLong
-
                 outcome = retry_state.outcome
                 error = outcome.exception() if outcome is not None else None
                 raise ThrottleWaitTooLong(retry_state.upcoming_sleep) from error

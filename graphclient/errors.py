@@ -99,3 +99,15 @@ def reason_for(status: int | None, code: str | None, message: str | None) -> str
     if status == 400:
         return REASON_BAD_REQUEST
     return REASON_GRAPH_ERROR
+
+
+class ThrottleWaitTooLong(Exception):
+    """The wait before the next request exceeds the inline budget; requeue the work after `wait_s`.
+
+    Deliberately not a GraphError: nothing failed, and retry loops must not swallow it.
+    """
+
+    def __init__(self, wait_s: float, *, paused: bool = False) -> None:
+        super().__init__(f"throttle wait of {wait_s:.1f}s exceeds the inline budget")
+        self.wait_s = wait_s
+        self.paused = paused

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from worker.errors import GraphAuthError, GraphTransientError
+from graphclient.errors import GraphAuthError, GraphTransientError
 
 if TYPE_CHECKING:
     from config.settings import TenantProfile

@@ -2,96 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import json
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+from cli.client import ApiClient, print_summary, watch
+from cli.localstack import EmbeddedRedis, Services, free_port, start_simulator, wait_http
 from config import get_settings
-from jobs.embedded_redis import EmbeddedRedis, free_port
 
 DEMO_KEY = "demo-key-" + "0" * 8
-
-
-class Services:
-    """Child processes started by the demo (or a test), stopped in reverse order."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.logs: list[IO[bytes]] = []
-
-    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        """Start a child process with its output in `<workdir>/<name>.log`."""
-        log = (self.workdir / f"{name}.log").open("wb")
-        self.logs.append(log)
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir)
-        self.procs.append((name, proc))
-        return proc
-
-    def stop(self) -> None:
-        """Stop every child: SIGTERM, then SIGKILL after a grace period."""
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for log in self.logs:
-            log.close()
-
-
-def start_simulator(services: Services, env: dict[str, str], extra: list[str]) -> dict[str, Any]:
-    """Start graphsim as a child process and return its JSON ready line."""
-    out = services.workdir / "graphsim.out"
-    handle = out.open("wb")
-    services.logs.append(handle)
-    args = [sys.executable, "-m", "graphsim", "--host", "127.0.0.1", "--port", "0",
-            "--ca-out", str(services.workdir / "ca.pem"), "--profile-out", str(services.workdir / "tenants.toml"),
-            "--state-dir", str(services.workdir / "graphsim-state"), "--control", *extra]
-    proc = subprocess.Popen(args, stdout=handle, stderr=(services.workdir / "graphsim.log").open("wb"),
-                            env=env, cwd=services.workdir)
-    services.procs.append(("graphsim", proc))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = out.read_text(errors="replace")
-        if "\n" in text:
-            info: dict[str, Any] = json.loads(text.splitlines()[0])
-            return info
-        if proc.poll() is not None:
-            raise RuntimeError("graphsim exited: " + (services.workdir / "graphsim.log").read_text()[-2000:])
-        time.sleep(0.05)
-    raise RuntimeError("graphsim did not start within 60 s")
-
-
-def wait_http(url: str, timeout_s: float = 30.0, **kwargs: Any) -> None:
-    """Wait until `url` answers 200."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2, **kwargs).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up within {timeout_s:.0f} s")
 
 
 def onboarding_rows(sim_users: list[dict[str, Any]], count: int, seed: int = 7) -> Iterator[dict[str, str]]:
@@ -142,7 +72,7 @@ def run_demo(*, users: int, keep: bool, console: Console) -> int:
                 "BULKLICENSE_API_KEYS": f"{DEMO_KEY}:*",
                 "BULKLICENSE_LOG_LEVEL": "WARNING",
             })
-            cli = [sys.executable, "-m", "jobs.cli"]
+            cli = [sys.executable, "-m", "cli.main"]
             services.start("worker", [*cli, "worker", "--concurrency", "8"], env)
             services.start("api", [*cli, "api", "--host", "127.0.0.1", "--port", str(api_port)], env)
             api_url = f"http://127.0.0.1:{api_port}"
@@ -158,8 +88,6 @@ def run_demo(*, users: int, keep: bool, console: Console) -> int:
             writer.writerows(rows)
         console.print(f"submitting [bold]{batch.name}[/bold]: {len(rows)} users "
                       f"(graphsim allows 200 writes per 4 s, 80±40 ms per call)")
-
-        from jobs.cli import ApiClient, print_summary, watch
 
         client = ApiClient(api_url, DEMO_KEY)
         accepted = client.request("POST", "/v1/jobs", params={"tenant": "sim"}, content=batch.read_bytes(),

@@ -1,13 +1,11 @@
-"""Fakes shared by the worker tests: a settable clock, a recording sleep, a recording throttle."""
+"""Fakes shared by the unit tests: a settable clock, a recording sleep, a recording throttle."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import pytest
-
-from worker.throttle import ThrottleSnapshot
+from graphclient.throttle import ThrottleSnapshot
 
 
 @dataclass
@@ -53,13 +51,3 @@ class RecordingThrottle:
 
     def snapshot(self) -> ThrottleSnapshot:
         return ThrottleSnapshot(None, None, None, 0.0, sum(1 for s, _ in self.observed if s == 429))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def sleep(clock: FakeClock) -> RecordingSleep:
-    return RecordingSleep(clock)

@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from worker.timescale import ScaledRetryAfterTransport
+from graphclient.timescale import ScaledRetryAfterTransport
 
 
 def handler(request: httpx.Request) -> httpx.Response:

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from tests.worker.conftest import FakeClock, RecordingSleep
-from worker import throttle as throttle_module
-from worker.throttle import RedisThrottle, ThrottleWaitTooLong
+from graphclient import throttle as throttle_module
+from graphclient.errors import ThrottleWaitTooLong
+from graphclient.throttle import RedisThrottle
+from tests.fakes import FakeClock, RecordingSleep
 
 T0 = 1_700_000_000.0
 Factory = Callable[..., RedisThrottle]
@@ -290,7 +291,7 @@ def test_converges_on_hidden_headroom(make: Factory) -> None:
 
 def test_the_initial_burst_leaves_headroom_in_graphs_bucket(redis_client: redis.Redis, clock: FakeClock,
                                                             sleep: RecordingSleep) -> None:
-    from worker.throttle import burst_headroom
+    from graphclient.throttle import burst_headroom
 
     headroom = burst_headroom(20, 100.0)
     assert headroom == 50.0  # one $batch + 0.3 s of refill

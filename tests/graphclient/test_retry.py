@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 
 from config.settings import Settings
-from tests.worker.conftest import FakeClock, RecordingSleep
-from worker.errors import GraphError, GraphPermanentError, GraphThrottled, GraphTransientError
-from worker.retry import RetryPolicy, parse_retry_after
-from worker.throttle import ThrottleWaitTooLong
+from graphclient.errors import GraphError, GraphPermanentError, GraphThrottled, GraphTransientError, ThrottleWaitTooLong
+from graphclient.headers import parse_retry_after
+from graphclient.retry import RetryPolicy
+from tests.fakes import FakeClock, RecordingSleep
 
 NOW = datetime(2015, 10, 21, 7, 27, 30, tzinfo=UTC)
 

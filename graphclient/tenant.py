@@ -9,10 +9,10 @@ import httpx
 import redis
 
 from config import Settings, TenantProfile
-from worker.auth import GraphAuth, MsalTokenProvider
-from worker.graph import GraphClient
-from worker.throttle import RedisThrottle, burst_headroom
-from worker.timescale import ScaledRetryAfterTransport
+from graphclient.auth import GraphAuth, MsalTokenProvider
+from graphclient.client import GraphClient
+from graphclient.throttle import RedisThrottle, burst_headroom
+from graphclient.timescale import ScaledRetryAfterTransport
 
 
 @dataclass(frozen=True)

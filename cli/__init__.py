@@ -1,0 +1,1 @@
+"""The `bulklicense` command line, its API client, the demo and the local stack."""

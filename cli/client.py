@@ -1,0 +1,86 @@
+"""A small client for our own HTTP API, and the live progress bar the CLI and the demo show."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from jobs.models import TERMINAL_JOB_STATUSES
+
+console = Console()
+err = Console(stderr=True)
+
+
+class ApiClient:
+    """A small client for our own HTTP API."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send a request; print the API's error and exit on failure."""
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            err.print(f"[red]cannot reach the API at {self.http.base_url}:[/red] {exc}")
+            raise typer.Exit(2) from None
+        if response.status_code >= 400:
+            _print_api_error(response)
+            raise typer.Exit(1)
+        return response
+
+
+def _print_api_error(response: httpx.Response) -> None:
+    try:
+        body = response.json()
+    except ValueError:
+        err.print(f"[red]HTTP {response.status_code}[/red] {response.text[:500]}")
+        return
+    err.print(f"[red]HTTP {response.status_code}:[/red] {body.get('detail')}")
+    errors = body.get("errors") or []
+    if errors:
+        table = Table("row", "column", "value", "message", title=f"{body.get('total_errors', len(errors))} error(s)")
+        for item in errors[:50]:
+            cells = (item.get(k) for k in ("row", "column", "value", "message"))
+            table.add_row(*("" if cell is None else str(cell) for cell in cells))
+        err.print(table)
+
+
+def watch(client: ApiClient, job_id: str, *, poll_s: float = 0.5) -> dict[str, Any]:
+    """Show a live progress bar until the job ends; returns the final job record."""
+    job = client.request("GET", f"/v1/jobs/{job_id}").json()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(f"job {job_id[:8]}", total=job["total"], detail="")
+        while True:
+            done = job["succeeded"] + job["failed"] + job["cancelled"]
+            eta = f"ETA {job['eta_s']:.0f}s" if job.get("eta_s") is not None else ""
+            detail = (f"[green]{job['succeeded']} ok[/green] [red]{job['failed']} failed[/red] "
+                      f"{job['rate_per_s']:.0f}/s {eta} [dim]429s: {job['throttled']}[/dim]")
+            progress.update(task, completed=done, detail=detail)
+            if job["status"] in TERMINAL_JOB_STATUSES:
+                break
+            time.sleep(poll_s)
+            job = client.request("GET", f"/v1/jobs/{job_id}").json()
+    return dict(job)
+
+
+def print_summary(job: dict[str, Any]) -> None:
+    """A table of the job's final counters."""
+    table = Table(title=f"job {job['id']} — {job['status']}")
+    for col in ("total", "succeeded", "failed", "cancelled", "throttled", "retries"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(job[c]) for c in ("total", "succeeded", "failed", "cancelled", "throttled", "retries")))
+    console.print(table)

@@ -1,0 +1,1 @@
+"""Everything that speaks to Microsoft Graph: auth, transport, retry policy, throttle, errors."""

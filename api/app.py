@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from config import ApiKey, Settings
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
-from jobs.models import FieldError, InputRejected, Operation, UserResult
+from jobs.models import FORMULA_START, SOURCE_COLUMNS, FieldError, InputRejected, Operation, UserResult
 from jobs.scheduler import Send
 from jobs.store import JobStore
 from jobs.submit import CatalogCache, CatalogUnavailable, Submitter
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ("row", "user", "status", "reason", "graph_code", "graph_message", "http_status",
                   "attempts", "updated_at", "detail")
-SOURCE_COLUMNS = ("add", "remove", "disabled_plans", "usage_location")
 CANCEL_WAIT_S = 30.0
 READ_CHUNK_BYTES = 64 * 1024
 
@@ -92,7 +91,7 @@ def _too_big(what: str, limit: int) -> str:
 
 def neutralise(cell: str) -> str:
     """Defuse a CSV cell a spreadsheet would run as a formula."""
-    if cell and cell[0] in "=+-@\t\r":
+    if cell and cell[0] in FORMULA_START:
         return "'" + cell
     return cell
 

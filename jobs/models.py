@@ -66,6 +66,12 @@ class Operation:
         return json.dumps(self.to_json(), separators=(",", ":"))
 
 
+# Input columns kept with each operation and echoed in the results (a failed-rows export resubmits as is).
+SOURCE_COLUMNS = ("add", "remove", "disabled_plans", "usage_location")
+# First characters a spreadsheet runs as a formula (CSV injection).
+FORMULA_START = frozenset("=@\t\r+-")
+
+
 class UserStatus(StrEnum):
     """Terminal states of one user in a job."""
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from jobs.models import FieldError, InputRejected, LicenseAdd, Operation
+from jobs.models import FORMULA_START, SOURCE_COLUMNS, FieldError, InputRejected, LicenseAdd, Operation
 from jobs.skus import GUID_RE, Sku, SkuCatalog, UnknownName
 
 if TYPE_CHECKING:
@@ -62,7 +62,6 @@ COLUMN_ALIASES = {
 IGNORED_COLUMNS = frozenset(
     {"row", "status", "reason", "graphcode", "graphmessage", "httpstatus", "attempts", "updatedat", "detail"}
 )
-SOURCE_COLUMNS = ("add", "remove", "disabled_plans", "usage_location")
 
 _IGNORED = "ignored"
 _BLANK = "blank"
@@ -71,7 +70,6 @@ _EXTRA = "extra"
 _UPN_DOMAIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _PHONE_RE = re.compile(r"[0-9 .()/+-]*")
-_FORMULA_START = frozenset("=@\t\r+-")
 _LIST_SPLIT_RE = re.compile(r"[;|]")
 _BLANK_LINES_RE = re.compile(r"[\r\n]+")
 _LF_BLOCK = "\n" * 4096
@@ -132,7 +130,7 @@ def cell_problem(value: str, max_chars: int) -> str | None:
         name = "a NUL character" if char == "\0" else f"a control character (U+{ord(char):04X})"
         return f"contains {name}; remove it"
     first = value[0] if value else ""
-    if first in _FORMULA_START and not (first in "+-" and _PHONE_RE.fullmatch(value)):
+    if first in FORMULA_START and not (first in "+-" and _PHONE_RE.fullmatch(value)):
         shown = {"\t": "a tab", "\r": "a carriage return"}.get(first, f'"{first}"')
         return (
             f"looks like a spreadsheet formula (starts with {shown}), which spreadsheet apps would run; "

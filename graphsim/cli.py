@@ -47,7 +47,8 @@ def build_parser(prog: str = "graphsim") -> argparse.ArgumentParser:
                    help="per tenant write bucket CAPACITY/SECONDS, or none")
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--latency-jitter-ms", type=float, default=0.0)
-    p.add_argument("--token-lifetime-s", type=float, default=3600.0)
+    p.add_argument("--token-lifetime-s", type=float, default=3600.0,
+                   help="access token lifetime; 0 issues tokens already expired (Graph answers 401)")
     p.add_argument("--control", action="store_true", help="enable the /_sim/ control surface")
     p.add_argument("--profile-out", type=Path, default=None, help="write a tenant profile (TOML) here")
     p.add_argument("--profile-name", default="sim")

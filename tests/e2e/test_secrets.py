@@ -319,16 +319,19 @@ def test_no_secret_or_token_in_logs_redis_results_or_errors(stack: Stack) -> Non
     assert (job["total"], job["succeeded"], job["failed"]) == (36, 30, 6), job
     assert job["throttled"] >= 2, job
 
-    # 2. The 401 path: tokens that expire 1 ms after issue. Every Graph call is refused with 401,
-    # the client refreshes the token once and resends, and the users fail as auth_failed. A profile
-    # of its own ("churn"), so the worker's first token for it is one of those; a refused upload
-    # first fills the API's SKU cache for it while tokens still last.
+    # 2. The 401 path: tokens that are already expired when issued (lifetime 0; a lifetime of a few
+    # ms is a race: a resend on a kept-alive connection can reach Graph within it). Every Graph call
+    # is refused with 401, the client refreshes the token once and resends, and the users fail as
+    # auth_failed. A profile of its own ("churn"), so the worker's first token for it is one of
+    # those; a refused upload first fills the API's SKU cache for it while tokens still last.
     with stack.api() as api:
         primed = api.post("/v1/jobs", params={"tenant": "churn"}, content=b"user,add\nx@contoso.example,NOPE\n",
                           headers={"Content-Type": "text/csv"})
     assert primed.status_code == 422, primed.text
     with stack.control() as control:
-        control.post("/config", json={"token_lifetime_s": 0.001})
+        expiring = control.post("/config", json={"token_lifetime_s": 0})
+        assert expiring.status_code == 200 and expiring.json()["token_lifetime_s"] == 0, expiring.text
+        before = control.get("/stats").json()["by_endpoint"]
     try:
         job = run_job(stack, hay, snapshots, "churn",
                       csv_body([(u["userPrincipalName"], "POWER_BI_PRO", "") for u in users[40:43]]))
@@ -336,8 +339,16 @@ def test_no_secret_or_token_in_logs_redis_results_or_errors(stack: Stack) -> Non
             reasons = {r["reason"] for r in api.get(f"/v1/jobs/{job['id']}/results").json()["value"]}
     finally:
         with stack.control() as control:
-            control.post("/config", json={"token_lifetime_s": 3600})
+            after = control.get("/stats").json()["by_endpoint"]
+            restored = control.post("/config", json={"token_lifetime_s": 3600})
+    assert restored.status_code == 200, restored.text
     assert job["failed"] == 3 and reasons == {"auth_failed"}, (job, reasons)
+
+    def grown(endpoint: str, status: str) -> int:
+        return after.get(endpoint, {}).get(status, 0) - before.get(endpoint, {}).get(status, 0)
+
+    # One $batch for the 3 users: sent with a token, refused, a second token fetched, resent, refused.
+    assert (grown("$batch", "401"), grown("token", "200")) == (2, 2), (before, after)
 
     # 3. A wrong client secret: the identity platform refuses it; the client is told, not shown it.
     with stack.api() as api:

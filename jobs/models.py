@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -160,3 +161,8 @@ class InputRejected(Exception):
         first = self.errors[0]
         more = f" (and {self.total_errors - 1} more)" if self.total_errors > 1 else ""
         return f"{first.message}{more}"
+
+
+def iso_time(ts: float) -> str:
+    """An epoch time as the API writes it: UTC, to the millisecond, `Z`-suffixed (`2025-01-01T00:00:00.000Z`)."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -28,7 +28,7 @@ from typing import Any, cast
 
 import redis
 
-from jobs.models import JobStatus, Operation, UserResult
+from jobs.models import JobStatus, Operation, UserResult, iso_time
 
 STAGING_TTL_S = 3600
 RATE_WINDOW_S = 10
@@ -216,9 +216,7 @@ class JobProgress:
 
 
 def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    return None if ts is None else iso_time(ts)
 
 
 class JobStore:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from collections.abc import Iterator
 
 import redis
 from fastapi.testclient import TestClient
@@ -172,3 +174,70 @@ def test_oversized_bodies_are_413_and_leave_nothing(client: TestClient, redis_cl
     assert response.status_code == 413
     assert sent == []
     assert redis_client.keys("bl:job:*") == []
+
+
+def test_oversized_bodies_name_the_limit_once(client: TestClient, redis_client: redis.Redis, sent: Sent) -> None:
+    """Declared (Content-Length) or found while streaming (no length), the 413 states the limit once."""
+    csv_body = b"user,add\n" + b"\n" * (3 * 1024 * 1024)  # past the limit and the multipart framing slack
+    json_body = b" " * (1024 * 1024 + 1)
+
+    def streamed(body: bytes) -> Iterator[bytes]:
+        yield from (body[i:i + 65536] for i in range(0, len(body), 65536))
+
+    for content, limit in ((csv_body, "2 MB"), (streamed(csv_body), "2 MB")):
+        response = client.post("/v1/jobs?tenant=sim", content=content, headers={**auth(), "Content-Type": "text/csv"})
+        assert response.status_code == 413
+        assert response.json()["detail"].count(limit) == 1, response.json()["detail"]
+        assert "larger than 2 MB" in response.json()["detail"]
+    for content in (json_body, streamed(json_body)):
+        response = client.post("/v1/jobs", content=content, headers={**auth(), "Content-Type": "application/json"})
+        assert response.status_code == 413
+        assert response.json()["detail"].count("1 MB") == 1, response.json()["detail"]
+        assert "more than the limit of 1 MB" in response.json()["detail"]
+    assert sent == []
+    assert redis_client.keys("bl:job:*") == []
+
+
+def test_multipart_needs_one_file_field(client: TestClient, redis_client: redis.Redis) -> None:
+    response = client.post("/v1/jobs?tenant=sim", headers=auth(),
+                           files={"upload": ("onboarding.csv", GOOD_CSV.encode(), "text/csv")})
+    assert response.status_code == 422
+    assert response.json()["errors"] == [{"row": None, "column": "file", "value": None, "message": "missing"}]
+    two = [("file", ("a.csv", GOOD_CSV.encode(), "text/csv")), ("file", ("b.csv", GOOD_CSV.encode(), "text/csv"))]
+    response = client.post("/v1/jobs?tenant=sim", headers=auth(), files=two)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("malformed multipart body")
+    assert redis_client.keys("bl:job:*") == []
+
+
+def test_csv_for_a_tenant_the_key_may_not_use_is_403_with_the_error_body(client: TestClient) -> None:
+    response = client.post("/v1/jobs?tenant=other", content=GOOD_CSV.encode(),
+                           headers={**auth(SIM_KEY), "Content-Type": "text/csv"})
+    assert response.status_code == 403
+    detail = "this API key may not submit jobs for tenant 'other'"
+    assert response.json() == {"detail": detail, "total_errors": 1,
+                               "errors": [{"row": None, "column": None, "value": None, "message": detail}]}
+
+
+def test_results_and_progress_share_one_timestamp_format(client: TestClient, redis_client: redis.Redis) -> None:
+    job = submit_csv(client)
+    JobStore(redis_client, retention_s=3600).record(job["id"], [
+        UserResult(row=2, user="ada@contoso.example", status=UserStatus.SUCCEEDED, attempts=1, updated_at=1.25),
+    ])
+    rows = client.get(f"/v1/jobs/{job['id']}/results", headers=auth()).json()["value"]
+    assert rows[0]["updated_at"] == "1970-01-01T00:00:01.250Z"
+    csv_rows = list(csv.DictReader(io.StringIO(
+        client.get(f"/v1/jobs/{job['id']}/results?format=csv&status=succeeded", headers=auth()).text)))
+    assert csv_rows[0]["updated_at"] == "1970-01-01T00:00:01.250Z"
+    created = client.get(f"/v1/jobs/{job['id']}", headers=auth()).json()["created_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", created), created
+
+
+def test_results_csv_with_no_rows_is_the_header(client: TestClient) -> None:
+    job = submit_csv(client)
+    response = client.get(f"/v1/jobs/{job['id']}/results?format=csv&status=cancelled", headers=auth())
+    assert response.status_code == 200
+    assert response.headers["content-disposition"] == f'attachment; filename="{job["id"]}-results.csv"'
+    assert response.text.splitlines() == [
+        "row,user,add,remove,disabled_plans,usage_location,status,reason,graph_code,graph_message,http_status,"
+        "attempts,updated_at,detail"]

@@ -1,0 +1,62 @@
+"""What the routes work with, built once per app: settings, Redis, the job store, the submitter."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import redis
+
+from config import Settings
+from graphclient.retry import RetryPolicy
+from graphclient.tenant import TenantClient, build_tenant_client
+from jobs.store import JobStore
+from jobs.submit import Submitter
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """The app's collaborators, shared by every request."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: JobStore
+    submitter: Submitter
+    ceiling_for: Callable[[str], float | None]  # a tenant's current write ceiling, for the ETA
+
+
+class TenantGraphs:
+    """Each tenant profile's Graph client, built on first use; what the API asks Graph directly."""
+
+    def __init__(self, settings: Settings, redis_client: redis.Redis) -> None:
+        self._settings = settings
+        self._redis = redis_client
+        self._clients: dict[str, TenantClient] = {}
+        self._lock = threading.Lock()  # sync routes run in a thread pool
+        # A submission waits for Graph at most a few seconds; beyond that the caller gets a 503.
+        self._sku_policy = replace(RetryPolicy.from_settings(settings), max_attempts=4, max_total_s=20.0,
+                                   max_inline_wait_s=10.0)
+
+    def client(self, tenant: str) -> TenantClient:
+        """The tenant profile's client, shared with every later call."""
+        with self._lock:
+            if tenant not in self._clients:
+                self._clients[tenant] = build_tenant_client(self._settings, self._settings.tenant(tenant), self._redis)
+            return self._clients[tenant]
+
+    def subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's GET /subscribedSkus, retried briefly."""
+        return list(self._sku_policy.call(self.client(tenant).graph.subscribed_skus))
+
+    def write_ceiling(self, tenant: str) -> float | None:
+        """The tenant's current write rate ceiling; None when its profile sets no rate."""
+        profile = self._settings.tenants.get(tenant)
+        if profile is None or profile.write_rate_per_s is None:
+            return None
+        try:
+            rate = self.client(tenant).throttle.snapshot().rate_per_s
+        except Exception:  # progress must not fail because the throttle state is unreadable
+            return profile.write_rate_per_s
+        return None if rate is None else float(rate)

@@ -1,0 +1,99 @@
+"""Dependency providers: the app's context, the authenticated caller, tenant-scoped jobs and uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request
+
+from api.context import ApiContext
+from api.errors import ApiError
+from api.uploads import UploadKind, upload_kind
+from config import ApiKey
+from jobs.models import FieldError
+
+MAX_JOB_ID_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated API key's scope."""
+
+    key: ApiKey
+    label: str
+
+    def allows(self, tenant: str) -> bool:
+        """Whether this caller may act on a tenant profile."""
+        return self.key.allows(tenant)
+
+
+@dataclass(frozen=True)
+class VisibleJob:
+    """A job the caller may see: its id and tenant profile."""
+
+    id: str
+    tenant: str
+
+
+def api_context(request: Request) -> ApiContext:
+    """The app's collaborators."""
+    context: ApiContext = request.app.state.context
+    return context
+
+
+Context = Annotated[ApiContext, Depends(api_context)]
+
+
+def caller(request: Request, context: Context) -> Caller:
+    """The caller's API key, from `Authorization: Bearer`; 401 when missing or unknown."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise HTTPException(401, "missing bearer API key", headers={"WWW-Authenticate": "Bearer"})
+    found: ApiKey | None = None
+    given = token.strip().encode()
+    for key in context.settings.api_keys:  # compare against every key, in constant time each
+        if hmac.compare_digest(key.key.get_secret_value().encode(), given):
+            found = key
+    if found is None:
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+    digest = hashlib.sha256(found.key.get_secret_value().encode()).hexdigest()[:8]
+    return Caller(found, label=f"key-{digest}")  # names the key in job records without revealing it
+
+
+Authenticated = Annotated[Caller, Depends(caller)]
+
+
+def visible_job(job_id: str, context: Context, who: Authenticated) -> VisibleJob:
+    """The job in the path; 404 when it does not exist or belongs to a tenant the key may not use."""
+    tenant = context.store.job_tenant(job_id) if len(job_id) <= MAX_JOB_ID_CHARS else None
+    if tenant is None or not who.allows(tenant):
+        raise HTTPException(404, f"job {job_id[:MAX_JOB_ID_CHARS]} not found")
+    return VisibleJob(job_id, tenant)
+
+
+ScopedJob = Annotated[VisibleJob, Depends(visible_job)]
+
+
+def csv_tenant(
+    request: Request, context: Context, who: Authenticated,
+    tenant: Annotated[str | None, Query(max_length=128)] = None,
+) -> str | None:
+    """A CSV upload's `?tenant=` profile, checked (422, 403); None for JSON, which names its own (415 for neither)."""
+    # The body's format decides whether `?tenant=` is needed, so the Content-Type is checked here.
+    if upload_kind(request) is UploadKind.JSON:
+        return None
+    if not tenant:
+        raise ApiError(422, "a CSV submission needs ?tenant=<profile>",
+                       [FieldError("required for CSV uploads", column="tenant")])
+    if tenant not in context.settings.tenants:
+        raise ApiError(422, f"unknown tenant profile '{tenant}'",
+                       [FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
+    if not who.allows(tenant):
+        raise ApiError(403, f"this API key may not submit jobs for tenant '{tenant}'")
+    return tenant
+
+
+CsvTenant = Annotated[str | None, Depends(csv_tenant)]

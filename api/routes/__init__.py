@@ -1,0 +1,1 @@
+"""The API's routers: operations checks and the jobs resource."""

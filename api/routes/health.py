@@ -1,0 +1,21 @@
+"""Liveness for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import Context
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+def healthz(context: Context) -> JSONResponse:
+    """Liveness: the API is up and Redis answers."""
+    try:
+        context.redis.ping()
+    except redis.RedisError as exc:
+        return JSONResponse(status_code=503, content={"status": "unavailable", "redis": str(exc)})
+    return JSONResponse(content={"status": "ok", "redis": "ok"})

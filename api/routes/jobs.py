@@ -1,0 +1,106 @@
+"""The jobs resource: submit, list, progress, results, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Authenticated, Context, CsvTenant, ScopedJob
+from api.results import csv_lines, json_lines, result_rows
+from api.schemas import JobAccepted, error_responses
+from api.uploads import csv_chunks, read_json
+
+CANCEL_WAIT_S = 30.0
+CANCEL_POLL_S = 0.05
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# The body is read by hand (three formats, streamed), so the schema is declared here.
+SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "text/csv": {"schema": {"type": "string"}},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+            "application/json": {"schema": {"type": "object"}},
+        },
+        "required": True,
+    }
+}
+
+
+@router.post("", status_code=202, response_model=JobAccepted, openapi_extra=SUBMIT_BODY,
+             responses=error_responses(401, 403, 413, 415, 422, 503))
+async def submit(request: Request, context: Context, who: Authenticated, tenant: CsvTenant) -> Response:
+    """Submit a job: a CSV (`text/csv` body or multipart field `file`, `?tenant=`) or JSON."""
+    submitter = context.submitter
+    if tenant is None:  # a JSON body names its own tenant, checked against the key while parsing
+        body = await read_json(request, context.settings.max_json_bytes)
+        accepted = await run_in_threadpool(submitter.submit_json, body, owner=who.label, allowed=who.allows)
+    else:
+        async with csv_chunks(request, context.settings.max_upload_bytes) as chunks:
+            accepted = await run_in_threadpool(submitter.submit_csv, tenant, chunks, owner=who.label)
+    answer = JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings))
+    return JSONResponse(status_code=202, content=answer.model_dump(), headers={"Location": f"/v1/jobs/{accepted.id}"})
+
+
+@router.get("", responses=error_responses(401))
+def list_jobs(context: Context, who: Authenticated,
+              limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """Recent jobs visible to this API key, newest first."""
+    out = []
+    for job_id in context.store.recent_jobs(limit * 4):
+        progress = context.store.progress(job_id)
+        if progress is not None and who.allows(progress.tenant):
+            out.append(progress.to_json())
+        if len(out) >= limit:
+            break
+    return {"value": out}
+
+
+@router.get("/{job_id}", responses=error_responses(401, 404))
+def get_job(job: ScopedJob, context: Context) -> dict[str, Any]:
+    """A job's progress: counters, status, current rate and ETA."""
+    progress = context.store.progress(job.id, ceiling_rate_per_s=context.ceiling_for(job.tenant))
+    if progress is None:
+        raise HTTPException(404, f"job {job.id} not found")
+    return progress.to_json()
+
+
+@router.get("/{job_id}/results", responses=error_responses(401, 404))
+def results(
+    job: ScopedJob,
+    context: Context,
+    status: Annotated[str | None, Query(pattern="^(succeeded|failed|cancelled|pending)$")] = None,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> Response:
+    """One row per user; `?status=failed&format=csv` gives a file that can be fixed and resubmitted."""
+    rows = result_rows(context.store, job.id, status)
+    if format == "csv":
+        return StreamingResponse(csv_lines(rows), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{job.id}-results.csv"'})
+    return StreamingResponse(json_lines(rows), media_type="application/json")
+
+
+@router.post("/{job_id}/cancel", status_code=202, responses=error_responses(401, 404))
+async def cancel(job: ScopedJob, context: Context) -> dict[str, Any]:
+    """Cancel a job: returns once no write for it can still go out."""
+    store = context.store
+    store.request_cancel(job.id)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    while store.writes_in_flight(job.id) and time.monotonic() < deadline:
+        await asyncio.sleep(CANCEL_POLL_S)
+    in_flight = store.writes_in_flight(job.id)
+    progress = store.progress(job.id)
+    return {
+        "id": job.id,
+        "cancel_requested": True,
+        "writes_in_flight": in_flight,
+        "status": progress.status.value if progress else "cancelled",
+    }

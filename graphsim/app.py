@@ -14,8 +14,8 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs
 
-from graphsim.config import SimConfig, apply_updates
-from graphsim.fixture import Fixture, build_fixture
+from graphsim.config import SimConfig, apply_updates, resolve_read_limit
+from graphsim.fixture import ISO_COUNTRIES, Fixture, build_fixture
 from graphsim.graph import (
     BAD_JSON,
     GRAPH_JSON,
@@ -29,7 +29,7 @@ from graphsim.graph import (
 from graphsim.identity import IdentityService
 from graphsim.stats import Stats
 from graphsim.tenant import Tenant
-from graphsim.throttle import WriteThrottler
+from graphsim.throttle import Throttler
 from graphsim.tokens import TokenError, TokenIssuer
 
 Scope = MutableMapping[str, Any]
@@ -83,6 +83,17 @@ async def _drop(send: Send) -> None:
     raise ConnectionDropped("graphsim fault: connection dropped")
 
 
+def _number(value: Any, name: str) -> float:
+    """A JSON number >= 0 (not a boolean); ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0")
+    return float(value)
+
+
+def _outage_value(value: Any) -> float:
+    return _number(value, "outage_s")
+
+
 class SimApp:
     """One simulated tenant behind an ASGI callable; `state` is the live directory."""
 
@@ -94,12 +105,17 @@ class SimApp:
         self.identity = IdentityService(fixture, self.issuer, base_url, lambda: self.config.token_lifetime_s)
         self._latency_rng = random.Random(f"latency:{config.seed}")
         self._fault_rng = random.Random(config.fault_seed if config.fault_seed is not None else config.seed)
+        # Until when (graphsim's clock) Graph and the identity platform are unreachable; None: they are up.
+        self._outage_until: float | None = None
         self.graph = self._new_graph(config)
 
+    def _new_throttler(self, config: SimConfig) -> Throttler:
+        read_limit = resolve_read_limit(config.read_limit, len(self.fixture.users))
+        return Throttler(self.fixture.tenant_id, config.write_limit, config.tenant_write_limit, config.clock,
+                         read_limit, charge_refused=config.charge_refused)
+
     def _new_graph(self, config: SimConfig) -> GraphService:
-        tenant = Tenant(self.fixture)
-        throttler = WriteThrottler(tenant.tenant_id, config.write_limit, config.tenant_write_limit, config.clock)
-        return GraphService(tenant, throttler, Stats(), config, self.base_url,
+        return GraphService(Tenant(self.fixture), self._new_throttler(config), Stats(), config, self.base_url,
                             random.Random(f"shuffle:{config.seed}"))
 
     @property
@@ -118,20 +134,41 @@ class SimApp:
         return self.graph.stats
 
     def reset(self) -> None:
-        """Back to the fixture: users, seats, buckets (full), counters and the write log; knobs stay."""
+        """Back to the fixture (users, seats, full buckets, counters, write log) and out of any outage; knobs stay."""
+        self._outage_until = None
         self.graph = self._new_graph(replace(self.config, force_429=None))
 
     def update_config(self, updates: dict[str, Any]) -> SimConfig:
-        """Apply run-time knob changes; a changed write limit gets a fresh (full) bucket."""
+        """Apply run-time knob changes (and `outage_s`); a changed limit gets fresh (full) buckets."""
+        updates = dict(updates)
+        outage_s = _outage_value(updates.pop("outage_s")) if "outage_s" in updates else None
         old = self.config
         new = apply_updates(old, updates)
         self.graph.config = new
-        if new.write_limit != old.write_limit or new.tenant_write_limit != old.tenant_write_limit:
-            self.graph.throttler = WriteThrottler(self.state.tenant_id, new.write_limit,
-                                                  new.tenant_write_limit, new.clock)
+        limits = ("write_limit", "tenant_write_limit", "read_limit")
+        if any(getattr(new, name) != getattr(old, name) for name in limits):
+            self.graph.throttler = self._new_throttler(new)
+        self.graph.throttler.charge_refused = new.charge_refused
         if "fault_seed" in updates:
             self._fault_rng = random.Random(new.fault_seed if new.fault_seed is not None else new.seed)
+        if outage_s is not None:
+            self._outage_until = new.clock() + outage_s if outage_s > 0 else None
         return new
+
+    def outage_remaining_s(self) -> float:
+        """Seconds the current outage still lasts (0 when Graph and the identity platform are up)."""
+        until = self._outage_until
+        if until is None:
+            return 0.0
+        remaining = until - self.config.clock()
+        if remaining <= 0:
+            self._outage_until = None
+            return 0.0
+        return remaining
+
+    def describe(self) -> dict[str, Any]:
+        """The run-time knobs and the outage's remaining seconds (what `GET /_sim/config` returns)."""
+        return {**self.config.describe(), "outage_s": round(self.outage_remaining_s(), 3)}
 
     # -- ASGI ----------------------------------------------------------------------------------------
 
@@ -150,9 +187,13 @@ class SimApp:
         method: str = scope["method"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await _read_body(receive)
+        is_control = path.startswith("/_sim/") and self.config.control
+        if not is_control and self._outage_until is not None and self.outage_remaining_s() > 0:
+            self._drop_in_outage(method, path, body)
+            await _drop(send)
         if path.startswith(("/v1.0/", "/beta/")):
             await self._graph_request(method, path, scope.get("query_string", b""), headers, body, send)
-        elif path.startswith("/_sim/") and self.config.control:
+        elif is_control:
             await self._control(method, path, scope.get("query_string", b""), body, send)
         elif path.endswith("/oauth2/v2.0/token") and method == "POST":
             status, payload = self.identity.token(path.split("/")[1], body, headers)
@@ -170,6 +211,21 @@ class SimApp:
                                  request_id, headers.get("client-request-id", request_id))
             self.stats.count("other", 404)
             await _respond(send, 404, _dumps(payload), [(b"content-type", GRAPH_JSON.encode())])
+
+    def _drop_in_outage(self, method: str, path: str, raw_body: bytes) -> None:
+        """Count (and log, for writes) a request the outage swallows."""
+        if path.startswith(("/v1.0/", "/beta/")):
+            segments = [s for s in path.split("/")[2:] if s]
+            route = GraphService.endpoint_of(method, segments)
+            self._log_unrun_writes(method, path, parse_json_body(raw_body), "dropped", "outage")
+        elif path.endswith("/oauth2/v2.0/token"):
+            route = "token"
+        elif path.endswith("/.well-known/openid-configuration"):
+            route = "openid-configuration"
+        else:
+            route = "other"
+        self.stats.fault("outage")
+        self.stats.count(route, "dropped")
 
     # -- Graph ---------------------------------------------------------------------------------------
 
@@ -297,48 +353,97 @@ class SimApp:
 
     async def _control(self, method: str, path: str, query_string: bytes, body: bytes, send: Send) -> None:
         parts = path.strip("/").split("/")[1:]
-        status = 200
-        payload: Any = None
         query = parse_qs(query_string.decode("latin-1"))
-        if parts == ["users"] and method == "GET":
-            payload = {"value": [u.summary() for u in self.state.user_order]}
-        elif len(parts) == 2 and parts[0] == "users" and method == "GET":
-            user = self.state.find_user(parts[1])
-            status, payload = (200, user.summary()) if user else (404, {"error": f"no user {parts[1]!r}"})
-        elif parts == ["skus"] and method == "GET":
-            payload = {"value": [
-                {**self.state.sku_json(s), "freeUnits": s.enabled - self.state.consumed[s.sku_id]}
-                for s in self.state.skus.values()]}
-        elif parts == ["reset"] and method == "POST":
-            self.reset()
-            payload = {"reset": True}
-        elif parts == ["config"] and method == "GET":
-            payload = self.config.describe()
-        elif parts == ["config"] and method == "POST":
-            try:
-                updates = json.loads(body or b"{}")
-                if not isinstance(updates, dict):
-                    raise ValueError("the body must be a JSON object")
-                payload = self.update_config(updates).describe()
-            except ValueError as exc:
-                status, payload = 400, {"error": str(exc)}
-        elif parts == ["stats"] and method == "GET":
-            payload = self.stats.snapshot()
-        elif parts == ["tokens"] and method == "GET":
-            # Test-only (the control surface is off unless asked for): the exact tokens issued.
-            payload = {"value": list(self.issuer.issued)}
-        elif parts == ["writes"] and method == "GET":
-            entries = self.stats.write_log
-            if "user" in query:
-                wanted = query["user"][0].lower()
-                entries = [e for e in entries if wanted in (str(e["user"]).lower(), str(e["user_id"]).lower())]
-            if "since" in query:
-                since = float(query["since"][0])
-                entries = [e for e in entries if e["ts"] >= since]
-            payload = {"value": entries, "count": len(entries)}
-        else:
-            status, payload = 404, {"error": f"no control endpoint {method} {path}"}
+        try:
+            status, payload = self._control_reply(method, parts, query, body)
+        except ValueError as exc:
+            status, payload = 400, {"error": str(exc)}
+        if status == 404 and payload is None:
+            payload = {"error": f"no control endpoint {method} {path}"}
         await _respond(send, status, _dumps(payload), [(b"content-type", _JSON)])
+
+    def _control_reply(self, method: str, parts: list[str], query: dict[str, list[str]],
+                       body: bytes) -> tuple[int, Any]:
+        """Status and JSON of one control request; ValueError means 400, (404, None) an unknown endpoint."""
+        if parts == ["users"] and method == "GET":
+            return 200, {"value": [u.summary() for u in self.state.user_order]}
+        if parts == ["users"] and method == "POST":
+            return self._create_user(_json_object(body))
+        if len(parts) == 2 and parts[0] == "users" and method == "GET":
+            user = self.state.find_user(parts[1])
+            return (200, user.summary()) if user else (404, {"error": f"no user {parts[1]!r}"})
+        if parts == ["skus"] and method == "GET":
+            return 200, {"value": [self._sku_view(sku_id) for sku_id in self.state.skus]}
+        if len(parts) == 2 and parts[0] == "skus" and method == "PATCH":
+            return self._patch_sku(parts[1], _json_object(body))
+        if parts == ["reset"] and method == "POST":
+            self.reset()
+            return 200, {"reset": True}
+        if parts == ["config"] and method == "GET":
+            return 200, self.describe()
+        if parts == ["config"] and method == "POST":
+            self.update_config(_json_object(body))
+            return 200, self.describe()
+        if parts == ["stats"] and method == "GET":
+            return 200, self.stats.snapshot()
+        if parts == ["tokens"] and method == "GET":
+            # Test-only (the control surface is off unless asked for): the exact tokens issued.
+            return 200, {"value": list(self.issuer.issued)}
+        if parts == ["writes"] and method == "GET":
+            return 200, self._writes(query)
+        return 404, None
+
+    def _sku_view(self, sku_id: str) -> dict[str, Any]:
+        sku = self.state.skus[sku_id]
+        return {**self.state.sku_json(sku), "freeUnits": sku.enabled - self.state.consumed[sku_id]}
+
+    def _patch_sku(self, key: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """`PATCH /_sim/skus/{skuId|part number}` with {"enabled": N}: buy or lose seats."""
+        enabled = body.get("enabled")
+        if set(body) != {"enabled"} or isinstance(enabled, bool) or not isinstance(enabled, int) or enabled < 0:
+            raise ValueError('the body must be {"enabled": N} with N an integer >= 0')
+        try:
+            sku = self.state.set_enabled_seats(key, enabled)
+        except KeyError:
+            return 404, {"error": f"no sku {key!r}"}
+        return 200, self._sku_view(sku.sku_id)
+
+    def _create_user(self, body: dict[str, Any]) -> tuple[int, Any]:
+        """`POST /_sim/users`: a new user Graph sees only after `visible_after_s` (replication lag)."""
+        unknown = set(body) - {"userPrincipalName", "usageLocation", "visible_after_s"}
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}")
+        upn = body.get("userPrincipalName")
+        if not isinstance(upn, str) or upn.count("@") != 1 or upn.startswith("@") or upn.endswith("@"):
+            raise ValueError("userPrincipalName must look like name@domain")
+        location = body.get("usageLocation")
+        if location is not None and location not in ISO_COUNTRIES:
+            raise ValueError("usageLocation must be an ISO 3166 alpha-2 code or null")
+        delay_s = _number(body.get("visible_after_s", 0), "visible_after_s")
+        visible_from = self.config.clock() + delay_s if delay_s > 0 else None
+        try:
+            user = self.state.add_user(upn, location, visible_from)
+        except ValueError as exc:
+            return 409, {"error": str(exc)}
+        return 201, {**user.summary(), "visible_after_s": delay_s}
+
+    def _writes(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        entries = self.stats.write_log
+        if "user" in query:
+            wanted = query["user"][0].lower()
+            entries = [e for e in entries if wanted in (str(e["user"]).lower(), str(e["user_id"]).lower())]
+        if "since" in query:
+            since = float(query["since"][0])
+            entries = [e for e in entries if e["ts"] >= since]
+        return {"value": entries, "count": len(entries)}
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """A control request's JSON object body (empty means {}); ValueError otherwise."""
+    value = json.loads(body or b"{}")
+    if not isinstance(value, dict):
+        raise ValueError("the body must be a JSON object")
+    return value
 
 
 def create_app(config: SimConfig, base_url: str, cert_pem: bytes | None = None,

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from graphsim.config import SimConfig, parse_write_limit
+from graphsim.config import SimConfig, parse_read_limit, parse_write_limit
 
 
 def _probability(text: str) -> float:
@@ -23,6 +23,13 @@ def _probability(text: str) -> float:
 def _limit(text: str) -> object:
     try:
         return parse_write_limit(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _read_limit(text: str) -> object:
+    try:
+        return parse_read_limit(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -45,6 +52,12 @@ def build_parser(prog: str = "graphsim") -> argparse.ArgumentParser:
                    help="per app+tenant write bucket CAPACITY/SECONDS, or none")
     p.add_argument("--tenant-write-limit", type=_limit, default="18000/300",
                    help="per tenant write bucket CAPACITY/SECONDS, or none")
+    p.add_argument("--read-limit", type=_read_limit, default="none",
+                   help="per app+tenant resource-unit bucket CAPACITY/SECONDS, auto (by tenant size) or none")
+    p.add_argument("--charge-refused", action=argparse.BooleanOptionalAction, default=True,
+                   help="a request refused with 429 still spends the tokens of the bucket that refused it")
+    p.add_argument("--replication-lag-s", type=float, default=0.0,
+                   help="assignLicense sees a user's previous usageLocation this long after a PATCH")
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--latency-jitter-ms", type=float, default=0.0)
     p.add_argument("--token-lifetime-s", type=float, default=3600.0,
@@ -72,6 +85,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         write_limit=parse_write_limit(args.write_limit) if isinstance(args.write_limit, str) else args.write_limit,
         tenant_write_limit=parse_write_limit(args.tenant_write_limit)
         if isinstance(args.tenant_write_limit, str) else args.tenant_write_limit,
+        read_limit=parse_read_limit(args.read_limit) if isinstance(args.read_limit, str) else args.read_limit,
+        charge_refused=args.charge_refused, replication_lag_s=args.replication_lag_s,
         latency_ms=args.latency_ms, latency_jitter_ms=args.latency_jitter_ms,
         fault_503=args.fault_503, fault_504=args.fault_504, fault_reset=args.fault_reset,
         fault_reset_after_apply=args.fault_reset_after_apply, fault_slow=args.fault_slow,

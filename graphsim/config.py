@@ -6,13 +6,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 # Graph's documented identity write limits (throttling-limits): per app+tenant and per tenant.
 DEFAULT_APP_WRITE_CAPACITY = 3000
 DEFAULT_APP_WRITE_PERIOD_S = 150.0
 DEFAULT_TENANT_WRITE_CAPACITY = 18000
 DEFAULT_TENANT_WRITE_PERIOD_S = 300.0
+# Graph's resource-unit quota per app+tenant, by tenant size (throttling-limits, identity and access):
+# S under 50 users, M 50-500, L above 500; all per 10 seconds.
+READ_LIMIT_PERIOD_S = 10.0
+READ_CAPACITY_S, READ_CAPACITY_M, READ_CAPACITY_L = 3500, 5000, 8000
+SMALL_TENANT_BELOW, LARGE_TENANT_ABOVE = 50, 500
+AUTO: Literal["auto"] = "auto"
 
 FAULT_KNOBS = (
     "fault_503",
@@ -26,14 +32,14 @@ FAULT_KNOBS = (
 
 @dataclass(frozen=True)
 class WriteLimit:
-    """A token bucket of `capacity` writes refilled evenly over `period_s` seconds."""
+    """A token bucket of `capacity` units (writes, or resource units for reads) refilled evenly over `period_s`."""
 
     capacity: int
     period_s: float
 
     def __post_init__(self) -> None:
         if self.capacity < 1 or self.period_s <= 0:
-            raise ValueError("a write limit needs capacity >= 1 and period > 0")
+            raise ValueError("a limit needs capacity >= 1 and period > 0")
 
     @property
     def rate_per_s(self) -> float:
@@ -56,6 +62,35 @@ def parse_write_limit(text: str) -> WriteLimit | None:
         return WriteLimit(int(capacity), float(period))
     except ValueError:
         raise ValueError(f"write limit {text!r} must look like CAPACITY/SECONDS or none") from None
+
+
+def parse_read_limit(text: str) -> WriteLimit | Literal["auto"] | None:
+    """Parse a resource-unit limit: `CAPACITY/SECONDS`, `auto` (by tenant size) or `none`."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    return parse_write_limit(text)
+
+
+def tenant_read_limit(users: int) -> WriteLimit:
+    """Graph's app+tenant resource-unit quota for a tenant of `users` users."""
+    if users < SMALL_TENANT_BELOW:
+        capacity = READ_CAPACITY_S
+    elif users <= LARGE_TENANT_ABOVE:
+        capacity = READ_CAPACITY_M
+    else:
+        capacity = READ_CAPACITY_L
+    return WriteLimit(capacity, READ_LIMIT_PERIOD_S)
+
+
+def resolve_read_limit(setting: WriteLimit | Literal["auto"] | None, users: int) -> WriteLimit | None:
+    """The resource-unit limit in force: the configured one, or by tenant size for `auto`."""
+    if setting is None or isinstance(setting, WriteLimit):
+        return setting
+    return tenant_read_limit(users)
+
+
+def _describe_limit(limit: WriteLimit | Literal["auto"] | None) -> str:
+    return "none" if limit is None else str(limit)
 
 
 @dataclass(frozen=True)
@@ -89,6 +124,12 @@ class SimConfig:
     tenant_write_limit: WriteLimit | None = WriteLimit(
         DEFAULT_TENANT_WRITE_CAPACITY, DEFAULT_TENANT_WRITE_PERIOD_S
     )
+    # Resource units per app+tenant (every request costs some); off unless set, `auto` sizes it by tenant.
+    read_limit: WriteLimit | Literal["auto"] | None = None
+    # Whether a request refused with 429 still spends the tokens of the bucket that refused it.
+    charge_refused: bool = True
+    # Seconds for which assignLicense still sees a user's previous usageLocation after a PATCH changed it.
+    replication_lag_s: float = 0.0
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     # Fault rates: the probability (0..1) that a Graph request (or a whole $batch) meets the fault.
@@ -112,8 +153,8 @@ class SimConfig:
                 raise ValueError(f"{name} must be a probability between 0 and 1")
         if sum(getattr(self, name) for name in FAULT_KNOBS) > 1.0 + 1e-9:
             raise ValueError("the fault rates must add up to at most 1")
-        if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.slow_s < 0:
-            raise ValueError("latency_ms, latency_jitter_ms and slow_s must be >= 0")
+        if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.slow_s < 0 or self.replication_lag_s < 0:
+            raise ValueError("latency_ms, latency_jitter_ms, slow_s and replication_lag_s must be >= 0")
         if self.token_lifetime_s < 0:
             raise ValueError("token_lifetime_s must be >= 0")
         if self.users < 0:
@@ -122,8 +163,11 @@ class SimConfig:
     def describe(self) -> dict[str, Any]:
         """The run-time knobs as JSON-ready values (the shape `/_sim/config` accepts)."""
         return {
-            "write_limit": str(self.write_limit) if self.write_limit else "none",
-            "tenant_write_limit": str(self.tenant_write_limit) if self.tenant_write_limit else "none",
+            "write_limit": _describe_limit(self.write_limit),
+            "tenant_write_limit": _describe_limit(self.tenant_write_limit),
+            "read_limit": _describe_limit(self.read_limit),
+            "charge_refused": self.charge_refused,
+            "replication_lag_s": self.replication_lag_s,
             "latency_ms": self.latency_ms,
             "latency_jitter_ms": self.latency_jitter_ms,
             "token_lifetime_s": self.token_lifetime_s,
@@ -141,7 +185,8 @@ class SimConfig:
 
 # Knobs that may change while the simulator runs (POST /_sim/config).
 RUNTIME_KNOBS = frozenset(
-    {"write_limit", "tenant_write_limit", "latency_ms", "latency_jitter_ms", "token_lifetime_s", "slow_s"}
+    {"write_limit", "tenant_write_limit", "read_limit", "charge_refused", "replication_lag_s", "latency_ms",
+     "latency_jitter_ms", "token_lifetime_s", "slow_s"}
     | set(FAULT_KNOBS)
     | {"force_429", "fault_seed"}
 )
@@ -154,7 +199,7 @@ def _limit_value(value: Any) -> WriteLimit | None:
         return parse_write_limit(value)
     if isinstance(value, Mapping):
         return WriteLimit(int(value["capacity"]), float(value["period_s"]))
-    raise ValueError("a write limit is 'CAPACITY/SECONDS', 'none' or {capacity, period_s}")
+    raise ValueError("a limit is 'CAPACITY/SECONDS', 'none' or {capacity, period_s}")
 
 
 def apply_updates(config: SimConfig, updates: Mapping[str, Any]) -> SimConfig:
@@ -167,6 +212,12 @@ def apply_updates(config: SimConfig, updates: Mapping[str, Any]) -> SimConfig:
         try:
             if key in ("write_limit", "tenant_write_limit"):
                 changes[key] = _limit_value(value)
+            elif key == "read_limit":
+                changes[key] = AUTO if isinstance(value, str) and value.strip().lower() == AUTO else _limit_value(value)
+            elif key == "charge_refused":
+                if not isinstance(value, bool):
+                    raise ValueError("must be true or false")
+                changes[key] = value
             elif key == "force_429":
                 changes[key] = (
                     None

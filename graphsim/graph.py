@@ -17,7 +17,14 @@ from graphsim.config import SimConfig
 from graphsim.fixture import ISO_COUNTRIES
 from graphsim.stats import Stats
 from graphsim.tenant import Tenant, User
-from graphsim.throttle import REPORT_ABOVE_FRACTION, WriteThrottler, format_retry_after
+from graphsim.throttle import (
+    REPORT_ABOVE_FRACTION,
+    WRITE_LIMIT_EXCEEDED,
+    Throttler,
+    ThrottleResult,
+    format_retry_after,
+    resource_units,
+)
 from graphsim.tokens import AppToken
 
 GRAPH_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;IEEE754Compatible=false;charset=utf-8"
@@ -36,6 +43,10 @@ READ_SKUS = frozenset({"LicenseAssignment.Read.All", "LicenseAssignment.ReadWrit
 
 DEFAULT_USER_PROPERTIES = ("businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
                            "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "id")
+# Every property graphsim models, in the order /beta returns them on the user object assignLicense answers with.
+ALL_USER_PROPERTIES = ("id", "userPrincipalName", "displayName", "givenName", "surname", "jobTitle", "mail",
+                       "mailNickname", "businessPhones", "mobilePhone", "officeLocation", "preferredLanguage",
+                       "usageLocation", "accountEnabled", "userType", "assignedLicenses", "licenseAssignmentStates")
 WRITABLE_USER_PROPERTIES = frozenset({"usageLocation", "displayName", "givenName", "surname", "jobTitle",
                                       "accountEnabled"})
 
@@ -126,10 +137,7 @@ def user_json(user: User, select: tuple[str, ...] | None) -> dict[str, Any]:
     return {name: values[name]() for name in names}
 
 
-_USER_PROPERTY_NAMES = {name.lower(): name for name in (
-    "id", "userPrincipalName", "displayName", "givenName", "surname", "jobTitle", "mail", "mailNickname",
-    "businessPhones", "mobilePhone", "officeLocation", "preferredLanguage", "usageLocation", "accountEnabled",
-    "userType", "assignedLicenses", "licenseAssignmentStates")}
+_USER_PROPERTY_NAMES = {name.lower(): name for name in ALL_USER_PROPERTIES}
 
 _FILTER_TERM = re.compile(
     r"""^\s*(?:
@@ -210,10 +218,17 @@ def _is_guid(value: Any) -> bool:
     return True
 
 
+def _usage_headers(units: int, used_fraction: float) -> tuple[tuple[str, str], ...]:
+    """x-ms-resource-unit, and x-ms-throttle-limit-percentage once a limit is more than 80 % used."""
+    if used_fraction > REPORT_ABOVE_FRACTION:
+        return (("x-ms-resource-unit", str(units)), ("x-ms-throttle-limit-percentage", f"{used_fraction:.2f}"))
+    return (("x-ms-resource-unit", str(units)),)
+
+
 class GraphService:
     """Executes Graph calls against one tenant; synchronous, so each call is atomic on the event loop."""
 
-    def __init__(self, tenant: Tenant, throttler: WriteThrottler, stats: Stats, config: SimConfig,
+    def __init__(self, tenant: Tenant, throttler: Throttler, stats: Stats, config: SimConfig,
                  base_url: str, shuffle_rng: random.Random) -> None:
         self.tenant = tenant
         self.throttler = throttler
@@ -237,6 +252,10 @@ class GraphService:
         return self._error(call, 404, "Request_ResourceNotFound",
                            f"Resource '{key}' does not exist or one of its queried reference-property "
                            "objects are not present.", endpoint, user=key)
+
+    def _user(self, key: str) -> User | None:
+        """A user as Graph sees it now (users not yet replicated are absent)."""
+        return self.tenant.visible_user(key, self.config.clock())
 
     def _bad_json(self, call: Call, endpoint: str, user: str | None) -> Reply:
         return self._error(call, 400, "BadRequest", "Unable to read JSON request payload. Please ensure "
@@ -282,8 +301,21 @@ class GraphService:
         segments = [unquote(s) for s in call.path.strip("/").split("/") if s]
         endpoint = self.endpoint_of(call.method, segments)
         user_key = segments[1] if len(segments) >= 2 and segments[0] == "users" else None
+        units = resource_units(call.method, segments, call.query)
         if call.method in WRITE_METHODS and endpoint in ("assignLicense", "users.patch"):
-            return self._write(call, segments, endpoint, user_key)
+            return self._write(call, segments, endpoint, user_key, units)
+        result = self.throttler.charge(call.app.app_id, units, writes=0)
+        if result.throttled:
+            self.stats.refuse(units, read=True)
+            return self._throttled(call, endpoint, user_key, result, units)
+        if call.method == "GET":
+            self.stats.accept_read(endpoint, units)
+        else:
+            self.stats.spend(units)
+        reply = self._read(call, segments, endpoint, user_key)
+        return replace(reply, headers=reply.headers + _usage_headers(units, result.used_fraction))
+
+    def _read(self, call: Call, segments: list[str], endpoint: str, user_key: str | None) -> Reply:
         if endpoint == "subscribedSkus" and call.method == "GET":
             return self._subscribed_skus(call, segments)
         if endpoint == "users.list" and call.method == "GET":
@@ -301,27 +333,26 @@ class GraphService:
         return self._error(call, 400, "BadRequest", f"Resource not found for the segment '{first_unknown}'.",
                            endpoint, user=user_key)
 
-    def _write(self, call: Call, segments: list[str], endpoint: str, user_key: str | None) -> Reply:
+    def _write(self, call: Call, segments: list[str], endpoint: str, user_key: str | None, units: int) -> Reply:
         forced = self.config.force_429
         if forced is not None and forced.count > 0 and self._forced_matches(forced.user, user_key):
             remaining = forced.count - 1
             self.config = replace(self.config, force_429=replace(forced, count=remaining) if remaining else None)
             self.stats.throttled_responses += 1
-            return self._throttled(call, endpoint, user_key, forced.retry_after_s,
-                                   f"Tenant_Application/Write/{call.app.app_id}/{self.tenant.tenant_id}")
-        result = self.throttler.charge(call.app.app_id)
-        if result.retry_after_s is not None:
-            self.stats.throttled_responses += 1
-            return self._throttled(call, endpoint, user_key, result.retry_after_s, result.scope or "")
-        self.stats.accept_write()
-        headers: tuple[tuple[str, str], ...] = (("x-ms-resource-unit", "1"),)
-        if result.used_fraction > REPORT_ABOVE_FRACTION:
-            headers += (("x-ms-throttle-limit-percentage", f"{result.used_fraction:.2f}"),)
+            scope = f"Tenant_Application/Write/{call.app.app_id}/{self.tenant.tenant_id}"
+            return self._throttled(call, endpoint, user_key,
+                                   ThrottleResult(forced.retry_after_s, scope, 1.0, WRITE_LIMIT_EXCEEDED), units)
+        result = self.throttler.charge(call.app.app_id, units, writes=1)
+        if result.throttled:
+            self.stats.refuse(units, read=False)
+            return self._throttled(call, endpoint, user_key, result, units)
+        self.stats.accept_write(units)
         if endpoint == "assignLicense":
             reply = self._assign_license(call, segments[1])
         else:
             reply = self._patch_user(call, segments[1])
-        return Reply(reply.status, reply.body, reply.headers + headers, endpoint, user_key)
+        return Reply(reply.status, reply.body, reply.headers + _usage_headers(units, result.used_fraction),
+                     endpoint, user_key)
 
     def _forced_matches(self, wanted: str | None, user_key: str | None) -> bool:
         if wanted is None:
@@ -333,13 +364,14 @@ class GraphService:
         target = self.tenant.find_user(wanted)
         return target is not None and target is self.tenant.find_user(user_key)
 
-    def _throttled(self, call: Call, endpoint: str, user_key: str | None, retry_after_s: float,
-                   scope: str) -> Reply:
+    def _throttled(self, call: Call, endpoint: str, user_key: str | None, result: ThrottleResult,
+                   units: int) -> Reply:
         body = error_body("TooManyRequests", "Please retry again later.", call.request_id,
                           call.client_request_id, {"code": "429", "message": "Please retry after", "status": "429"})
-        headers = (("Retry-After", format_retry_after(retry_after_s)), ("x-ms-throttle-scope", scope),
-                   ("x-ms-throttle-information", "WriteLimitExceeded"),
-                   ("x-ms-throttle-limit-percentage", "1.0"), ("x-ms-resource-unit", "1"))
+        headers = (("Retry-After", format_retry_after(result.retry_after_s or 0.0)),
+                   ("x-ms-throttle-scope", result.scope or ""),
+                   ("x-ms-throttle-information", result.information or WRITE_LIMIT_EXCEEDED),
+                   ("x-ms-throttle-limit-percentage", "1.0"), ("x-ms-resource-unit", str(units)))
         return Reply(429, body, headers, endpoint, user_key)
 
     # -- reads ---------------------------------------------------------------------------------------
@@ -365,7 +397,7 @@ class GraphService:
         select = self._select(call, "users.get")
         if isinstance(select, Reply):
             return select
-        user = self.tenant.find_user(key)
+        user = self._user(key)
         if user is None:
             return self._not_found(call, key, "users.get")
         shape = f"users({','.join(select)})" if select else "users"
@@ -376,7 +408,7 @@ class GraphService:
     def _license_details(self, call: Call, key: str) -> Reply:
         if not call.app.roles & READ_USERS:
             return self._denied(call, "licenseDetails", key)
-        user = self.tenant.find_user(key)
+        user = self._user(key)
         if user is None:
             return self._not_found(call, key, "licenseDetails")
         value = []
@@ -413,7 +445,7 @@ class GraphService:
                 return self._error(call, 400, "Directory_ExpiredPageToken",
                                    "The specified page token value has expired and can no longer be "
                                    "included in your request.", endpoint)
-        users = self.tenant.user_order
+        users = self.tenant.visible_users(self.config.clock())
         filter_text = call.query["$filter"][0] if call.query.get("$filter") else None
         if filter_text is not None:
             predicate = compile_filter(filter_text)
@@ -443,7 +475,7 @@ class GraphService:
             return self._denied(call, endpoint, key)
         if call.body is BAD_JSON or not isinstance(call.body, dict):
             return self._bad_json(call, endpoint, key)
-        user = self.tenant.find_user(key)
+        user = self._user(key)
         if user is None:
             return self._not_found(call, key, endpoint)
         updates: dict[str, Any] = {}
@@ -466,11 +498,13 @@ class GraphService:
                 return self._error(call, 400, "Request_BadRequest", f"Invalid value specified for property "
                                    f"'{canonical}' of resource 'User'.", endpoint, user=key)
             updates[canonical] = value
-        attribute = {"usageLocation": "usage_location", "displayName": "display_name",
-                     "givenName": "given_name", "surname": "surname", "jobTitle": "job_title",
-                     "accountEnabled": "account_enabled"}
+        attribute = {"displayName": "display_name", "givenName": "given_name", "surname": "surname",
+                     "jobTitle": "job_title", "accountEnabled": "account_enabled"}
         for name, value in updates.items():
-            setattr(user, attribute[name], value)
+            if name == "usageLocation":
+                user.set_usage_location(value, self.config.clock())
+            else:
+                setattr(user, attribute[name], value)
         return Reply(204, None, endpoint=endpoint, user=key)
 
     def _assign_license(self, call: Call, key: str) -> Reply:
@@ -491,6 +525,9 @@ class GraphService:
         add_raw, remove_raw = body["addLicenses"], body["removeLicenses"]
         if not isinstance(add_raw, list) or not isinstance(remove_raw, list):
             return self._bad_json(call, endpoint, key)
+        if not add_raw and not remove_raw:
+            return self._error(call, 400, "Request_BadRequest", "No license changes provided. At least one "
+                               "license to add or remove must be specified.", endpoint, user=key)
         add: list[tuple[str, tuple[str, ...]]] = []
         for item in add_raw:
             if not isinstance(item, dict) or not _is_guid(item.get("skuId")):
@@ -505,14 +542,18 @@ class GraphService:
             return self._error(call, 400, "Request_BadRequest", "Invalid value specified for property "
                                "'removeLicenses' of resource 'User'.", endpoint, user=key)
         remove = list(dict.fromkeys(str(s).lower() for s in remove_raw))
-        user = self.tenant.find_user(key)
+        now = self.config.clock()
+        user = self.tenant.visible_user(key, now)
         if user is None:
             return self._not_found(call, key, endpoint)
-        failure = self.tenant.assign_license(user, add, remove)
+        seen_location = user.usage_location_seen(now, self.config.replication_lag_s)
+        failure = self.tenant.assign_license(user, add, remove, seen_location)
         if failure is not None:
             return self._error(call, failure.status, failure.code, failure.message, endpoint, user=key)
+        # v1.0 answers with the default property set; /beta with the whole updated user, licenses included.
+        shape = None if call.version == "v1.0" else ALL_USER_PROPERTIES
         body_out = {"@odata.context": f"{self.base_url}/{call.version}/$metadata#users/$entity",
-                    **user_json(user, None)}
+                    **user_json(user, shape)}
         return Reply(200, body_out, endpoint=endpoint, user=key)
 
     # -- $batch --------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from graphsim.app import DropFilter, SimApp, create_app
-from graphsim.config import SimConfig
+from graphsim.config import SimConfig, resolve_read_limit
 from graphsim.fixture import AppDef
 from graphsim.graph import ASSIGN_LICENSES, WRITE_USERS
 from graphsim.pki import PkiFiles, ensure_pki, thumbprints
@@ -176,6 +176,7 @@ class SimServer:
             "seed": config.seed,
             "write_limit": str(config.write_limit) if config.write_limit else "none",
             "tenant_write_limit": str(config.tenant_write_limit) if config.tenant_write_limit else "none",
+            "read_limit": str(resolve_read_limit(config.read_limit, len(app.fixture.users)) or "none"),
         }
 
     def _require_app(self) -> SimApp:

@@ -1,4 +1,4 @@
-"""Counters the control surface reports: requests by endpoint and status, writes, 429s, a write log."""
+"""Counters the control surface reports: requests by endpoint and status, reads, writes, 429s, a write log."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ class Stats:
         self.by_status: dict[str, int] = {}
         self.requests = 0
         self.writes_accepted = 0
+        self.reads_accepted = 0
+        self.reads_by_endpoint: dict[str, int] = {}
+        self.reads_throttled = 0
         self.throttled_responses = 0
+        # Resource units of the requests served, and of those refused with 429.
+        self.resource_units_used = 0
+        self.resource_units_refused = 0
         self.faults: dict[str, int] = {}
         self.writes_per_s: list[int] = []
         self.write_log: list[dict[str, Any]] = []
@@ -33,9 +39,27 @@ class Stats:
         per[key] = per.get(key, 0) + 1
         self.by_status[key] = self.by_status.get(key, 0) + 1
 
-    def accept_write(self) -> None:
+    def accept_read(self, endpoint: str, resource_units: int) -> None:
+        """Count a read that passed throttling, and what it cost."""
+        self.reads_accepted += 1
+        self.reads_by_endpoint[endpoint] = self.reads_by_endpoint.get(endpoint, 0) + 1
+        self.spend(resource_units)
+
+    def spend(self, resource_units: int) -> None:
+        """Count the resource units of a request that passed throttling."""
+        self.resource_units_used += resource_units
+
+    def refuse(self, resource_units: int, *, read: bool) -> None:
+        """Count a request throttling refused (429)."""
+        self.throttled_responses += 1
+        self.resource_units_refused += resource_units
+        if read:
+            self.reads_throttled += 1
+
+    def accept_write(self, resource_units: int = 1) -> None:
         """Count a write that passed throttling, in its 1-second window since start."""
         self.writes_accepted += 1
+        self.spend(resource_units)
         second = int(self._clock() - self.started)
         if second >= len(self.writes_per_s):
             self.writes_per_s.extend([0] * (second + 1 - len(self.writes_per_s)))
@@ -56,7 +80,12 @@ class Stats:
             "uptime_s": round(self._clock() - self.started, 3),
             "requests": self.requests,
             "writes_accepted": self.writes_accepted,
+            "reads_accepted": self.reads_accepted,
+            "reads_by_endpoint": dict(self.reads_by_endpoint),
+            "reads_throttled": self.reads_throttled,
             "throttled_responses": self.throttled_responses,
+            "resource_units_used": self.resource_units_used,
+            "resource_units_refused": self.resource_units_refused,
             "peak_writes_per_s": max(self.writes_per_s, default=0),
             "writes_per_s": list(self.writes_per_s),
             "by_endpoint": {k: dict(v) for k, v in self.by_endpoint.items()},

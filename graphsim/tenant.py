@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from graphsim.fixture import Fixture, SkuDef, conflicting_plans
@@ -32,6 +33,22 @@ class User:
     # skuId -> disabled plan ids, in assignment order.
     licenses: dict[str, tuple[str, ...]] = field(default_factory=dict)
     license_updated: dict[str, str] = field(default_factory=dict)
+    # The usageLocation before its latest change, and when (graphsim's clock) it changed: for replication lag.
+    prior_usage_location: str | None = None
+    usage_location_changed_at: float | None = None
+
+    def set_usage_location(self, value: str | None, now: float) -> None:
+        """Change usageLocation, remembering the previous value and when it changed."""
+        if value != self.usage_location:
+            self.prior_usage_location, self.usage_location_changed_at = self.usage_location, now
+            self.usage_location = value
+
+    def usage_location_seen(self, now: float, lag_s: float) -> str | None:
+        """usageLocation as a replica `lag_s` seconds behind sees it."""
+        changed = self.usage_location_changed_at
+        if lag_s > 0 and changed is not None and now - changed < lag_s:
+            return self.prior_usage_location
+        return self.usage_location
 
     def assigned_licenses(self) -> list[dict[str, Any]]:
         """`assignedLicenses` as Graph returns it."""
@@ -76,6 +93,8 @@ class Tenant:
         self.users: dict[str, User] = {}
         self._by_upn: dict[str, User] = {}
         self.user_order: list[User] = []
+        # Users Graph does not see yet (not replicated): id -> the clock time from which it does.
+        self._hidden_until: dict[str, float] = {}
         created = utc_now_iso()
         for u in fixture.users:
             user = User(u.id.lower(), u.upn, u.display_name, u.given_name, u.surname, u.job_title,
@@ -88,9 +107,50 @@ class Tenant:
                 self.consumed[sku] = self.consumed.get(sku, 0) + 1
 
     def find_user(self, key: str) -> User | None:
-        """A user by id or userPrincipalName (case-insensitive)."""
+        """A user by id or userPrincipalName (case-insensitive), visible to Graph or not."""
         key = key.lower()
         return self.users.get(key) or self._by_upn.get(key)
+
+    def _visible(self, user: User, now: float) -> bool:
+        until = self._hidden_until.get(user.id)
+        if until is None:
+            return True
+        if now >= until:
+            del self._hidden_until[user.id]
+            return True
+        return False
+
+    def visible_user(self, key: str, now: float) -> User | None:
+        """A user by id or userPrincipalName as Graph sees it at `now` (None until replicated)."""
+        user = self.find_user(key)
+        if user is None or not self._hidden_until or self._visible(user, now):
+            return user
+        return None
+
+    def visible_users(self, now: float) -> list[User]:
+        """All users in order, as Graph sees them at `now`."""
+        if not self._hidden_until:
+            return self.user_order
+        return [u for u in self.user_order if self._visible(u, now)]
+
+    def add_user(self, upn: str, usage_location: str | None, visible_from: float | None) -> User:
+        """Create a user; Graph sees it only from `visible_from` (None: at once). ValueError if the UPN is taken."""
+        if upn.lower() in self._by_upn:
+            raise ValueError(f"userPrincipalName {upn!r} is already taken")
+        local = upn.split("@")[0]
+        user = User(str(uuid.uuid4()), upn, local, None, None, None, usage_location, True)
+        self.users[user.id] = user
+        self._by_upn[upn.lower()] = user
+        self.user_order.append(user)
+        if visible_from is not None:
+            self._hidden_until[user.id] = visible_from
+        return user
+
+    def set_enabled_seats(self, sku_key: str, enabled: int) -> SkuDef:
+        """Set a SKU's prepaidUnits.enabled (by skuId or part number); KeyError when absent."""
+        found = self.skus.get(sku_key.lower()) or self.sku_by_part(sku_key)
+        self.skus[found.sku_id] = updated = replace(found, enabled=enabled)
+        return updated
 
     def sku_by_part(self, part_number: str) -> SkuDef:
         """A SKU by its part number (e.g. ENTERPRISEPACK); KeyError when absent."""
@@ -133,9 +193,9 @@ class Tenant:
                 plans |= sku.plan_ids - set(disabled)
         return frozenset(plans)
 
-    def assign_license(self, user: User, add: list[tuple[str, tuple[str, ...]]],
-                       remove: list[str]) -> LicenseError | None:
-        """Apply one assignLicense call all-or-nothing; the error when Graph would refuse it."""
+    def assign_license(self, user: User, add: list[tuple[str, tuple[str, ...]]], remove: list[str],
+                       usage_location: str | None) -> LicenseError | None:
+        """Apply one assignLicense call all-or-nothing (with the usageLocation it sees); the error if refused."""
         for sku_id in remove:
             if sku_id not in user.licenses:
                 return _bad("User does not have a corresponding license.")
@@ -149,7 +209,7 @@ class Tenant:
                 if plan not in sku.plan_ids:
                     return _bad(f"Invalid service plan {plan} specified in disabledPlans for "
                                 f"License {sku_id}.")
-        if add and not user.usage_location:
+        if add and not usage_location:
             return _bad("License assignment cannot be done for user with invalid usage location.")
 
         result = {s: p for s, p in user.licenses.items() if s not in remove}

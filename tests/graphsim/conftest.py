@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 
 from graphsim.config import SimConfig
 from graphsim.server import SimServer
+from tests.fakes import FakeClock
 
 SKU = {
     "ENTERPRISEPACK": "6fd2c87f-b296-42f0-b197-1e91e994b900",
@@ -26,6 +28,7 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "write_limit": "3000/150", "tenant_write_limit": "18000/300", "latency_ms": 0, "latency_jitter_ms": 0,
     "fault_503": 0, "fault_504": 0, "fault_reset": 0, "fault_reset_after_apply": 0, "fault_slow": 0,
     "fault_malformed": 0, "slow_s": 5, "force_429": None, "token_lifetime_s": 3600,
+    "read_limit": "none", "charge_refused": True, "replication_lag_s": 0, "outage_s": 0,
 }
 
 
@@ -77,3 +80,34 @@ def licensed_user(sim: SimServer, part: str | None = None, *, location: bool = T
         if part is not None and SKU[part] in user.licenses:
             return user.id
     raise LookupError(part)
+
+
+@dataclass
+class ClockedSim:
+    """A simulator whose clock (throttle buckets, outages, replication) only moves when the test says so."""
+
+    server: SimServer
+    clock: FakeClock
+    control: httpx.Client
+    graph: httpx.Client
+
+
+@pytest.fixture(scope="session")
+def clocked_server() -> Iterator[tuple[SimServer, FakeClock]]:
+    """A second simulator (60 users: a medium tenant) on a fake clock, for the session."""
+    clock = FakeClock()
+    with SimServer(SimConfig(users=60, seed=2, control=True, clock=clock)) as server:
+        yield server, clock
+
+
+@pytest.fixture
+def clocked(clocked_server: tuple[SimServer, FakeClock]) -> Iterator[ClockedSim]:
+    """The fake-clock simulator reset to its fixture and default knobs, with control and Graph clients."""
+    server, clock = clocked_server
+    headers = {"Authorization": f"Bearer {server.issue_token()}"}
+    with httpx.Client(base_url=str(server.control_url), verify=server.ca_path, timeout=10) as control, \
+            httpx.Client(base_url=f"{server.graph_url}/v1.0", verify=server.ca_path, headers=headers,
+                         timeout=10) as graph:
+        assert control.post("/config", json=DEFAULT_KNOBS).status_code == 200
+        assert control.post("/reset").status_code == 200
+        yield ClockedSim(server, clock, control, graph)

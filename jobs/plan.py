@@ -1,0 +1,227 @@
+"""The plan for one user: what the job would change, given the user's current state in Graph.
+
+Pure functions, no I/O: the executor reads users and calls `plan_user`; dry runs record the plan,
+real jobs act on it. A plan never guesses what Graph alone can know (plan conflicts): it warns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from jobs.models import LicenseAdd, Operation
+from jobs.skus import SkuCatalog
+
+
+class Outcome(StrEnum):
+    """What the plan decided for a user."""
+
+    CHANGE = "change"
+    UNCHANGED = "unchanged"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class License:
+    """A license a user holds: skuId and the servicePlanIds disabled in it (both lower-case)."""
+
+    sku_id: str
+    disabled_plans: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Graph's shape, `{"skuId", "disabledPlans"}`."""
+        return {"skuId": self.sku_id, "disabledPlans": list(self.disabled_plans)}
+
+
+@dataclass(frozen=True)
+class UserState:
+    """The license-relevant state of one user, as read from Graph (or as a plan predicts it)."""
+
+    licenses: tuple[License, ...] = ()
+    usage_location: str | None = None
+    user_id: str | None = None
+    upn: str | None = None
+
+    @classmethod
+    def from_graph(cls, body: Mapping[str, Any]) -> UserState:
+        """From a Graph user with `id, userPrincipalName, assignedLicenses, usageLocation` selected."""
+        licenses = tuple(
+            License(str(item.get("skuId", "")).lower(),
+                    tuple(sorted(str(p).lower() for p in item.get("disabledPlans") or ())))
+            for item in body.get("assignedLicenses") or ()
+        )
+        return cls(
+            licenses=tuple(sorted(licenses, key=lambda lic: lic.sku_id)),
+            usage_location=body.get("usageLocation") or None,
+            user_id=body.get("id"),
+            upn=body.get("userPrincipalName"),
+        )
+
+    def held(self) -> dict[str, tuple[str, ...]]:
+        """skuId → disabled plans, for the licenses held."""
+        return {lic.sku_id: lic.disabled_plans for lic in self.licenses}
+
+    def same_as(self, other: UserState) -> bool:
+        """Whether licenses (with disabled plans) and usage location are equal."""
+        return self.held() == other.held() and self.usage_location == other.usage_location
+
+    def to_json(self) -> dict[str, Any]:
+        """Graph-shaped JSON: `{"assignedLicenses": [...], "usageLocation"}` plus the user's ids."""
+        data: dict[str, Any] = {
+            "assignedLicenses": [lic.to_json() for lic in self.licenses],
+            "usageLocation": self.usage_location,
+        }
+        if self.user_id:
+            data["id"] = self.user_id
+        if self.upn:
+            data["userPrincipalName"] = self.upn
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UserState:
+        """Inverse of `to_json`."""
+        return cls.from_graph(data)
+
+
+@dataclass(frozen=True)
+class UserPlan:
+    """The plan for one user."""
+
+    outcome: Outcome
+    before: UserState | None
+    after: UserState | None = None
+    reason: str | None = None
+    message: str | None = None
+    set_location: bool = False
+    assign: bool = False
+    seats_needed: tuple[str, ...] = ()
+    seats_released: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+    def action(self, catalog: SkuCatalog) -> str:
+        """What the plan does, in words an admin reads (part numbers, not ids)."""
+        if self.outcome is not Outcome.CHANGE or self.before is None or self.after is None:
+            return "none"
+        return describe_change(self.before, self.after, catalog)
+
+
+def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> UserPlan:
+    """Decide unchanged, change or predicted failure for one user (`state` None: not found)."""
+    if state is None:
+        return UserPlan(Outcome.FAIL, None, reason="user_not_found",
+                        message=f"user '{op.user}' does not exist in the tenant")
+    held = state.held()
+    missing = [sku for sku in op.remove if sku.lower() not in held]
+    if missing:
+        names = ", ".join(catalog.part_number(sku) for sku in missing)
+        return UserPlan(Outcome.FAIL, state, reason="license_not_assigned",
+                        message=f"the user does not hold {names}, which the row removes")
+    location = op.usage_location or state.usage_location
+    if op.add and not location:
+        return UserPlan(Outcome.FAIL, state, reason="usage_location_missing",
+                        message="the user has no usage location and the row sets none")
+    after = predicted_after(op, state)
+    if after.same_as(state):
+        return UserPlan(Outcome.UNCHANGED, state, after=state)
+    assign = after.held() != held
+    return UserPlan(
+        Outcome.CHANGE,
+        state,
+        after=after,
+        set_location=after.usage_location != state.usage_location,
+        assign=assign,
+        seats_needed=tuple(a.sku_id.lower() for a in op.add if a.sku_id.lower() not in held),
+        seats_released=tuple(sku.lower() for sku in op.remove),
+        warnings=tuple(conflict_warnings(op, state, catalog)),
+    )
+
+
+def predicted_after(op: Operation, state: UserState) -> UserState:
+    """The state the user will be in once the operation applied (re-adding replaces disabled plans)."""
+    held = state.held()
+    for sku in op.remove:
+        held.pop(sku.lower(), None)
+    for add in op.add:
+        held[add.sku_id.lower()] = _plans(add)
+    return UserState(
+        licenses=tuple(License(sku, plans) for sku, plans in sorted(held.items())),
+        usage_location=op.usage_location or state.usage_location,
+        user_id=state.user_id,
+        upn=state.upn,
+    )
+
+
+def _plans(add: LicenseAdd) -> tuple[str, ...]:
+    return tuple(sorted(p.lower() for p in add.disabled_plans))
+
+
+# Plan-name endings that mark tiers of one service (Exchange Online Plan 1 vs 2, SharePoint
+# Plan 1 vs 2): two tiers of one service in two licenses are what Graph refuses as conflicting.
+_TIER_RE = re.compile(r"_?(?:S_)?(?:STANDARD|ENTERPRISE|DESKLESS|BASIC)$")
+
+
+def conflict_warnings(op: Operation, state: UserState, catalog: SkuCatalog) -> list[str]:
+    """`may_conflict` warnings: an added SKU and a kept SKU enable different tiers of one service."""
+    removed = {sku.lower() for sku in op.remove}
+    added = {a.sku_id.lower(): _plans(a) for a in op.add}
+    kept = {sku: plans for sku, plans in state.held().items() if sku not in removed and sku not in added}
+    warnings = []
+    for add_sku, add_disabled in added.items():
+        add_tiers = _tiers(catalog, add_sku, add_disabled)
+        for held_sku, held_disabled in kept.items():
+            clash = _clash(add_tiers, _tiers(catalog, held_sku, held_disabled))
+            if clash:
+                warnings.append(f"{catalog.part_number(add_sku)} and the held {catalog.part_number(held_sku)} "
+                                f"both enable {clash}; Graph may refuse them together")
+    return warnings
+
+
+def _tiers(catalog: SkuCatalog, sku_id: str, disabled: Sequence[str]) -> dict[str, str]:
+    """Service family → enabled plan name, for the tiered plans of a SKU."""
+    sku = catalog.get(sku_id)
+    if sku is None:
+        return {}
+    off = set(disabled)
+    tiers = {}
+    for plan in sku.plans:
+        family = _TIER_RE.sub("", plan.name.upper())
+        if plan.plan_id not in off and family != plan.name.upper():
+            tiers[family] = plan.name
+    return tiers
+
+
+def _clash(a: Mapping[str, str], b: Mapping[str, str]) -> str:
+    """The first family enabled at different tiers in both, as 'X and Y', or ''."""
+    for family, plan in a.items():
+        other = b.get(family)
+        if other is not None and other != plan:
+            return f"{plan} and {other}"
+    return ""
+
+
+def describe_change(before: UserState, after: UserState, catalog: SkuCatalog) -> str:
+    """'set usage location GB; add ENTERPRISEPACK (SWAY off); remove STANDARDPACK' and the like."""
+    parts = []
+    if after.usage_location != before.usage_location:
+        parts.append(f"set usage location {after.usage_location}")
+    old, new = before.held(), after.held()
+    for sku, plans in new.items():
+        if sku not in old:
+            parts.append(f"add {license_label(catalog, sku, plans)}")
+        elif old[sku] != plans:
+            parts.append(f"change disabled plans of {license_label(catalog, sku, plans)}")
+    parts.extend(f"remove {catalog.part_number(sku)}" for sku in old if sku not in new)
+    return "; ".join(parts) or "none"
+
+
+def license_label(catalog: SkuCatalog, sku_id: str, disabled: Sequence[str]) -> str:
+    """'ENTERPRISEPACK (SWAY off)': the part number with its disabled plans by name."""
+    name = catalog.part_number(sku_id)
+    if not disabled:
+        return name
+    sku = catalog.get(sku_id)
+    names = {p.plan_id: p.name for p in sku.plans} if sku else {}
+    return f"{name} ({', '.join(names.get(p, p) for p in disabled)} off)"

@@ -35,7 +35,7 @@ from graphclient.errors import (
     ThrottleWaitTooLong,
     reason_for,
 )
-from graphclient.retry import RetryPolicy
+from graphclient.retry import RetryPolicy, is_retryable
 from jobs.models import Operation, UserResult, UserStatus
 from jobs.store import JobStore
 
@@ -81,7 +81,6 @@ class ChunkDeps:
     graph: GraphClient
     policy: RetryPolicy
     batch_size: int
-    max_inline_wait_s: float
     request_deadline_s: float
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -111,7 +110,7 @@ def _first_step(op: Operation, verify_first: bool) -> Step:
 def run_chunk(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float) -> int:
     """Process chunk n's pending users; returns how many results were recorded.
 
-    Raises HandBack when every remaining user must wait longer than `max_inline_wait_s`.
+    Raises HandBack when every remaining user must wait longer than the policy's inline wait.
     """
     store = deps.store
     ops = store.load_chunk(job_id, n)
@@ -147,7 +146,7 @@ class _Runner:
             ready = [w for w in pending if w.not_before <= now]
             if not ready:
                 wait_s = min(w.not_before for w in pending) - now
-                if wait_s > deps.max_inline_wait_s:
+                if not deps.policy.waits_inline(wait_s):
                     raise HandBack(wait_s)
                 deps.sleep(wait_s)
                 continue
@@ -281,13 +280,13 @@ class _Runner:
             return _failed(w.op, w.attempts, now, error)
         w.failures += 1
         elapsed_s = now - self.budget_started_at
-        if not deps.policy.should_retry(w.failures, elapsed_s, error):
+        if not (is_retryable(error) and deps.policy.may_retry(w.failures, elapsed_s)):
             return _failed(w.op, w.attempts, now, error, reason=REASON_RETRIES_EXHAUSTED)
         if error.ambiguous and w.step is not Step.VERIFY:
             # The write may have been applied: read the user before deciding to resend.
             w.verify_first = True
             w.step = Step.VERIFY
-        w.not_before = now + deps.policy.next_delay(w.failures, error, deps.rng)
+        w.not_before = now + deps.policy.backoff_s(w.failures, error, deps.rng)
         return None
 
     def _record(self, results: Sequence[UserResult]) -> None:

@@ -59,7 +59,6 @@ class WorkerRuntime(ChunkContext):
             graph=client.graph,
             policy=self.policy,
             batch_size=self.settings.batch_size,
-            max_inline_wait_s=self.settings.max_inline_wait_s,
             request_deadline_s=self.settings.graph_timeout_s + self.settings.max_inline_wait_s + 5,
             rng=random.Random(),
         )

@@ -109,10 +109,10 @@ def make_deps(store: JobStore, tenant: Tenant, clock: FakeClock, *, max_attempts
     sleep = RecordingSleep(clock)
     http = httpx.Client(transport=httpx.MockTransport(tenant))
     graph = GraphClient(http, base_url="https://graph.test", throttle=RecordingThrottle(), timeout_s=5)
-    policy = RetryPolicy(max_attempts=max_attempts, max_total_s=3600, backoff_base_s=1, backoff_max_s=8)
-    deps = ChunkDeps(store=store, graph=graph, policy=policy, batch_size=batch_size,
-                     max_inline_wait_s=max_inline_wait_s, request_deadline_s=60, clock=clock, sleep=sleep,
-                     rng=random.Random(1))
+    policy = RetryPolicy(max_attempts=max_attempts, max_total_s=3600, backoff_base_s=1, backoff_max_s=8,
+                         max_inline_wait_s=max_inline_wait_s)
+    deps = ChunkDeps(store=store, graph=graph, policy=policy, batch_size=batch_size, request_deadline_s=60,
+                     clock=clock, sleep=sleep, rng=random.Random(1))
     return deps, sleep
 
 
@@ -230,7 +230,10 @@ def test_transient_failures_give_up_after_the_attempt_cap(store: JobStore, clock
     got = results(store, job_id)
     assert (got["a@x"].status.value, got["a@x"].reason, got["a@x"].http_status) == ("failed", "retries_exhausted", 503)
     assert got["a@x"].attempts == 3
-    assert len(sleep.intervals) == 2 and sleep.intervals[0] <= 1.0 and sleep.intervals[1] <= 2.0  # full jitter
+    # Full jitter from the injected RNG: uniform up to base 1 s, then up to 2 s (the sleeps are
+    # differences of epoch timestamps, hence the float tolerance).
+    rng = random.Random(1)
+    assert sleep.intervals == pytest.approx([rng.uniform(0.0, 1.0), rng.uniform(0.0, 2.0)], abs=1e-6)
 
 
 def test_permanent_errors_are_not_retried(store: JobStore, clock: FakeClock) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from jobs.executor import ChunkDeps, HandBack, run_chunk
-from jobs.models import UserResult, UserStatus
+from jobs.models import Reason, UserResult, UserStatus
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,14 @@ def execute_chunk(
         if runs > ctx.max_chunk_runs:
             # A chunk that keeps dying (a crash it causes, or a bug) must not be requeued for ever.
             _fail_all(store, job_id, n, f"chunk {n} was started {runs - 1} times without finishing", clock(),
-                      reason="chunk_failed_repeatedly")
+                      Reason.CHUNK_FAILED_REPEATEDLY)
             log.error("chunk %s of job %s failed after %d runs", n, job_id, runs - 1)
         else:
             try:
                 deps = ctx.deps_for(tenant)
             except KeyError:
-                _fail_all(store, job_id, n, f"tenant profile '{tenant}' is not configured on this worker", clock())
+                _fail_all(store, job_id, n, f"tenant profile '{tenant}' is not configured on this worker", clock(),
+                          Reason.TENANT_NOT_CONFIGURED)
         if deps is not None:
             try:
                 run_chunk(deps, job_id, n, budget_started_at=started)
@@ -90,8 +91,7 @@ def execute_chunk(
             ctx.running.discard(key)
 
 
-def _fail_all(store: JobStore, job_id: str, n: int, message: str, now: float,
-              reason: str = "tenant_not_configured") -> None:
+def _fail_all(store: JobStore, job_id: str, n: int, message: str, now: float, reason: Reason) -> None:
     """Record every still-pending user of the chunk as failed (users already terminal keep their result)."""
     ops = store.load_chunk(job_id, n)
     store.record(

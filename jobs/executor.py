@@ -25,18 +25,10 @@ from enum import Enum
 from typing import Any
 
 from graphclient.client import BatchRequest, GraphClient
-from graphclient.errors import (
-    REASON_AUTH_FAILED,
-    REASON_RETRIES_EXHAUSTED,
-    GraphAuthError,
-    GraphError,
-    GraphPermanentError,
-    GraphThrottled,
-    ThrottleWaitTooLong,
-    reason_for,
-)
+from graphclient.errors import GraphError, GraphPermanentError, GraphThrottled, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy, is_retryable
-from jobs.models import Operation, UserResult, UserStatus
+from jobs.models import Operation, Reason, UserResult, UserStatus
+from jobs.reasons import reason_for
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -281,7 +273,7 @@ class _Runner:
         w.failures += 1
         elapsed_s = now - self.budget_started_at
         if not (is_retryable(error) and deps.policy.may_retry(w.failures, elapsed_s)):
-            return _failed(w.op, w.attempts, now, error, reason=REASON_RETRIES_EXHAUSTED)
+            return _failed(w.op, w.attempts, now, error, reason=Reason.RETRIES_EXHAUSTED)
         if error.ambiguous and w.step is not Step.VERIFY:
             # The write may have been applied: read the user before deciding to resend.
             w.verify_first = True
@@ -304,18 +296,16 @@ def _succeeded(op: Operation, attempts: int, now: float, detail: str | None = No
 
 
 def _cancelled(op: Operation, attempts: int, now: float) -> UserResult:
-    return UserResult(row=op.row, user=op.user, status=UserStatus.CANCELLED, reason="cancelled",
+    return UserResult(row=op.row, user=op.user, status=UserStatus.CANCELLED, reason=Reason.CANCELLED,
                       attempts=attempts, updated_at=now)
 
 
-def _failed(op: Operation, attempts: int, now: float, error: GraphError, reason: str | None = None) -> UserResult:
-    if reason is None and isinstance(error, GraphAuthError):
-        reason = REASON_AUTH_FAILED
+def _failed(op: Operation, attempts: int, now: float, error: GraphError, reason: Reason | None = None) -> UserResult:
     return UserResult(
         row=op.row,
         user=op.user,
         status=UserStatus.FAILED,
-        reason=reason or reason_for(error.status, error.code, error.message),
+        reason=reason or reason_for(error),
         graph_code=error.code,
         graph_message=error.message,
         http_status=error.status,

@@ -1,4 +1,8 @@
-"""Runs one chunk of a job: each pending user through read/PATCH/assignLicense in `$batch` rounds.
+"""Takes the pending users of one chunk to a terminal state: read/PATCH/assignLicense in `$batch` rounds.
+
+Layers, outside in: the Celery task (worker.celery_app) unpacks ids; `jobs.chunks.execute_chunk`
+claims the chunk, hands it back or completes it; `run_users` (here) loads its pending users and
+drives the round loop, each `_send_round` sending one `$batch` of their next steps.
 
 Per user the steps are:
 
@@ -15,7 +19,6 @@ state, recorded atomically in the store.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 import uuid
@@ -31,9 +34,10 @@ from jobs.models import Operation, Reason, UserResult, UserStatus
 from jobs.reasons import reason_for
 from jobs.store import JobStore
 
-log = logging.getLogger(__name__)
-
 USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses")
+
+# What one item came back with: its body on success, else the error.
+_Outcome = tuple[dict[str, Any] | None, GraphError | None]
 
 
 class Step(Enum):
@@ -99,8 +103,8 @@ def _first_step(op: Operation, verify_first: bool) -> Step:
     return Step.ASSIGN
 
 
-def run_chunk(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float) -> int:
-    """Process chunk n's pending users; returns how many results were recorded.
+def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float) -> int:
+    """Take chunk n's pending users to a terminal state; returns how many results were recorded.
 
     Raises HandBack when every remaining user must wait longer than the policy's inline wait.
     """
@@ -118,11 +122,11 @@ def run_chunk(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
               attempts=prior.get(op.row, 0))
         for op in pending_ops
     ]
-    return _Runner(deps, job_id, budget_started_at).run(work)
+    return _RoundLoop(deps, job_id, budget_started_at).drain(work)
 
 
-class _Runner:
-    """The round loop for one chunk run."""
+class _RoundLoop:
+    """Sends rounds of the ready users' next steps, waiting out backoffs, until none is pending."""
 
     def __init__(self, deps: ChunkDeps, job_id: str, budget_started_at: float) -> None:
         self.deps = deps
@@ -130,7 +134,8 @@ class _Runner:
         self.budget_started_at = budget_started_at
         self.recorded = 0
 
-    def run(self, work: list[_Work]) -> int:
+    def drain(self, work: list[_Work]) -> int:
+        """Run rounds until every user of `work` is terminal; returns how many results were recorded."""
         deps = self.deps
         pending = work
         while pending:
@@ -143,7 +148,7 @@ class _Runner:
                 deps.sleep(wait_s)
                 continue
             round_work = ready[: deps.batch_size]
-            finished = self._round(round_work)
+            finished = self._send_round(round_work)
             if finished is None:  # cancelled before the writes went out
                 now = deps.clock()
                 self._record([_cancelled(w.op, w.attempts, now) for w in pending])
@@ -151,7 +156,7 @@ class _Runner:
             pending = [w for w in pending if id(w) not in finished]
         return self.recorded
 
-    def _round(self, round_work: list[_Work]) -> set[int] | None:
+    def _send_round(self, round_work: list[_Work]) -> set[int] | None:
         """Send one batch; returns ids of works that reached a terminal state (None if cancelled)."""
         deps, store = self.deps, self.deps.store
         requests: list[BatchRequest] = []
@@ -176,26 +181,24 @@ class _Runner:
                 return None
         try:
             try:
-                outcomes = self._send(requests, round_work)
+                outcomes = self._post(requests, round_work)
             except ThrottleWaitTooLong as exc:
                 raise HandBack(exc.wait_s) from None
         finally:
             if write_rows:
                 store.end_writes(self.job_id, batch_id)
-        return self._settle(by_id, outcomes)
+        return self._apply_outcomes(by_id, outcomes)
 
-    def _send(
-        self, requests: list[BatchRequest], works: list[_Work]
-    ) -> dict[str, tuple[dict[str, Any] | None, GraphError | None]]:
+    def _post(self, requests: list[BatchRequest], works: list[_Work]) -> dict[str, _Outcome]:
         """Send the items, as one `$batch` or (for a single item, where batching buys nothing) one plain call."""
         graph = self.deps.graph
         if len(requests) == 1:
-            return {requests[0].id: self._single(works[0])}
+            return {requests[0].id: self._call_one(works[0])}
         try:
             results = graph.batch(requests)
         except GraphError as exc:  # the whole batch failed: every item shares the outcome
             return {r.id: (None, exc) for r in requests}
-        out: dict[str, tuple[dict[str, Any] | None, GraphError | None]] = {}
+        out: dict[str, _Outcome] = {}
         for r in requests:
             item = results.get(r.id)
             if item is None:
@@ -205,7 +208,8 @@ class _Runner:
                 out[r.id] = (body, item.error)
         return out
 
-    def _single(self, w: _Work) -> tuple[dict[str, Any] | None, GraphError | None]:
+    def _call_one(self, w: _Work) -> _Outcome:
+        """The step of one user as a plain Graph call."""
         graph, op = self.deps.graph, w.op
         try:
             if w.step is Step.VERIFY:
@@ -217,11 +221,12 @@ class _Runner:
         except GraphError as exc:
             return None, exc
 
-    def _settle(
+    def _apply_outcomes(
         self,
         by_id: dict[str, _Work],
-        outcomes: dict[str, tuple[dict[str, Any] | None, GraphError | None]],
+        outcomes: dict[str, _Outcome],
     ) -> set[int]:
+        """Count each item's attempt and move its user on, retry it or end it; returns ids of ended works."""
         deps = self.deps
         now = deps.clock()
         terminal: list[UserResult] = []

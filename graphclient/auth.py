@@ -169,7 +169,6 @@ class MsalTokenProvider:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._profile = profile
-        self._timeout_s = timeout_s
         self._app_factory = app_factory or (lambda p: _msal_app(p, timeout_s))
         self._clock = clock
         self._scope = graph_scope(profile.graph_url)

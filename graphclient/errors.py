@@ -57,7 +57,6 @@ class ThrottleWaitTooLong(Exception):
     Deliberately not a GraphError: nothing failed, and retry loops must not swallow it.
     """
 
-    def __init__(self, wait_s: float, *, paused: bool = False) -> None:
+    def __init__(self, wait_s: float) -> None:
         super().__init__(f"throttle wait of {wait_s:.1f}s exceeds the inline budget")
         self.wait_s = wait_s
-        self.paused = paused

@@ -207,7 +207,7 @@ class RedisThrottle:
             reply = self._run("acquire", self._now(), n=pending)
             if reply.verdict == "pause":
                 if reply.wait_s > self._max_inline_wait_s:
-                    raise ThrottleWaitTooLong(reply.wait_s, paused=True)
+                    raise ThrottleWaitTooLong(reply.wait_s)
                 log.debug("tenant %s paused; waiting %.3fs", self.tenant, reply.wait_s)
                 self._sleep(reply.wait_s)
                 continue

@@ -66,7 +66,6 @@ class _Work:
     attempts: int = 0
     failures: int = 0
     not_before: float = 0.0
-    last_error: GraphError | None = None
 
 
 @dataclass(frozen=True)
@@ -272,11 +271,12 @@ class _RoundLoop:
     def _failed_attempt(self, w: _Work, error: GraphError, now: float) -> UserResult | None:
         """A step failed: schedule a retry, or return the terminal failure."""
         deps = self.deps
-        w.last_error = error
         if isinstance(error, GraphPermanentError):
             return _failed(w.op, w.attempts, now, error)
         w.failures += 1
         elapsed_s = now - self.budget_started_at
+        # The wait itself is not charged to the budget here: a retry planned inside it still goes
+        # out (perhaps after a hand-back), and the budget is checked again if it fails.
         if not (is_retryable(error) and deps.policy.may_retry(w.failures, elapsed_s)):
             return _failed(w.op, w.attempts, now, error, reason=Reason.RETRIES_EXHAUSTED)
         if error.ambiguous and w.step is not Step.VERIFY:

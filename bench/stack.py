@@ -23,9 +23,10 @@ import psutil
 import redis
 
 from cli.localstack import EmbeddedRedis, Services, free_port, start_simulator, wait_http
+from jobs.models import TERMINAL_JOB_STATUSES
 
 API_KEY = "bench-key-" + "0" * 12
-TERMINAL = frozenset({"completed", "completed_with_errors", "cancelled", "failed"})
+TERMINAL = TERMINAL_JOB_STATUSES  # job statuses as the API reports them (plain strings compare equal)
 
 
 def _toml_value(value: Any) -> str:

@@ -81,10 +81,9 @@ def is_microsoft_authority(authority_host: str) -> bool:
 def certificate_credential(pem: bytes, password: str | None) -> dict[str, Any]:
     """MSAL's client credential for a PEM holding a private key and its certificate.
 
-    The certificate goes in as `public_certificate` (sent as x5c). MSAL from 1.35 computes the
-    SHA-256 thumbprint itself; older ones need the SHA-1 thumbprint, which we then pass.
+    The certificate goes in as `public_certificate` (sent as x5c); MSAL computes its SHA-256
+    thumbprint itself.
     """
-    import msal
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
 
@@ -104,18 +103,8 @@ def certificate_credential(pem: bytes, password: str | None) -> dict[str, Any]:
     }
     if password:
         credential["passphrase"] = password
-    if _version(getattr(msal, "__version__", "0")) < (1, 35):
-        credential["thumbprint"] = cert.fingerprint(hashes.SHA1()).hex().upper()  # MSAL wants SHA-1 here
     log.debug("certificate sha256 thumbprint %s", cert.fingerprint(hashes.SHA256()).hex())
     return credential
-
-
-def _version(text: str) -> tuple[int, ...]:
-    parts: list[int] = []
-    for piece in text.split(".")[:3]:
-        digits = re.match(r"\d+", piece)
-        parts.append(int(digits.group(0)) if digits else 0)
-    return tuple(parts)
 
 
 def _msal_app(profile: TenantProfile, timeout_s: float) -> ConfidentialApp:
@@ -180,7 +169,6 @@ class MsalTokenProvider:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._profile = profile
-        self._timeout_s = timeout_s
         self._app_factory = app_factory or (lambda p: _msal_app(p, timeout_s))
         self._clock = clock
         self._scope = graph_scope(profile.graph_url)

@@ -31,6 +31,7 @@ from graphclient.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
+API_VERSION = "v1.0"
 MAX_BATCH = 20
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 _MAX_MESSAGE_CHARS = 500
@@ -186,13 +187,12 @@ class GraphClient:
         http: httpx.Client,
         *,
         base_url: str,
-        version: str = "v1.0",
         throttle: Throttle,
         timeout_s: float,
         utcnow: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._http = http
-        self._root = f"{base_url.rstrip('/')}/{version.strip('/')}"
+        self._root = f"{base_url.rstrip('/')}/{API_VERSION}"
         self._throttle = throttle
         # A dead host should fail fast; a slow Graph response gets the whole budget.
         self._timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))

@@ -51,63 +51,12 @@ class GraphAuthError(GraphPermanentError):
     """The identity platform refused to issue a token (wrong secret, unknown client, ...)."""
 
 
-# Normalized failure reasons recorded per user.
-REASON_USER_NOT_FOUND = "user_not_found"
-REASON_NO_FREE_SEAT = "no_free_seat"
-REASON_USAGE_LOCATION_MISSING = "usage_location_missing"
-REASON_INVALID_USAGE_LOCATION = "invalid_usage_location"
-REASON_LICENSE_NOT_ASSIGNED = "license_not_assigned"
-REASON_CONFLICTING_LICENSES = "conflicting_licenses"
-REASON_UNKNOWN_SKU = "unknown_sku"
-REASON_SKU_NOT_ASSIGNABLE = "sku_not_assignable"
-REASON_INVALID_DISABLED_PLAN = "invalid_disabled_plan"
-REASON_FORBIDDEN = "forbidden"
-REASON_AUTH_FAILED = "auth_failed"
-REASON_RETRIES_EXHAUSTED = "retries_exhausted"
-REASON_BAD_REQUEST = "bad_request"
-REASON_GRAPH_ERROR = "graph_error"
-
-
-def reason_for(status: int | None, code: str | None, message: str | None) -> str:
-    """Map a Graph failure to our normalized reason.
-
-    Graph reports nearly every license failure as 400 `Request_BadRequest` and only the message
-    differs (messages "can change at any time"), so we match on stable fragments and fall back to
-    a generic reason rather than guessing.
-    """
-    text = (message or "").lower()
-    if status == 404 or code == "Request_ResourceNotFound":
-        return REASON_USER_NOT_FOUND
-    if status == 403 or code == "Authorization_RequestDenied":
-        return REASON_FORBIDDEN
-    if status == 401:
-        return REASON_AUTH_FAILED
-    if "usage location" in text:
-        return REASON_USAGE_LOCATION_MISSING if "license assignment" in text else REASON_INVALID_USAGE_LOCATION
-    if "does not have any available licenses" in text or "not enough licenses" in text:
-        return REASON_NO_FREE_SEAT
-    if "does not have a corresponding license" in text:
-        return REASON_LICENSE_NOT_ASSIGNED
-    if "conflicting" in text or "mutually exclusive" in text:
-        return REASON_CONFLICTING_LICENSES
-    if "does not correspond to a valid company license" in text:
-        return REASON_UNKNOWN_SKU
-    if "cannot be assigned to a user" in text:
-        return REASON_SKU_NOT_ASSIGNABLE
-    if "disabled plan" in text or "service plan" in text:
-        return REASON_INVALID_DISABLED_PLAN
-    if status == 400:
-        return REASON_BAD_REQUEST
-    return REASON_GRAPH_ERROR
-
-
 class ThrottleWaitTooLong(Exception):
     """The wait before the next request exceeds the inline budget; requeue the work after `wait_s`.
 
     Deliberately not a GraphError: nothing failed, and retry loops must not swallow it.
     """
 
-    def __init__(self, wait_s: float, *, paused: bool = False) -> None:
+    def __init__(self, wait_s: float) -> None:
         super().__init__(f"throttle wait of {wait_s:.1f}s exceeds the inline budget")
         self.wait_s = wait_s
-        self.paused = paused

@@ -1,8 +1,15 @@
-"""The one retry layer for Graph calls: Retry-After when Graph gives one, else jittered backoff.
+"""The one retry policy for Graph calls: Retry-After when Graph gives one, else full-jitter backoff.
 
-It is used two ways with the same maths: `RetryPolicy.call` runs one Graph call under
-`tenacity.Retrying`, and `next_delay`/`should_retry` let a caller's loop retry `$batch` items one by
-one. Both are built from the same tenacity wait and stop strategy objects.
+One `RetryPolicy` holds the numbers (backoff base and cap, attempts, total time, inline wait) and
+small pure functions decide with them:
+
+    backoff_s     how long to wait before the next attempt (Retry-After, else full jitter)
+    may_retry     whether attempts and total time allow another attempt after that wait
+    waits_inline  whether that wait may be slept through, or the work must be handed back
+
+`RetryPolicy.call` runs one Graph call under `tenacity.Retrying`, whose wait, stop and
+before-sleep callbacks are these functions; the `$batch` executor retries items one by one in its
+own loop and calls them directly. So a single call and a batch item back off and give up alike.
 """
 
 from __future__ import annotations
@@ -11,12 +18,9 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import tenacity
-from tenacity import RetryCallState, Retrying
-from tenacity.stop import stop_after_attempt, stop_base, stop_before_delay
-from tenacity.wait import wait_base, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from graphclient.errors import GraphError, GraphThrottled, GraphTransientError, ThrottleWaitTooLong
 
@@ -25,36 +29,33 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# 2**64 backoff bases are far past any cap; a larger exponent would only risk a float overflow.
+_MAX_DOUBLINGS = 64
 
-def _is_retryable(exc: BaseException, retry_ambiguous: bool) -> bool:
-    if not isinstance(exc, GraphThrottled | GraphTransientError):
+
+def is_retryable(error: BaseException, *, retry_ambiguous: bool = True) -> bool:
+    """Whether a failure may pass on a later attempt: throttled or transient (ambiguous ones optionally)."""
+    if not isinstance(error, GraphThrottled | GraphTransientError):
         return False
-    return retry_ambiguous or not exc.ambiguous
+    return retry_ambiguous or not error.ambiguous
 
 
-class wait_graph(wait_base):  # lower case, as tenacity names strategies
-    """Wait strategy: the error's Retry-After when it has one, else full-jitter exponential backoff."""
+def full_jitter_s(failures: int, *, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform over [0, min(cap_s, base_s * 2^(failures-1))].
 
-    def __init__(self, base_s: float, max_s: float, rng: random.Random) -> None:
-        self._cap = wait_exponential(multiplier=base_s, max=max_s)
-        self._rng = rng
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None else None
-        if isinstance(error, GraphError) and error.retry_after_s is not None:
-            return max(0.0, error.retry_after_s)
-        # Full jitter: uniform over [0, min(max, base * 2^(n-1))], so workers that failed together
-        # do not come back together.
-        return self._rng.uniform(0.0, self._cap(retry_state))
+    Uniform from zero, so workers that failed together do not come back together.
+    """
+    doublings = min(max(failures, 1) - 1, _MAX_DOUBLINGS)
+    return rng.uniform(0.0, min(cap_s, base_s * 2.0**doublings))
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how long to retry a throttled or transient Graph failure.
 
-    `max_inline_wait_s`, when set, is the longest wait `call` sleeps through; a longer one raises
-    ThrottleWaitTooLong so the caller can hand the work back to the broker with a countdown.
+    `max_inline_wait_s`, when set, is the longest wait a caller sleeps through; a longer one is
+    handed back (ThrottleWaitTooLong from `call`) so the work can go back to the broker with a
+    countdown instead of holding a worker slot.
     """
 
     max_attempts: int
@@ -74,13 +75,19 @@ class RetryPolicy:
             max_inline_wait_s=settings.max_inline_wait_s,
         )
 
-    def wait_strategy(self, rng: random.Random | None = None) -> wait_graph:
-        """The tenacity wait strategy of this policy."""
-        return wait_graph(self.backoff_base_s, self.backoff_max_s, rng or random.Random())
+    def backoff_s(self, failures: int, error: BaseException | None, rng: random.Random) -> float:
+        """Seconds to wait after `failures` failed attempts: the error's Retry-After, else full jitter."""
+        if isinstance(error, GraphError) and error.retry_after_s is not None:
+            return max(0.0, error.retry_after_s)
+        return full_jitter_s(failures, base_s=self.backoff_base_s, cap_s=self.backoff_max_s, rng=rng)
 
-    def stop_strategy(self) -> stop_base:
-        """The tenacity stop strategy: attempts used up, or the next wait would pass the total budget."""
-        return stop_after_attempt(self.max_attempts) | stop_before_delay(self.max_total_s)
+    def may_retry(self, failures: int, elapsed_s: float, wait_s: float = 0.0) -> bool:
+        """Whether another attempt fits the budget: attempts left, and `elapsed_s + wait_s` under the total."""
+        return failures < self.max_attempts and elapsed_s + wait_s < self.max_total_s
+
+    def waits_inline(self, wait_s: float) -> bool:
+        """Whether a wait is short enough to sleep through rather than hand the work back."""
+        return self.max_inline_wait_s is None or wait_s <= self.max_inline_wait_s
 
     def call(
         self,
@@ -96,54 +103,32 @@ class RetryPolicy:
         With `retry_ambiguous=False` an ambiguous failure (the request may have been applied) is
         raised at once, so the caller can read state before deciding to resend a write.
         """
+        jitter = rng or random.Random()
         started_at = clock()
 
-        def use_clock(retry_state: RetryCallState) -> None:
-            # tenacity measures elapsed time with its own monotonic clock; measure with ours so the
-            # total-time cap is testable without sleeping.
-            retry_state.start_time = started_at
-            retry_state.outcome_timestamp = clock()
+        def wait(state: RetryCallState) -> float:
+            return self.backoff_s(state.attempt_number, _failure(state), jitter)
 
-        def check_inline(retry_state: RetryCallState) -> None:
-            limit = self.max_inline_wait_s
-            if limit is not None and retry_state.upcoming_sleep > limit:
-                outcome = retry_state.outcome
-                error = outcome.exception() if outcome is not None else None
-                raise ThrottleWaitTooLong(retry_state.upcoming_sleep) from error
+        def stop(state: RetryCallState) -> bool:
+            # tenacity runs this after `wait`, so upcoming_sleep is the planned wait. Time is read
+            # from our clock, not tenacity's own, so the total-time cap is testable without sleeping.
+            return not self.may_retry(state.attempt_number, clock() - started_at, state.upcoming_sleep)
+
+        def hand_back_long_waits(state: RetryCallState) -> None:
+            if not self.waits_inline(state.upcoming_sleep):
+                raise ThrottleWaitTooLong(state.upcoming_sleep) from _failure(state)
 
         retrying = Retrying(
             sleep=sleep,
-            retry=tenacity.retry_if_exception(lambda exc: _is_retryable(exc, retry_ambiguous)),
-            wait=self.wait_strategy(rng),
-            stop=self.stop_strategy(),
-            after=use_clock,
-            before_sleep=check_inline,
+            wait=wait,
+            stop=stop,
+            retry=retry_if_exception(lambda exc: is_retryable(exc, retry_ambiguous=retry_ambiguous)),
+            before_sleep=hand_back_long_waits,
             reraise=True,
         )
         return retrying(fn)
 
-    def next_delay(self, attempt: int, error: GraphError, rng: random.Random | None = None) -> float:
-        """Seconds to wait before retrying after failed attempt number `attempt` (1-based)."""
-        return float(self.wait_strategy(rng)(_state(attempt, error)))
 
-    def should_retry(self, attempt: int, elapsed_s: float, error: GraphError, *, delay_s: float = 0.0) -> bool:
-        """Whether failed attempt number `attempt`, `elapsed_s` into the budget, may be retried.
-
-        Pass the planned `delay_s` to also refuse a retry whose wait would pass the total budget.
-        """
-        if not _is_retryable(error, retry_ambiguous=True):
-            return False
-        return not self.stop_strategy()(_state(attempt, error, elapsed_s=elapsed_s, delay_s=delay_s))
-
-
-def _state(attempt: int, error: BaseException, *, elapsed_s: float = 0.0, delay_s: float = 0.0) -> RetryCallState:
-    """A tenacity call state as it stands after failed attempt `attempt`, for the strategies."""
-    state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
-    state.attempt_number = max(1, attempt)
-    outcome: Any = tenacity.Future(state.attempt_number)
-    outcome.set_exception(error)
-    state.outcome = outcome
-    state.start_time = 0.0
-    state.outcome_timestamp = elapsed_s
-    state.upcoming_sleep = delay_s
-    return state
+def _failure(state: RetryCallState) -> BaseException | None:
+    """The exception the last attempt raised (tenacity only calls wait/stop/before_sleep after one)."""
+    return state.outcome.exception() if state.outcome is not None else None

@@ -1,8 +1,8 @@
 """The per-tenant write throttle, shared in Redis by every worker process on every host.
 
 One hash per tenant holds a token bucket for writes, a "paused until" gate and an adaptive rate.
-All of it changes in one Lua script, with the time passed in from the caller's clock (wall-clock
-seconds, since several hosts share the state), so it is atomic and deterministic in tests.
+All of it changes in one Lua script (throttle.lua), with the time passed in from the caller's clock
+(wall-clock seconds, since several hosts share the state), so it is atomic and deterministic in tests.
 
 How the rate adapts (AIMD, as TCP does):
 - it starts at `safety` x the configured rate, so arrival-time jitter at Graph does not overflow
@@ -17,12 +17,14 @@ This converges on a tenant's real headroom when other apps share the tenant-wide
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graphclient.errors import ThrottleWaitTooLong
 from graphclient.headers import header, parse_retry_after
@@ -43,16 +45,6 @@ HOLD_S = 2.0  # no recovery for this long after a limit percentage >= 0.8
 DECREASE_COOLDOWN_S = 1.0  # after a pause ends, 429s of requests sent before it are not news
 DEFAULT_PAUSE_S = 1.0  # a 429 without a usable Retry-After still pauses everyone this long
 STATE_TTL_S = 7 * 86400  # idle tenants' state expires
-
-
-@runtime_checkable
-class Clock(Protocol):
-    """Wall-clock time in seconds since the epoch (shared by hosts, unlike monotonic time)."""
-
-    def now(self) -> float: ...
-
-
-Sleep = Callable[[float], None]
 
 
 @dataclass(frozen=True)
@@ -82,113 +74,10 @@ class Throttle(Protocol):
         ...
 
 
-# KEYS[1] = state hash. ARGV: op, now, n, capacity (0 = unlimited), max_rate, max_wait_s, arg,
-# then the constants. op: "acquire" (n tokens; n = 0 only checks the gate), "throttled"
-# (arg = retry_after_s), "percent" (arg = limit percentage as a fraction), "peek".
-# Returns {verdict, wait_s, rate, capacity, tokens, paused_until, throttled_total} as strings, since
-# Lua numbers returned to Redis are truncated to integers.
-_SCRIPT = """
-local key = KEYS[1]
-local op = ARGV[1]
-local now = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
-local cap = tonumber(ARGV[4])
-local max_rate = tonumber(ARGV[5])
-local max_wait = tonumber(ARGV[6])
-local arg = tonumber(ARGV[7])
-local DECREASE, FLOOR, RECOVER = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
-local NUDGE, NUDGE_INTERVAL, HOLD = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
-local COOLDOWN, TTL = tonumber(ARGV[14]), tonumber(ARGV[15])
-
-local f = redis.call('HMGET', key, 'tokens', 'ts', 'rate', 'rate_ts', 'hold_until',
-  'paused_until', 'cooldown_until', 'nudge_until', 'throttled_total')
-local limited = cap > 0
-local floor_rate = max_rate * FLOOR
-local rate = tonumber(f[3]) or max_rate
-if rate > max_rate then rate = max_rate end
-if rate < floor_rate then rate = floor_rate end
-local rate_ts = tonumber(f[4]) or now
-local hold_until = tonumber(f[5]) or 0
-local paused_until = tonumber(f[6]) or 0
-local cooldown_until = tonumber(f[7]) or 0
-local nudge_until = tonumber(f[8]) or 0
-local total = tonumber(f[9]) or 0
-
--- Additive recovery, credited only for time that was neither paused nor held.
-local from = math.max(rate_ts, hold_until, paused_until)
-if now > from then
-  rate = math.min(max_rate, rate + RECOVER * max_rate * (now - from))
-end
-if now > rate_ts then rate_ts = now end
-
--- Refill. State written by a host whose clock is ahead is as of `ts`: never refill backwards.
--- A caller behind `ts` (clock skew, or reading its clock just before another caller's script
--- ran) is treated as if at `ts`; the overshoot this allows is skew x rate tokens, which the
--- safety margin covers.
-local eff_cap = 0
-local tokens = 0
-local ts = tonumber(f[2]) or now
-if limited then
-  eff_cap = cap * rate / max_rate
-  tokens = tonumber(f[1]) or eff_cap
-  if now > ts then
-    tokens = tokens + (now - ts) * rate
-    ts = now
-  end
-  if tokens > eff_cap then tokens = eff_cap end
-end
-
-local verdict = 'ok'
-local wait = 0
-if op == 'acquire' then
-  if paused_until > now then
-    verdict = 'pause'
-    wait = paused_until - now
-  elseif limited and n > 0 then
-    -- A request larger than the bucket waits for a full bucket and leaves a debt, so it
-    -- still makes progress; everyone after it waits the debt out.
-    local need = math.min(n, eff_cap)
-    if tokens < need then wait = (need - tokens) / rate end
-    if wait > max_wait then
-      verdict = 'long'
-    else
-      tokens = tokens - n
-    end
-  end
-elseif op == 'throttled' then
-  total = total + 1
-  if now >= cooldown_until then
-    rate = math.max(floor_rate, rate * DECREASE)
-  end
-  paused_until = math.max(paused_until, now + arg)
-  if now >= cooldown_until then cooldown_until = paused_until + COOLDOWN end
-  if limited then
-    eff_cap = cap * rate / max_rate
-    -- Drop what is in the bucket but keep debts: those requests are already promised.
-    if tokens > 0 then tokens = 0 end
-  end
-elseif op == 'percent' then
-  if arg >= 1.0 and now >= nudge_until then
-    rate = math.max(floor_rate, rate * NUDGE)
-    nudge_until = now + NUDGE_INTERVAL
-    if limited then
-      eff_cap = cap * rate / max_rate
-      if tokens > eff_cap then tokens = eff_cap end
-    end
-  end
-  if arg >= 0.8 then hold_until = math.max(hold_until, now + HOLD) end
-end
-
-local function s(x) return string.format('%.17g', x) end
-if op ~= 'peek' then
-  redis.call('HSET', key, 'tokens', s(tokens), 'ts', s(ts), 'rate', s(rate), 'rate_ts', s(rate_ts),
-    'hold_until', s(hold_until), 'paused_until', s(paused_until),
-    'cooldown_until', s(cooldown_until), 'nudge_until', s(nudge_until),
-    'throttled_total', s(total))
-  redis.call('EXPIRE', key, TTL)
-end
-return {verdict, s(wait), s(rate), s(eff_cap), s(tokens), s(paused_until), s(total)}
-"""
+@functools.cache
+def _script_source() -> str:
+    """The throttle's Lua script (a package file, read once)."""
+    return resources.files("graphclient").joinpath("throttle.lua").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -249,13 +138,13 @@ class RedisThrottle:
         *,
         capacity: int | None,
         rate_per_s: float | None,
-        clock: Clock | Callable[[], float],
-        sleep: Sleep,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
         max_inline_wait_s: float,
         safety: float = 0.97,
         burst_headroom_writes: float = 0.0,
     ) -> None:
-        """`clock` is a Clock or a plain `() -> float` such as `time.time`.
+        """`clock` gives wall-clock seconds since the epoch (shared by hosts, unlike monotonic time).
 
         The local bucket holds `capacity × safety`, or less where that would leave fewer than
         `burst_headroom_writes` free in Graph's own bucket (never less than half of it).
@@ -274,10 +163,10 @@ class RedisThrottle:
         )
         # The unlimited mode still keeps a nominal rate so the script's maths stay defined.
         self._max_rate = rate_per_s * safety if rate_per_s is not None else 1.0
-        self._now: Callable[[], float] = clock.now if isinstance(clock, Clock) else clock
+        self._now = clock
         self._sleep = sleep
         self._max_inline_wait_s = max_inline_wait_s
-        self._script = redis.register_script(_SCRIPT)
+        self._script = redis.register_script(_script_source())
 
     def _run(self, op: str, now: float, *, n: int = 0, arg: float = 0.0) -> _Reply:
         raw = self._script(
@@ -318,7 +207,7 @@ class RedisThrottle:
             reply = self._run("acquire", self._now(), n=pending)
             if reply.verdict == "pause":
                 if reply.wait_s > self._max_inline_wait_s:
-                    raise ThrottleWaitTooLong(reply.wait_s, paused=True)
+                    raise ThrottleWaitTooLong(reply.wait_s)
                 log.debug("tenant %s paused; waiting %.3fs", self.tenant, reply.wait_s)
                 self._sleep(reply.wait_s)
                 continue

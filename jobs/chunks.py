@@ -1,4 +1,4 @@
-"""One chunk task, start to finish: claim it, run it, hand it back or complete it, dispatch next."""
+"""One chunk task, start to finish: claim it, run its users, hand it back or complete it, send the next."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from jobs.executor import ChunkDeps, HandBack, run_chunk
-from jobs.models import UserResult, UserStatus
+from jobs.executor import ChunkDeps, HandBack, run_users
+from jobs.models import Reason, UserResult, UserStatus
+from jobs.scheduler import Send
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -24,13 +25,10 @@ class ChunkContext(Protocol):
     running: set[str]
     max_countdown_s: float
     max_chunk_runs: int
+    send: Send
 
     def deps_for(self, tenant: str) -> ChunkDeps:
         """Graph client, throttle and policy for one tenant profile (KeyError if unknown)."""
-        ...
-
-    def send(self, job_id: str, n: int, countdown_s: float, budget_started_at: float | None = None) -> None:
-        """Enqueue a chunk task."""
         ...
 
 
@@ -43,7 +41,6 @@ def execute_chunk(
     clock: Callable[[], float] = time.time,
 ) -> str:
     """Run chunk n of a job once; returns what happened ('done', 'handed_back', 'skipped:<why>')."""
-    store = ctx.store
     key = f"{job_id}:{n}"
     with _running_lock:
         # After a broker reconnect, kombu redelivers the messages of chunks still running here.
@@ -52,46 +49,58 @@ def execute_chunk(
             return "skipped:running"
         ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
     try:
-        claim = store.claim_chunk(job_id, n, ctx.worker_id)
+        claim = ctx.store.claim_chunk(job_id, n, ctx.worker_id)
         if claim != "ok":
             log.info("chunk %s of job %s skipped: %s", n, job_id, claim)
             return f"skipped:{claim}"
-        started = budget_started_at or clock()
-        tenant = store.job_tenant(job_id) or ""
-        deps: ChunkDeps | None = None
-        runs = store.count_run(job_id, n)
-        if runs > ctx.max_chunk_runs:
-            # A chunk that keeps dying (a crash it causes, or a bug) must not be requeued for ever.
-            _fail_all(store, job_id, n, f"chunk {n} was started {runs - 1} times without finishing", clock(),
-                      reason="chunk_failed_repeatedly")
-            log.error("chunk %s of job %s failed after %d runs", n, job_id, runs - 1)
-        else:
-            try:
-                deps = ctx.deps_for(tenant)
-            except KeyError:
-                _fail_all(store, job_id, n, f"tenant profile '{tenant}' is not configured on this worker", clock())
-        if deps is not None:
-            try:
-                run_chunk(deps, job_id, n, budget_started_at=started)
-            except HandBack as hb:
-                countdown_s = min(hb.countdown_s, ctx.max_countdown_s)
-                store.release_chunk(job_id, n, ctx.worker_id, due_in_s=countdown_s)
-                ctx.send(job_id, n, countdown_s, started)
-                log.info("chunk %s of job %s handed back for %.1fs", n, job_id, countdown_s)
-                return "handed_back"
-        first, done, chunks, nxt = store.complete_chunk(job_id, n)
-        if first and nxt is not None:
-            ctx.send(job_id, nxt, 0.0, None)
-        if done >= chunks:
-            log.info("job %s finished (%d chunks)", job_id, chunks)
-        return "done"
+        return _run_claimed(ctx, job_id, n, budget_started_at or clock(), clock)
     finally:
         with _running_lock:
             ctx.running.discard(key)
 
 
-def _fail_all(store: JobStore, job_id: str, n: int, message: str, now: float,
-              reason: str = "tenant_not_configured") -> None:
+def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: float,
+                 clock: Callable[[], float]) -> str:
+    """Run a chunk we hold the claim on, then hand it back or complete it and send the job's next."""
+    store = ctx.store
+    deps = _deps_or_fail(ctx, job_id, n, clock)
+    if deps is not None:
+        try:
+            run_users(deps, job_id, n, budget_started_at=budget_started_at)
+        except HandBack as hb:
+            countdown_s = min(hb.countdown_s, ctx.max_countdown_s)
+            store.release_chunk(job_id, n, ctx.worker_id, due_in_s=countdown_s)
+            ctx.send(job_id, n, countdown_s, budget_started_at)
+            log.info("chunk %s of job %s handed back for %.1fs", n, job_id, countdown_s)
+            return "handed_back"
+    first, done, chunks, nxt = store.complete_chunk(job_id, n)
+    if first and nxt is not None:
+        ctx.send(job_id, nxt, 0.0)
+    if done >= chunks:
+        log.info("job %s finished (%d chunks)", job_id, chunks)
+    return "done"
+
+
+def _deps_or_fail(ctx: ChunkContext, job_id: str, n: int, clock: Callable[[], float]) -> ChunkDeps | None:
+    """What running the chunk needs; None after failing its users when it must not run."""
+    store = ctx.store
+    runs = store.count_run(job_id, n)
+    if runs > ctx.max_chunk_runs:
+        # A chunk that keeps dying (a crash it causes, or a bug) must not be requeued for ever.
+        _fail_all(store, job_id, n, f"chunk {n} was started {runs - 1} times without finishing", clock(),
+                  Reason.CHUNK_FAILED_REPEATEDLY)
+        log.error("chunk %s of job %s failed after %d runs", n, job_id, runs - 1)
+        return None
+    tenant = store.job_tenant(job_id) or ""
+    try:
+        return ctx.deps_for(tenant)
+    except KeyError:
+        _fail_all(store, job_id, n, f"tenant profile '{tenant}' is not configured on this worker", clock(),
+                  Reason.TENANT_NOT_CONFIGURED)
+        return None
+
+
+def _fail_all(store: JobStore, job_id: str, n: int, message: str, now: float, reason: Reason) -> None:
     """Record every still-pending user of the chunk as failed (users already terminal keep their result)."""
     ops = store.load_chunk(job_id, n)
     store.record(

@@ -1,4 +1,8 @@
-"""Runs one chunk of a job: each pending user through read/PATCH/assignLicense in `$batch` rounds.
+"""Takes the pending users of one chunk to a terminal state: read/PATCH/assignLicense in `$batch` rounds.
+
+Layers, outside in: the Celery task (worker.celery_app) unpacks ids; `jobs.chunks.execute_chunk`
+claims the chunk, hands it back or completes it; `run_users` (here) loads its pending users and
+drives the round loop, each `_send_round` sending one `$batch` of their next steps.
 
 Per user the steps are:
 
@@ -15,7 +19,6 @@ state, recorded atomically in the store.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 import uuid
@@ -25,23 +28,16 @@ from enum import Enum
 from typing import Any
 
 from graphclient.client import BatchRequest, GraphClient
-from graphclient.errors import (
-    REASON_AUTH_FAILED,
-    REASON_RETRIES_EXHAUSTED,
-    GraphAuthError,
-    GraphError,
-    GraphPermanentError,
-    GraphThrottled,
-    ThrottleWaitTooLong,
-    reason_for,
-)
-from graphclient.retry import RetryPolicy
-from jobs.models import Operation, UserResult, UserStatus
+from graphclient.errors import GraphError, GraphPermanentError, GraphThrottled, ThrottleWaitTooLong
+from graphclient.retry import RetryPolicy, is_retryable
+from jobs.models import Operation, Reason, UserResult, UserStatus
+from jobs.reasons import reason_for
 from jobs.store import JobStore
 
-log = logging.getLogger(__name__)
-
 USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses")
+
+# What one item came back with: its body on success, else the error.
+_Outcome = tuple[dict[str, Any] | None, GraphError | None]
 
 
 class Step(Enum):
@@ -70,7 +66,6 @@ class _Work:
     attempts: int = 0
     failures: int = 0
     not_before: float = 0.0
-    last_error: GraphError | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +76,6 @@ class ChunkDeps:
     graph: GraphClient
     policy: RetryPolicy
     batch_size: int
-    max_inline_wait_s: float
     request_deadline_s: float
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -108,10 +102,10 @@ def _first_step(op: Operation, verify_first: bool) -> Step:
     return Step.ASSIGN
 
 
-def run_chunk(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float) -> int:
-    """Process chunk n's pending users; returns how many results were recorded.
+def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float) -> int:
+    """Take chunk n's pending users to a terminal state; returns how many results were recorded.
 
-    Raises HandBack when every remaining user must wait longer than `max_inline_wait_s`.
+    Raises HandBack when every remaining user must wait longer than the policy's inline wait.
     """
     store = deps.store
     ops = store.load_chunk(job_id, n)
@@ -127,11 +121,11 @@ def run_chunk(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
               attempts=prior.get(op.row, 0))
         for op in pending_ops
     ]
-    return _Runner(deps, job_id, budget_started_at).run(work)
+    return _RoundLoop(deps, job_id, budget_started_at).drain(work)
 
 
-class _Runner:
-    """The round loop for one chunk run."""
+class _RoundLoop:
+    """Sends rounds of the ready users' next steps, waiting out backoffs, until none is pending."""
 
     def __init__(self, deps: ChunkDeps, job_id: str, budget_started_at: float) -> None:
         self.deps = deps
@@ -139,7 +133,8 @@ class _Runner:
         self.budget_started_at = budget_started_at
         self.recorded = 0
 
-    def run(self, work: list[_Work]) -> int:
+    def drain(self, work: list[_Work]) -> int:
+        """Run rounds until every user of `work` is terminal; returns how many results were recorded."""
         deps = self.deps
         pending = work
         while pending:
@@ -147,12 +142,12 @@ class _Runner:
             ready = [w for w in pending if w.not_before <= now]
             if not ready:
                 wait_s = min(w.not_before for w in pending) - now
-                if wait_s > deps.max_inline_wait_s:
+                if not deps.policy.waits_inline(wait_s):
                     raise HandBack(wait_s)
                 deps.sleep(wait_s)
                 continue
             round_work = ready[: deps.batch_size]
-            finished = self._round(round_work)
+            finished = self._send_round(round_work)
             if finished is None:  # cancelled before the writes went out
                 now = deps.clock()
                 self._record([_cancelled(w.op, w.attempts, now) for w in pending])
@@ -160,7 +155,7 @@ class _Runner:
             pending = [w for w in pending if id(w) not in finished]
         return self.recorded
 
-    def _round(self, round_work: list[_Work]) -> set[int] | None:
+    def _send_round(self, round_work: list[_Work]) -> set[int] | None:
         """Send one batch; returns ids of works that reached a terminal state (None if cancelled)."""
         deps, store = self.deps, self.deps.store
         requests: list[BatchRequest] = []
@@ -185,26 +180,24 @@ class _Runner:
                 return None
         try:
             try:
-                outcomes = self._send(requests, round_work)
+                outcomes = self._post(requests, round_work)
             except ThrottleWaitTooLong as exc:
                 raise HandBack(exc.wait_s) from None
         finally:
             if write_rows:
                 store.end_writes(self.job_id, batch_id)
-        return self._settle(by_id, outcomes)
+        return self._apply_outcomes(by_id, outcomes)
 
-    def _send(
-        self, requests: list[BatchRequest], works: list[_Work]
-    ) -> dict[str, tuple[dict[str, Any] | None, GraphError | None]]:
+    def _post(self, requests: list[BatchRequest], works: list[_Work]) -> dict[str, _Outcome]:
         """Send the items, as one `$batch` or (for a single item, where batching buys nothing) one plain call."""
         graph = self.deps.graph
         if len(requests) == 1:
-            return {requests[0].id: self._single(works[0])}
+            return {requests[0].id: self._call_one(works[0])}
         try:
             results = graph.batch(requests)
         except GraphError as exc:  # the whole batch failed: every item shares the outcome
             return {r.id: (None, exc) for r in requests}
-        out: dict[str, tuple[dict[str, Any] | None, GraphError | None]] = {}
+        out: dict[str, _Outcome] = {}
         for r in requests:
             item = results.get(r.id)
             if item is None:
@@ -214,7 +207,8 @@ class _Runner:
                 out[r.id] = (body, item.error)
         return out
 
-    def _single(self, w: _Work) -> tuple[dict[str, Any] | None, GraphError | None]:
+    def _call_one(self, w: _Work) -> _Outcome:
+        """The step of one user as a plain Graph call."""
         graph, op = self.deps.graph, w.op
         try:
             if w.step is Step.VERIFY:
@@ -226,11 +220,12 @@ class _Runner:
         except GraphError as exc:
             return None, exc
 
-    def _settle(
+    def _apply_outcomes(
         self,
         by_id: dict[str, _Work],
-        outcomes: dict[str, tuple[dict[str, Any] | None, GraphError | None]],
+        outcomes: dict[str, _Outcome],
     ) -> set[int]:
+        """Count each item's attempt and move its user on, retry it or end it; returns ids of ended works."""
         deps = self.deps
         now = deps.clock()
         terminal: list[UserResult] = []
@@ -276,18 +271,19 @@ class _Runner:
     def _failed_attempt(self, w: _Work, error: GraphError, now: float) -> UserResult | None:
         """A step failed: schedule a retry, or return the terminal failure."""
         deps = self.deps
-        w.last_error = error
         if isinstance(error, GraphPermanentError):
             return _failed(w.op, w.attempts, now, error)
         w.failures += 1
         elapsed_s = now - self.budget_started_at
-        if not deps.policy.should_retry(w.failures, elapsed_s, error):
-            return _failed(w.op, w.attempts, now, error, reason=REASON_RETRIES_EXHAUSTED)
+        # The wait itself is not charged to the budget here: a retry planned inside it still goes
+        # out (perhaps after a hand-back), and the budget is checked again if it fails.
+        if not (is_retryable(error) and deps.policy.may_retry(w.failures, elapsed_s)):
+            return _failed(w.op, w.attempts, now, error, reason=Reason.RETRIES_EXHAUSTED)
         if error.ambiguous and w.step is not Step.VERIFY:
             # The write may have been applied: read the user before deciding to resend.
             w.verify_first = True
             w.step = Step.VERIFY
-        w.not_before = now + deps.policy.next_delay(w.failures, error, deps.rng)
+        w.not_before = now + deps.policy.backoff_s(w.failures, error, deps.rng)
         return None
 
     def _record(self, results: Sequence[UserResult]) -> None:
@@ -305,18 +301,16 @@ def _succeeded(op: Operation, attempts: int, now: float, detail: str | None = No
 
 
 def _cancelled(op: Operation, attempts: int, now: float) -> UserResult:
-    return UserResult(row=op.row, user=op.user, status=UserStatus.CANCELLED, reason="cancelled",
+    return UserResult(row=op.row, user=op.user, status=UserStatus.CANCELLED, reason=Reason.CANCELLED,
                       attempts=attempts, updated_at=now)
 
 
-def _failed(op: Operation, attempts: int, now: float, error: GraphError, reason: str | None = None) -> UserResult:
-    if reason is None and isinstance(error, GraphAuthError):
-        reason = REASON_AUTH_FAILED
+def _failed(op: Operation, attempts: int, now: float, error: GraphError, reason: Reason | None = None) -> UserResult:
     return UserResult(
         row=op.row,
         user=op.user,
         status=UserStatus.FAILED,
-        reason=reason or reason_for(error.status, error.code, error.message),
+        reason=reason or reason_for(error),
         graph_code=error.code,
         graph_message=error.message,
         http_status=error.status,

@@ -102,6 +102,30 @@ TERMINAL_JOB_STATUSES = frozenset(
 )
 
 
+class Reason(StrEnum):
+    """Why a user did not succeed: the normalized `reason` of a failed or cancelled result."""
+
+    # What Graph refused (jobs.reasons maps its answers onto these).
+    USER_NOT_FOUND = "user_not_found"
+    NO_FREE_SEAT = "no_free_seat"
+    USAGE_LOCATION_MISSING = "usage_location_missing"
+    INVALID_USAGE_LOCATION = "invalid_usage_location"
+    LICENSE_NOT_ASSIGNED = "license_not_assigned"
+    CONFLICTING_LICENSES = "conflicting_licenses"
+    UNKNOWN_SKU = "unknown_sku"
+    SKU_NOT_ASSIGNABLE = "sku_not_assignable"
+    INVALID_DISABLED_PLAN = "invalid_disabled_plan"
+    FORBIDDEN = "forbidden"
+    AUTH_FAILED = "auth_failed"
+    BAD_REQUEST = "bad_request"
+    GRAPH_ERROR = "graph_error"
+    # What the service decided.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    CANCELLED = "cancelled"
+    TENANT_NOT_CONFIGURED = "tenant_not_configured"
+    CHUNK_FAILED_REPEATEDLY = "chunk_failed_repeatedly"
+
+
 @dataclass(frozen=True)
 class UserResult:
     """The terminal outcome for one user."""

@@ -10,14 +10,22 @@ interleave in the queue instead of one waiting behind the other.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from typing import Protocol
 
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
 
-# send(job_id, chunk, countdown_s): put one chunk task on the broker.
-Send = Callable[[str, int, float], None]
+
+class Send(Protocol):
+    """Puts the task for chunk `n` of a job on the broker, due after `countdown_s`.
+
+    `budget_started_at` carries a handed-back chunk's retry budget over to its next run (None
+    starts a fresh one). The API, the scheduler and the chunk task all enqueue through this.
+    """
+
+    def __call__(self, job_id: str, n: int, countdown_s: float, budget_started_at: float | None = None) -> None:
+        ...
 
 
 def dispatch(store: JobStore, send: Send, job_id: str, count: int) -> int:

@@ -14,9 +14,6 @@ class FakeClock:
 
     t: float = 1_700_000_000.0
 
-    def now(self) -> float:
-        return self.t
-
     def __call__(self) -> float:
         return self.t
 

@@ -8,7 +8,7 @@ from celery import Celery, signals
 
 from config import Settings, get_settings
 from jobs.chunks import execute_chunk
-from worker.producer import QUEUE, RUN_CHUNK_TASK
+from worker.producer import CHUNK_TASK, QUEUE
 from worker.runtime import get_runtime, stop_runtime
 
 
@@ -34,8 +34,8 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_send_task_events=False,
     )
 
-    @app.task(name=RUN_CHUNK_TASK, bind=False)  # type: ignore[untyped-decorator]
-    def run_chunk_task(job_id: str, n: int, budget_started_at: float | None = None) -> str:
+    @app.task(name=CHUNK_TASK, bind=False)  # type: ignore[untyped-decorator]
+    def chunk_task(job_id: str, n: int, budget_started_at: float | None = None) -> str:
         # Thin: unpack ids, hand over to the job domain with this process's runtime.
         return execute_chunk(get_runtime(settings, app), job_id, int(n), budget_started_at)
 

@@ -10,7 +10,8 @@ from celery import Celery
 
 from config import Settings
 
-RUN_CHUNK_TASK = "bulklicense.run_chunk"
+# The chunk task's name on the broker (kept as it was, so messages already queued still run).
+CHUNK_TASK = "bulklicense.run_chunk"
 QUEUE = "bulklicense"
 
 
@@ -34,9 +35,9 @@ class ChunkProducer:
         return cls(app)
 
     def send(self, job_id: str, n: int, countdown_s: float = 0.0, budget_started_at: float | None = None) -> None:
-        """Enqueue chunk `n` of a job, after `countdown_s` when positive."""
+        """Enqueue chunk `n` of a job, after `countdown_s` when positive (a `jobs.scheduler.Send`)."""
         self._app.send_task(
-            RUN_CHUNK_TASK,
+            CHUNK_TASK,
             args=[job_id, n, budget_started_at],
             queue=QUEUE,
             countdown=countdown_s if countdown_s > 0 else None,

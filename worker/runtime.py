@@ -19,11 +19,12 @@ from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
 from jobs.chunks import ChunkContext
 from jobs.executor import ChunkDeps
-from jobs.scheduler import reap
+from jobs.scheduler import Send, reap
 from jobs.store import JobStore
 from worker.producer import ChunkProducer
 
 log = logging.getLogger(__name__)
+
 
 class WorkerRuntime(ChunkContext):
     """Everything a worker process shares between its task threads."""
@@ -32,6 +33,7 @@ class WorkerRuntime(ChunkContext):
         self.settings = settings
         self.app = app
         self.producer = ChunkProducer(app)
+        self.send: Send = self.producer.send
         self.redis = redis.Redis.from_url(
             settings.redis_url, socket_keepalive=True, health_check_interval=30, socket_timeout=30
         )
@@ -59,14 +61,9 @@ class WorkerRuntime(ChunkContext):
             graph=client.graph,
             policy=self.policy,
             batch_size=self.settings.batch_size,
-            max_inline_wait_s=self.settings.max_inline_wait_s,
             request_deadline_s=self.settings.graph_timeout_s + self.settings.max_inline_wait_s + 5,
             rng=random.Random(),
         )
-
-    def send(self, job_id: str, n: int, countdown_s: float, budget_started_at: float | None = None) -> None:
-        """Enqueue a chunk task."""
-        self.producer.send(job_id, n, countdown_s, budget_started_at)
 
     def start(self) -> None:
         """Start the heartbeat and reaper threads."""
@@ -100,8 +97,7 @@ class WorkerRuntime(ChunkContext):
         self._stop.wait(random.uniform(0, self.settings.reaper_interval_s))
         while not self._stop.is_set():
             try:
-                reap(self.store, lambda j, n, c: self.send(j, n, c, None),
-                     requeue_after_s=self.settings.requeue_queued_after_s)
+                reap(self.store, self.send, requeue_after_s=self.settings.requeue_queued_after_s)
             except Exception as exc:  # the reaper must survive Redis or broker outages
                 log.warning("reaper pass failed: %s", exc)
             self._stop.wait(self.settings.reaper_interval_s)

@@ -1,4 +1,4 @@
-"""The retry policy: Retry-After parsing, waits, caps, and the per-item helpers."""
+"""The retry policy: Retry-After parsing, waits, caps, and the pure functions the executor shares."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from config.settings import Settings
 from graphclient.errors import GraphError, GraphPermanentError, GraphThrottled, GraphTransientError, ThrottleWaitTooLong
 from graphclient.headers import parse_retry_after
-from graphclient.retry import RetryPolicy
+from graphclient.retry import RetryPolicy, full_jitter_s, is_retryable
 from tests.fakes import FakeClock, RecordingSleep
 
 NOW = datetime(2015, 10, 21, 7, 27, 30, tzinfo=UTC)
@@ -169,30 +169,72 @@ def test_long_retry_after_is_handed_back_not_slept(sleep: RecordingSleep) -> Non
     assert sleep.intervals == []
 
 
-def test_next_delay_matches_call(sleep: RecordingSleep) -> None:
+def test_full_jitter_is_uniform_up_to_the_doubling_cap() -> None:
+    rng, expected = random.Random(5), random.Random(5)
+    waits = [full_jitter_s(n, base_s=0.5, cap_s=3.0, rng=rng) for n in (1, 2, 3, 4, 5)]
+    assert waits == [expected.uniform(0.0, cap) for cap in (0.5, 1.0, 2.0, 3.0, 3.0)]
+
+
+class Bounds(random.Random):
+    """An RNG whose uniform(a, b) is b: the top of each jitter interval, to assert the caps exactly."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def test_full_jitter_caps_exactly_and_survives_huge_attempt_counts() -> None:
+    caps = [full_jitter_s(n, base_s=0.25, cap_s=8.0, rng=Bounds()) for n in (0, 1, 2, 3, 4, 5, 6, 7, 10_000)]
+    assert caps == [0.25, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+
+
+def test_backoff_prefers_retry_after_over_jitter() -> None:
+    p = policy(backoff_base_s=0.5, backoff_max_s=10.0)
+    assert p.backoff_s(3, GraphThrottled("429", retry_after_s=2.128), Bounds()) == 2.128
+    assert p.backoff_s(1, GraphTransientError("503", retry_after_s=0.0), Bounds()) == 0.0
+    assert p.backoff_s(3, GraphThrottled("429 without Retry-After"), Bounds()) == 2.0
+    assert p.backoff_s(4, GraphTransientError("reset", ambiguous=True), Bounds()) == 4.0
+
+
+def test_the_executor_loop_and_call_wait_the_same_intervals(sleep: RecordingSleep) -> None:
     p = policy(backoff_base_s=0.5, backoff_max_s=10.0)
     transient = GraphTransientError("503")
-    delays = [p.next_delay(n, transient, random.Random(3)) for n in (1, 2, 3)]
-    expected = [random.Random(3).uniform(0.0, cap) for cap in (0.5, 1.0, 2.0)]
-    assert delays == expected
-    assert p.next_delay(1, GraphThrottled("429", retry_after_s=2.128)) == 2.128
-    # One RNG across attempts gives the same intervals as the tenacity loop does.
     rng = random.Random(11)
-    loop = [p.next_delay(n, transient, rng) for n in (1, 2, 3)]
+    loop = [p.backoff_s(n, transient, rng) for n in (1, 2, 3)]
     run(p, Script(transient, transient, transient), sleep, rng=random.Random(11))
-    assert loop == sleep.intervals
+    expected = random.Random(11)
+    assert loop == sleep.intervals == [expected.uniform(0.0, cap) for cap in (0.5, 1.0, 2.0)]
 
 
-def test_should_retry_uses_the_same_caps() -> None:
+def test_may_retry_checks_attempts_and_total_time() -> None:
     p = policy(max_attempts=3, max_total_s=100.0)
-    throttled = GraphThrottled("429", retry_after_s=1.0)
-    assert p.should_retry(1, 0.0, throttled)
-    assert p.should_retry(2, 50.0, throttled)
-    assert not p.should_retry(3, 0.0, throttled)  # the third attempt was the last
-    assert not p.should_retry(1, 100.0, throttled)  # budget spent
-    assert not p.should_retry(1, 90.0, throttled, delay_s=15.0)  # the wait would pass it
-    assert not p.should_retry(1, 0.0, GraphPermanentError("400", status=400))
-    assert p.should_retry(1, 0.0, GraphTransientError("timeout", ambiguous=True))
+    assert p.may_retry(1, 0.0)
+    assert p.may_retry(2, 99.9)
+    assert not p.may_retry(3, 0.0)  # the third attempt was the last
+    assert not p.may_retry(1, 100.0)  # budget spent
+    assert p.may_retry(1, 90.0, wait_s=9.9)
+    assert not p.may_retry(1, 90.0, wait_s=10.0)  # the wait would use up the budget
+
+
+def test_waits_inline_up_to_the_limit() -> None:
+    assert policy(max_inline_wait_s=30.0).waits_inline(30.0)
+    assert not policy(max_inline_wait_s=30.0).waits_inline(30.001)
+    assert policy().waits_inline(1e9)  # no limit set
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_ambiguous", "expected"),
+    [
+        (GraphThrottled("429"), True, True),
+        (GraphTransientError("503", status=503), False, True),
+        (GraphTransientError("timeout", ambiguous=True), True, True),
+        (GraphTransientError("timeout", ambiguous=True), False, False),
+        (GraphPermanentError("400", status=400), True, False),
+        (GraphError("no response for the item", ambiguous=True), True, False),
+        (ValueError("a bug"), True, False),
+    ],
+)
+def test_is_retryable(error: BaseException, retry_ambiguous: bool, expected: bool) -> None:
+    assert is_retryable(error, retry_ambiguous=retry_ambiguous) is expected
 
 
 def test_from_settings() -> None:

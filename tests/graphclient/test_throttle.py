@@ -111,7 +111,6 @@ def test_long_pause_raises_instead_of_sleeping(make: Factory, clock: FakeClock) 
     with pytest.raises(ThrottleWaitTooLong) as info:
         t.acquire(1)
     assert info.value.wait_s == pytest.approx(300.0)
-    assert info.value.paused
     assert sleeps(t) == []
 
 
@@ -121,7 +120,6 @@ def test_long_bucket_wait_raises_without_reserving(make: Factory, clock: FakeClo
     with pytest.raises(ThrottleWaitTooLong) as info:
         t.acquire(10)
     assert info.value.wait_s == pytest.approx(10.0)
-    assert not info.value.paused
     t.acquire(1)  # the refused request took nothing
     assert sleeps(t) == [pytest.approx(1.0)]
 

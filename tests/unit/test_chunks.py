@@ -1,53 +1,161 @@
-"""execute_chunk: claims, completion with the next chunk sent, and the cap on restarts of a chunk."""
+"""execute_chunk against a real Redis: completion with the next chunk sent, hand-back, unknown tenant, restart cap."""
 
 from __future__ import annotations
 
+import json
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 import redis
 
+from graphclient.client import GraphClient
+from graphclient.retry import RetryPolicy
 from jobs.chunks import execute_chunk
 from jobs.executor import ChunkDeps
-from jobs.models import LicenseAdd, Operation
+from jobs.models import LicenseAdd, Operation, Reason, UserResult, UserStatus
 from jobs.store import JobStore
+from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
+
+Sent = tuple[str, int, float, float | None]
 
 
 @dataclass
 class Ctx:
-    """A ChunkContext whose chunks never reach Graph: deps_for fails, as for a crashing chunk."""
+    """A worker's ChunkContext with the real store; `deps_for` answers through `deps_for_tenant`."""
 
     store: JobStore
+    deps_for_tenant: Callable[[str], ChunkDeps]
     worker_id: str = "w1"
     running: set[str] = field(default_factory=set)
     max_countdown_s: float = 60.0
     max_chunk_runs: int = 3
-    sent: list[tuple[str, int]] = field(default_factory=list)
-    crashes: int = 0
+    sent: list[Sent] = field(default_factory=list)
+    asked_for: list[str] = field(default_factory=list)
 
     def deps_for(self, tenant: str) -> ChunkDeps:
-        self.crashes += 1
-        raise RuntimeError("the worker dies while running this chunk")
+        self.asked_for.append(tenant)
+        return self.deps_for_tenant(tenant)
 
     def send(self, job_id: str, n: int, countdown_s: float, budget_started_at: float | None = None) -> None:
-        self.sent.append((job_id, n))
+        self.sent.append((job_id, n, countdown_s, budget_started_at))
 
 
-def test_a_chunk_that_keeps_dying_fails_its_users_instead_of_looping(redis_client: redis.Redis) -> None:
-    store = JobStore(redis_client, retention_s=3600)
-    ops = [Operation(row=i + 2, user=f"u{i}@x", add=(LicenseAdd("sku"),)) for i in range(4)]
-    store.stage("j", "sim", ops, 2)
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(redis_client: redis.Redis, clock: FakeClock) -> JobStore:
+    return JobStore(redis_client, retention_s=3600, clock=clock)
+
+
+def job(store: JobStore, users: int = 4, chunk_size: int = 2, tenant: str = "sim") -> str:
+    """A committed job whose first chunk has been dispatched, as the API leaves it."""
+    ops = [Operation(row=i + 2, user=f"u{i}@x", add=(LicenseAdd("sku"),)) for i in range(users)]
+    store.stage("j", tenant, ops, chunk_size)
     store.commit("j", source="csv")
     assert store.next_chunk("j") == 0
-    ctx = Ctx(store)
+    return "j"
+
+
+def results(store: JobStore, job_id: str) -> dict[str, UserResult]:
+    return {op.user: res for op, res in store.iter_results(job_id) if res is not None}
+
+
+def graph_answering(reply: Callable[[dict[str, object]], dict[str, object]]) -> GraphClient:
+    """A GraphClient whose `$batch` items are answered by `reply(item)`."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["requests"]
+        return httpx.Response(200, json={"responses": [{"id": item["id"], **reply(item)} for item in items]})
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    return GraphClient(http, base_url="https://graph.test", throttle=RecordingThrottle(), timeout_s=5)
+
+
+def deps(store: JobStore, graph: GraphClient, clock: FakeClock) -> ChunkDeps:
+    policy = RetryPolicy(max_attempts=4, max_total_s=3600, backoff_base_s=1, backoff_max_s=8, max_inline_wait_s=30)
+    return ChunkDeps(store=store, graph=graph, policy=policy, batch_size=20, request_deadline_s=60, clock=clock,
+                     sleep=RecordingSleep(clock), rng=random.Random(1))
+
+
+def test_a_finished_chunk_is_completed_and_the_next_one_sent(store: JobStore, clock: FakeClock) -> None:
+    job_id = job(store)
+    graph = graph_answering(lambda item: {"status": 200, "body": {}})
+    ctx = Ctx(store, lambda tenant: deps(store, graph, clock))
+    assert execute_chunk(ctx, job_id, 0, clock=clock) == "done"
+    assert {u: r.status for u, r in results(store, job_id).items()} == dict.fromkeys(
+        ["u0@x", "u1@x"], UserStatus.SUCCEEDED)
+    assert ctx.sent == [(job_id, 1, 0.0, None)]  # the job's next chunk, with a fresh budget
+    assert ctx.asked_for == ["sim"]
+    assert execute_chunk(ctx, job_id, 0, clock=clock) == "skipped:done"  # a redelivery does nothing
+    assert ctx.running == set()
+
+
+def test_a_chunk_that_must_wait_long_is_handed_back_with_its_budget(store: JobStore, clock: FakeClock) -> None:
+    job_id = job(store)
+    throttled = {"status": 429, "headers": {"Retry-After": "300"},
+                 "body": {"error": {"code": "TooManyRequests", "message": "slow down"}}}
+    ctx = Ctx(store, lambda tenant: deps(store, graph_answering(lambda item: throttled), clock))
+    store.heartbeat(ctx.worker_id, 20, [f"{job_id}:0"])
+    budget_started_at = clock() - 100  # a run before this one started the retry budget
+
+    assert execute_chunk(ctx, job_id, 0, budget_started_at, clock=clock) == "handed_back"
+
+    # Sent again after the longest countdown a message may wait, keeping the budget's start.
+    assert ctx.sent == [(job_id, 0, 60.0, budget_started_at)]
+    assert results(store, job_id) == {}  # both users still pending
+    progress = store.progress(job_id)
+    assert progress is not None
+    assert (progress.chunks_done, progress.pending, progress.throttled) == (0, 4, 2)
+    # Released, not completed: another worker may claim it although its last runner is alive.
+    assert store.claim_chunk(job_id, 0, "w2") == "ok"
+    assert ctx.running == set()
+
+
+def test_an_unknown_tenant_fails_the_chunks_pending_users(store: JobStore, clock: FakeClock) -> None:
+    job_id = job(store, tenant="gone")
+
+    def unknown(tenant: str) -> ChunkDeps:
+        raise KeyError(tenant)
+
+    ctx = Ctx(store, unknown)
+    # One user already ended before (an earlier run): its result stays as it was.
+    store.record(job_id, [UserResult(row=2, user="u0@x", status=UserStatus.SUCCEEDED, updated_at=clock())])
+
+    assert execute_chunk(ctx, job_id, 0, clock=clock) == "done"
+
+    got = results(store, job_id)
+    assert got["u0@x"].status is UserStatus.SUCCEEDED
+    assert (got["u1@x"].status, got["u1@x"].reason) == (UserStatus.FAILED, Reason.TENANT_NOT_CONFIGURED)
+    assert got["u1@x"].graph_message == "tenant profile 'gone' is not configured on this worker"
+    assert ctx.asked_for == ["gone"]
+    assert ctx.sent == [(job_id, 1, 0.0, None)]  # the job goes on; its other chunks fail the same way
+    stored = json.loads(store.redis.hget(f"bl:job:{job_id}:res", "3"))
+    assert stored["reason"] == "tenant_not_configured"
+
+
+def test_a_chunk_that_keeps_dying_fails_its_users_instead_of_looping(store: JobStore, clock: FakeClock) -> None:
+    job_id = job(store)
+    crashes = []
+
+    def crash(tenant: str) -> ChunkDeps:
+        crashes.append(tenant)
+        raise RuntimeError("the worker dies while running this chunk")
+
+    ctx = Ctx(store, crash)
     for _ in range(3):  # each run dies (the reaper would requeue it)
         with pytest.raises(RuntimeError):
-            execute_chunk(ctx, "j", 0)
-    assert ctx.crashes == 3
-    assert execute_chunk(ctx, "j", 0) == "done"  # the fourth start gives up on the chunk
-    assert ctx.crashes == 3
-    results = {op.user: res for op, res in store.iter_results("j") if res is not None}
-    assert {r.reason for r in results.values()} == {"chunk_failed_repeatedly"}
-    assert set(results) == {"u0@x", "u1@x"}
-    assert ctx.sent == [("j", 1)]  # the job goes on with its next chunk
+            execute_chunk(ctx, job_id, 0, clock=clock)
+    assert len(crashes) == 3
+    assert execute_chunk(ctx, job_id, 0, clock=clock) == "done"  # the fourth start gives up on the chunk
+    assert len(crashes) == 3
+    got = results(store, job_id)
+    assert {r.reason for r in got.values()} == {Reason.CHUNK_FAILED_REPEATEDLY}
+    assert set(got) == {"u0@x", "u1@x"}
+    assert ctx.sent == [(job_id, 1, 0.0, None)]  # the job goes on with its next chunk
     assert ctx.running == set()

@@ -1,4 +1,4 @@
-"""The chunk executor against a stateful fake Graph (MockTransport) and a real Redis store."""
+"""The executor (run_users) against a stateful fake Graph (MockTransport) and a real Redis store."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import redis
 
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
-from jobs.executor import ChunkDeps, HandBack, desired_state_holds, run_chunk
+from jobs.executor import ChunkDeps, HandBack, desired_state_holds, run_users
 from jobs.models import LicenseAdd, Operation, UserResult
 from jobs.store import JobStore
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
@@ -109,10 +109,10 @@ def make_deps(store: JobStore, tenant: Tenant, clock: FakeClock, *, max_attempts
     sleep = RecordingSleep(clock)
     http = httpx.Client(transport=httpx.MockTransport(tenant))
     graph = GraphClient(http, base_url="https://graph.test", throttle=RecordingThrottle(), timeout_s=5)
-    policy = RetryPolicy(max_attempts=max_attempts, max_total_s=3600, backoff_base_s=1, backoff_max_s=8)
-    deps = ChunkDeps(store=store, graph=graph, policy=policy, batch_size=batch_size,
-                     max_inline_wait_s=max_inline_wait_s, request_deadline_s=60, clock=clock, sleep=sleep,
-                     rng=random.Random(1))
+    policy = RetryPolicy(max_attempts=max_attempts, max_total_s=3600, backoff_base_s=1, backoff_max_s=8,
+                         max_inline_wait_s=max_inline_wait_s)
+    deps = ChunkDeps(store=store, graph=graph, policy=policy, batch_size=batch_size, request_deadline_s=60,
+                     clock=clock, sleep=sleep, rng=random.Random(1))
     return deps, sleep
 
 
@@ -131,7 +131,7 @@ def test_adds_removes_swaps_and_usage_location(store: JobStore, clock: FakeClock
     job_id = job(store, [op(2, "a@x", add=(E3,), plans=(SWAY,)), op(3, "b@x", remove=(EMS,)),
                          op(4, "c@x", add=(EMS,), location="GB"), op(5, "d@x", add=(EMS,), remove=(E3,))])
     deps, _ = make_deps(store, tenant, clock)
-    assert run_chunk(deps, job_id, 0, budget_started_at=clock()) == 4
+    assert run_users(deps, job_id, 0, budget_started_at=clock()) == 4
     assert {u: r.status.value for u, r in results(store, job_id).items()} == dict.fromkeys(
         ["a@x", "b@x", "c@x", "d@x"], "succeeded")
     assert tenant.users["a@x"]["assignedLicenses"] == [{"skuId": E3, "disabledPlans": [SWAY]}]
@@ -148,7 +148,7 @@ def test_an_unchanged_usage_location_is_not_written(store: JobStore, clock: Fake
     tenant = Tenant({"a@x": user(location="US")})
     job_id = job(store, [op(2, "a@x", add=(EMS,), location="US")])
     deps, _ = make_deps(store, tenant, clock)
-    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    run_users(deps, job_id, 0, budget_started_at=clock())
     assert tenant.writes == [("POST", "a@x")]
 
 
@@ -163,7 +163,7 @@ def test_ambiguous_failure_reads_back_instead_of_resending(store: JobStore, cloc
     tenant.batch_fault = drop_first_answer
     job_id = job(store, [op(2, "a@x", remove=(EMS,)), op(3, "b@x", add=(E3,))])
     deps, sleep = make_deps(store, tenant, clock)
-    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    run_users(deps, job_id, 0, budget_started_at=clock())
     got = results(store, job_id)
     assert got["a@x"].status.value == "succeeded"  # not "license_not_assigned" from a blind resend
     assert got["a@x"].detail == "already in the requested state"
@@ -180,7 +180,7 @@ def test_after_a_crash_users_with_a_write_in_flight_are_read_first(store: JobSto
     assert store.begin_writes(job_id, "dead-batch", clock() + 30, [2])
     tenant.users["a@x"]["assignedLicenses"] = [{"skuId": E3, "disabledPlans": []}]
     deps, _ = make_deps(store, tenant, clock)
-    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    run_users(deps, job_id, 0, budget_started_at=clock())
     got = results(store, job_id)
     assert got["a@x"].detail == "already in the requested state"
     assert got["a@x"].attempts == 2  # the write before the crash + the read
@@ -191,8 +191,8 @@ def test_a_redelivered_chunk_records_nothing_twice(store: JobStore, clock: FakeC
     tenant = Tenant({"a@x": user(), "b@x": user()})
     job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
     deps, _ = make_deps(store, tenant, clock)
-    assert run_chunk(deps, job_id, 0, budget_started_at=clock()) == 2
-    assert run_chunk(deps, job_id, 0, budget_started_at=clock()) == 0
+    assert run_users(deps, job_id, 0, budget_started_at=clock()) == 2
+    assert run_users(deps, job_id, 0, budget_started_at=clock()) == 0
     progress = store.progress(job_id)
     assert progress is not None and (progress.succeeded, progress.pending) == (2, 0)
     assert len(tenant.writes) == 2
@@ -211,7 +211,7 @@ def test_throttled_items_wait_their_retry_after_then_succeed(store: JobStore, cl
     tenant.faults.append(throttle_a)
     job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
     deps, sleep = make_deps(store, tenant, clock)
-    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    run_users(deps, job_id, 0, budget_started_at=clock())
     assert sleep.intervals == [2.5, 2.5]
     got = results(store, job_id)
     assert got["a@x"].status.value == "succeeded" and got["a@x"].attempts == 3
@@ -226,18 +226,21 @@ def test_transient_failures_give_up_after_the_attempt_cap(store: JobStore, clock
                                                                           "message": "try later"}}))
     job_id = job(store, [op(2, "a@x", add=(E3,))])
     deps, sleep = make_deps(store, tenant, clock, max_attempts=3)
-    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    run_users(deps, job_id, 0, budget_started_at=clock())
     got = results(store, job_id)
     assert (got["a@x"].status.value, got["a@x"].reason, got["a@x"].http_status) == ("failed", "retries_exhausted", 503)
     assert got["a@x"].attempts == 3
-    assert len(sleep.intervals) == 2 and sleep.intervals[0] <= 1.0 and sleep.intervals[1] <= 2.0  # full jitter
+    # Full jitter from the injected RNG: uniform up to base 1 s, then up to 2 s (the sleeps are
+    # differences of epoch timestamps, hence the float tolerance).
+    rng = random.Random(1)
+    assert sleep.intervals == pytest.approx([rng.uniform(0.0, 1.0), rng.uniform(0.0, 2.0)], abs=1e-6)
 
 
 def test_permanent_errors_are_not_retried(store: JobStore, clock: FakeClock) -> None:
     tenant = Tenant({"a@x": user()})
     job_id = job(store, [op(2, "ghost@x", add=(E3,)), op(3, "a@x", remove=(EMS,))])
     deps, sleep = make_deps(store, tenant, clock)
-    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    run_users(deps, job_id, 0, budget_started_at=clock())
     got = results(store, job_id)
     assert (got["ghost@x"].reason, got["ghost@x"].graph_code, got["ghost@x"].attempts) == (
         "user_not_found", "Request_ResourceNotFound", 1)
@@ -252,7 +255,7 @@ def test_a_long_retry_after_hands_the_chunk_back(store: JobStore, clock: FakeClo
     job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
     deps, sleep = make_deps(store, tenant, clock, max_inline_wait_s=30)
     with pytest.raises(HandBack) as handed:
-        run_chunk(deps, job_id, 0, budget_started_at=clock())
+        run_users(deps, job_id, 0, budget_started_at=clock())
     assert handed.value.countdown_s == pytest.approx(300)
     assert sleep.intervals == []  # the slot was not held
     assert set(results(store, job_id)) == {"b@x"}  # finished users are kept; a@x is still pending
@@ -263,7 +266,7 @@ def test_cancel_before_and_during_a_chunk(store: JobStore, clock: FakeClock) -> 
     job_id = job(store, [op(i + 2, f"u{i}@x", add=(E3,)) for i in range(5)])
     deps, _ = make_deps(store, tenant, clock, batch_size=2)
     tenant.after_round = lambda: store.request_cancel(job_id)  # cancel arrives during the first round
-    run_chunk(deps, job_id, 0, budget_started_at=clock())
+    run_users(deps, job_id, 0, budget_started_at=clock())
     statuses = [r.status.value for r in results(store, job_id).values()]
     assert statuses.count("succeeded") == 2 and statuses.count("cancelled") == 3
     assert len(tenant.writes) == 2  # no write after the cancel

@@ -94,7 +94,7 @@ def api(settings: Settings, redis_client: redis.Redis) -> Iterator[tuple[TestCli
 def worker(settings: Settings, redis_client: redis.Redis) -> Worker:
     store = JobStore(redis_client, retention_s=settings.retention_s)
     deps = ChunkDeps(store=store, graph=FakeGraph(), policy=RetryPolicy.from_settings(settings),  # type: ignore[arg-type]
-                     batch_size=20, max_inline_wait_s=1.0, request_deadline_s=30.0, sleep=lambda s: None)
+                     batch_size=20, request_deadline_s=30.0, sleep=lambda s: None)
     return Worker(store=store, deps=deps)
 
 

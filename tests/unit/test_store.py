@@ -47,7 +47,7 @@ def test_stage_commit_and_load_chunks(redis_client: redis.Redis) -> None:
 def test_staged_job_is_invisible_and_discard_removes_everything(redis_client: redis.Redis) -> None:
     store = JobStore(redis_client, retention_s=3600)
     store.stage("j2", "sim", ops(9), 4)
-    assert not store.exists("j2")
+    assert store.job_tenant("j2") is None
     assert store.progress("j2") is None
     store.discard("j2")
     assert redis_client.keys("bl:job:j2*") == []

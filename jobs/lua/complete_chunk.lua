@@ -1,0 +1,29 @@
+-- Finish chunk n once and, on the first completion, reserve the job's next chunk in the same step
+-- (marked queued, so the reaper resends it if the caller dies before sending it).
+-- Returns {first_time, chunks_done, chunks, next chunk or -1}.
+-- KEYS: job hash, done bitmap, live hash, active set. ARGV: chunk n, job id, ttl_s, now.
+local job, done, live, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local n, job_id = tonumber(ARGV[1]), ARGV[2]
+if redis.call('EXISTS', job) == 0 then
+  redis.call('SREM', active, job_id)
+  return {0, 0, 0, -1}
+end
+redis.call('HDEL', live, ARGV[1])
+if redis.call('SETBIT', done, n, 1) == 1 then
+  return {0, tonumber(redis.call('HGET', job, 'chunks_done') or 0), tonumber(redis.call('HGET', job, 'chunks')), -1}
+end
+redis.call('EXPIRE', done, tonumber(ARGV[3]))
+local d = redis.call('HINCRBY', job, 'chunks_done', 1)
+local chunks = tonumber(redis.call('HGET', job, 'chunks'))
+if d >= chunks then
+  redis.call('SREM', active, job_id)
+  if redis.call('HEXISTS', job, 'finished_at') == 0 then redis.call('HSET', job, 'finished_at', ARGV[4]) end
+end
+local nxt = tonumber(redis.call('HGET', job, 'next_chunk') or 0)
+if nxt < chunks then
+  redis.call('HSET', job, 'next_chunk', nxt + 1)
+  redis.call('HSET', live, tostring(nxt), 'q:' .. ARGV[4])
+else
+  nxt = -1
+end
+return {1, d, chunks, nxt}

@@ -1,0 +1,29 @@
+-- Record terminal results: each row at most once; counters move only for first writes.
+-- KEYS: job hash, results hash. ARGV: now, ttl_s, this second's counter key, then per result:
+-- row, status, result JSON. Returns how many rows were new.
+local job, res = KEYS[1], KEYS[2]
+local now, ttl, sec_key = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+-- A chunk still running when its job expired must not bring the job back without an expiry.
+if redis.call('EXISTS', job) == 0 then return 0 end
+local added = 0
+for i = 4, #ARGV, 3 do
+  if redis.call('HSETNX', res, ARGV[i], ARGV[i + 2]) == 1 then
+    redis.call('HINCRBY', job, ARGV[i + 1], 1)
+    added = added + 1
+  end
+end
+redis.call('EXPIRE', res, ttl)
+if added > 0 then
+  redis.call('INCRBY', sec_key, added)
+  redis.call('EXPIRE', sec_key, 120)
+  if redis.call('HEXISTS', job, 'started_at') == 0 then
+    redis.call('HSET', job, 'started_at', ARGV[1])
+  end
+end
+local c = redis.call('HMGET', job, 'total', 'succeeded', 'failed', 'cancelled')
+local total = tonumber(c[1]) or 0
+local terminal = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0)
+if total > 0 and terminal >= total and redis.call('HEXISTS', job, 'finished_at') == 0 then
+  redis.call('HSET', job, 'finished_at', ARGV[1])
+end
+return added

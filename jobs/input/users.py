@@ -10,7 +10,10 @@ _FIRST_SLOTS = 1 << 12
 
 
 class SeenUsers:
-    """Users seen so far, as 64-bit keyed hashes in an open-addressing table (~12 bytes a user)."""
+    """Users seen so far, as 64-bit keyed hashes in an open-addressing table.
+
+    A slot is 12 bytes (key and row); the table doubles when half full, so a user costs 24 to 48 bytes.
+    """
 
     def __init__(self, slots: int = _FIRST_SLOTS) -> None:
         if slots < 2 or slots & (slots - 1):
@@ -51,7 +54,7 @@ class SeenUsers:
 
     def _grow(self) -> None:
         old_keys, old_rows = self._keys, self._rows
-        self._slots *= 4
+        self._slots *= 2
         self._keys = array("Q", [0]) * self._slots
         self._rows = array("I", [0]) * self._slots
         keys, rows, mask = self._keys, self._rows, self._slots - 1

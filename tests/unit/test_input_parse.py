@@ -337,6 +337,30 @@ def test_unclosed_quote_in_a_long_file_is_named(catalog: SkuCatalog) -> None:
     assert "unbalanced quote" in error.message
 
 
+def test_text_after_a_closing_quote_is_named_after_a_quoted_carriage_return(catalog: SkuCatalog) -> None:
+    assert first_error(catalog, 'user,add,Notes\r\nada@contoso.com,EMS,"a\rb"x\r\n') == FieldError(
+        'row 2 has text right after a closing quote; inside a quoted cell write a quote as "" (two quotes)', row=2
+    )
+
+
+def test_bare_carriage_return_in_a_data_row(catalog: SkuCatalog) -> None:
+    assert first_error(catalog, 'user,add\nada@contoso.com,"EMS"\rbob@contoso.com,EMS\n') == FieldError(
+        "row 2 ends with a bare carriage return; save the file with Windows (CRLF) or Unix (LF) line endings", row=2
+    )
+
+
+def test_quoted_quotes_and_line_breaks_are_kept(catalog: SkuCatalog) -> None:
+    ops = csv_ops(catalog, 'user,add,Notes\r\nada@contoso.com,EMS,"say ""hi""\r\nthere, ""you"""\r\n')
+    assert ops[0].extra == (("Notes", 'say "hi"\r\nthere, "you"'),)
+
+
+def test_cell_past_the_csv_readers_own_limit(catalog: SkuCatalog) -> None:
+    # 200 columns make a row long enough for one cell to pass csv.reader's 131,072-character limit.
+    columns = ",".join(f"c{i}" for i in range(200))
+    data = f"user,add,{columns}\nada@contoso.com,EMS,{'x' * 140_000}{',' * 199}\n"
+    assert first_error(catalog, data) == FieldError("a cell in row 2 is longer than 1,024 characters, the limit", row=2)
+
+
 def test_row_limit(catalog: SkuCatalog) -> None:
     data = "user,add\n" + "".join(f"u{i}@contoso.com,EMS\n" for i in range(6))
     parse = csv_parse(catalog, data, Limits(max_rows=5))
@@ -351,9 +375,7 @@ def test_upload_limit_is_413(catalog: SkuCatalog) -> None:
     data = "user,add\n" + "".join(f"u{i}@contoso.com,EMS\n" for i in range(200))
     rejected = rejection(csv_parse(catalog, data, Limits(max_upload_bytes=2048), chunk=1000))
     assert rejected.status_code == 413
-    assert rejected.errors[-1].message == (
-        "the file is larger than 2 KB, the upload limit; split it into several jobs"
-    )
+    assert rejected.errors[-1].message == "the file is larger than 2 KB, the upload limit; split it into several jobs"
 
 
 def test_invalid_utf8_split_across_chunks_reports_its_offset(catalog: SkuCatalog) -> None:
@@ -503,6 +525,21 @@ def test_json_semantic_errors_use_paths(catalog: SkuCatalog) -> None:
         rejected.errors[2].message == 'usageLocation "UK" is not an ISO 3166-1 alpha-2 country code; did you mean GB?'
     )
     assert rejected.errors[4].message == "license EMS is listed twice in addLicenses; list it once"
+
+
+def test_json_sku_id_must_be_a_guid(catalog: SkuCatalog) -> None:
+    rejected = json_error(catalog, json_body([{"user": "ada@contoso.com", "addLicenses": [{"skuId": " EMS "}]}]))
+    assert rejected.errors == [
+        FieldError(
+            'operations[0].addLicenses[0].skuId "EMS" is not a skuId (a GUID such as '
+            '6fd2c87f-b296-42f0-b197-1e91e994b900); give a skuPartNumber in "sku" instead',
+            1,
+            "operations[0].addLicenses[0].skuId",
+            "EMS",
+        )
+    ]
+    body = json_body([{"user": "ada@contoso.com", "addLicenses": [{"skuId": f" {EMS.upper()} "}]}])
+    assert parse_json(body, {"sim": catalog}.__getitem__, LIMITS)[1][0].add == (LicenseAdd(EMS),)
 
 
 def test_json_limits(catalog: SkuCatalog) -> None:

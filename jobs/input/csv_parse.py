@@ -10,14 +10,14 @@ from jobs.input.csv_lines import HEADER_CAP, LineReader, Overflow, Records, over
 from jobs.input.csv_text import Utf8Text
 from jobs.input.errors import ErrorLog, Fatal
 from jobs.input.licenses import AddName, Licenses, Name, resolve_licenses
-from jobs.input.rules import CSV_WORDING, Limits, cell_problem, usage_location_problem
+from jobs.input.rules import CONTROL_CHARS, CSV_WORDING, Limits, cell_problem, usage_location_problem
 from jobs.input.users import UserCheck
-from jobs.models import SOURCE_COLUMNS, FieldError, Operation
+from jobs.models import FORMULA_START, SOURCE_COLUMNS, FieldError, Operation
 from jobs.skus import SkuCatalog
 
 _LIST_SPLIT_RE = re.compile(r"[;|]")
 # A control character anywhere, or a cell (cells joined by newlines) starting like a formula.
-_SUSPECT_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]|\n[=@\t\r+-]")
+_SUSPECT_RE = re.compile(rf"{CONTROL_CHARS}|\n[{re.escape(''.join(sorted(FORMULA_START)))}]")
 _LICENSE_CACHE_SIZE = 4096
 _NO_ROLES: frozenset[Role] = frozenset()
 
@@ -247,7 +247,7 @@ class _Rows:
         cell = record[self._location_at].strip()
         if not cell or Role.USAGE_LOCATION in refused:
             return cell
-        problem = usage_location_problem(cell)
+        problem = usage_location_problem(cell, CSV_WORDING.usage_location)
         if problem:
             self._errors.add(problem, row, Role.USAGE_LOCATION.value, cell)
         return cell

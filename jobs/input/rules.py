@@ -33,7 +33,9 @@ ISO_COUNTRIES = frozenset(_ISO_CODES.split())
 _COUNTRY_FIXES = {"UK": "GB", "EL": "GR", "USA": "US", "GBR": "GB", "DEU": "DE", "FRA": "FR", "CAN": "CA"}
 
 _UPN_DOMAIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
-CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# C0 and C1 control characters other than tab, line feed and carriage return.
+CONTROL_CHARS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+_CONTROL_RE = re.compile(CONTROL_CHARS)
 _PHONE_RE = re.compile(r"[0-9 .()/+-]*")
 _SPACE_RE = re.compile(r"\s")
 # The everyday UPN, accepted without the detailed checks below.
@@ -106,7 +108,7 @@ def cell_problem(value: str, max_chars: int) -> str | None:
     """Why a cell is refused whatever its column (length, control characters, formula), or None."""
     if len(value) > max_chars:
         return f"is {len(value):,} characters long; the limit is {max_chars:,} characters"
-    bad = CONTROL_RE.search(value)
+    bad = _CONTROL_RE.search(value)
     if bad:
         char = bad.group()
         name = "a NUL character" if char == "\0" else f"a control character (U+{ord(char):04X})"
@@ -173,7 +175,7 @@ def _upn_problem(user: str, delimiter: str | None) -> str | None:
     return None
 
 
-def usage_location_problem(value: str, field: str = "usage_location") -> str | None:
+def usage_location_problem(value: str, field: str) -> str | None:
     """Why `value` is not an assigned ISO 3166-1 alpha-2 code, or None; `field` names it in the message."""
     code = value.strip().upper()
     if code in ISO_COUNTRIES:

@@ -27,7 +27,7 @@ def parse_csv(chunks: Iterable[bytes], catalog: SkuCatalog, limits: Limits) -> C
     return CsvParse(chunks, catalog, limits)
 
 
-def split_names(cell: str) -> list[str]:
+def _split_names(cell: str) -> list[str]:
     """The names in a `;`- or `|`-separated cell, trimmed, empties dropped."""
     return [n for n in (p.strip() for p in _LIST_SPLIT_RE.split(cell)) if n]
 
@@ -231,9 +231,9 @@ class _Rows:
             licenses = resolve_licenses(
                 self._catalog,
                 CSV_WORDING,
-                [AddName(Name(n, Role.ADD.value)) for n in split_names(add_cell)],
-                [Name(n, Role.REMOVE.value) for n in split_names(remove_cell)],
-                [Name(n, Role.DISABLED_PLANS.value) for n in split_names(plans_cell)],
+                [AddName(Name(n, Role.ADD.value)) for n in _split_names(add_cell)],
+                [Name(n, Role.REMOVE.value) for n in _split_names(remove_cell)],
+                [Name(n, Role.DISABLED_PLANS.value) for n in _split_names(plans_cell)],
             )
             if len(self._license_cache) >= _LICENSE_CACHE_SIZE:
                 self._license_cache.clear()
@@ -254,4 +254,4 @@ class _Rows:
 
     def _names_licenses(self, record: list[str]) -> bool:
         """Whether the add or remove cell names any license (resolvable or not)."""
-        return bool(split_names(record[self._add_at]) or split_names(record[self._remove_at]))
+        return bool(_split_names(record[self._add_at]) or _split_names(record[self._remove_at]))

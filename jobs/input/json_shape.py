@@ -104,7 +104,7 @@ def _check_depth(data: object) -> None:
     while stack:
         node, depth, path = stack.pop()
         if depth > MAX_JSON_DEPTH:
-            where = json_path(path) or "the body"
+            where = _json_path(path) or "the body"
             message = (
                 f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels (at {clip(where)}); a job body needs at most 6"
             )
@@ -115,7 +115,7 @@ def _check_depth(data: object) -> None:
             stack.extend((v, depth + 1, (*path, i)) for i, v in enumerate(node) if isinstance(v, dict | list))
 
 
-def json_path(loc: Sequence[int | str]) -> str:
+def _json_path(loc: Sequence[int | str]) -> str:
     """`operations[3].addLicenses[0].sku` from a pydantic location."""
     out = ""
     for part in loc:
@@ -164,7 +164,7 @@ def _pydantic_errors(exc: ValidationError, errors: ErrorLog) -> None:
     """Translate pydantic's errors into FieldErrors with JSON paths."""
     for err in exc.errors(include_url=False):
         loc: tuple[int | str, ...] = tuple(err["loc"])
-        path = json_path(loc)
+        path = _json_path(loc)
         value = None if err["type"] == "missing" else err.get("input")
         errors.add(
             _pydantic_message(err["type"], loc, path or "the body", value, err["msg"]),

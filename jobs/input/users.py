@@ -24,7 +24,7 @@ class SeenUsers:
         self._count = 0
 
     @staticmethod
-    def digest(user: str) -> int:
+    def _digest(user: str) -> int:
         """The non-zero 64-bit key of `user` (case-insensitive); 0 marks an empty slot."""
         # str hashes are 64-bit SipHash keyed per process: collisions (a false "duplicate") are
         # about n²/2⁶⁵, 3e-8 for a million users, and cannot be crafted from outside.
@@ -32,7 +32,7 @@ class SeenUsers:
 
     def add(self, user: str, row: int) -> int | None:
         """Record `user` at `row`; the row it was first seen at if it was seen before."""
-        return self.add_key(self.digest(user), row)
+        return self.add_key(self._digest(user), row)
 
     def add_key(self, key: int, row: int) -> int | None:
         """Record the user with digest `key` at `row`; the row it was first seen at if seen before."""

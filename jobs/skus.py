@@ -142,6 +142,10 @@ class SkuCatalog:
             raise KeyError(sku_id)
         return sku.enabled_units - sku.consumed_units
 
+    def plan_name(self, plan_id: str) -> str:
+        """The servicePlanName to show for a servicePlanId (the id itself when no SKU has it)."""
+        return self._plan_ids.get(plan_id.lower()) or plan_id
+
     def _user_part_numbers(self) -> list[str]:
         return [s.part_number for s in self._skus if s.applies_to.lower() == "user"]
 
@@ -202,12 +206,3 @@ class SkuCatalog:
         if not hint and in_added:
             hint = f"; plans in {added}: {_listing(sorted(set(in_added)))}"
         raise UnknownName(f'unknown service plan "{shown}": no subscribed SKU has a plan by this name{hint}')
-
-    def resolve_plans(self, names: Iterable[str], skus: Sequence[Sku]) -> dict[str, tuple[str, ...]]:
-        """servicePlanIds to disable per added skuId: each plan is disabled in every added SKU holding it."""
-        result: dict[str, list[str]] = {s.sku_id: [] for s in skus}
-        for name in names:
-            for sku_id, plan_id in self.resolve_plan(name, skus):
-                if plan_id not in result[sku_id]:
-                    result[sku_id].append(plan_id)
-        return {sku_id: tuple(plans) for sku_id, plans in result.items()}

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from config import Settings
 from graphclient.errors import GraphError, ThrottleWaitTooLong
+from jobs.input import Limits, parse_csv, parse_json
 from jobs.models import FieldError, InputRejected, Operation
-from jobs.parsing import Limits, parse_csv, parse_json
 from jobs.scheduler import Send, dispatch
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, new_job_id

@@ -16,7 +16,6 @@ EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 E5 = "06ebc4ee-1bb5-47dd-8120-11324bc54e06"
 PBI = "f8a1db68-be16-40ed-86d5-cb42ce701560"
 SWAY = "a23b959c-7ce8-4e57-9140-b90eb88a9e97"
-TEAMS1 = "57ff2da0-773e-42df-b2af-ffb7a2317929"
 BI_AZURE_P2 = "70d33638-9c74-4d01-bfd3-562de28bd4ba"
 
 
@@ -96,32 +95,32 @@ def test_empty_name(catalog: SkuCatalog) -> None:
         catalog.resolve_sku(" \u00a0 ")
 
 
-def test_plan_is_disabled_in_every_added_sku_that_contains_it(catalog: SkuCatalog) -> None:
+def test_plan_is_found_in_every_given_sku_that_contains_it(catalog: SkuCatalog) -> None:
     added = [catalog.resolve_sku("ENTERPRISEPACK"), catalog.resolve_sku("EMS"), catalog.resolve_sku("SPE_E5")]
-    plans = catalog.resolve_plans(["sway", BI_AZURE_P2.upper()], added)
-    assert plans == {E3: (SWAY,), EMS: (), E5: (SWAY, BI_AZURE_P2)}
+    assert catalog.resolve_plan("sway", added) == [(E3, SWAY), (E5, SWAY)]
+    assert catalog.resolve_plan(BI_AZURE_P2.upper(), added) == [(E5, BI_AZURE_P2)]
 
 
-def test_plan_given_twice_is_listed_once(catalog: SkuCatalog) -> None:
-    added = [catalog.resolve_sku("ENTERPRISEPACK")]
-    assert catalog.resolve_plans(["SWAY", SWAY, "TEAMS1"], added) == {E3: (SWAY, TEAMS1)}
+def test_plan_name(catalog: SkuCatalog) -> None:
+    assert catalog.plan_name(SWAY.upper()) == "SWAY"
+    assert catalog.plan_name("00000000-0000-0000-0000-000000000001") == "00000000-0000-0000-0000-000000000001"
 
 
 def test_plan_in_no_added_sku(catalog: SkuCatalog) -> None:
     added = [catalog.resolve_sku("EMS"), catalog.resolve_sku("POWER_BI_PRO")]
     with pytest.raises(UnknownName) as exc:
-        catalog.resolve_plans(["SWAY"], added)
+        catalog.resolve_plan("SWAY", added)
     assert exc.value.message == (
         "plan SWAY is not in any added SKU (EMS, POWER_BI_PRO); disable it only in a row that adds a SKU containing it"
     )
     with pytest.raises(UnknownName, match=rf"plan {SWAY} \(SWAY\) is not in any added SKU \(EMS, POWER_BI_PRO\)"):
-        catalog.resolve_plans([SWAY], added)
+        catalog.resolve_plan(SWAY, added)
 
 
 def test_unknown_plan_suggests_from_added_skus_first(catalog: SkuCatalog) -> None:
     added = [catalog.resolve_sku("ENTERPRISEPACK")]
     with pytest.raises(UnknownName) as exc:
-        catalog.resolve_plans(["TEAMS"], added)
+        catalog.resolve_plan("TEAMS", added)
     assert exc.value.message == (
         'unknown service plan "TEAMS": no subscribed SKU has a plan by this name; did you mean TEAMS1?'
     )
@@ -130,14 +129,14 @@ def test_unknown_plan_suggests_from_added_skus_first(catalog: SkuCatalog) -> Non
 def test_unknown_plan_without_suggestion_lists_added_plans(catalog: SkuCatalog) -> None:
     added = [catalog.resolve_sku("POWER_BI_PRO")]
     with pytest.raises(UnknownName) as exc:
-        catalog.resolve_plans(["XYZZY_PLAN"], added)
+        catalog.resolve_plan("XYZZY_PLAN", added)
     assert exc.value.message.endswith("; plans in POWER_BI_PRO: BI_AZURE_P2")
 
 
 def test_unknown_plan_id(catalog: SkuCatalog) -> None:
     added = [catalog.resolve_sku("ENTERPRISEPACK")]
     with pytest.raises(UnknownName, match="no subscribed SKU has a plan with this id"):
-        catalog.resolve_plans(["00000000-0000-0000-0000-000000000001"], added)
+        catalog.resolve_plan("00000000-0000-0000-0000-000000000001", added)
 
 
 def test_helpers() -> None:

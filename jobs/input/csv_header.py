@@ -43,7 +43,8 @@ COLUMN_ALIASES = {
 }
 # Columns our results CSV writes: a failed-rows export resubmitted as is must parse, so they are dropped.
 IGNORED_COLUMNS = frozenset(
-    {"row", "status", "reason", "graphcode", "graphmessage", "httpstatus", "attempts", "updatedat", "detail"}
+    {"row", "status", "reason", "graphcode", "graphmessage", "httpstatus", "attempts", "updatedat", "detail",
+     "before", "after", "action", "warnings"}
 )
 _NAME_NOISE_RE = re.compile(r"[\s_-]+")
 

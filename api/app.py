@@ -10,11 +10,13 @@ from fastapi import FastAPI
 
 from api.context import ApiContext, TenantGraphs
 from api.errors import exception_handlers
-from api.routes import health, jobs
+from api.routes import control, health, jobs
 from config import Settings
+from jobs.catalogs import CatalogCache
 from jobs.scheduler import Send
+from jobs.seats import SeatLedger
 from jobs.store import JobStore
-from jobs.submit import CatalogCache, Submitter
+from jobs.submit import Submitter
 from worker.producer import ChunkProducer
 
 
@@ -32,7 +34,9 @@ def create_app(
     graphs = TenantGraphs(settings, client)
     store = JobStore(client, retention_s=settings.retention_s)
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
-    submitter = Submitter(settings, store, catalogs, send or ChunkProducer.from_settings(settings).send)
+    seats = SeatLedger(client, retention_s=settings.retention_s)
+    send = send or ChunkProducer.from_settings(settings).send
+    submitter = Submitter(settings, store, catalogs, send, seats)
     app = FastAPI(
         title="bulk-license",
         version="0.1.0",
@@ -40,7 +44,9 @@ def create_app(
         exception_handlers=exception_handlers(),
     )
     app.state.context = ApiContext(settings=settings, redis=client, store=store, submitter=submitter,
-                                   ceiling_for=ceiling_for or graphs.write_ceiling)
+                                   ceiling_for=ceiling_for or graphs.write_ceiling, catalogs=catalogs,
+                                   seats=seats, send=send)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(control.router)
     return app

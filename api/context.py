@@ -12,6 +12,9 @@ import redis
 from config import Settings
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
+from jobs.catalogs import CatalogCache
+from jobs.scheduler import Send
+from jobs.seats import SeatLedger
 from jobs.store import JobStore
 from jobs.submit import Submitter
 
@@ -25,6 +28,9 @@ class ApiContext:
     store: JobStore
     submitter: Submitter
     ceiling_for: Callable[[str], float | None]  # a tenant's current write ceiling, for the ETA
+    catalogs: CatalogCache
+    seats: SeatLedger
+    send: Send
 
 
 class TenantGraphs:

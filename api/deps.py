@@ -13,7 +13,7 @@ from api.context import ApiContext
 from api.errors import ApiError
 from api.uploads import UploadKind, upload_kind
 from config import ApiKey
-from jobs.models import FieldError
+from jobs.models import FieldError, JobOptions, SeatPolicy
 
 MAX_JOB_ID_CHARS = 64
 
@@ -97,3 +97,15 @@ def csv_tenant(
 
 
 CsvTenant = Annotated[str | None, Depends(csv_tenant)]
+
+
+def submit_options(
+    dry_run: Annotated[bool, Query(description="Plan only: read every user and report, write nothing.")] = False,
+    on_seat_shortage: Annotated[SeatPolicy, Query(description="fail: refuse with 409; wait: pause until seats appear.")]
+    = SeatPolicy.FAIL,
+) -> JobOptions:
+    """How a submitted job runs, from the query string (a JSON body may set the same)."""
+    return JobOptions(dry_run=dry_run, seat_policy=on_seat_shortage)
+
+
+SubmitOptions = Annotated[JobOptions, Depends(submit_options)]

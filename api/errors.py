@@ -9,8 +9,9 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from jobs.catalogs import CatalogUnavailable
 from jobs.models import FieldError, InputRejected
-from jobs.submit import CatalogUnavailable
+from jobs.submit import NotRunnable, SeatShortage
 
 
 class ApiError(Exception):
@@ -52,6 +53,16 @@ async def _no_catalog(_: Request, exc: CatalogUnavailable) -> Response:
     return error_response(503, str(exc))
 
 
+async def _short(_: Request, exc: SeatShortage) -> Response:
+    body = {"detail": str(exc), "errors": [FieldError(str(exc)).to_json()], "total_errors": 1,
+            "seats": [line.to_json() for line in exc.lines]}
+    return JSONResponse(status_code=409, content=body)
+
+
+async def _not_runnable(_: Request, exc: NotRunnable) -> Response:
+    return error_response(409, str(exc))
+
+
 def exception_handlers() -> dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]]:
     """The handlers that answer refusals with the error body."""
     return {
@@ -59,4 +70,6 @@ def exception_handlers() -> dict[int | type[Exception], Callable[[Request, Any],
         InputRejected: _rejected,
         RequestValidationError: _invalid,
         CatalogUnavailable: _no_catalog,
+        SeatShortage: _short,
+        NotRunnable: _not_runnable,
     }

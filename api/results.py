@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from jobs.models import FORMULA_START, SOURCE_COLUMNS, Operation, UserResult, iso_time
+from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 
 RESULT_COLUMNS = ("status", "reason", "graph_code", "graph_message", "http_status", "attempts", "updated_at",
-                  "detail")
+                  "detail", "action", "before", "after", "warnings")
 CSV_COLUMNS = ("row", "user", *SOURCE_COLUMNS, *RESULT_COLUMNS)
 
 Row = tuple[Operation, UserResult | None]
@@ -26,25 +27,38 @@ def result_rows(store: JobStore, job_id: str, status: str | None) -> Iterator[Ro
             yield op, res
 
 
-def json_lines(rows: Iterator[Row]) -> Iterator[bytes]:
-    """`{"value": [...]}`, one row at a time; each row carries its input's other columns as `extra`."""
+def json_lines(rows: Iterator[Row], catalog: SkuCatalog | None = None) -> Iterator[bytes]:
+    """`{"value": [...]}`, one row at a time; each row carries its input's other columns as `extra`.
+
+    `before`/`after` list licenses by skuId with their part number (`sku`) and disabled plan
+    names alongside, when the tenant's catalog is known.
+    """
     yield b'{"value":['
     first = True
     for op, res in rows:
         item = _row_dict(op, res)
+        item["before"] = _named_state(res.before if res else None, catalog)
+        item["after"] = _named_state(res.after if res else None, catalog)
+        item["warnings"] = list(res.warnings) if res else []
         item["extra"] = dict(op.extra)
         yield (b"" if first else b",") + json.dumps(item).encode()
         first = False
     yield b"]}"
 
 
-def csv_lines(rows: Iterator[Row]) -> Iterator[bytes]:
-    """A CSV, one line at a time: the result columns then the input's other columns, cells defused."""
+def csv_lines(rows: Iterator[Row], catalog: SkuCatalog | None = None) -> Iterator[bytes]:
+    """A CSV, one line at a time: the result columns then the input's other columns, cells defused.
+
+    `before`/`after` read like `ENTERPRISEPACK (SWAY off); EMS | US`: licenses, then the usage location.
+    """
     header: list[str] | None = None
     buf = io.StringIO()
     writer = csv.writer(buf)
     for op, res in rows:
         item = _row_dict(op, res)
+        item["before"] = _state_text(res.before if res else None, catalog)
+        item["after"] = _state_text(res.after if res else None, catalog)
+        item["warnings"] = "; ".join(res.warnings) if res else ""
         if header is None:
             header = [*CSV_COLUMNS, *(name for name, _ in op.extra)]
             writer.writerow(header)
@@ -78,7 +92,40 @@ def _row_dict(op: Operation, res: UserResult | None) -> dict[str, Any]:
         "attempts": res.attempts if res else 0,
         "updated_at": iso_time(res.updated_at) if res else None,
         "detail": res.detail if res else None,
+        "action": res.action if res else None,
     }
     for name, value in op.extra:
         out.setdefault(name, value)
     return out
+
+
+def _named_state(state: dict[str, Any] | None, catalog: SkuCatalog | None) -> dict[str, Any] | None:
+    """A stored user state with part numbers and disabled plan names beside the ids."""
+    if state is None:
+        return None
+    licenses = []
+    for lic in state.get("assignedLicenses") or ():
+        sku_id, plans = str(lic.get("skuId", "")), list(lic.get("disabledPlans") or ())
+        licenses.append({"skuId": sku_id, "disabledPlans": plans, "sku": _part(catalog, sku_id),
+                         "disabledPlanNames": [_plan(catalog, sku_id, p) for p in plans]})
+    return {**state, "assignedLicenses": licenses}
+
+
+def _state_text(state: dict[str, Any] | None, catalog: SkuCatalog | None) -> str:
+    if state is None:
+        return ""
+    parts = []
+    for lic in state.get("assignedLicenses") or ():
+        sku_id, plans = str(lic.get("skuId", "")), list(lic.get("disabledPlans") or ())
+        names = ", ".join(_plan(catalog, sku_id, p) for p in plans)
+        parts.append(f"{_part(catalog, sku_id)} ({names} off)" if names else _part(catalog, sku_id))
+    return f"{'; '.join(parts) or '(no licenses)'} | {state.get('usageLocation') or '(no location)'}"
+
+
+def _part(catalog: SkuCatalog | None, sku_id: str) -> str:
+    return catalog.part_number(sku_id) if catalog else sku_id
+
+
+def _plan(catalog: SkuCatalog | None, sku_id: str, plan_id: str) -> str:
+    sku = catalog.get(sku_id) if catalog else None
+    return next((p.name for p in sku.plans if p.plan_id == plan_id.lower()), plan_id) if sku else plan_id

@@ -14,6 +14,7 @@ class JobAccepted(BaseModel):
     status: str
     total: int
     warnings: list[str] = []
+    dry_run: bool = False
 
 
 class ErrorItem(BaseModel):

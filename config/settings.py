@@ -168,6 +168,8 @@ class Settings(BaseSettings):
     # A chunk started this many times without finishing (crashes, long-wait hand-backs) fails its
     # remaining users as chunk_failed_repeatedly instead of being requeued for ever.
     max_chunk_runs: int = Field(default=50, ge=2)
+    # A job paused for want of seats reads subscribedSkus this often to see whether seats appeared.
+    seat_recheck_interval_s: float = Field(default=60.0, gt=0)
     visibility_timeout_s: int = Field(default=6 * 3600, ge=60)
     worker_concurrency: int = Field(default=16, ge=1)
     # Tests and demos only: multiplies Graph's Retry-After values (see worker/timescale.py).

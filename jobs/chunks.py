@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from jobs.executor import ChunkDeps, HandBack, run_users
+from jobs.executor import ChunkDeps, HandBack, Parked, run_users
 from jobs.models import Reason, UserResult, UserStatus
 from jobs.scheduler import Send
 from jobs.store import JobStore
@@ -40,7 +40,7 @@ def execute_chunk(
     *,
     clock: Callable[[], float] = time.time,
 ) -> str:
-    """Run chunk n of a job once; returns what happened ('done', 'handed_back', 'skipped:<why>')."""
+    """Run chunk n of a job once; returns what happened ('done', 'handed_back', 'parked', 'skipped:<why>')."""
     key = f"{job_id}:{n}"
     with _running_lock:
         # After a broker reconnect, kombu redelivers the messages of chunks still running here.
@@ -73,10 +73,18 @@ def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: floa
             ctx.send(job_id, n, countdown_s, budget_started_at)
             log.info("chunk %s of job %s handed back for %.1fs", n, job_id, countdown_s)
             return "handed_back"
+        except Parked:
+            if store.park_chunk(job_id, n, ctx.worker_id):
+                log.info("chunk %s of job %s parked: the job is paused", n, job_id)
+                return "parked"
+            ctx.send(job_id, n, 0.0, budget_started_at)  # resumed meanwhile: run again at once
+            return "resumed"
     first, done, chunks, nxt = store.complete_chunk(job_id, n)
     if first and nxt is not None:
         ctx.send(job_id, nxt, 0.0)
     if done >= chunks:
+        if deps is not None and deps.seats is not None:
+            deps.seats.release_all(store.job_tenant(job_id) or "", job_id)
         log.info("job %s finished (%d chunks)", job_id, chunks)
     return "done"
 

@@ -1,20 +1,23 @@
-"""Takes the pending users of one chunk to a terminal state: read/PATCH/assignLicense in `$batch` rounds.
+"""Takes the pending users of one chunk to a terminal state: read, plan, then PATCH/assignLicense.
 
 Layers, outside in: the Celery task (worker.celery_app) unpacks ids; `jobs.chunks.execute_chunk`
-claims the chunk, hands it back or completes it; `run_users` (here) loads its pending users and
-drives the round loop, each `_send_round` sending one `$batch` of their next steps.
+claims the chunk, hands it back, parks it or completes it; `run_users` (here) loads its pending
+users and drives the round loop, each `_send_round` sending one `$batch` of their next steps.
 
 Per user the steps are:
 
-    VERIFY  GET the user (when a usageLocation is asked for, or after an ambiguous failure or a
-            crash left a write of unknown outcome): decides whether a PATCH is needed and whether
-            the requested state already holds, so a write is never blindly repeated.
-    PATCH   set usageLocation (only when it differs).
+    READ    GET the user (`$select` of licenses and usage location). The first read makes the
+            plan (jobs.plan): unchanged (no write), a predicted failure (no write) or a change;
+            its `before` state is kept once in the store. A later read (after an ambiguous
+            failure or a crash) compares with the planned `after` state, so a write is never
+            blindly repeated.
+    PATCH   set usageLocation (only when the plan changes it).
     ASSIGN  one assignLicense call with both addLicenses and removeLicenses (a swap is one call).
 
-Items of many users go out together in `$batch` requests of up to 20; throttled and transient
-items are retried individually under the one retry policy; every user ends in exactly one terminal
-state, recorded atomically in the store.
+A dry run stops after the plan. Items of many users go out together in `$batch` requests of up
+to 20; throttled and transient items are retried individually under the one retry policy; every
+user ends in exactly one terminal state, recorded atomically in the store. A tenant out of seats
+pauses the job (`Parked`) instead of failing its remaining users one by one.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -30,9 +33,12 @@ from typing import Any
 from graphclient.client import BatchRequest, GraphClient
 from graphclient.errors import GraphError, GraphPermanentError, GraphThrottled, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy, is_retryable
-from jobs.models import Operation, Reason, UserResult, UserStatus
+from jobs.models import Operation, PauseReason, Reason, UserResult, UserStatus
+from jobs.plan import Outcome, UserPlan, UserState, plan_user
 from jobs.reasons import reason_for
-from jobs.store import JobStore
+from jobs.seats import SeatLedger
+from jobs.skus import SkuCatalog
+from jobs.store import JobStore, WriteGate
 
 USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses")
 
@@ -43,7 +49,7 @@ _Outcome = tuple[dict[str, Any] | None, GraphError | None]
 class Step(Enum):
     """What a user needs next."""
 
-    VERIFY = "verify"
+    READ = "read"
     PATCH = "patch"
     ASSIGN = "assign"
 
@@ -56,13 +62,17 @@ class HandBack(Exception):
         self.countdown_s = countdown_s
 
 
+class Parked(Exception):
+    """The job is paused: the chunk stops here and waits, parked, until the job resumes."""
+
+
 @dataclass
 class _Work:
     """Mutable progress of one user within this run."""
 
     op: Operation
-    step: Step
-    verify_first: bool
+    step: Step = Step.READ
+    plan: UserPlan | None = None
     attempts: int = 0
     failures: int = 0
     not_before: float = 0.0
@@ -77,35 +87,32 @@ class ChunkDeps:
     policy: RetryPolicy
     batch_size: int
     request_deadline_s: float
+    catalog: Callable[[], SkuCatalog] = lambda: SkuCatalog(())
+    seats: SeatLedger | None = None
+    # A job paused for want of seats is first probed this long after the pause.
+    seat_recheck_s: float = 60.0
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
 
 
-def desired_state_holds(op: Operation, user: Mapping[str, Any]) -> bool:
-    """Whether the user already looks the way the operation asks for."""
-    assigned: dict[str, set[str]] = {}
-    for lic in user.get("assignedLicenses") or ():
-        assigned[str(lic.get("skuId", "")).lower()] = {str(p).lower() for p in lic.get("disabledPlans") or ()}
-    for add in op.add:
-        plans = assigned.get(add.sku_id.lower())
-        if plans is None or plans != {p.lower() for p in add.disabled_plans}:
-            return False
-    if any(sku.lower() in assigned for sku in op.remove):
-        return False
-    return not (op.usage_location and user.get("usageLocation") != op.usage_location)
+@dataclass(frozen=True)
+class _JobView:
+    """What the round loop needs to know of the job it works for."""
 
-
-def _first_step(op: Operation, verify_first: bool) -> Step:
-    if verify_first or op.usage_location:
-        return Step.VERIFY
-    return Step.ASSIGN
+    job_id: str
+    tenant: str
+    dry_run: bool
+    # "input": the job reserved a seat per added license of every row, so a user found not to
+    # need one gives it back at once; "plan": it reserved exactly what a dry run counted.
+    seat_basis: str
 
 
 def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float) -> int:
     """Take chunk n's pending users to a terminal state; returns how many results were recorded.
 
-    Raises HandBack when every remaining user must wait longer than the policy's inline wait.
+    Raises HandBack when every remaining user must wait longer than the policy's inline wait,
+    and Parked when the job is (or becomes) paused.
     """
     store = deps.store
     ops = store.load_chunk(job_id, n)
@@ -115,23 +122,32 @@ def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
         return 0
     if store.is_cancelled(job_id):
         return store.record(job_id, [_cancelled(op, 0, deps.clock()) for op in pending_ops])
+    fields = store.job_fields(job_id, "tenant", "dry_run", "seat_basis")
+    job = _JobView(job_id, fields.get("tenant", ""), fields.get("dry_run") == "1", fields.get("seat_basis", "input"))
+    catalog = deps.catalog()
+    befores = store.befores(job_id, [op.row for op in pending_ops])
     prior = store.attempts(job_id, [op.row for op in pending_ops])
-    work = [
-        _Work(op=op, step=_first_step(op, op.row in prior), verify_first=op.row in prior,
-              attempts=prior.get(op.row, 0))
-        for op in pending_ops
-    ]
-    return _RoundLoop(deps, job_id, budget_started_at).drain(work)
+    work = []
+    for op in pending_ops:
+        w = _Work(op=op, attempts=prior.get(op.row, 0))
+        if op.row in befores:  # planned in an earlier run: the read now checks against the plan
+            raw = befores[op.row]
+            w.plan = plan_user(op, UserState.from_json(raw) if raw is not None else None, catalog)
+        work.append(w)
+    return _RoundLoop(deps, job, catalog, budget_started_at).drain(work)
 
 
 class _RoundLoop:
     """Sends rounds of the ready users' next steps, waiting out backoffs, until none is pending."""
 
-    def __init__(self, deps: ChunkDeps, job_id: str, budget_started_at: float) -> None:
+    def __init__(self, deps: ChunkDeps, job: _JobView, catalog: SkuCatalog, budget_started_at: float) -> None:
         self.deps = deps
-        self.job_id = job_id
+        self.job = job
+        self.job_id = job.job_id
+        self.catalog = catalog
         self.budget_started_at = budget_started_at
         self.recorded = 0
+        self.pause: tuple[PauseReason, str] | None = None
 
     def drain(self, work: list[_Work]) -> int:
         """Run rounds until every user of `work` is terminal; returns how many results were recorded."""
@@ -146,38 +162,34 @@ class _RoundLoop:
                     raise HandBack(wait_s)
                 deps.sleep(wait_s)
                 continue
-            round_work = ready[: deps.batch_size]
-            finished = self._send_round(round_work)
+            finished = self._send_round(ready[: deps.batch_size])
             if finished is None:  # cancelled before the writes went out
                 now = deps.clock()
                 self._record([_cancelled(w.op, w.attempts, now) for w in pending])
                 return self.recorded
             pending = [w for w in pending if id(w) not in finished]
+            if self.pause is not None:
+                self._pause_job(*self.pause)
         return self.recorded
+
+    def _pause_job(self, reason: PauseReason, message: str) -> None:
+        next_probe_at = self.deps.clock() + self.deps.seat_recheck_s if reason is PauseReason.NO_FREE_SEAT else None
+        self.deps.store.pause(self.job_id, reason, message, next_probe_at=next_probe_at)
+        raise Parked(reason.value)
 
     def _send_round(self, round_work: list[_Work]) -> set[int] | None:
         """Send one batch; returns ids of works that reached a terminal state (None if cancelled)."""
         deps, store = self.deps, self.deps.store
-        requests: list[BatchRequest] = []
-        by_id: dict[str, _Work] = {}
-        write_rows: list[int] = []
-        for i, w in enumerate(round_work):
-            rid = str(i + 1)
-            by_id[rid] = w
-            op = w.op
-            if w.step is Step.VERIFY:
-                requests.append(BatchRequest.get_user(rid, op.user, USER_SELECT))
-            elif w.step is Step.PATCH:
-                requests.append(BatchRequest.update_user(rid, op.user, {"usageLocation": op.usage_location}))
-                write_rows.append(op.row)
-            else:
-                requests.append(BatchRequest.assign_license(rid, op.user, _adds(op), list(op.remove)))
-                write_rows.append(op.row)
+        requests = [self._request(str(i + 1), w) for i, w in enumerate(round_work)]
+        by_id = {r.id: w for r, w in zip(requests, round_work, strict=True)}
+        write_rows = [w.op.row for w in round_work if w.step is not Step.READ]
         batch_id = uuid.uuid4().hex
         if write_rows:
-            deadline = deps.clock() + deps.request_deadline_s
-            if not store.begin_writes(self.job_id, batch_id, deadline, write_rows):
+            gate = store.begin_writes(self.job_id, batch_id, deps.clock() + deps.request_deadline_s, write_rows)
+            if gate is WriteGate.CANCELLED:
                 return None
+            if gate is WriteGate.PAUSED:
+                raise Parked("paused")
         try:
             try:
                 outcomes = self._post(requests, round_work)
@@ -187,6 +199,15 @@ class _RoundLoop:
             if write_rows:
                 store.end_writes(self.job_id, batch_id)
         return self._apply_outcomes(by_id, outcomes)
+
+    @staticmethod
+    def _request(rid: str, w: _Work) -> BatchRequest:
+        op = w.op
+        if w.step is Step.READ:
+            return BatchRequest.get_user(rid, op.user, USER_SELECT)
+        if w.step is Step.PATCH:
+            return BatchRequest.update_user(rid, op.user, {"usageLocation": op.usage_location})
+        return BatchRequest.assign_license(rid, op.user, _adds(op), list(op.remove))
 
     def _post(self, requests: list[BatchRequest], works: list[_Work]) -> dict[str, _Outcome]:
         """Send the items, as one `$batch` or (for a single item, where batching buys nothing) one plain call."""
@@ -211,7 +232,7 @@ class _RoundLoop:
         """The step of one user as a plain Graph call."""
         graph, op = self.deps.graph, w.op
         try:
-            if w.step is Step.VERIFY:
+            if w.step is Step.READ:
                 return graph.get_user(op.user, USER_SELECT), None
             if w.step is Step.PATCH:
                 graph.update_user(op.user, {"usageLocation": op.usage_location})
@@ -220,100 +241,191 @@ class _RoundLoop:
         except GraphError as exc:
             return None, exc
 
-    def _apply_outcomes(
-        self,
-        by_id: dict[str, _Work],
-        outcomes: dict[str, _Outcome],
-    ) -> set[int]:
+    def _apply_outcomes(self, by_id: dict[str, _Work], outcomes: dict[str, _Outcome]) -> set[int]:
         """Count each item's attempt and move its user on, retry it or end it; returns ids of ended works."""
-        deps = self.deps
-        now = deps.clock()
+        now = self.deps.clock()
         terminal: list[UserResult] = []
         finished: set[int] = set()
+        new_plans: list[_Work] = []
         throttled = retries = 0
         for rid, w in by_id.items():
             body, error = outcomes[rid]
             w.attempts += 1
-            if error is None:
+            if w.step is Step.READ and w.plan is None and (error is None or _not_found(error)):
+                w.plan = plan_user(w.op, UserState.from_graph(body or {}) if error is None else None, self.catalog)
+                new_plans.append(w)
+                result = self._after_plan(w, now, read_error=error)
+            elif error is None:
                 result = self._advance(w, body or {}, now)
             else:
                 if isinstance(error, GraphThrottled):
                     throttled += 1
                 result = self._failed_attempt(w, error, now)
-                if result is None:
+                if result is None and self.pause is None:
                     retries += 1
             if result is not None:
                 terminal.append(result)
                 finished.add(id(w))
+        self._save_plans(new_plans)
         self.deps.store.bump(self.job_id, throttled=throttled, retries=retries)
         self._record(terminal)
         return finished
 
+    def _save_plans(self, works: Sequence[_Work]) -> None:
+        """Keep the new plans' before states and counters (once per user, whatever the restarts)."""
+        entries = []
+        for w in works:
+            plan = w.plan
+            assert plan is not None
+            before = plan.before.to_json() if plan.before is not None else None
+            entries.append((w.op.row, before, _plan_counters(plan)))
+            if not self.job.dry_run:
+                self._release_unneeded(w.op, plan)
+        self.deps.store.save_plans(self.job_id, entries)  # type: ignore[arg-type]
+
+    def _after_plan(self, w: _Work, now: float, read_error: GraphError | None = None) -> UserResult | None:
+        """The first read made the plan: end the user (dry run, unchanged, predicted failure) or write.
+
+        `read_error` is Graph's answer when the read itself said the user does not exist.
+        """
+        plan = w.plan
+        assert plan is not None
+        if self.job.dry_run:
+            return self._planned_result(w, plan, now)
+        if plan.outcome is Outcome.UNCHANGED:
+            return self._result(w, UserStatus.UNCHANGED, now, detail="already in the requested state")
+        if plan.outcome is Outcome.FAIL:
+            self._release(w)
+            return self._result(w, UserStatus.FAILED, now, reason=plan.reason, message=plan.message,
+                                error=read_error, detail="known from the user's state; nothing was sent")
+        w.step = Step.PATCH if plan.set_location else Step.ASSIGN
+        return None
+
+    def _planned_result(self, w: _Work, plan: UserPlan, now: float) -> UserResult:
+        """A dry run's result: what would happen, and why."""
+        if plan.outcome is Outcome.UNCHANGED:
+            return self._result(w, UserStatus.UNCHANGED, now, detail="already in the requested state")
+        if plan.outcome is Outcome.FAIL:
+            note = "new accounts may take a while to appear" if plan.reason == Reason.USER_NOT_FOUND else None
+            return self._result(w, UserStatus.WOULD_FAIL, now, reason=plan.reason, message=plan.message,
+                                detail=note)
+        return self._result(w, UserStatus.WOULD_CHANGE, now)
+
     def _advance(self, w: _Work, body: dict[str, Any], now: float) -> UserResult | None:
         """A step succeeded: move the user on, or return its terminal result."""
-        op = w.op
-        if w.step is Step.VERIFY:
-            if w.verify_first and desired_state_holds(op, body):
-                return _succeeded(op, w.attempts, now, detail="already in the requested state")
-            w.verify_first = False
-            if op.usage_location and body.get("usageLocation") != op.usage_location:
+        plan = w.plan
+        assert plan is not None
+        if self.job.dry_run or plan.outcome is not Outcome.CHANGE or plan.after is None:
+            return self._after_plan(w, now)  # planned before a restart; ends without a write
+        if w.step is Step.READ:  # a check after an ambiguous write or a crash
+            state = UserState.from_graph(body)
+            if state.same_as(plan.after):
+                return self._succeeded(w, now, detail="already in the requested state")
+            if plan.set_location and state.usage_location != plan.after.usage_location:
                 w.step = Step.PATCH
-                return None
-            if op.add or op.remove:
+            elif state.held() != plan.after.held():
                 w.step = Step.ASSIGN
-                return None
-            return _succeeded(op, w.attempts, now, detail="usage location already set")
-        if w.step is Step.PATCH and (op.add or op.remove):
+            else:
+                return self._succeeded(w, now)
+            return None
+        if w.step is Step.PATCH and plan.assign:
             w.step = Step.ASSIGN
             return None
-        return _succeeded(op, w.attempts, now)
+        return self._succeeded(w, now)
 
     def _failed_attempt(self, w: _Work, error: GraphError, now: float) -> UserResult | None:
-        """A step failed: schedule a retry, or return the terminal failure."""
+        """A step failed: schedule a retry, pause the job, or return the terminal failure."""
         deps = self.deps
+        reason = reason_for(error)
+        if w.step is Step.ASSIGN and reason is Reason.NO_FREE_SEAT:
+            # Another tool took the seats: the user waits with the job instead of failing.
+            self.pause = (PauseReason.NO_FREE_SEAT, error.message or "no free seat")
+            return None
         if isinstance(error, GraphPermanentError):
-            return _failed(w.op, w.attempts, now, error)
+            return self._failed(w, now, error)
         w.failures += 1
         elapsed_s = now - self.budget_started_at
         # The wait itself is not charged to the budget here: a retry planned inside it still goes
         # out (perhaps after a hand-back), and the budget is checked again if it fails.
         if not (is_retryable(error) and deps.policy.may_retry(w.failures, elapsed_s)):
-            return _failed(w.op, w.attempts, now, error, reason=Reason.RETRIES_EXHAUSTED)
-        if error.ambiguous and w.step is not Step.VERIFY:
-            # The write may have been applied: read the user before deciding to resend.
-            w.verify_first = True
-            w.step = Step.VERIFY
+            return self._failed(w, now, error, reason=Reason.RETRIES_EXHAUSTED)
+        if error.ambiguous and w.step is not Step.READ:
+            w.step = Step.READ  # the write may have been applied: read before deciding to resend
         w.not_before = now + deps.policy.backoff_s(w.failures, error, deps.rng)
         return None
+
+    # --- results ----------------------------------------------------------------------------
+    def _result(self, w: _Work, status: UserStatus, now: float, *, reason: str | None = None,
+                message: str | None = None, detail: str | None = None, error: GraphError | None = None,
+                after: bool = False) -> UserResult:
+        """One user's terminal result, with the plan's before (and, once changed, after) state."""
+        plan = w.plan
+        changed = plan is not None and plan.outcome is Outcome.CHANGE
+        return UserResult(
+            row=w.op.row, user=w.op.user, status=status, reason=reason,
+            graph_code=error.code if error else None,
+            graph_message=error.message if error else message,
+            http_status=error.status if error else None,
+            attempts=w.attempts, updated_at=now, detail=detail,
+            before=plan.before.to_json() if plan is not None and plan.before is not None else None,
+            after=plan.after.to_json() if after and plan is not None and plan.after is not None else None,
+            action=plan.action(self.catalog) if changed and plan is not None else None,
+            warnings=plan.warnings if plan is not None else (),
+        )
+
+    def _succeeded(self, w: _Work, now: float, detail: str | None = None) -> UserResult:
+        self._release(w)
+        return self._result(w, UserStatus.SUCCEEDED, now, detail=detail, after=True)
+
+    def _failed(self, w: _Work, now: float, error: GraphError, reason: Reason | None = None) -> UserResult:
+        self._release(w)
+        return self._result(w, UserStatus.FAILED, now, reason=reason or reason_for(error), error=error)
+
+    # --- seats ------------------------------------------------------------------------------
+    def _release_unneeded(self, op: Operation, plan: UserPlan) -> None:
+        """Give back at once the seats reserved for this user that its plan does not need."""
+        seats = self.deps.seats
+        if seats is None or self.job.seat_basis != "input":
+            return
+        needed = set(plan.seats_needed) if plan.outcome is Outcome.CHANGE else set()
+        for add in op.add:
+            if add.sku_id.lower() not in needed:
+                seats.release(self.job_id, add.sku_id.lower())
+
+    def _release(self, w: _Work) -> None:
+        """The user's planned seats are taken (now in consumedUnits) or will not be: drop them."""
+        seats, plan = self.deps.seats, w.plan
+        if seats is None or self.job.dry_run or plan is None or plan.outcome is not Outcome.CHANGE:
+            return
+        for sku in plan.seats_needed:
+            seats.release(self.job_id, sku)
 
     def _record(self, results: Sequence[UserResult]) -> None:
         if results:
             self.recorded += self.deps.store.record(self.job_id, results)
 
 
+def _not_found(error: GraphError) -> bool:
+    return error.status == 404 or error.code == "Request_ResourceNotFound"
+
+
+def _plan_counters(plan: UserPlan) -> list[str]:
+    """The plan counters one user's plan moves (see jobs.store's key map)."""
+    if plan.outcome is Outcome.UNCHANGED:
+        return ["unchanged"]
+    if plan.outcome is Outcome.FAIL:
+        return [f"fail:{plan.reason}"]
+    counters = ["changes", *(f"need:{sku}" for sku in plan.seats_needed),
+                *(f"release:{sku}" for sku in plan.seats_released)]
+    if plan.warnings:
+        counters.append("warn:may_conflict")
+    return counters
+
+
 def _adds(op: Operation) -> list[dict[str, Any]]:
     return [{"skuId": a.sku_id, "disabledPlans": list(a.disabled_plans)} for a in op.add]
-
-
-def _succeeded(op: Operation, attempts: int, now: float, detail: str | None = None) -> UserResult:
-    return UserResult(row=op.row, user=op.user, status=UserStatus.SUCCEEDED, attempts=attempts,
-                      updated_at=now, detail=detail)
 
 
 def _cancelled(op: Operation, attempts: int, now: float) -> UserResult:
     return UserResult(row=op.row, user=op.user, status=UserStatus.CANCELLED, reason=Reason.CANCELLED,
                       attempts=attempts, updated_at=now)
-
-
-def _failed(op: Operation, attempts: int, now: float, error: GraphError, reason: Reason | None = None) -> UserResult:
-    return UserResult(
-        row=op.row,
-        user=op.user,
-        status=UserStatus.FAILED,
-        reason=reason or reason_for(error),
-        graph_code=error.code,
-        graph_message=error.message,
-        http_status=error.status,
-        attempts=attempts,
-        updated_at=now,
-    )

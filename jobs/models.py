@@ -74,18 +74,28 @@ FORMULA_START = frozenset("=@\t\r+-")
 
 
 class UserStatus(StrEnum):
-    """Terminal states of one user in a job."""
+    """Terminal states of one user in a job (the `would_*` ones and `unchanged` also end a dry run)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    UNCHANGED = "unchanged"
+    WOULD_CHANGE = "would_change"
+    WOULD_FAIL = "would_fail"
+
+
+# The job-record counter each user status moves (one per status, named like it).
+USER_COUNTERS = tuple(s.value for s in UserStatus)
 
 
 class JobStatus(StrEnum):
     """States of a job as reported by the progress endpoint."""
 
     QUEUED = "queued"
+    PLANNING = "planning"
     RUNNING = "running"
+    PAUSED = "paused"
+    PLANNED = "planned"
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     CANCELLED = "cancelled"
@@ -98,8 +108,32 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_JOB_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.CANCELLED, JobStatus.FAILED}
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.PLANNED}
 )
+
+
+class PauseReason(StrEnum):
+    """Why a job stopped sending writes and waits, instead of failing its users one by one."""
+
+    NO_FREE_SEAT = "no_free_seat"
+    AUTH_FAILED = "auth_failed"
+    FORBIDDEN = "forbidden"
+    GRAPH_UNAVAILABLE = "graph_unavailable"
+
+
+class SeatPolicy(StrEnum):
+    """What a real job does when the tenant lacks seats for it."""
+
+    FAIL = "fail"
+    WAIT = "wait"
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How a submitted job runs: a dry run (plan only), and what to do when seats are short."""
+
+    dry_run: bool = False
+    seat_policy: SeatPolicy = SeatPolicy.FAIL
 
 
 class Reason(StrEnum):
@@ -140,15 +174,26 @@ class UserResult:
     attempts: int = 0
     updated_at: float = 0.0
     detail: str | None = None
+    # The user's state before the job touched it and (for changed users) after: Graph-shaped
+    # `{"assignedLicenses": [...], "usageLocation"}` (see jobs.plan.UserState).
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    action: str | None = None
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        data = {k: v for k, v in self.__dict__.items() if v is not None}
+        if self.warnings:
+            data["warnings"] = list(self.warnings)
+        else:
+            data.pop("warnings", None)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UserResult:
         """Inverse of `to_json`."""
-        return cls(**{**data, "status": UserStatus(data["status"])})
+        return cls(**{**data, "status": UserStatus(data["status"]), "warnings": tuple(data.get("warnings", ()))})
 
 
 @dataclass(frozen=True)

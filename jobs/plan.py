@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from jobs.models import LicenseAdd, Operation
+from jobs.models import LicenseAdd, Operation, Reason
 from jobs.skus import SkuCatalog
 
 
@@ -93,7 +93,7 @@ class UserPlan:
     outcome: Outcome
     before: UserState | None
     after: UserState | None = None
-    reason: str | None = None
+    reason: Reason | None = None
     message: str | None = None
     set_location: bool = False
     assign: bool = False
@@ -111,17 +111,17 @@ class UserPlan:
 def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> UserPlan:
     """Decide unchanged, change or predicted failure for one user (`state` None: not found)."""
     if state is None:
-        return UserPlan(Outcome.FAIL, None, reason="user_not_found",
+        return UserPlan(Outcome.FAIL, None, reason=Reason.USER_NOT_FOUND,
                         message=f"user '{op.user}' does not exist in the tenant")
     held = state.held()
     missing = [sku for sku in op.remove if sku.lower() not in held]
     if missing:
         names = ", ".join(catalog.part_number(sku) for sku in missing)
-        return UserPlan(Outcome.FAIL, state, reason="license_not_assigned",
+        return UserPlan(Outcome.FAIL, state, reason=Reason.LICENSE_NOT_ASSIGNED,
                         message=f"the user does not hold {names}, which the row removes")
     location = op.usage_location or state.usage_location
     if op.add and not location:
-        return UserPlan(Outcome.FAIL, state, reason="usage_location_missing",
+        return UserPlan(Outcome.FAIL, state, reason=Reason.USAGE_LOCATION_MISSING,
                         message="the user has no usage location and the row sets none")
     after = predicted_after(op, state)
     if after.same_as(state):

@@ -50,3 +50,34 @@ def reap(store: JobStore, send: Send, *, requeue_after_s: float) -> int:
                 send(job_id, n, 0.0)
                 requeued += 1
     return requeued
+
+
+class Probe(Protocol):
+    """Whether a paused job may go on now: `(job_id, tenant, reason) -> bool` (may ask Graph)."""
+
+    def __call__(self, job_id: str, tenant: str, reason: str) -> bool:
+        ...
+
+
+def resume_due(store: JobStore, send: Send, probe: Probe, *, now: float, retry_in_s: float) -> int:
+    """Resume paused jobs whose probe time has come and whose cause is gone; returns how many.
+
+    A job whose cause persists is probed again after `retry_in_s`. Jobs paused without a probe
+    time (a refused credential) wait for someone to resume them.
+    """
+    resumed = 0
+    for job_id in store.paused_jobs():
+        fields = store.job_fields(job_id, "tenant", "paused_reason", "next_probe_at", "paused_message")
+        if "paused_reason" not in fields or "next_probe_at" not in fields:
+            continue
+        if float(fields["next_probe_at"]) > now:
+            continue
+        if not probe(job_id, fields.get("tenant", ""), fields["paused_reason"]):
+            store.pause(job_id, fields["paused_reason"], fields.get("paused_message", ""),
+                        next_probe_at=now + retry_in_s)
+            continue
+        for n in store.resume(job_id) or ():
+            send(job_id, n, 0.0)
+        log.info("job %s resumed: %s is over", job_id, fields["paused_reason"])
+        resumed += 1
+    return resumed

@@ -7,9 +7,14 @@ Keys (all under `bl:`; every job key expires after the retention period):
     bl:job:{id}:res        hash   row -> terminal result JSON (written once: HSETNX)
     bl:job:{id}:att        hash   row -> write attempts sent so far (marks ambiguous users after a crash)
     bl:job:{id}:done       bitmap chunk n finished
-    bl:job:{id}:live       hash   chunk n -> "q:<due ts>" (queued) or "r:<worker id>:<claim ts>" (running)
+    bl:job:{id}:live       hash   chunk n -> "q:<due ts>" (queued), "r:<worker id>:<claim ts>" (running)
+                                  or "p:<ts>" (parked while the job is paused)
     bl:job:{id}:inflight   zset   write batches in flight -> deadline (cancel waits for them)
     bl:job:{id}:runs       hash   chunk n -> how many times it was started
+    bl:job:{id}:before     hash   row -> the user's state when planned (kept once, whatever the restarts)
+    bl:job:{id}:plan       hash   plan counters: changes, unchanged, fail:<reason>, warn:may_conflict,
+                                  need:<skuId>, release:<skuId>
+    bl:paused              set    paused jobs (the resumer's work list)
     bl:job:{id}:sec:{t}    int    results recorded in second t (current rate)
     bl:jobs                zset   job id -> created_at (recent jobs)
     bl:active              set    jobs with unfinished chunks (the reaper's work list)
@@ -24,7 +29,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from enum import Enum
 from importlib import resources
 from typing import Any, cast
 
@@ -34,6 +40,14 @@ from jobs.models import Operation, UserResult
 from jobs.progress import RATE_WINDOW_S, JobProgress, job_progress
 
 STAGING_TTL_S = 3600
+
+
+class WriteGate(Enum):
+    """Whether a write batch may go out."""
+
+    OPEN = "open"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
 
 
 def _lua(name: str) -> str:
@@ -61,6 +75,10 @@ class JobStore:
         self._release = client.register_script(_lua("release_chunk"))
         self._bump = client.register_script(_lua("bump"))
         self._begin_writes = client.register_script(_lua("begin_writes"))
+        self._save_plans = client.register_script(_lua("save_plans"))
+        self._park = client.register_script(_lua("park_chunk"))
+        self._pause = client.register_script(_lua("pause"))
+        self._resume = client.register_script(_lua("resume"))
 
     # --- keys -------------------------------------------------------------------------------
     @staticmethod
@@ -115,32 +133,35 @@ class JobStore:
             self.redis.delete(*keys[i : i + 500])
 
     def commit(
-        self, job_id: str, *, source: str, warnings: Sequence[str] = (), owner: str = ""
+        self, job_id: str, *, source: str, warnings: Sequence[str] = (), owner: str = "",
+        options: Mapping[str, str] | None = None,
     ) -> tuple[int, int]:
-        """Turn a staged submission into a queued job; returns (total, chunks)."""
+        """Turn a staged submission into a queued job; returns (total, chunks).
+
+        `options` are stored on the job record as they are (dry_run, seat policy, ...).
+        """
         key = self._job_key(job_id)
         raw = cast(list[bytes | None], self.redis.hmget(key, "staged_chunks", "staged_total", "created_at"))
         chunks, total = int(raw[0] or 0), int(raw[1] or 0)
         created_at = float(raw[2] or self.clock())
+        fields: dict[str, str | int] = {
+            "state": "queued",
+            "total": total,
+            "chunks": chunks,
+            "chunks_done": 0,
+            "next_chunk": 0,
+            "succeeded": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "throttled": 0,
+            "retries": 0,
+            "source": source,
+            "owner": owner,
+            "warnings": json.dumps(list(warnings)),
+        }
+        fields.update(options or {})
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            key,
-            mapping={
-                "state": "queued",
-                "total": total,
-                "chunks": chunks,
-                "chunks_done": 0,
-                "next_chunk": 0,
-                "succeeded": 0,
-                "failed": 0,
-                "cancelled": 0,
-                "throttled": 0,
-                "retries": 0,
-                "source": source,
-                "owner": owner,
-                "warnings": json.dumps(list(warnings)),
-            },
-        )
+        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
         pipe.hdel(key, "staged_chunks", "staged_total")
         pipe.expire(key, self.retention_s)
         for n in range(chunks):
@@ -245,14 +266,15 @@ class JobStore:
         """Whether cancel was requested."""
         return bool(self.redis.hexists(self._job_key(job_id), "cancel_requested"))
 
-    def begin_writes(self, job_id: str, batch_id: str, deadline: float, rows: Sequence[int]) -> bool:
-        """Register a write batch for these rows; False (and nothing sent) if the job was cancelled."""
-        return bool(
+    def begin_writes(self, job_id: str, batch_id: str, deadline: float, rows: Sequence[int]) -> WriteGate:
+        """Register a write batch for these rows, unless the job is cancelled or paused (nothing sent)."""
+        verdict = int(
             self._begin_writes(
                 keys=[self._job_key(job_id), self._subkey(job_id, "inflight"), self._subkey(job_id, "att")],
-                args=[deadline, batch_id, self.retention_s, *rows],
+                args=[deadline, batch_id, self.retention_s, self.clock(), *rows],
             )
         )
+        return {1: WriteGate.OPEN, 0: WriteGate.CANCELLED}.get(verdict, WriteGate.PAUSED)
 
     def end_writes(self, job_id: str, batch_id: str) -> None:
         """The write batch has been answered (or abandoned)."""
@@ -261,6 +283,65 @@ class JobStore:
     def writes_in_flight(self, job_id: str) -> int:
         """Write batches registered and not yet past their deadline."""
         return int(self.redis.zcount(self._subkey(job_id, "inflight"), self.clock(), "+inf"))
+
+    # --- the plan ----------------------------------------------------------------------------
+    def save_plans(self, job_id: str, plans: Sequence[tuple[int, dict[str, Any], Sequence[str]]]) -> set[int]:
+        """Keep each row's `before` state and count its plan counters, once per row; returns new rows."""
+        if not plans:
+            return set()
+        args: list[Any] = [self.retention_s]
+        for row, before, counters in plans:
+            args += [row, json.dumps(before, separators=(",", ":")), len(counters), *counters]
+        raw = self._save_plans(keys=[self._subkey(job_id, "before"), self._subkey(job_id, "plan")], args=args)
+        return {int(r) for r in raw}
+
+    def befores(self, job_id: str, rows: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The planned `before` states kept for these rows."""
+        if not rows:
+            return {}
+        values = cast(list[bytes | None], self.redis.hmget(self._subkey(job_id, "before"), [str(r) for r in rows]))
+        return {row: json.loads(v) for row, v in zip(rows, values, strict=True) if v is not None}
+
+    def plan_counters(self, job_id: str) -> dict[str, int]:
+        """The job's plan counters (see the key map)."""
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self._subkey(job_id, "plan")))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def job_fields(self, job_id: str, *names: str) -> dict[str, str]:
+        """Some fields of the job record (absent ones left out)."""
+        values = cast(list[bytes | None], self.redis.hmget(self._job_key(job_id), list(names)))
+        return {n: v.decode() for n, v in zip(names, values, strict=True) if v is not None}
+
+    # --- pause and resume ---------------------------------------------------------------------
+    def pause(self, job_id: str, reason: str, message: str, *, next_probe_at: float | None = None) -> bool:
+        """Pause the job (writes stop at their next batch); True if this call paused it."""
+        return bool(
+            self._pause(
+                keys=[self._job_key(job_id), "bl:paused"],
+                args=[job_id, reason, message[:500], self.clock(), "" if next_probe_at is None else next_probe_at],
+            )
+        )
+
+    def park_chunk(self, job_id: str, n: int, worker_id: str) -> bool:
+        """Park a chunk we run while its job is paused; False if the job was resumed meanwhile."""
+        return bool(
+            self._park(
+                keys=[self._job_key(job_id), self._subkey(job_id, "live")],
+                args=[n, f"r:{worker_id}:", f"p:{self.clock()}"],
+            )
+        )
+
+    def resume(self, job_id: str) -> list[int] | None:
+        """Clear the pause and requeue the parked chunks (returned, to be sent); None if not paused."""
+        raw = self._resume(
+            keys=[self._job_key(job_id), self._subkey(job_id, "live"), "bl:paused"], args=[job_id, self.clock()]
+        )
+        chunks = [int(n) for n in raw]
+        return None if chunks == [-1] else chunks
+
+    def paused_jobs(self) -> list[str]:
+        """Jobs paused now."""
+        return sorted(m.decode() for m in cast(set[bytes], self.redis.smembers("bl:paused")))
 
     # --- workers and the reaper ---------------------------------------------------------------
     def heartbeat(self, worker_id: str, ttl_s: float, running: Iterable[str] = ()) -> None:
@@ -324,13 +405,15 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self._job_key(job_id))
         pipe.mget(second_keys)
-        raw, per_second = pipe.execute()
+        pipe.hgetall(self._subkey(job_id, "plan"))
+        raw, per_second, plan = pipe.execute()
         if not raw or raw.get(b"state") == b"staging":
             return None
         record = {k.decode(): v.decode() for k, v in raw.items()}
         recent_results = sum(int(n) for n in per_second if n)
         return job_progress(job_id, record, recent_results=recent_results, now=now,
-                            ceiling_rate_per_s=ceiling_rate_per_s)
+                            ceiling_rate_per_s=ceiling_rate_per_s,
+                            plan={k.decode(): int(v) for k, v in plan.items()})
 
     def job_tenant(self, job_id: str) -> str | None:
         """The tenant profile a committed job belongs to."""
@@ -342,6 +425,16 @@ class JobStore:
     def recent_jobs(self, limit: int = 50) -> list[str]:
         """Most recent job ids first."""
         return [m.decode() for m in cast(list[bytes], self.redis.zrevrange("bl:jobs", 0, limit - 1))]
+
+    def iter_operations(self, job_id: str) -> Iterator[Operation]:
+        """Every operation of the job, in input order."""
+        chunks = int(self.redis.hget(self._job_key(job_id), "chunks") or 0)
+        for n in range(chunks):
+            yield from self.load_chunk(job_id, n)
+
+    def link(self, job_id: str, field: str, other_id: str) -> None:
+        """Note a related job on the record (`run_as`, `rolled_back_by`, ...)."""
+        self.redis.hset(self._job_key(job_id), field, other_id)
 
     def iter_results(self, job_id: str) -> Iterator[tuple[Operation, UserResult | None]]:
         """Every operation of the job with its result (None while pending), in input order."""

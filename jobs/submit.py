@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from config import Settings
-from graphclient.errors import GraphError, ThrottleWaitTooLong
+from jobs.catalogs import CatalogCache
 from jobs.input import Limits, parse_csv, parse_json
-from jobs.models import FieldError, InputRejected, Operation
+from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
 from jobs.scheduler import Send, dispatch
+from jobs.seats import SeatLedger, SeatLine
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, new_job_id
 
 log = logging.getLogger(__name__)
-
-
-class CatalogUnavailable(Exception):
-    """The tenant's subscribedSkus could not be read, so names cannot be validated."""
 
 
 @dataclass(frozen=True)
@@ -32,65 +27,57 @@ class Submitted:
     total: int
     chunks: int
     warnings: tuple[str, ...]
+    dry_run: bool = False
 
 
-class CatalogCache:
-    """Each tenant's SKU catalog, read from Graph and kept for a short while."""
+class SeatShortage(Exception):
+    """A real job needs more seats than the tenant has free (minus other jobs' reservations)."""
 
-    def __init__(self, fetch: Callable[[str], list[dict[str, object]]], ttl_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._fetch = fetch
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._cache: dict[str, tuple[float, SkuCatalog]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, lines: list[SeatLine]) -> None:
+        short = ", ".join(f"{line.sku} short by {line.shortfall}" for line in lines if line.shortfall)
+        super().__init__(
+            f"not enough free seats: {short}. Nothing was started. Buy seats, submit with "
+            "on_seat_shortage=wait to start now and wait for seats, or make a dry run first: "
+            "it counts only the users who really need a seat, and running it reserves just those"
+        )
+        self.lines = lines
 
-    def get(self, tenant: str) -> SkuCatalog:
-        """The catalog of a tenant profile (KeyError if the profile is unknown)."""
-        now = self._clock()
-        with self._lock:
-            hit = self._cache.get(tenant)
-            if hit and now - hit[0] < self._ttl_s:
-                return hit[1]
-        try:
-            items = self._fetch(tenant)
-        except GraphError as exc:
-            raise CatalogUnavailable(
-                f"could not read the subscribed SKUs of tenant '{tenant}' from Graph: {exc.message}"
-            ) from None
-        except ThrottleWaitTooLong as exc:
-            raise CatalogUnavailable(
-                f"Graph throttles tenant '{tenant}' for {exc.wait_s:.0f} s; submit again after that"
-            ) from None
-        catalog = SkuCatalog.from_graph(items)
-        with self._lock:
-            self._cache[tenant] = (now, catalog)
-        return catalog
+
+class NotRunnable(Exception):
+    """`run` was asked of a job that is not a finished dry run."""
 
 
 class Submitter:
     """Turns an uploaded CSV or JSON body into a committed, enqueued job, or refuses it whole."""
 
-    def __init__(self, settings: Settings, store: JobStore, catalogs: CatalogCache, send: Send) -> None:
+    def __init__(self, settings: Settings, store: JobStore, catalogs: CatalogCache, send: Send,
+                 seats: SeatLedger) -> None:
         self.settings = settings
         self.store = store
         self.catalogs = catalogs
         self.send = send
+        self.seats = seats
         self.limits = Limits.from_settings(settings)
 
-    def submit_csv(self, tenant: str, chunks: Iterable[bytes], *, owner: str = "") -> Submitted:
+    def submit_csv(self, tenant: str, chunks: Iterable[bytes], *, owner: str = "",
+                   options: JobOptions = JobOptions()) -> Submitted:
         """Validate and enqueue a CSV for a tenant profile."""
         if tenant not in self.settings.tenants:
             raise InputRejected([FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
         catalog = self.catalogs.get(tenant)
         parse = parse_csv(chunks, catalog, self.limits)
-        return self._stage_and_commit(tenant, catalog, parse, lambda: (parse.errors, parse.total_errors),
-                                      source="csv", owner=owner, status=lambda: parse.status_code)
+        return self._stage_and_commit(tenant, parse, lambda: (parse.errors, parse.total_errors),
+                                      source="csv", owner=owner, options=options,
+                                      status=lambda: parse.status_code)
 
     def submit_json(
-        self, body: bytes, *, owner: str = "", allowed: Callable[[str], bool] = lambda _: True
+        self, body: bytes, *, owner: str = "", allowed: Callable[[str], bool] = lambda _: True,
+        options: JobOptions = JobOptions(),
     ) -> Submitted:
-        """Validate and enqueue a JSON body `{"tenant", "operations": [...]}`."""
+        """Validate and enqueue a JSON body `{"tenant", "operations": [...], "dry_run"?, "on_seat_shortage"?}`.
+
+        Options given as query parameters (`options`) add to those in the body.
+        """
         def catalog_for(tenant: str) -> SkuCatalog:
             if tenant not in self.settings.tenants:
                 raise KeyError(tenant)
@@ -102,19 +89,51 @@ class Submitter:
                 )
             return self.catalogs.get(tenant)
 
-        tenant, ops = parse_json(body, catalog_for, self.limits)
-        return self._stage_and_commit(tenant, self.catalogs.get(tenant), ops, lambda: ([], 0),
-                                      source="json", owner=owner)
+        tenant, ops, in_body = parse_json(body, catalog_for, self.limits)
+        merged = JobOptions(
+            dry_run=options.dry_run or in_body.dry_run,
+            seat_policy=SeatPolicy.WAIT if SeatPolicy.WAIT in (options.seat_policy, in_body.seat_policy)
+            else SeatPolicy.FAIL,
+        )
+        return self._stage_and_commit(tenant, ops, lambda: ([], 0), source="json", owner=owner, options=merged)
+
+    def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
+        """Start the real job of a finished dry run, from the same input (it reads the users again)."""
+        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "run_as")
+        progress = self.store.progress(planned_id)
+        if fields.get("dry_run") != "1" or progress is None or progress.status is not JobStatus.PLANNED:
+            raise NotRunnable("only a finished dry run (status planned) can be run")
+        if "run_as" in fields:
+            raise NotRunnable(f"this dry run was already run as job {fields['run_as']}")
+        tenant = fields["tenant"]
+        job_id = new_job_id()
+        try:
+            self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            counters = self.store.plan_counters(planned_id)
+            demand = {
+                key[5:]: max(0, n - counters.get(f"release:{key[5:]}", 0))
+                for key, n in counters.items() if key.startswith("need:")
+            }
+            self._reserve(tenant, job_id, demand, seat_policy)
+        except BaseException:
+            self.store.discard(job_id)
+            raise
+        options = {"dry_run": "0", "seat_policy": seat_policy.value, "seat_basis": "plan", "planned_from": planned_id}
+        total, chunks = self.store.commit(job_id, source=fields.get("source", ""), owner=owner, options=options)
+        self.store.link(planned_id, "run_as", job_id)
+        dispatch(self.store, self.send, job_id, self.settings.chunk_window)
+        log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
+        return Submitted(id=job_id, total=total, chunks=chunks, warnings=())
 
     def _stage_and_commit(
         self,
         tenant: str,
-        catalog: SkuCatalog,
         operations: Iterable[Operation],
         errors: Callable[[], tuple[list[FieldError], int]],
         *,
         source: str,
         owner: str,
+        options: JobOptions,
         status: Callable[[], int] = lambda: 422,
     ) -> Submitted:
         job_id = new_job_id()
@@ -126,7 +145,7 @@ class Submitter:
                 if errors()[0]:
                     continue
                 for lic in op.add:
-                    adds[lic.sku_id] += 1
+                    adds[lic.sku_id.lower()] += 1
                 yield op
 
         try:
@@ -136,15 +155,35 @@ class Submitter:
                 raise InputRejected(found, count, status())
             if total == 0:
                 raise InputRejected([FieldError("the input has no operations")])
+            warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy)
         except BaseException:
             self.store.discard(job_id)
             raise
-        warnings = tuple(
-            f"{catalog.part_number(sku)}: the job adds {n} but only {catalog.free_seats(sku)} seats are free"
-            for sku, n in sorted(adds.items())
-            if n > catalog.free_seats(sku)
-        )
-        total, chunks = self.store.commit(job_id, source=source, warnings=warnings, owner=owner)
+        fields = {"dry_run": "1" if options.dry_run else "0", "seat_policy": options.seat_policy.value,
+                  "seat_basis": "input"}
+        total, chunks = self.store.commit(job_id, source=source, warnings=warnings, owner=owner, options=fields)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
-        log.info("job %s accepted: %d users in %d chunks for tenant %s", job_id, total, chunks, tenant)
-        return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings)
+        log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
+                 " (dry run)" if options.dry_run else "")
+        return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run)
+
+    def _reserve(self, tenant: str, job_id: str, demand: Mapping[str, int], policy: SeatPolicy) -> tuple[str, ...]:
+        """Reserve the job's seats (fresh free counts from Graph); SeatShortage unless it may wait."""
+        wanted = {sku: n for sku, n in demand.items() if n > 0}
+        if not wanted:
+            return ()
+        catalog = self.catalogs.get(tenant, max_age_s=0)
+        free = {sku: catalog.free_seats(sku) for sku in wanted}
+        short = self.seats.reserve(tenant, job_id, wanted, free, force=policy is SeatPolicy.WAIT)
+        if not short:
+            return ()
+        others = self.seats.held_by_others(tenant, job_id)
+        lines = [
+            SeatLine(sku_id=sku, sku=catalog.part_number(sku), needed=n, released=0,
+                     free=free[sku] - others.get(sku, 0), shortfall=short.get(sku, 0))
+            for sku, n in sorted(wanted.items())
+        ]
+        if policy is SeatPolicy.FAIL:
+            raise SeatShortage(lines)
+        return tuple(f"{line.sku}: the job adds up to {line.needed} but only {max(line.free, 0)} seats are free;"
+                     " it pauses when they run out and goes on when seats appear" for line in lines if line.shortfall)

@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -17,9 +18,12 @@ from celery import Celery
 from config import Settings
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
+from jobs.catalogs import CatalogCache
 from jobs.chunks import ChunkContext
 from jobs.executor import ChunkDeps
-from jobs.scheduler import Send, reap
+from jobs.models import PauseReason
+from jobs.scheduler import Send, reap, resume_due
+from jobs.seats import SeatLedger
 from jobs.store import JobStore
 from worker.producer import ChunkProducer
 
@@ -43,6 +47,8 @@ class WorkerRuntime(ChunkContext):
         self.max_countdown_s = settings.visibility_timeout_s / 4
         self.max_chunk_runs = settings.max_chunk_runs
         self.policy = RetryPolicy.from_settings(settings)
+        self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
+        self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)
         self._clients: dict[str, TenantClient] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -62,8 +68,25 @@ class WorkerRuntime(ChunkContext):
             policy=self.policy,
             batch_size=self.settings.batch_size,
             request_deadline_s=self.settings.graph_timeout_s + self.settings.max_inline_wait_s + 5,
+            catalog=lambda: self.catalogs.get(tenant),
+            seats=self.seats,
+            seat_recheck_s=self.settings.seat_recheck_interval_s,
             rng=random.Random(),
         )
+
+    def _subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
+        graph = self.deps_for(tenant).graph
+        return list(self.policy.call(graph.subscribed_skus))
+
+    def probe(self, job_id: str, tenant: str, reason: str) -> bool:
+        """Whether a paused job's cause is gone: for seats, whether any SKU it still needs has one free."""
+        if reason != PauseReason.NO_FREE_SEAT:
+            return False
+        catalog = self.catalogs.get(tenant, max_age_s=0)
+        needed = [key[5:] for key in self.store.plan_counters(job_id) if key.startswith("need:")]
+        others = self.seats.held_by_others(tenant, job_id)
+        return any(catalog.get(sku) is not None and catalog.free_seats(sku) - others.get(sku, 0) > 0
+                   for sku in needed)
 
     def start(self) -> None:
         """Start the heartbeat and reaper threads."""
@@ -98,7 +121,9 @@ class WorkerRuntime(ChunkContext):
         while not self._stop.is_set():
             try:
                 reap(self.store, self.send, requeue_after_s=self.settings.requeue_queued_after_s)
-            except Exception as exc:  # the reaper must survive Redis or broker outages
+                resume_due(self.store, self.send, self.probe, now=time.time(),
+                           retry_in_s=self.settings.seat_recheck_interval_s)
+            except Exception as exc:  # the reaper must survive Redis, broker or Graph outages
                 log.warning("reaper pass failed: %s", exc)
             self._stop.wait(self.settings.reaper_interval_s)
 

@@ -10,7 +10,8 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Authenticated, Context, CsvTenant, ScopedJob
+from api.deps import Authenticated, Context, CsvTenant, ScopedJob, SubmitOptions
+from api.plan_view import known_catalog, with_seats
 from api.results import csv_lines, json_lines, result_rows
 from api.schemas import JobAccepted, error_responses
 from api.uploads import csv_chunks, read_json
@@ -19,6 +20,7 @@ CANCEL_WAIT_S = 30.0
 CANCEL_POLL_S = 0.05
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+RESULT_STATUS_PATTERN = "^(succeeded|failed|cancelled|unchanged|would_change|would_fail|pending)$"
 
 # The body is read by hand (three formats, streamed), so the schema is declared here.
 SUBMIT_BODY: dict[str, Any] = {
@@ -37,16 +39,24 @@ SUBMIT_BODY: dict[str, Any] = {
 
 @router.post("", status_code=202, response_model=JobAccepted, openapi_extra=SUBMIT_BODY,
              responses=error_responses(401, 403, 413, 415, 422, 503))
-async def submit(request: Request, context: Context, who: Authenticated, tenant: CsvTenant) -> Response:
-    """Submit a job: a CSV (`text/csv` body or multipart field `file`, `?tenant=`) or JSON."""
+async def submit(request: Request, context: Context, who: Authenticated, tenant: CsvTenant,
+                 options: SubmitOptions) -> Response:
+    """Submit a job: a CSV (`text/csv` body or multipart field `file`, `?tenant=`) or JSON.
+
+    `?dry_run=true` plans without writing; a real job whose seats are short is refused (409)
+    unless `?on_seat_shortage=wait`.
+    """
     submitter = context.submitter
     if tenant is None:  # a JSON body names its own tenant, checked against the key while parsing
         body = await read_json(request, context.settings.max_json_bytes)
-        accepted = await run_in_threadpool(submitter.submit_json, body, owner=who.label, allowed=who.allows)
+        accepted = await run_in_threadpool(submitter.submit_json, body, owner=who.label, allowed=who.allows,
+                                           options=options)
     else:
         async with csv_chunks(request, context.settings.max_upload_bytes) as chunks:
-            accepted = await run_in_threadpool(submitter.submit_csv, tenant, chunks, owner=who.label)
-    answer = JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings))
+            accepted = await run_in_threadpool(submitter.submit_csv, tenant, chunks, owner=who.label,
+                                               options=options)
+    answer = JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings),
+                         dry_run=accepted.dry_run)
     return JSONResponse(status_code=202, content=answer.model_dump(), headers={"Location": f"/v1/jobs/{accepted.id}"})
 
 
@@ -70,22 +80,23 @@ def get_job(job: ScopedJob, context: Context) -> dict[str, Any]:
     progress = context.store.progress(job.id, ceiling_rate_per_s=context.ceiling_for(job.tenant))
     if progress is None:
         raise HTTPException(404, f"job {job.id} not found")
-    return progress.to_json()
+    return with_seats(progress.to_json(), context, job.tenant)
 
 
 @router.get("/{job_id}/results", responses=error_responses(401, 404))
 def results(
     job: ScopedJob,
     context: Context,
-    status: Annotated[str | None, Query(pattern="^(succeeded|failed|cancelled|pending)$")] = None,
+    status: Annotated[str | None, Query(pattern=RESULT_STATUS_PATTERN)] = None,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> Response:
     """One row per user; `?status=failed&format=csv` gives a file that can be fixed and resubmitted."""
     rows = result_rows(context.store, job.id, status)
+    catalog = known_catalog(context, job.tenant)
     if format == "csv":
-        return StreamingResponse(csv_lines(rows), media_type="text/csv; charset=utf-8",
+        return StreamingResponse(csv_lines(rows, catalog), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{job.id}-results.csv"'})
-    return StreamingResponse(json_lines(rows), media_type="application/json")
+    return StreamingResponse(json_lines(rows, catalog), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=202, responses=error_responses(401, 404))
@@ -93,10 +104,15 @@ async def cancel(job: ScopedJob, context: Context) -> dict[str, Any]:
     """Cancel a job: returns once no write for it can still go out."""
     store = context.store
     store.request_cancel(job.id)
+    # Parked chunks of a paused job run once more, only to record their users as cancelled.
+    for n in store.resume(job.id) or ():
+        context.send(job.id, n, 0.0)
     deadline = time.monotonic() + CANCEL_WAIT_S
     while store.writes_in_flight(job.id) and time.monotonic() < deadline:
         await asyncio.sleep(CANCEL_POLL_S)
     in_flight = store.writes_in_flight(job.id)
+    if not in_flight:
+        context.seats.release_all(job.tenant, job.id)
     progress = store.progress(job.id)
     return {
         "id": job.id,

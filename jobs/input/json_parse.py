@@ -9,12 +9,14 @@ from jobs.input.json_shape import AddLicenseIn, OperationIn, load_job, reject
 from jobs.input.licenses import AddName, Name, resolve_licenses
 from jobs.input.rules import JSON_WORDING, Limits, cell_problem, clip, quoted, usage_location_problem
 from jobs.input.users import UserCheck
-from jobs.models import InputRejected, Operation
+from jobs.models import InputRejected, JobOptions, Operation, SeatPolicy
 from jobs.skus import SkuCatalog, is_guid, normalize_name
 
 
-def parse_json(body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits) -> tuple[str, list[Operation]]:
-    """Parse and validate a JSON job body into (tenant, operations); InputRejected on any error."""
+def parse_json(
+    body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits
+) -> tuple[str, list[Operation], JobOptions]:
+    """Parse and validate a JSON job body into (tenant, operations, options); InputRejected on any error."""
     job = load_job(body, limits)
     try:
         catalog = catalog_for(job.tenant)
@@ -31,7 +33,8 @@ def parse_json(body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Li
     operations = [checks.operation(i, op) for i, op in enumerate(job.operations)]
     if errors.total:
         raise InputRejected(errors.kept, errors.total, 422)
-    return job.tenant, [op for op in operations if op is not None]
+    options = JobOptions(dry_run=job.dry_run, seat_policy=SeatPolicy(job.on_seat_shortage))
+    return job.tenant, [op for op in operations if op is not None], options
 
 
 class _OperationChecks:

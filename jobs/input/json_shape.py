@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,6 +44,8 @@ class JobIn(_In):
 
     tenant: str
     operations: list[OperationIn]
+    dry_run: bool = False
+    on_seat_shortage: Literal["fail", "wait"] = "fail"
 
 
 _MODELS_BY_DEPTH: dict[tuple[str, ...], type[BaseModel]] = {

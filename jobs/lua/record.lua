@@ -20,9 +20,12 @@ if added > 0 then
     redis.call('HSET', job, 'started_at', ARGV[1])
   end
 end
-local c = redis.call('HMGET', job, 'total', 'succeeded', 'failed', 'cancelled')
+-- Every user status has a counter of its own name (jobs.models.USER_COUNTERS).
+local c = redis.call('HMGET', job, 'total', 'succeeded', 'failed', 'cancelled', 'unchanged', 'would_change',
+                     'would_fail')
 local total = tonumber(c[1]) or 0
-local terminal = (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0)
+local terminal = 0
+for i = 2, #c do terminal = terminal + (tonumber(c[i]) or 0) end
 if total > 0 and terminal >= total and redis.call('HEXISTS', job, 'finished_at') == 0 then
   redis.call('HSET', job, 'finished_at', ARGV[1])
 end

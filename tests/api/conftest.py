@@ -37,7 +37,11 @@ class Sent(list[tuple[str, int, float]]):
 
 @pytest.fixture
 def subscribed_skus() -> list[dict[str, Any]]:
-    return list(json.loads((CORPUS / "subscribed_skus.json").read_text())["value"])
+    """The corpus tenant's SKUs with seats to spare (seat shortages have tests of their own)."""
+    skus = list(json.loads((CORPUS / "subscribed_skus.json").read_text())["value"])
+    for sku in skus:
+        sku["prepaidUnits"] = {**sku["prepaidUnits"], "enabled": sku["consumedUnits"] + 1000}
+    return skus
 
 
 @pytest.fixture

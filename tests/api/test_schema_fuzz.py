@@ -127,4 +127,5 @@ def test_the_schema_covers_every_route(api_app: Any) -> None:
     assert operations == {
         ("GET", "/healthz"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
         ("GET", "/v1/jobs/{job_id}/results"), ("POST", "/v1/jobs/{job_id}/cancel"),
+        ("POST", "/v1/jobs/{job_id}/run"), ("POST", "/v1/jobs/{job_id}/resume"),
     }, json.dumps(sorted(operations))

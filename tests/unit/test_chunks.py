@@ -20,6 +20,7 @@ from jobs.store import JobStore
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
 
 Sent = tuple[str, int, float, float | None]
+UNLICENSED = {"usageLocation": "US", "assignedLicenses": []}
 
 
 @dataclass
@@ -70,6 +71,8 @@ def graph_answering(reply: Callable[[dict[str, object]], dict[str, object]]) -> 
     """A GraphClient whose `$batch` items are answered by `reply(item)`."""
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":  # a single read: a user with a usage location and no license
+            return httpx.Response(200, json={"usageLocation": "US", "assignedLicenses": []})
         items = json.loads(request.content)["requests"]
         return httpx.Response(200, json={"responses": [{"id": item["id"], **reply(item)} for item in items]})
 
@@ -85,7 +88,7 @@ def deps(store: JobStore, graph: GraphClient, clock: FakeClock) -> ChunkDeps:
 
 def test_a_finished_chunk_is_completed_and_the_next_one_sent(store: JobStore, clock: FakeClock) -> None:
     job_id = job(store)
-    graph = graph_answering(lambda item: {"status": 200, "body": {}})
+    graph = graph_answering(lambda item: {"status": 200, "body": UNLICENSED if item["method"] == "GET" else {}})
     ctx = Ctx(store, lambda tenant: deps(store, graph, clock))
     assert execute_chunk(ctx, job_id, 0, clock=clock) == "done"
     assert {u: r.status for u, r in results(store, job_id).items()} == dict.fromkeys(

@@ -14,9 +14,9 @@ import redis
 
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
-from jobs.executor import ChunkDeps, HandBack, desired_state_holds, run_users
+from jobs.executor import ChunkDeps, HandBack, Parked, run_users
 from jobs.models import LicenseAdd, Operation, UserResult
-from jobs.store import JobStore
+from jobs.store import JobStore, WriteGate
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
 
 EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
@@ -157,6 +157,8 @@ def test_ambiguous_failure_reads_back_instead_of_resending(store: JobStore, cloc
     sent = {"n": 0}
 
     def drop_first_answer() -> Exception | None:
+        if not tenant.writes:
+            return None  # the reads of the plan go through
         sent["n"] += 1  # the writes were applied, but the answer never arrives
         return httpx.ReadTimeout("timed out") if sent["n"] == 1 else None
 
@@ -176,15 +178,19 @@ def test_ambiguous_failure_reads_back_instead_of_resending(store: JobStore, cloc
 def test_after_a_crash_users_with_a_write_in_flight_are_read_first(store: JobStore, clock: FakeClock) -> None:
     tenant = Tenant({"a@x": user(), "b@x": user()})
     job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
-    # A previous worker sent row 2's write, Graph applied it, then the worker died.
-    assert store.begin_writes(job_id, "dead-batch", clock() + 30, [2])
+    # A previous worker planned row 2 (keeping its before state), sent its write, Graph applied
+    # it, then the worker died.
+    store.save_plans(job_id, [(2, {"assignedLicenses": [], "usageLocation": "US"}, ["changes", f"need:{E3}"])])
+    assert store.begin_writes(job_id, "dead-batch", clock() + 30, [2]) is WriteGate.OPEN
     tenant.users["a@x"]["assignedLicenses"] = [{"skuId": E3, "disabledPlans": []}]
     deps, _ = make_deps(store, tenant, clock)
     run_users(deps, job_id, 0, budget_started_at=clock())
     got = results(store, job_id)
-    assert got["a@x"].detail == "already in the requested state"
+    assert (got["a@x"].status.value, got["a@x"].detail) == ("succeeded", "already in the requested state")
     assert got["a@x"].attempts == 2  # the write before the crash + the read
+    assert got["a@x"].before == {"assignedLicenses": [], "usageLocation": "US"}  # as first planned
     assert tenant.writes == [("POST", "b@x")]
+    assert store.plan_counters(job_id) == {"changes": 2, f"need:{E3}": 2}  # row 2 counted once
 
 
 def test_a_redelivered_chunk_records_nothing_twice(store: JobStore, clock: FakeClock) -> None:
@@ -214,7 +220,7 @@ def test_throttled_items_wait_their_retry_after_then_succeed(store: JobStore, cl
     run_users(deps, job_id, 0, budget_started_at=clock())
     assert sleep.intervals == [2.5, 2.5]
     got = results(store, job_id)
-    assert got["a@x"].status.value == "succeeded" and got["a@x"].attempts == 3
+    assert got["a@x"].status.value == "succeeded" and got["a@x"].attempts == 4  # read, 429, 429, write
     progress = store.progress(job_id)
     assert progress is not None and (progress.throttled, progress.retries) == (2, 2)
     assert tenant.writes.count(("POST", "b@x")) == 1  # the other item was not resent
@@ -244,8 +250,10 @@ def test_permanent_errors_are_not_retried(store: JobStore, clock: FakeClock) -> 
     got = results(store, job_id)
     assert (got["ghost@x"].reason, got["ghost@x"].graph_code, got["ghost@x"].attempts) == (
         "user_not_found", "Request_ResourceNotFound", 1)
-    assert (got["a@x"].reason, got["a@x"].http_status) == ("license_not_assigned", 400)
-    assert sleep.intervals == []
+    # Removing a license the user does not hold is known from the read: no write is sent.
+    assert (got["a@x"].reason, got["a@x"].http_status) == ("license_not_assigned", None)
+    assert got["a@x"].detail == "known from the user's state; nothing was sent"
+    assert sleep.intervals == [] and tenant.writes == []
 
 
 def test_a_long_retry_after_hands_the_chunk_back(store: JobStore, clock: FakeClock) -> None:
@@ -265,20 +273,73 @@ def test_cancel_before_and_during_a_chunk(store: JobStore, clock: FakeClock) -> 
     tenant = Tenant({f"u{i}@x": user() for i in range(5)})
     job_id = job(store, [op(i + 2, f"u{i}@x", add=(E3,)) for i in range(5)])
     deps, _ = make_deps(store, tenant, clock, batch_size=2)
-    tenant.after_round = lambda: store.request_cancel(job_id)  # cancel arrives during the first round
+    # The cancel arrives during the first round of writes (after the first round of reads).
+    tenant.after_round = lambda: store.request_cancel(job_id) if tenant.writes else None
     run_users(deps, job_id, 0, budget_started_at=clock())
     statuses = [r.status.value for r in results(store, job_id).values()]
     assert statuses.count("succeeded") == 2 and statuses.count("cancelled") == 3
     assert len(tenant.writes) == 2  # no write after the cancel
 
 
-def test_desired_state() -> None:
-    operation = op(2, "a@x", add=(E3,), remove=(EMS,), location="GB", plans=(SWAY,))
-    assert desired_state_holds(operation, {"usageLocation": "GB",
-                                           "assignedLicenses": [{"skuId": E3.upper(), "disabledPlans": [SWAY]}]})
-    assert not desired_state_holds(operation, {"usageLocation": "GB",
-                                               "assignedLicenses": [{"skuId": E3, "disabledPlans": []}]})
-    assert not desired_state_holds(operation, {"usageLocation": "GB", "assignedLicenses": [
-        {"skuId": E3, "disabledPlans": [SWAY]}, {"skuId": EMS, "disabledPlans": []}]})
-    assert not desired_state_holds(operation, {"usageLocation": "US",
-                                               "assignedLicenses": [{"skuId": E3, "disabledPlans": [SWAY]}]})
+def test_a_dry_run_reads_and_plans_but_never_writes(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(), "b@x": user(E3), "c@x": user(location=None), "d@x": user(E3)})
+    ops = [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,)), op(4, "c@x", add=(EMS,)),
+           op(5, "d@x", remove=(EMS,)), op(6, "ghost@x", add=(E3,)), op(7, "d@x2", location="GB")]
+    tenant.users["d@x2"] = user(location="US")
+    store.stage("job", "sim", ops, 100)
+    store.commit("job", source="csv", options={"dry_run": "1"})
+    deps, _ = make_deps(store, tenant, clock)
+    assert run_users(deps, "job", 0, budget_started_at=clock()) == 6
+    got = {u: (r.status.value, r.reason) for u, r in results(store, "job").items()}
+    assert got == {"a@x": ("would_change", None), "b@x": ("unchanged", None),
+                   "c@x": ("would_fail", "usage_location_missing"), "d@x": ("would_fail", "license_not_assigned"),
+                   "ghost@x": ("would_fail", "user_not_found"), "d@x2": ("would_change", None)}
+    assert tenant.writes == []
+    a = results(store, "job")["a@x"]
+    assert a.before == {"assignedLicenses": [], "usageLocation": "US", "userPrincipalName": "a@x"}
+    assert a.after is None
+    assert store.plan_counters("job") == {"changes": 2, f"need:{E3}": 1, "unchanged": 1,
+                                          "fail:usage_location_missing": 1, "fail:license_not_assigned": 1,
+                                          "fail:user_not_found": 1}
+    progress = store.progress("job")
+    assert progress is not None and progress.status.value == "planned" and progress.pending == 0
+
+
+def test_a_real_job_writes_only_what_differs(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(), "b@x": user(E3)})
+    job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
+    deps, _ = make_deps(store, tenant, clock)
+    run_users(deps, job_id, 0, budget_started_at=clock())
+    got = results(store, job_id)
+    assert (got["a@x"].status.value, got["b@x"].status.value) == ("succeeded", "unchanged")
+    assert got["a@x"].after == {"assignedLicenses": [{"skuId": E3, "disabledPlans": []}], "usageLocation": "US",
+                                "userPrincipalName": "a@x"}
+    assert got["b@x"].after is None and got["b@x"].before is not None
+    assert tenant.writes == [("POST", "a@x")]
+    progress = store.progress(job_id)
+    assert progress is not None and (progress.succeeded, progress.unchanged, progress.pending) == (1, 1, 0)
+
+
+def test_seats_running_out_pause_the_job_instead_of_failing_users(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(), "b@x": user()})
+    no_seat = {"error": {"code": "Request_BadRequest",
+                         "message": "Subscription for SKU does not have any available licenses."}}
+    tenant.faults.append(lambda m, u: httpx.Response(400, json=no_seat) if (m, u) == ("POST", "b@x") else None)
+    job_id = job(store, [op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,))])
+    deps, _ = make_deps(store, tenant, clock)
+    with pytest.raises(Parked):
+        run_users(deps, job_id, 0, budget_started_at=clock())
+    assert set(results(store, job_id)) == {"a@x"}  # b@x waits, neither failed nor charged as a retry
+    progress = store.progress(job_id)
+    assert progress is not None and progress.status.value == "paused"
+    assert progress.paused_reason == "no_free_seat" and progress.eta_s is None
+    assert progress.next_probe_at == pytest.approx(clock() + 60)
+    # While paused no write goes out: a redelivered chunk parks again before writing.
+    tenant.faults.clear()
+    writes = list(tenant.writes)
+    with pytest.raises(Parked):
+        run_users(deps, job_id, 0, budget_started_at=clock())
+    assert tenant.writes == writes
+    assert store.resume(job_id) == []  # nothing parked in this unit test (parking is the chunk's job)
+    run_users(deps, job_id, 0, budget_started_at=clock())
+    assert results(store, job_id)["b@x"].status.value == "succeeded"

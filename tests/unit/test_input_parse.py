@@ -13,7 +13,7 @@ import pytest
 from config.settings import Settings
 from jobs.input import CsvParse, Limits, parse_csv, parse_json
 from jobs.input.errors import MAX_KEPT_ERRORS
-from jobs.models import FieldError, InputRejected, LicenseAdd, Operation
+from jobs.models import FieldError, InputRejected, JobOptions, LicenseAdd, Operation
 from jobs.skus import SkuCatalog
 from tests.corpus.generators import GENERATORS
 
@@ -452,8 +452,8 @@ def test_json_valid_including_a_graph_shaped_body(catalog: SkuCatalog) -> None:
             {"user": "cy@contoso.com", "addLicenses": [{"sku": PBI, "disabledPlans": None}], "usageLocation": None},
         ]
     )
-    tenant, ops = parse_json(body, {"sim": catalog}.__getitem__, LIMITS)
-    assert tenant == "sim"
+    tenant, ops, options = parse_json(body, {"sim": catalog}.__getitem__, LIMITS)
+    assert (tenant, options) == ("sim", JobOptions())
     assert ops[0] == Operation(
         row=1,
         user="ada@contoso.com",

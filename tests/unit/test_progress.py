@@ -55,7 +55,12 @@ def test_eta(pending: int, rate: float, ceiling: float | None, expected: float |
     ("fields", "pending", "failed", "cancelled", "started_at", "expected"),
     [
         ({}, 10, 0, 0, None, JobStatus.QUEUED),
-        ({}, 10, 0, 0, NOW, JobStatus.RUNNING),
+        ({}, 10, 0, 0, NOW, JobStatus.PLANNING),  # reading users, nothing written yet
+        ({"first_write_at": NOW}, 10, 0, 0, NOW, JobStatus.RUNNING),
+        ({"dry_run": "1", "first_write_at": NOW}, 10, 0, 0, NOW, JobStatus.PLANNING),
+        ({"dry_run": "1"}, 0, 0, 0, NOW, JobStatus.PLANNED),
+        ({"paused_reason": "no_free_seat", "first_write_at": NOW}, 10, 0, 0, NOW, JobStatus.PAUSED),
+        ({"paused_reason": "no_free_seat", "cancel_requested": NOW}, 10, 0, 0, NOW, JobStatus.PLANNING),
         ({}, 0, 0, 0, NOW, JobStatus.COMPLETED),
         ({}, 0, 1, 0, NOW, JobStatus.COMPLETED_WITH_ERRORS),
         ({}, 0, 0, 1, NOW, JobStatus.COMPLETED_WITH_ERRORS),  # cancelled users without a job cancel
@@ -72,17 +77,28 @@ def test_status(fields: dict[str, object], pending: int, failed: int, cancelled:
 
 def test_job_progress_from_a_running_record() -> None:
     raw = record(succeeded=30, failed=5, cancelled=0, throttled=4, retries=7, chunks=10, chunks_done=3,
-                 started_at=NOW - 60, warnings=json.dumps(["column 'x' ignored"]))
+                 started_at=NOW - 60, first_write_at=NOW - 59, warnings=json.dumps(["column 'x' ignored"]))
     progress = job_progress("j1", raw, recent_results=20, now=NOW, ceiling_rate_per_s=None)
     assert (progress.pending, progress.rate_per_s, progress.eta_s) == (65, 2.0, 32.5)
     assert progress.status is JobStatus.RUNNING
     assert progress.finished_at is None
     assert progress.to_json() == {
-        "id": "j1", "tenant": "sim", "status": "running", "total": 100, "succeeded": 30, "failed": 5,
-        "cancelled": 0, "pending": 65, "throttled": 4, "retries": 7,
+        "id": "j1", "tenant": "sim", "kind": "job", "dry_run": False, "status": "running", "total": 100,
+        "succeeded": 30, "failed": 5, "cancelled": 0, "unchanged": 0, "pending": 65, "throttled": 4, "retries": 7,
         "created_at": "2023-11-14T22:13:20.500Z", "started_at": "2023-11-14T22:14:00.250Z", "finished_at": None,
-        "rate_per_s": 2.0, "eta_s": 32.5, "source": "csv", "warnings": ["column 'x' ignored"],
+        "rate_per_s": 2.0, "eta_s": 32.5, "source": "csv", "warnings": ["column 'x' ignored"], "plan": None,
+        "paused_reason": None, "paused_message": None, "paused_at": None, "next_probe_at": None,
     }
+
+
+def test_a_paused_job_has_no_eta_and_says_why() -> None:
+    raw = record(succeeded=30, started_at=NOW - 60, first_write_at=NOW - 59, paused_reason="no_free_seat",
+                 paused_message="no seats", paused_at=NOW - 5, next_probe_at=NOW + 55)
+    progress = job_progress("j1", raw, recent_results=20, now=NOW, ceiling_rate_per_s=10)
+    assert (progress.status, progress.eta_s, progress.rate_per_s) == (JobStatus.PAUSED, None, 0.0)
+    shown = progress.to_json()
+    assert (shown["paused_reason"], shown["paused_at"], shown["next_probe_at"]) == (
+        "no_free_seat", "2023-11-14T22:14:55.250Z", "2023-11-14T22:15:55.250Z")
 
 
 def test_job_progress_reports_finished_at_only_when_nothing_is_pending() -> None:

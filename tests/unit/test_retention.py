@@ -27,12 +27,13 @@ from graphclient.retry import RetryPolicy
 from jobs.chunks import execute_chunk
 from jobs.executor import ChunkDeps
 from jobs.models import UserResult, UserStatus
-from jobs.store import JobStore
+from jobs.store import JobStore, WriteGate
 
 CORPUS = Path(__file__).parent.parent / "corpus"
 KEY = "retention-key-0001"
 RETENTION_DAYS = 0.01  # 864 s: short, yet longer than the 120 s per-second rate counters
 RETENTION_S = int(RETENTION_DAYS * 86400)
+UNLICENSED: dict[str, Any] = {"usageLocation": "US", "assignedLicenses": []}
 
 
 def not_found() -> GraphPermanentError:
@@ -40,11 +41,16 @@ def not_found() -> GraphPermanentError:
 
 
 class FakeGraph:
-    """Graph's answers: every write succeeds, except for users whose name starts with `gone`."""
+    """Graph's answers: users exist unlicensed and every write succeeds, except users named `gone...`."""
 
     def batch(self, requests: Sequence[BatchRequest]) -> dict[str, BatchItemResult]:
         return {r.id: BatchItemResult(r.id, 404, {}, None, not_found()) if "/users/gone" in r.url
-                else BatchItemResult(r.id, 200, {}, {}) for r in requests}
+                else BatchItemResult(r.id, 200, {}, UNLICENSED if r.method == "GET" else {}) for r in requests}
+
+    def get_user(self, user: str, select: Sequence[str]) -> dict[str, Any]:
+        if user.startswith("gone"):
+            raise not_found()
+        return dict(UNLICENSED)
 
     def assign_license(self, user: str, add: list[dict[str, Any]], remove: list[str]) -> dict[str, Any]:
         if user.startswith("gone"):
@@ -99,7 +105,7 @@ def worker(settings: Settings, redis_client: redis.Redis) -> Worker:
 
 
 def submit(client: TestClient, users: list[str]) -> str:
-    body = "user,add\n" + "".join(f"{u},EMS\n" for u in users)
+    body = "user,add\n" + "".join(f"{u},STANDARDPACK\n" for u in users)
     r = client.post("/v1/jobs", params={"tenant": "sim"}, content=body.encode(), headers={"Content-Type": "text/csv"})
     assert r.status_code == 202, r.text
     job_id: str = r.json()["id"]
@@ -188,7 +194,7 @@ def test_a_write_batch_left_in_flight_by_a_dead_worker_expires_within_retention(
     client, _ = api
     job_id = submit(client, ["ada@contoso.example", "grace@contoso.example"])
     # A worker registers a write batch, and is killed before the answer (no end_writes).
-    assert worker.store.begin_writes(job_id, "batch-1", deadline=time.time() + 60, rows=[2, 3])
+    assert worker.store.begin_writes(job_id, "batch-1", deadline=time.time() + 60, rows=[2, 3]) is WriteGate.OPEN
     keys = job_keys(redis_client)
     assert f"bl:job:{job_id}:inflight" in keys
     too_long = sorted(f"{k} (ttl {ttl}s)" for k, ttl in keys.items() if not 0 < ttl <= RETENTION_S)

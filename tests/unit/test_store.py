@@ -8,7 +8,7 @@ import redis
 
 from jobs.models import JobStatus, LicenseAdd, Operation, UserResult, UserStatus
 from jobs.scheduler import dispatch, reap
-from jobs.store import JobStore
+from jobs.store import JobStore, WriteGate
 
 
 class FakeClock:
@@ -138,10 +138,10 @@ def test_cancel_blocks_new_write_batches(redis_client: redis.Redis) -> None:
     clock = FakeClock()
     store = JobStore(redis_client, retention_s=3600, clock=clock)
     job = committed(store)
-    assert store.begin_writes(job, "b1", clock.t + 30, [2, 3])
+    assert store.begin_writes(job, "b1", clock.t + 30, [2, 3]) is WriteGate.OPEN
     assert store.writes_in_flight(job) == 1
     store.request_cancel(job)
-    assert not store.begin_writes(job, "b2", clock.t + 30, [4])
+    assert store.begin_writes(job, "b2", clock.t + 30, [4]) is WriteGate.CANCELLED
     store.end_writes(job, "b1")
     assert store.writes_in_flight(job) == 0
     assert store.attempts(job, [2, 3, 4]) == {2: 1, 3: 1}
@@ -159,7 +159,7 @@ def test_progress_rate_and_eta(redis_client: redis.Redis) -> None:
     assert progress is not None
     assert progress.rate_per_s == 5.0
     assert progress.eta_s == 50 / 5.0
-    assert progress.status is JobStatus.RUNNING
+    assert progress.status is JobStatus.PLANNING  # results, but no write registered yet
 
 
 def test_job_keys_expire_after_retention(redis_client: redis.Redis) -> None:

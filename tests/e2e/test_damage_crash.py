@@ -27,6 +27,7 @@ from config import Settings
 from jobs.models import Operation, UserResult, UserStatus
 from jobs.scheduler import dispatch, reap
 from jobs.store import JobStore
+from jobs.models import TERMINAL_JOB_STATUSES
 from tests.e2e.stack import Stack, check_graph_state, plan_license_changes
 
 REQUEUE_QUEUED_AFTER_S_DEFAULT = Settings.model_fields["requeue_queued_after_s"].default
@@ -112,7 +113,7 @@ def run_with_kills(stack: Stack, rows: list[dict[str, str]], fractions: list[flo
                 owner = _owner(state)
                 if r.getbit(done_key, n) or (owner and owner not in death.dead_ids):
                     death.resumed[n] = now - death.killed_at
-        if job and job["status"] in ("completed", "completed_with_errors", "cancelled", "failed") \
+        if job and job["status"] in TERMINAL_JOB_STATUSES \
                 and all(d.recovery_s is not None for d in deaths):
             r.close()
             return job, deaths

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from jobs.models import TERMINAL_JOB_STATUSES
 from tests.e2e.stack import Stack, check_graph_state, plan_license_changes
 
 pytestmark = pytest.mark.timeout(300)
@@ -69,7 +70,7 @@ def test_redis_restarts_mid_job_and_no_result_is_lost(stack: Stack) -> None:
         if current is not None:
             job = current
             seen.append(job)
-        if job is not None and job["status"] not in ("queued", "running"):
+        if job is not None and job["status"] in TERMINAL_JOB_STATUSES:
             break
         done = job["succeeded"] + job["failed"] + job["cancelled"] if job else 0
         if restarts and job is not None and job["pending"] and done >= restarts[0][0] * USERS:
@@ -127,7 +128,7 @@ def test_broker_connections_dropped_mid_job_no_chunk_runs_twice_at_once(stack: S
         exited = [(i + 1, p.returncode) for i, p in enumerate(stack.workers) if p.poll() is not None]
         assert not exited, f"worker(s) exited after the connections dropped: {exited}\n{stack.worker_logs()[-6000:]}"
         job = stack.job_or_none(job_id)
-        if job is not None and job["status"] not in ("queued", "running"):
+        if job is not None and job["status"] in TERMINAL_JOB_STATUSES:
             break
         done = job["succeeded"] + job["failed"] + job["cancelled"] if job else 0
         if blips and job is not None and job["pending"] and done >= blips[0] * USERS:

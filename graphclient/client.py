@@ -26,7 +26,7 @@ from graphclient.errors import (
     GraphThrottled,
     GraphTransientError,
 )
-from graphclient.headers import parse_retry_after
+from graphclient.headers import header, parse_retry_after
 from graphclient.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 API_VERSION = "v1.0"
 MAX_BATCH = 20
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+# Headers of a 429 that say which limit refused it (write count or resource units).
+THROTTLE_DETAIL_HEADERS = ("x-ms-throttle-information", "x-ms-throttle-scope")
 _MAX_MESSAGE_CHARS = 500
 # Legacy Azure AD Graph throttle: 503 "Please try after {0} seconds".
 _LEGACY_THROTTLE_CODE = "Request_ThrottledTemporarily"
@@ -189,11 +191,17 @@ class GraphClient:
         base_url: str,
         throttle: Throttle,
         timeout_s: float,
+        read_throttle: Throttle | None = None,
         utcnow: Callable[[], datetime] = _utcnow,
     ) -> None:
+        """`throttle` paces writes; `read_throttle`, when given, paces reads by resource units.
+
+        Without a read throttle, reads only pass the write throttle's pause gate.
+        """
         self._http = http
         self._root = f"{base_url.rstrip('/')}/{API_VERSION}"
         self._throttle = throttle
+        self._read_throttle = read_throttle
         # A dead host should fail fast; a slow Graph response gets the whole budget.
         self._timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         self._utcnow = utcnow
@@ -235,8 +243,9 @@ class GraphClient:
         if len(set(ids)) != len(ids):
             raise ValueError("$batch request ids must be unique")
         writes = sum(1 for r in requests if r.is_write)
+        read_ru = sum(read_cost(r.url) for r in requests if not r.is_write)
         payload = {"requests": [r.to_json() for r in requests]}
-        body = self._call("POST", "/$batch", json_body=payload, writes=writes)
+        body = self._call("POST", "/$batch", json_body=payload, writes=writes, read_ru=read_ru)
         responses = body.get("responses") if isinstance(body, dict) else None
         if not isinstance(responses, list):
             raise GraphTransientError("POST /$batch: response has no responses list", status=200, ambiguous=True)
@@ -256,10 +265,11 @@ class GraphClient:
                 error: GraphError | None = GraphTransientError(f"{what}: no status", ambiguous=True)
                 status = 0
             else:
-                self._throttle.observe(status, headers)
+                bucket = self._bucket(status, headers, is_read=not request.is_write)
+                bucket.observe(status, headers)
                 error = translate(status, headers, item_body, what=what, now=now)
                 if isinstance(error, GraphThrottled) and status != 429:
-                    self._throttle.observe(429, _throttle_headers(error))
+                    bucket.observe(429, _throttle_headers(error))
                 if error is None and _malformed(request.method, status, item_body):
                     error = GraphTransientError(f"{what} -> {status}: malformed body", status=status, ambiguous=True)
             results[item_id] = BatchItemResult(item_id, status, headers, item_body, error)
@@ -280,6 +290,7 @@ class GraphClient:
         *,
         json_body: Any = None,
         writes: int | None = None,
+        read_ru: int | None = None,
         expect_object: bool = True,
     ) -> Any:
         """One request: throttle, send, observe, translate. Returns the parsed JSON body.
@@ -288,8 +299,10 @@ class GraphClient:
         """
         if writes is None:
             writes = 1 if method in WRITE_METHODS else 0
+        if read_ru is None:
+            read_ru = read_cost(path) if method not in WRITE_METHODS else 0
         what = f"{method} {path}"
-        self._throttle.acquire(writes)
+        self._acquire(writes, read_ru)
         client_request_id = str(uuid.uuid4())
         headers = {"client-request-id": client_request_id, "Accept": "application/json"}
         try:
@@ -321,7 +334,8 @@ class GraphClient:
                 body = json.loads(response.content)
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
                 parse_error = exc
-        self._throttle.observe(status, response.headers)
+        bucket = self._bucket(status, response.headers, is_read=writes == 0)
+        bucket.observe(status, response.headers)
         error = translate(
             status,
             response.headers,
@@ -332,7 +346,7 @@ class GraphClient:
         )
         if error is not None:
             if isinstance(error, GraphThrottled) and status != 429:
-                self._throttle.observe(429, _throttle_headers(error))
+                bucket.observe(429, _throttle_headers(error))
             log.debug("%s", error)
             raise error
         if (
@@ -347,6 +361,35 @@ class GraphClient:
                 ambiguous=True,
             ) from parse_error
         return body
+
+
+    def _acquire(self, writes: int, read_ru: int) -> None:
+        """Wait for the write budget (writes) and the read budget (resource units of the reads)."""
+        if writes or self._read_throttle is None:
+            self._throttle.acquire(writes)  # 0 writes: only the pause gate
+        if read_ru and self._read_throttle is not None:
+            self._read_throttle.acquire(read_ru)
+
+    def _bucket(self, status: int, headers: Mapping[str, str], *, is_read: bool) -> Throttle:
+        """The budget a response speaks of: a resource-unit 429 or a read's answer → the read budget."""
+        if self._read_throttle is None:
+            return self._throttle
+        if status == 429:
+            about = " ".join(header(headers, name) or "" for name in THROTTLE_DETAIL_HEADERS)
+            if "ResourceUnit" in about or "/Read/" in about:
+                return self._read_throttle
+            if "WriteLimit" in about or "/Write/" in about:
+                return self._throttle
+        return self._read_throttle if is_read else self._throttle
+
+
+def read_cost(path: str) -> int:
+    """Resource units Graph charges a read (its identity cost table: users 2, subscribedSkus 3, `$select` −1)."""
+    base, _, query = path.partition("?")
+    cost = 3 if base.rstrip("/").endswith("/subscribedSkus") else 2
+    if "$select=" in query:
+        cost -= 1
+    return max(1, cost)
 
 
 def _malformed(method: str, status: int, body: Any) -> bool:

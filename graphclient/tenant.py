@@ -17,12 +17,13 @@ from graphclient.timescale import ScaledRetryAfterTransport
 
 @dataclass(frozen=True)
 class TenantClient:
-    """A tenant's Graph client and the throttle every call of it passes through."""
+    """A tenant's Graph client and the throttles its calls pass through (writes; reads by resource units)."""
 
     profile: TenantProfile
     graph: GraphClient
     throttle: RedisThrottle
     http: httpx.Client
+    read_throttle: RedisThrottle | None = None
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -52,5 +53,20 @@ def build_tenant_client(settings: Settings, profile: TenantProfile, client: redi
         max_inline_wait_s=settings.max_inline_wait_s,
         burst_headroom_writes=burst_headroom(settings.batch_size, profile.write_rate_per_s),
     )
-    graph = GraphClient(http, base_url=profile.graph_url, throttle=throttle, timeout_s=settings.graph_timeout_s)
-    return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http)
+    read_throttle = _read_throttle(settings, profile, client)
+    graph = GraphClient(http, base_url=profile.graph_url, throttle=throttle, timeout_s=settings.graph_timeout_s,
+                        read_throttle=read_throttle)
+    return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http, read_throttle=read_throttle)
+
+
+def _read_throttle(settings: Settings, profile: TenantProfile, client: redis.Redis) -> RedisThrottle | None:
+    """The read budget: the resource units the writes leave (each write costs one), so reads never starve them."""
+    ru_rate = profile.read_rate_ru_per_s
+    if ru_rate is None or profile.read_capacity_ru is None:
+        return None
+    write_share = profile.write_rate_per_s or 0.0
+    # At least a tenth of the budget stays for reads, even when the writes could use it all.
+    rate = max(ru_rate - write_share, ru_rate * 0.1)
+    capacity = max(1, int(profile.read_capacity_ru * rate / ru_rate))
+    return RedisThrottle(client, f"{profile.name}:reads", capacity=capacity, rate_per_s=rate, clock=time.time,
+                         sleep=time.sleep, max_inline_wait_s=settings.max_inline_wait_s)

@@ -43,10 +43,19 @@ def write_profile(path: Path, name: str, info: dict[str, Any], config: SimConfig
         f"ca_bundle = {_toml_str(info['ca_path'])}",
         f"write_capacity = {limit.capacity if limit else _toml_str('none')}",
         f"write_period_s = {float(limit.period_s) if limit else 150.0}",
+        *_read_budget(config),
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _read_budget(config: SimConfig) -> list[str]:
+    """The profile's read budget: graphsim's resource-unit limit when it enforces one, else none."""
+    limit = resolve_read_limit(config.read_limit, config.users)
+    if limit is None:
+        return [f"read_capacity_ru = {_toml_str('none')}"]
+    return [f"read_capacity_ru = {limit.capacity}", f"read_period_s = {float(limit.period_s)}"]
 
 
 class SimServer:

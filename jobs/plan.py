@@ -115,7 +115,10 @@ def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> Us
                         message=f"user '{op.user}' does not exist in the tenant")
     held = state.held()
     missing = [sku for sku in op.remove if sku.lower() not in held]
-    if missing:
+    after = predicted_after(op, state)
+    # A swap already done (the adds held as asked, the removals gone) is unchanged; any other
+    # removal of a license the user lacks is refused by Graph, so it is known now.
+    if missing and not (op.add and after.same_as(state)):
         names = ", ".join(catalog.part_number(sku) for sku in missing)
         return UserPlan(Outcome.FAIL, state, reason=Reason.LICENSE_NOT_ASSIGNED,
                         message=f"the user does not hold {names}, which the row removes")
@@ -123,7 +126,6 @@ def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> Us
     if op.add and not location:
         return UserPlan(Outcome.FAIL, state, reason=Reason.USAGE_LOCATION_MISSING,
                         message="the user has no usage location and the row sets none")
-    after = predicted_after(op, state)
     if after.same_as(state):
         return UserPlan(Outcome.UNCHANGED, state, after=state)
     assign = after.held() != held

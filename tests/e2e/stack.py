@@ -17,6 +17,7 @@ import httpx
 import redis
 
 from cli.localstack import EmbeddedRedis, Services, free_port, start_simulator, wait_http
+from jobs.models import TERMINAL_JOB_STATUSES
 
 API_KEY = "test-key-all-tenants"
 SIM_KEY = "test-key-sim-only"
@@ -107,13 +108,25 @@ class Stack:
                 job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
                 if on_poll is not None:
                     on_poll(job)
-                if job["status"] in ("completed", "completed_with_errors", "cancelled", "failed"):
+                if job["status"] in TERMINAL_JOB_STATUSES:
                     return job
                 if time.monotonic() > deadline:
                     logs = "\n".join((self.workdir / f"worker{i + 1}.log").read_text(errors="replace")[-3000:]
                                      for i in range(self._worker_count))
                     raise AssertionError(f"job {job_id} not finished after {timeout_s}s: {job}\n{logs}")
                 time.sleep(0.2)
+
+    def wait_status(self, job_id: str, status: str, *, timeout_s: float = 60) -> dict[str, Any]:
+        """Poll the job until it reports `status` (e.g. paused)."""
+        deadline = time.monotonic() + timeout_s
+        with self.api() as api:
+            while True:
+                job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
+                if job["status"] == status:
+                    return job
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"job {job_id} not {status} after {timeout_s}s: {job}")
+                time.sleep(0.1)
 
     # --- helpers for the damage tests ---------------------------------------------------------
     def redis_client(self) -> redis.Redis:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from graphclient.auth import GraphAuth
-from graphclient.client import BatchRequest, GraphClient
+from graphclient.client import BatchRequest, GraphClient, read_cost
 from graphclient.errors import (
     GraphAuthError,
     GraphError,
@@ -419,3 +419,64 @@ def test_whole_batch_failures_raise(make_client: Any, reply: Reply, kind: type[G
         make_client(FakeGraph(reply)).batch(three_requests())
     assert info.value.ambiguous is ambiguous
     assert_no_secrets(info.value)
+
+
+# -- the read budget --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def budgets(tokens: FakeTokens) -> Iterator[tuple[RecordingThrottle, RecordingThrottle, Any]]:
+    """A client with a write throttle and a separate read (resource-unit) throttle."""
+    writes, reads = RecordingThrottle(), RecordingThrottle()
+    clients: list[httpx.Client] = []
+
+    def make(fake: FakeGraph) -> GraphClient:
+        http = httpx.Client(transport=httpx.MockTransport(fake), auth=GraphAuth(tokens))
+        clients.append(http)
+        return GraphClient(http, base_url="https://graph.example/", throttle=writes, read_throttle=reads,
+                           timeout_s=5.0, utcnow=lambda: NOW)
+
+    yield writes, reads, make
+    for http in clients:
+        http.close()
+
+
+def test_reads_spend_the_read_budget_and_writes_the_write_budget(budgets: Any) -> None:
+    writes, reads, make = budgets
+    client = make(FakeGraph(httpx.Response(200, json={"id": "a"}), httpx.Response(200, json={"value": []}),
+                            httpx.Response(200, json={"id": "a"})))
+    client.get_user("a@b.c", ["id", "assignedLicenses"])
+    client.subscribed_skus()
+    client.assign_license("a@b.c", [], [SKU])
+    assert reads.acquired == [1, 3]  # a user with $select 1 RU, subscribedSkus 3 RU
+    assert writes.acquired == [1]  # reads leave the write budget (and its gate) alone
+    assert [s for s, _ in reads.observed] == [200, 200] and [s for s, _ in writes.observed] == [200]
+
+
+def test_a_mixed_batch_spends_both_budgets(budgets: Any) -> None:
+    writes, reads, make = budgets
+    responses = [item("1", 200, {}), item("2", 204), item("3", 200, {"id": "c"})]
+    make(FakeGraph(httpx.Response(200, json={"responses": responses}))).batch(three_requests())
+    assert (writes.acquired, reads.acquired) == ([2], [1])
+
+
+def test_a_resource_unit_429_slows_the_reads_not_the_writes(budgets: Any) -> None:
+    writes, reads, make = budgets
+    refused = graph_error(429, "TooManyRequests", "Please retry again later.", {
+        "Retry-After": "1.5", "x-ms-throttle-information": "ResourceUnitLimitExceeded",
+        "x-ms-throttle-scope": "Tenant_Application/Read/app/tenant"})
+    with pytest.raises(GraphThrottled):
+        make(FakeGraph(refused)).get_user("a@b.c", ["id"])
+    assert [s for s, _ in reads.observed] == [429] and writes.observed == []
+    write_refused = graph_error(429, "TooManyRequests", "Please retry again later.", {
+        "Retry-After": "2", "x-ms-throttle-information": "WriteLimitExceeded"})
+    with pytest.raises(GraphThrottled):
+        make(FakeGraph(write_refused)).get_user("a@b.c", ["id"])  # a read refused by the write limit
+    assert [s for s, _ in writes.observed] == [429]
+
+
+@pytest.mark.parametrize(("path", "cost"), [
+    ("/users/a@b.c?$select=id,assignedLicenses", 1), ("/users/a@b.c", 2), ("/users?$select=id&$top=999", 1),
+    ("/subscribedSkus", 3)])
+def test_read_cost_follows_graphs_table(path: str, cost: int) -> None:
+    assert read_cost(path) == cost

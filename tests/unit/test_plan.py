@@ -112,3 +112,10 @@ def test_predicted_after_round_trips_through_json(catalog: SkuCatalog) -> None:
     again = UserState.from_json(json.loads(json.dumps(after.to_json())))
     assert again.same_as(after) and again.held() == {E3: (sway(catalog),), E5: ()}
     assert again.usage_location == "NL"
+
+
+def test_a_swap_already_done_is_unchanged_but_a_lone_removal_of_an_unheld_license_fails(catalog: SkuCatalog) -> None:
+    done = plan_user(op(add=(LicenseAdd(E5),), remove=(E3,)), user((E5, [])), catalog)
+    assert done.outcome is Outcome.UNCHANGED
+    half = plan_user(op(add=(LicenseAdd(E5),), remove=(E3,)), user(), catalog)
+    assert (half.outcome, half.reason) == (Outcome.FAIL, "license_not_assigned")

@@ -22,6 +22,7 @@ pauses the job (`Parked`) instead of failing its remaining users one by one.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
@@ -33,12 +34,15 @@ from typing import Any
 from graphclient.client import BatchRequest, GraphClient
 from graphclient.errors import GraphError, GraphPermanentError, GraphThrottled, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy, is_retryable
+from jobs.catalogs import CatalogUnavailable
 from jobs.models import Operation, PauseReason, Reason, UserResult, UserStatus
 from jobs.plan import Outcome, UserPlan, UserState, plan_user
 from jobs.reasons import reason_for
 from jobs.seats import SeatLedger
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, WriteGate
+
+log = logging.getLogger(__name__)
 
 USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses")
 
@@ -124,7 +128,7 @@ def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
         return store.record(job_id, [_cancelled(op, 0, deps.clock()) for op in pending_ops])
     fields = store.job_fields(job_id, "tenant", "dry_run", "seat_basis")
     job = _JobView(job_id, fields.get("tenant", ""), fields.get("dry_run") == "1", fields.get("seat_basis", "input"))
-    catalog = deps.catalog()
+    catalog = _catalog(deps, job_id)
     befores = store.befores(job_id, [op.row for op in pending_ops])
     prior = store.attempts(job_id, [op.row for op in pending_ops])
     work = []
@@ -135,6 +139,16 @@ def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
             w.plan = plan_user(op, UserState.from_json(raw) if raw is not None else None, catalog)
         work.append(w)
     return _RoundLoop(deps, job, catalog, budget_started_at).drain(work)
+
+
+def _catalog(deps: ChunkDeps, job_id: str) -> SkuCatalog:
+    """The tenant's SKUs, for names and conflict warnings; without them the plan still holds (by id)."""
+    try:
+        return deps.catalog()
+    except CatalogUnavailable as exc:
+        # The same fault will meet the users' reads, which handle it; names are only cosmetic.
+        log.warning("job %s: planning without SKU names: %s", job_id, exc)
+        return SkuCatalog(())
 
 
 class _RoundLoop:

@@ -24,10 +24,9 @@ import pytest
 import redis
 
 from config import Settings
-from jobs.models import Operation, UserResult, UserStatus
+from jobs.models import TERMINAL_JOB_STATUSES, Operation, UserResult, UserStatus
 from jobs.scheduler import dispatch, reap
 from jobs.store import JobStore
-from jobs.models import TERMINAL_JOB_STATUSES
 from tests.e2e.stack import Stack, check_graph_state, plan_license_changes
 
 REQUEUE_QUEUED_AFTER_S_DEFAULT = Settings.model_fields["requeue_queued_after_s"].default

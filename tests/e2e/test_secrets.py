@@ -347,8 +347,10 @@ def test_no_secret_or_token_in_logs_redis_results_or_errors(stack: Stack) -> Non
     def grown(endpoint: str, status: str) -> int:
         return after.get(endpoint, {}).get(status, 0) - before.get(endpoint, {}).get(status, 0)
 
-    # One $batch for the 3 users: sent with a token, refused, a second token fetched, resent, refused.
-    assert (grown("$batch", "401"), grown("token", "200")) == (2, 2), (before, after)
+    # One $batch of reads for the 3 users: sent with a token, refused, a second token fetched,
+    # resent, refused. The worker's read of the tenant's SKUs goes the same way, with two tokens more.
+    assert (grown("$batch", "401"), grown("subscribedSkus", "401")) == (2, 2), (before, after)
+    assert grown("token", "200") == 4, (before, after)
 
     # 3. A wrong client secret: the identity platform refuses it; the client is told, not shown it.
     with stack.api() as api:

@@ -8,12 +8,17 @@ export const session = {
   signOut: () => sessionStorage.removeItem(KEY_NAME),
 };
 
+/** What to do when the API stops accepting the key (set by the console: sign out). */
+export const hooks = { keyRefused: () => {} };
+
 /** A fetch() of an API path with the key as a Bearer token; never puts the key in a URL. */
-export function call(path, { method = "GET", body, headers = {}, signal } = {}) {
+export async function call(path, { method = "GET", body, headers = {}, signal } = {}) {
   const key = session.key();
   const all = { ...headers };
   if (key) all.Authorization = `Bearer ${key}`;
-  return fetch(path, { method, body, headers: all, signal, credentials: "omit", cache: "no-store" });
+  const response = await fetch(path, { method, body, headers: all, signal, credentials: "omit", cache: "no-store" });
+  if (response.status === 401 && key) hooks.keyRefused();
+  return response;
 }
 
 /** The response's JSON, or null when the body is not JSON. */

@@ -1,6 +1,6 @@
 // The console: sign in with an API key, pick a tenant, upload a CSV, watch jobs.
 
-import { call, callJson, detailOf, jsonOf, session } from "./api.js";
+import { call, callJson, detailOf, hooks, jsonOf, session } from "./api.js";
 import * as features from "./features.js";
 import { JobView } from "./job.js";
 import { age, byId, count, fillRows, setText, statusText } from "./render.js";
@@ -29,14 +29,14 @@ async function enter() {
   }
   const tenants = (result.data.value ?? []).map((t) => t.name);
   fillTenants(tenants);
+  state.previews = await features.serverPreviews();
+  byId("preview-note").hidden = !state.previews;
+  setText(byId("upload"), state.previews ? "Upload and preview" : "Upload and run");
   byId("sign-in-error").hidden = true;
   byId("sign-in").hidden = true;
   byId("workspace").hidden = false;
   byId("who").hidden = false;
   setText(byId("who-text"), `Signed in · ${tenants.length} tenant profile${tenants.length === 1 ? "" : "s"}`);
-  state.previews = await features.serverPreviews();
-  byId("preview-note").hidden = !state.previews;
-  setText(byId("upload"), state.previews ? "Upload and preview" : "Upload and run");
   byId("tenant").focus();
   return loadJobs();
 }
@@ -51,11 +51,17 @@ function signInError(text) {
 function signOut() {
   session.signOut();
   jobView.close();
-  byId("workspace").hidden = true;
-  byId("who").hidden = true;
-  byId("job").hidden = true;
+  for (const id of ["workspace", "who", "job", "upload-errors"]) byId(id).hidden = true;
+  setText(byId("upload-status"), "");
   byId("sign-in").hidden = false;
   byId("api-key").focus();
+}
+
+/** The API no longer accepts the key (revoked, rotated): back to the sign-in form, saying why. */
+function keyRefused() {
+  if (byId("workspace").hidden) return;
+  signOut();
+  signInError("The API no longer accepts this key: sign in again.");
 }
 
 function fillTenants(names) {
@@ -158,6 +164,7 @@ function jobButton(id) {
 
 // --- wiring -----------------------------------------------------------------------------------
 function wire() {
+  hooks.keyRefused = keyRefused;
   byId("sign-in-form").addEventListener("submit", signIn);
   byId("sign-out").addEventListener("click", signOut);
   byId("upload-form").addEventListener("submit", upload);

@@ -25,8 +25,8 @@ export function submitQuery(tenant, previews) {
   return query.toString();
 }
 
-/** Whether the job is a dry run: its plan is shown, with a Run button once planned. */
-export const isPreview = (job) => job.dry_run === true || job.status === "planning" || job.status === "planned";
+/** Whether the job is a dry run not yet run: its plan is shown, with a Run button once planned. */
+export const isPreview = (job) => job.status === "planning" || job.status === "planned";
 
 export const canRun = (job) => job.status === "planned";
 

@@ -5,7 +5,9 @@ import * as features from "./features.js";
 import { byId, count, duration, fillRows, setText, statusText } from "./render.js";
 import { follow } from "./sse.js";
 
-const FAILURES_EVERY_MS = 2000; // the failed rows are re-read at most this often while a job runs
+// While a job runs its failed rows are re-read at most every 2 s, less often for big jobs (the read
+// goes through every row of the job).
+const failuresEveryMs = (total) => Math.max(2000, (total ?? 0) / 2);
 const FAILED_ROWS_SHOWN = 100;
 const COUNTERS = ["succeeded", "failed", "cancelled", "pending", "throttled", "retries"];
 
@@ -129,7 +131,7 @@ export class JobView {
 
   scheduleFailures() {
     if (this.failures.timer) return;
-    const wait = Math.max(0, this.failures.loadedAt + FAILURES_EVERY_MS - Date.now());
+    const wait = Math.max(0, this.failures.loadedAt + failuresEveryMs(this.job?.total) - Date.now());
     this.failures.timer = setTimeout(() => this.loadFailures(), wait);
   }
 

@@ -40,7 +40,8 @@ export const count = (n) => (typeof n === "number" ? n.toLocaleString("en-US") :
 /** Seconds as "45 s", "3 min 20 s" or "2 h 5 min". */
 export function duration(seconds) {
   if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "–";
-  const s = Math.max(0, Math.round(seconds));
+  if (seconds < 1) return "under 1 s";
+  const s = Math.round(seconds);
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
@@ -50,7 +51,8 @@ export function duration(seconds) {
 export function age(iso, now = Date.now()) {
   const then = Date.parse(iso);
   if (Number.isNaN(then)) return "–";
-  return `${duration((now - then) / 1000)} ago`;
+  const seconds = (now - then) / 1000;
+  return seconds < 5 ? "just now" : `${duration(seconds)} ago`;
 }
 
 /** A status for people: "completed_with_errors" → "completed with errors". */

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from api.console import console_router
 from api.security import CONTENT_SECURITY_POLICY
 from tests.api.conftest import ALL_KEY, OTHER_KEY, SIM_KEY, auth
 
@@ -65,3 +67,11 @@ def test_api_answers_carry_the_headers_and_the_docs_page_keeps_its_scripts(clien
     assert docs.status_code == 200
     assert "content-security-policy" not in docs.headers  # Swagger UI runs an inline script from its CDN
     assert docs.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_page_template_escapes_what_it_is_given() -> None:
+    app = FastAPI()
+    app.include_router(console_router("<script>alert(1)</script>"))
+    page = TestClient(app).get("/").text
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

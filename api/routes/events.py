@@ -36,7 +36,9 @@ class Pacing:
 
     poll_s: float = 0.25  # one O(1) progress read per poll, so at most 4 events a second
     keepalive_s: float = 15.0  # a comment line after this long without an event, for proxies
-    max_stream_s: float = 600.0  # then the stream ends and the client reconnects with Last-Event-ID
+    # Then the stream ends and the client reconnects with Last-Event-ID: a server shutting down waits
+    # for open responses, so no stream may hold it up for longer than this.
+    max_stream_s: float = 30.0
     retry_ms: int = 2000  # the reconnect delay suggested to clients
 
 

@@ -132,6 +132,15 @@ def test_last_event_id_resumes_without_repeating_what_was_seen(fast: TestClient,
     assert [f["event"] for f in ended] == ["end"]  # nothing left to send but the end
 
 
+def test_a_stream_of_an_unfinished_job_closes_after_its_time_to_be_resumed(client: TestClient) -> None:
+    client.app.dependency_overrides[pacing] = lambda: Pacing(poll_s=0.01, keepalive_s=60.0,  # type: ignore[attr-defined]
+                                                             max_stream_s=0.1)
+    job_id = submit(client)
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth()) as response:
+        got = list(frames(response.iter_lines()))
+    assert [f.get("event") for f in got] == [None, "progress"]  # `retry:`, the state, then closed: no `end`
+
+
 def test_events_are_scoped_like_the_job(fast: TestClient) -> None:
     job_id = submit(fast, key=SIM_KEY)
     assert fast.get(f"/v1/jobs/{job_id}/events", headers=auth(OTHER_KEY)).status_code == 404

@@ -395,3 +395,25 @@ def test_a_refused_key_is_said_so_and_kept_nowhere(stack: Stack, page: tuple[Any
     assert tab.evaluate("sessionStorage.length + localStorage.length") == 0
     assert tab.get_by_label("API key").input_value() == ""
     assert not [url for url in watch.urls if "not-a-key-of-ours" in url]
+
+
+def test_the_console_reads_event_streams_split_anywhere(stack: Stack, page: tuple[Any, Watch]) -> None:
+    """The console's SSE parser, fed a stream cut at awkward places (as the network may deliver it)."""
+    tab, _ = page
+    tab.goto(f"{stack.api_url}/")
+    stream = "retry: 700\r\n\r\n: keep-alive\r\nid: 7\r\nevent: progress\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\n" \
+             "data: no type\n\nid: 9\rid\revent: end\rdata: x\r\r"
+    parsed = tab.evaluate("""async (text) => {
+        const { SseParser } = await import("/static/sse.js");
+        return [1, 2, 3, 5, 8, text.length].map((size) => {
+            const parser = new SseParser();
+            const events = [];
+            for (let i = 0; i < text.length; i += size) events.push(...parser.push(text.slice(i, i + size)));
+            return { events, retry: parser.retryMs, last: parser.lastEventId };
+        });
+    }""", stream)
+    assert parsed == 6 * [{
+        "events": [{"type": "progress", "data": "{\"a\":\n1}", "id": "7"},
+                   {"type": "message", "data": "no type", "id": "7"},
+                   {"type": "end", "data": "x", "id": ""}],
+        "retry": 700, "last": ""}]

@@ -8,9 +8,11 @@ from typing import Any
 import redis
 from fastapi import FastAPI
 
+from api.console import add_console
 from api.context import ApiContext, TenantGraphs
 from api.errors import exception_handlers
-from api.routes import control, health, jobs
+from api.routes import control, events, health, jobs, tenants
+from api.security import SecurityHeaders
 from config import Settings
 from jobs.catalogs import CatalogCache
 from jobs.scheduler import Send
@@ -49,4 +51,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(control.router)
+    app.include_router(events.router)
+    app.include_router(tenants.router)
+    add_console(app)
+    app.add_middleware(SecurityHeaders, csp_exempt=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
     return app

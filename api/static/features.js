@@ -1,0 +1,42 @@
+// Features the server may or may not have: each is detected from what the server reports (its
+// OpenAPI document before an upload, the job JSON after), and shown only when it is there.
+
+const TERMINAL = new Set(["completed", "completed_with_errors", "cancelled", "failed"]);
+
+export const isTerminal = (job) => TERMINAL.has(job.status);
+
+/** Whether POST /v1/jobs takes `dry_run` (a preview before anything is written). */
+export async function serverPreviews() {
+  try {
+    const response = await fetch("/openapi.json", { credentials: "omit" });
+    if (!response.ok) return false;
+    const doc = await response.json();
+    const parameters = doc?.paths?.["/v1/jobs"]?.post?.parameters ?? [];
+    return parameters.some((p) => p.name === "dry_run" && p.in === "query");
+  } catch {
+    return false;
+  }
+}
+
+/** The upload's query string: a dry run when the server previews. */
+export function submitQuery(tenant, previews) {
+  const query = new URLSearchParams({ tenant });
+  if (previews) query.set("dry_run", "true");
+  return query.toString();
+}
+
+/** Whether the job is a dry run not yet run: its plan is shown, with a Run button once planned. */
+export const isPreview = (job) => job.status === "planning" || job.status === "planned";
+
+export const canRun = (job) => job.status === "planned";
+
+/** Whether any license in the plan is short of seats (then waiting for seats is offered). */
+export const seatsShort = (plan) => (plan?.seats ?? []).some((seat) => Number(seat.shortfall) > 0);
+
+/** The run call's query: `on_seat_shortage=wait` when chosen. */
+export const runQuery = (waitForSeats) => (waitForSeats ? "?on_seat_shortage=wait" : "");
+
+export const canResume = (job) => job.status === "paused";
+
+/** Rollback is offered for a finished job whose JSON names its kind (servers that support rollback do). */
+export const canRollback = (job) => isTerminal(job) && job.kind !== undefined && job.kind !== null;

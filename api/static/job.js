@@ -1,0 +1,192 @@
+// One job's view: live progress from the event stream, failures by reason, actions and downloads.
+
+import { callJson, detailOf, download } from "./api.js";
+import * as features from "./features.js";
+import { byId, count, duration, fillRows, setText, statusText } from "./render.js";
+import { follow } from "./sse.js";
+
+// While a job runs its failed rows are re-read at most every 2 s, less often for big jobs (the read
+// goes through every row of the job).
+const failuresEveryMs = (total) => Math.max(2000, (total ?? 0) / 2);
+const FAILED_ROWS_SHOWN = 100;
+const COUNTERS = ["succeeded", "failed", "cancelled", "pending", "throttled", "retries"];
+
+const jobPath = (id, tail = "") => `/v1/jobs/${encodeURIComponent(id)}${tail}`;
+
+export class JobView {
+  /** `onChange()` after a job ends or is acted on; `onOpen(id)` when an action answers with another job. */
+  constructor({ onChange, onOpen }) {
+    this.onChange = onChange;
+    this.onOpen = onOpen;
+    this.id = null;
+    this.job = null;
+    this.stream = null;
+    this.failures = { shownFor: -1, loadedAt: 0, timer: null };
+    byId("cancel").addEventListener("click", () => this.act("/cancel", "Cancelling…"));
+    byId("resume").addEventListener("click", () => this.act("/resume", "Resuming…"));
+    byId("rollback").addEventListener("click", () => this.act("/rollback", "Rolling back…"));
+    byId("run").addEventListener("click", () =>
+      this.act(`/run${features.runQuery(byId("wait-for-seats").checked)}`, "Starting…"));
+    byId("download-results").addEventListener("click", () => this.download("", "results"));
+    byId("download-failed").addEventListener("click", () => this.download("&status=failed", "failed"));
+  }
+
+  /** Shows a job and follows its progress until it ends. */
+  open(id) {
+    this.close();
+    this.id = id;
+    this.job = null;
+    this.failures = { shownFor: -1, loadedAt: 0, timer: null };
+    setText(byId("job-id"), id);
+    setText(byId("job-message"), "");
+    setText(byId("job-status"), "loading…");
+    byId("failures").hidden = true;
+    byId("preview").hidden = true;
+    byId("job").hidden = false;
+    this.watch(id);
+  }
+
+  /** (Re)starts following the job's event stream from its current state. */
+  watch(id) {
+    if (this.stream) this.stream.close();
+    this.stream = follow(jobPath(id, "/events"), {
+      onEvent: (event) => this.onEvent(id, event),
+      onState: (state) => setText(byId("job-stream"), state === "live" ? "" : "connection lost, reconnecting…"),
+      onStop: (status) => {
+        if (status) setText(byId("job-message"), `Live progress stopped: the API answered ${status}.`);
+      },
+    });
+  }
+
+  close() {
+    if (this.stream) this.stream.close();
+    clearTimeout(this.failures.timer);
+    this.stream = null;
+    this.id = null;
+  }
+
+  onEvent(id, event) {
+    if (id !== this.id || (event.type !== "progress" && event.type !== "end")) return;
+    this.show(JSON.parse(event.data));
+    if (event.type === "end") {
+      this.loadFailures();
+      this.onChange();
+    }
+  }
+
+  /** Renders the job JSON (as GET /v1/jobs/{id} and the event stream give it). */
+  show(job) {
+    this.job = job;
+    const badge = byId("job-status");
+    setText(badge, statusText(job.status));
+    badge.className = `badge ${job.status}`;
+    const paused = byId("job-paused");
+    paused.hidden = !job.paused_reason;
+    setText(paused, job.paused_reason ? `paused: ${statusText(job.paused_reason)}` : "");
+    this.showProgress(job);
+    this.showActions(job);
+    const preview = features.isPreview(job) && job.plan;
+    byId("preview").hidden = !preview;
+    if (preview) this.showPlan(job);
+    if ((job.failed ?? 0) !== this.failures.shownFor) this.scheduleFailures();
+  }
+
+  showProgress(job) {
+    const total = job.total ?? 0;
+    const done = Math.max(0, total - (job.pending ?? 0));
+    const bar = byId("job-progress");
+    bar.max = Math.max(total, 1);
+    bar.value = done;
+    bar.setAttribute("aria-valuetext", `${count(done)} of ${count(total)} users done`);
+    setText(byId("job-percent"), total ? `${Math.floor((100 * done) / total)}%` : "–");
+    for (const name of COUNTERS) setText(byId(`count-${name}`), count(job[name] ?? 0));
+    byId("unchanged-box").hidden = job.unchanged === undefined;
+    setText(byId("count-unchanged"), count(job.unchanged ?? 0));
+    setText(byId("job-rate"), job.rate_per_s ? `${job.rate_per_s.toFixed(1)} users/s` : "–");
+    setText(byId("job-eta"), features.isTerminal(job) ? "done" : duration(job.eta_s));
+  }
+
+  showActions(job) {
+    const planning = job.status === "planning"; // nothing to download before the plan exists
+    byId("cancel").hidden = features.isTerminal(job);
+    byId("resume").hidden = !features.canResume(job);
+    byId("rollback").hidden = !features.canRollback(job);
+    byId("download-results").hidden = planning;
+    byId("download-failed").hidden = planning;
+  }
+
+  showPlan(job) {
+    const plan = job.plan;
+    setText(byId("plan-changes"), count(plan.changes ?? 0));
+    setText(byId("plan-unchanged"), count(plan.unchanged ?? job.unchanged ?? 0));
+    setText(byId("plan-conflicts"), count(plan.warnings?.may_conflict ?? 0));
+    const predicted = Object.entries(plan.predicted_failures ?? {}).sort((a, b) => b[1] - a[1]);
+    fillRows(byId("plan-failures").tBodies[0], predicted.map(([reason, n]) => [statusText(reason), count(n)]));
+    const seats = (plan.seats ?? []).map((s) => [s.sku || s.sku_id, count(s.needed), count(s.released),
+      count(s.free), count(s.shortfall)]);
+    fillRows(byId("plan-seats").tBodies[0], seats, (_, i) => (Number(plan.seats[i].shortfall) > 0 ? "short" : ""));
+    byId("seat-choice").hidden = !features.seatsShort(plan);
+    byId("run").hidden = !features.canRun(job);
+  }
+
+  scheduleFailures() {
+    if (this.failures.timer) return;
+    const wait = Math.max(0, this.failures.loadedAt + failuresEveryMs(this.job?.total) - Date.now());
+    this.failures.timer = setTimeout(() => this.loadFailures(), wait);
+  }
+
+  /** Reads the failed rows and shows them grouped by reason. */
+  async loadFailures() {
+    const id = this.id;
+    clearTimeout(this.failures.timer);
+    this.failures.timer = null;
+    if (!id || !this.job) return;
+    const expected = this.job.failed ?? 0;
+    this.failures.loadedAt = Date.now();
+    const result = await callJson(jobPath(id, "/results?status=failed&format=json"));
+    if (id !== this.id || !result.ok) return;
+    const rows = result.data.value ?? [];
+    this.failures.shownFor = expected;
+    const byReason = new Map();
+    for (const row of rows) byReason.set(row.reason || "unknown", (byReason.get(row.reason || "unknown") ?? 0) + 1);
+    const reasons = [...byReason].sort((a, b) => b[1] - a[1]);
+    fillRows(byId("failure-reasons").tBodies[0], reasons.map(([reason, n]) => [statusText(reason), count(n)]));
+    const shown = rows.slice(0, FAILED_ROWS_SHOWN);
+    fillRows(byId("failed-rows").tBodies[0],
+      shown.map((r) => [r.row, r.user, statusText(r.reason), r.graph_message || r.detail || ""]));
+    setText(byId("failed-rows-more"),
+      rows.length > shown.length ? `Showing the first ${shown.length} of ${count(rows.length)} failed rows; download them all below.` : "");
+    byId("failures").hidden = rows.length === 0;
+  }
+
+  /** POSTs an action on the job; follows the job it answers with when that is another one. */
+  async act(tail, doing) {
+    const id = this.id;
+    if (!id) return;
+    setText(byId("job-message"), doing);
+    const result = await callJson(jobPath(id, tail), { method: "POST" });
+    if (id !== this.id) return;
+    if (!result.ok) {
+      setText(byId("job-message"), `Refused: ${detailOf(result)}`);
+      return;
+    }
+    setText(byId("job-message"), "");
+    const answered = result.data && typeof result.data.id === "string" ? result.data.id : id;
+    if (answered !== id) {
+      this.onOpen(answered);
+      return;
+    }
+    const fresh = await callJson(jobPath(id));
+    if (id !== this.id) return;
+    if (fresh.ok) this.show(fresh.data);
+    this.watch(id); // a resumed job's state may rank below what the stream last sent: start afresh
+    this.onChange();
+  }
+
+  async download(query, label) {
+    const id = this.id;
+    setText(byId("job-message"), "Preparing the download…");
+    const result = await download(jobPath(id, `/results?format=csv${query}`), `${id}-${label}.csv`);
+    setText(byId("job-message"), result.ok ? "" : `Download refused: ${detailOf(result)}`);
+  }
+}

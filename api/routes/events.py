@@ -15,15 +15,18 @@ from starlette.concurrency import run_in_threadpool
 
 from api.context import ApiContext
 from api.deps import Context, ScopedJob, VisibleJob
+from api.plan_view import with_seats
 from api.schemas import error_responses
 from jobs.models import TERMINAL_JOB_STATUSES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 # Counters that never go down while a job lives: their sum orders its states.
-MONOTONIC_COUNTERS = ("succeeded", "failed", "cancelled", "unchanged", "throttled", "retries")
-# Each status's place in a job's life; a status not listed counts as running.
-STAGES = {"planning": 0, "planned": 1, "queued": 2, "running": 3, "paused": 4}
+MONOTONIC_COUNTERS = ("succeeded", "failed", "cancelled", "unchanged", "would_change", "would_fail", "throttled",
+                      "retries")
+# Each status's place in a job's life (a dry run ends `planned`, a terminal status; running it
+# starts a new job); a status not listed counts as running.
+STAGES = {"queued": 0, "planning": 1, "running": 2, "paused": 3}
 TERMINAL_STAGE = 5
 STAGE_SLOTS = 8  # > every stage, so one more counted result outranks any status change
 TERMINAL = frozenset(status.value for status in TERMINAL_JOB_STATUSES)
@@ -104,7 +107,7 @@ def progress_reader(context: ApiContext, job: VisibleJob) -> Callable[[], Awaita
 
     def read() -> dict[str, Any] | None:
         progress = context.store.progress(job.id, ceiling_rate_per_s=context.ceiling_for(job.tenant))
-        return None if progress is None else progress.to_json()
+        return None if progress is None else with_seats(progress.to_json(), context, job.tenant)
 
     return lambda: run_in_threadpool(read)
 

@@ -94,8 +94,8 @@ def test_stream_sends_each_change_once_with_increasing_ids_then_end(fast: TestCl
 
     assert [e["event"] for e in seen] == ["progress"] * 5
     assert [(e["data"]["status"], e["data"]["succeeded"], e["data"]["failed"], e["data"]["throttled"])
-            for e in seen] == [("queued", 0, 0, 0), ("running", 1, 0, 0), ("running", 1, 0, 1),
-                               ("running", 1, 1, 1), ("completed_with_errors", 2, 1, 1)]
+            for e in seen] == [("queued", 0, 0, 0), ("planning", 1, 0, 0), ("planning", 1, 0, 1),
+                               ("planning", 1, 1, 1), ("completed_with_errors", 2, 1, 1)]
     ids = [int(e["id"]) for e in seen]
     assert ids == sorted(set(ids))  # strictly increasing
     assert final["event"] == "end" and final["data"]["status"] == "completed_with_errors"
@@ -189,7 +189,7 @@ def test_sequence_grows_with_results_and_with_each_step_of_a_job() -> None:
     def job(status: str, **counts: int) -> dict[str, Any]:
         return {"status": status, **counts}
 
-    life = [job("planning"), job("planned", unchanged=3), job("queued", unchanged=3),
+    life = [job("queued"), job("planning"), job("planning", unchanged=3),
             job("running", unchanged=3), job("running", unchanged=3, throttled=1),
             job("paused", unchanged=3, throttled=1), job("running", unchanged=3, throttled=1, succeeded=1),
             job("running", unchanged=3, throttled=1, succeeded=1, retries=1),

@@ -3,12 +3,15 @@
 Keys:
 
     bl:idem:{scope}:{sha256 of the key}   string  {"state": "pending", "token"} while the first request
-                                                  runs (expires after PENDING_TTL_S), then {"state": "done",
-                                                  "fingerprint", "answer"} for TTL_S
+                                                  runs (kept alive by it, lapses PENDING_TTL_S after it
+                                                  stops), then {"state": "done", "fingerprint", "answer"}
+                                                  for TTL_S
 
 The scope is the caller's API key name, so two callers never share a key. The first request claims
-the key with SET NX; one arriving while it runs waits up to `wait_s` for its answer, then gives up
-(IdempotencyInProgress). A refused submission gives its claim back, so the key can be used again.
+the key with SET NX and keeps the claim alive while it runs; one arriving meanwhile waits up to
+`wait_s` for its answer, then gives up (IdempotencyInProgress). A refused submission gives its claim
+back, so the key can be used again; a claim whose holder died (or could not give it back because
+Redis was away) lapses by itself.
 """
 
 from __future__ import annotations
@@ -26,9 +29,7 @@ from typing import Any
 import redis
 
 TTL_S = 24 * 3600
-# A claim outlives any submission (the largest allowed upload is parsed in a few minutes); if the
-# process holding it dies, the key is usable again after this.
-PENDING_TTL_S = 15 * 60
+PENDING_TTL_S = 20  # a claim not kept alive for this long is abandoned
 WAIT_S = 10.0
 POLL_S = 0.05
 MAX_KEY_CHARS = 200
@@ -74,7 +75,7 @@ def request_fingerprint(body_sha256: str, parameters: Mapping[str, str]) -> str:
 class IdempotencyStore:
     """Claims, completes and gives back idempotency keys in Redis."""
 
-    def __init__(self, client: redis.Redis, *, ttl_s: int = TTL_S, pending_ttl_s: int = PENDING_TTL_S,
+    def __init__(self, client: redis.Redis, *, ttl_s: int = TTL_S, pending_ttl_s: float = PENDING_TTL_S,
                  wait_s: float = WAIT_S, poll_s: float = POLL_S, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.redis = client
@@ -84,8 +85,13 @@ class IdempotencyStore:
         self.poll_s = poll_s
         self.clock = clock
         self.sleep = sleep
-        script = (resources.files("jobs") / "lua" / "idempotency_release.lua").read_text(encoding="utf-8")
-        self._release = client.register_script(script)
+        script = (resources.files("jobs") / "lua" / "idempotency_claim.lua").read_text(encoding="utf-8")
+        self._pending_claim = client.register_script(script)
+
+    @property
+    def keep_alive_s(self) -> float:
+        """How often the holder of a claim renews it."""
+        return self.pending_ttl_s / 4
 
     @staticmethod
     def record_key(scope: str, key: str) -> str:
@@ -99,7 +105,7 @@ class IdempotencyStore:
         pending = _pending(token)
         deadline = self.clock() + self.wait_s
         while True:
-            if self.redis.set(record_key, pending, nx=True, ex=self.pending_ttl_s):
+            if self.redis.set(record_key, pending, nx=True, px=int(self.pending_ttl_s * 1000)):
                 return Claim(record_key, token)
             raw = self.redis.get(record_key)
             if raw is None:
@@ -116,10 +122,16 @@ class IdempotencyStore:
         record = {"state": "done", "fingerprint": fingerprint, "answer": dict(answer)}
         self.redis.set(claim.record_key, json.dumps(record, separators=(",", ":")), ex=self.ttl_s)
 
+    def keep(self, claim: Claim) -> bool:
+        """Renew our claim for another `pending_ttl_s`; False if it is no longer ours."""
+        ttl_ms = int(self.pending_ttl_s * 1000)
+        return claim.token is not None and bool(
+            self._pending_claim(keys=[claim.record_key], args=[_pending(claim.token), ttl_ms]))
+
     def release(self, claim: Claim) -> None:
         """Give the key back (the request was refused), unless it is no longer our claim."""
         if claim.token is not None:
-            self._release(keys=[claim.record_key], args=[_pending(claim.token)])
+            self._pending_claim(keys=[claim.record_key], args=[_pending(claim.token), 0])
 
     @staticmethod
     def replay(claim: Claim, fingerprint: str) -> Mapping[str, Any]:

@@ -108,3 +108,15 @@ def test_fingerprints() -> None:
     assert base != request_fingerprint("ab" * 32, {"tenant": "other", "dry_run": "false"})
     assert base != request_fingerprint("cd" * 32, {"tenant": "sim", "dry_run": "false"})
     assert base != request_fingerprint("ab" * 32, {"tenant": "sim"})
+
+
+def test_a_claim_is_kept_alive_only_by_its_holder(redis_client: redis.Redis) -> None:
+    store = IdempotencyStore(redis_client, pending_ttl_s=20)
+    held = store.claim("ops", "k")
+    redis_client.pexpire(held.record_key, 50)
+    assert store.keep(held)
+    assert 19_000 < redis_client.pttl(held.record_key) <= 20_000
+    assert store.keep_alive_s == 5.0
+    store.complete(held, "fp-1", ANSWER)
+    assert not store.keep(held)  # done: the answer keeps its own 24 h
+    assert redis_client.ttl(held.record_key) > 20

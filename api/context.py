@@ -1,4 +1,4 @@
-"""What the routes work with, built once per app: settings, Redis, the job store, the submitter."""
+"""What the routes work with, built once per app: settings, Redis, the job store, the submitter, the audit log."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import redis
 from config import Settings
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
+from jobs.audit import AuditLog
+from jobs.idempotency import IdempotencyStore
 from jobs.store import JobStore
 from jobs.submit import Submitter
 
@@ -24,7 +26,10 @@ class ApiContext:
     redis: redis.Redis
     store: JobStore
     submitter: Submitter
+    audit: AuditLog
+    idempotency: IdempotencyStore
     ceiling_for: Callable[[str], float | None]  # a tenant's current write ceiling, for the ETA
+    check_broker: Callable[[], None]  # raises when the broker does not answer
 
 
 class TenantGraphs:

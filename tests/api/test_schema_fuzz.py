@@ -58,6 +58,7 @@ OPERATIONS = [
     ("GET", "/v1/jobs/{job_id}"),
     ("GET", "/v1/jobs/{job_id}/results"),
     ("POST", "/v1/jobs/{job_id}/cancel"),
+    ("GET", "/v1/audit"),
 ]
 
 
@@ -85,7 +86,7 @@ def deeper_variants(case: Any) -> Iterator[Any]:
 # `healthz` has no parameters and `{job_id}` is any string, so those run positive cases only.
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if (m, p) in {
-        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/results")}
+        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/results"), ("GET", "/v1/audit")}
 ]
 
 
@@ -126,5 +127,5 @@ def test_the_schema_covers_every_route(api_app: Any) -> None:
     operations = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
     assert operations == {
         ("GET", "/healthz"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
-        ("GET", "/v1/jobs/{job_id}/results"), ("POST", "/v1/jobs/{job_id}/cancel"),
+        ("GET", "/v1/jobs/{job_id}/results"), ("POST", "/v1/jobs/{job_id}/cancel"), ("GET", "/v1/audit"),
     }, json.dumps(sorted(operations))

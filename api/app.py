@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI): submit jobs, watch progress, fetch results, cancel."""
+"""The HTTP API (FastAPI): submit jobs, watch progress, fetch results, cancel, read the audit trail."""
 
 from __future__ import annotations
 
@@ -7,19 +7,30 @@ from typing import Any
 
 import redis
 from fastapi import FastAPI
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
+from api.broker import broker_check, send_after_commit
 from api.console import add_console
 from api.context import ApiContext, TenantGraphs
 from api.errors import exception_handlers
-from api.routes import control, events, health, jobs, tenants
+from api.routes import audit, control, events, health, jobs, tenants
 from api.security import SecurityHeaders
 from config import Settings
+from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
+from jobs.idempotency import IdempotencyStore
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
 from jobs.submit import Submitter
 from worker.producer import ChunkProducer
+
+
+def api_redis(url: str) -> redis.Redis:
+    """The API's Redis client: a few quick retries ride out a blip; an outage is answered (503) within a second."""
+    return redis.Redis.from_url(url, health_check_interval=30, socket_connect_timeout=2.0,
+                                retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3))
 
 
 def create_app(
@@ -29,30 +40,35 @@ def create_app(
     send: Send | None = None,
     fetch_skus: Callable[[str], list[dict[str, Any]]] | None = None,
     ceiling_for: Callable[[str], float | None] | None = None,
+    check_broker: Callable[[], None] | None = None,
+    idempotency: IdempotencyStore | None = None,
 ) -> FastAPI:
     """Build the API; collaborators default to the real ones built from `settings`."""
-    client = (redis.Redis.from_url(settings.redis_url, health_check_interval=30) if redis_client is None
-              else redis_client)
+    client = api_redis(settings.redis_url) if redis_client is None else redis_client
     graphs = TenantGraphs(settings, client)
     store = JobStore(client, retention_s=settings.retention_s)
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
     seats = SeatLedger(client, retention_s=settings.retention_s)
-    send = send or ChunkProducer.from_settings(settings).send
-    submitter = Submitter(settings, store, catalogs, send, seats)
+    sender = send_after_commit(send or ChunkProducer.from_settings(settings).send)
+    submitter = Submitter(settings, store, catalogs, sender, seats)
     app = FastAPI(
         title="bulk-license",
         version="0.1.0",
         description="Bulk Microsoft 365 license assignment through Microsoft Graph, as resumable jobs.",
         exception_handlers=exception_handlers(),
     )
-    app.state.context = ApiContext(settings=settings, redis=client, store=store, submitter=submitter,
-                                   ceiling_for=ceiling_for or graphs.write_ceiling, catalogs=catalogs,
-                                   seats=seats, send=send)
+    app.state.context = ApiContext(
+        settings=settings, redis=client, store=store, submitter=submitter,
+        audit=AuditLog.from_settings(client, settings), idempotency=idempotency or IdempotencyStore(client),
+        ceiling_for=ceiling_for or graphs.write_ceiling, check_broker=check_broker or broker_check(settings),
+        catalogs=catalogs, seats=seats, send=sender,
+    )
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(control.router)
     app.include_router(events.router)
     app.include_router(tenants.router)
+    app.include_router(audit.router)
     add_console(app)
     app.add_middleware(SecurityHeaders, csp_exempt=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
     return app

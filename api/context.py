@@ -1,4 +1,4 @@
-"""What the routes work with, built once per app: settings, Redis, the job store, the submitter."""
+"""What the routes work with, built once per app: settings, Redis, the job store, the submitter, the audit log."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import redis
 from config import Settings
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
+from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
+from jobs.idempotency import IdempotencyStore
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
@@ -27,10 +29,13 @@ class ApiContext:
     redis: redis.Redis
     store: JobStore
     submitter: Submitter
+    audit: AuditLog
+    idempotency: IdempotencyStore
     ceiling_for: Callable[[str], float | None]  # a tenant's current write ceiling, for the ETA
     catalogs: CatalogCache
     seats: SeatLedger
     send: Send
+    check_broker: Callable[[], None]  # raises when the broker does not answer
 
 
 class TenantGraphs:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 
 from api.context import ApiContext
 from api.errors import ApiError
 from api.uploads import UploadKind, upload_kind
 from config import ApiKey
+from jobs.audit import AuditAction
+from jobs.idempotency import VALID_KEY
 from jobs.models import FieldError, JobOptions, SeatPolicy
 
 MAX_JOB_ID_CHARS = 64
@@ -20,10 +21,14 @@ MAX_JOB_ID_CHARS = 64
 
 @dataclass(frozen=True)
 class Caller:
-    """The authenticated API key's scope."""
+    """The authenticated API key: its name (in job records and audit events) and its scope."""
 
     key: ApiKey
-    label: str
+
+    @property
+    def name(self) -> str:
+        """The key's name; never the key."""
+        return self.key.name
 
     def allows(self, tenant: str) -> bool:
         """Whether this caller may act on a tenant profile."""
@@ -59,8 +64,7 @@ def caller(request: Request, context: Context) -> Caller:
             found = key
     if found is None:
         raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-    digest = hashlib.sha256(found.key.get_secret_value().encode()).hexdigest()[:8]
-    return Caller(found, label=f"key-{digest}")  # names the key in job records without revealing it
+    return Caller(found)
 
 
 Authenticated = Annotated[Caller, Depends(caller)]
@@ -77,6 +81,15 @@ def visible_job(job_id: str, context: Context, who: Authenticated) -> VisibleJob
 ScopedJob = Annotated[VisibleJob, Depends(visible_job)]
 
 
+def permits(context: ApiContext, who: Caller, tenant: str, request: str) -> bool:
+    """Whether the caller may act on a tenant; a refusal for a configured tenant is audited there."""
+    if who.allows(tenant):
+        return True
+    if tenant in context.settings.tenants:  # not for made-up names: they would each get a stream
+        context.audit.append(tenant, who.name, AuditAction.KEY_REFUSED, details={"request": request})
+    return False
+
+
 def csv_tenant(
     request: Request, context: Context, who: Authenticated,
     tenant: Annotated[str | None, Query(max_length=128)] = None,
@@ -91,7 +104,7 @@ def csv_tenant(
     if tenant not in context.settings.tenants:
         raise ApiError(422, f"unknown tenant profile '{tenant}'",
                        [FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
-    if not who.allows(tenant):
+    if not permits(context, who, tenant, "POST /v1/jobs"):
         raise ApiError(403, f"this API key may not submit jobs for tenant '{tenant}'")
     return tenant
 
@@ -109,3 +122,8 @@ def submit_options(
 
 
 SubmitOptions = Annotated[JobOptions, Depends(submit_options)]
+# Checked by the schema (422), and so shown to clients in the OpenAPI document.
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", pattern=f"^{VALID_KEY.pattern}$",
+    description="Makes retrying a submission safe: 1-200 printable ASCII characters, chosen by the client",
+)]

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+import redis
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from jobs.catalogs import CatalogUnavailable
 from jobs.models import FieldError, InputRejected
 from jobs.submit import NotRunnable, SeatShortage
 
+log = logging.getLogger(__name__)
+
+OUTAGE_RETRY_AFTER_S = 5
+# Redis or the broker not answering is an outage, not a bug in the request: 503 and try again.
+OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
+
 
 class ApiError(Exception):
     """A request the API refuses itself, before any parsing: answered with the error body."""
 
-    def __init__(self, status_code: int, detail: str, errors: Sequence[FieldError] = ()) -> None:
+    def __init__(self, status_code: int, detail: str, errors: Sequence[FieldError] = (),
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
         self.errors = tuple(errors)
+        self.headers = headers or {}
 
 
 def error_response(
@@ -34,7 +45,9 @@ def error_response(
 
 
 async def _refused(_: Request, exc: ApiError) -> Response:
-    return error_response(exc.status_code, exc.detail, exc.errors)
+    response = error_response(exc.status_code, exc.detail, exc.errors)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _rejected(_: Request, exc: InputRejected) -> Response:
@@ -61,10 +74,15 @@ async def _short(_: Request, exc: SeatShortage) -> Response:
 
 async def _not_runnable(_: Request, exc: NotRunnable) -> Response:
     return error_response(409, str(exc))
+async def _outage(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: the job store or the broker is unreachable: %s", request.method, request.url.path, exc)
+    response = error_response(503, "the job store or the broker is unreachable; retry in a few seconds")
+    response.headers["Retry-After"] = str(OUTAGE_RETRY_AFTER_S)
+    return response
 
 
 def exception_handlers() -> dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]]:
-    """The handlers that answer refusals with the error body."""
+    """The handlers that answer refusals and outages with the error body."""
     return {
         ApiError: _refused,
         InputRejected: _rejected,
@@ -72,4 +90,5 @@ def exception_handlers() -> dict[int | type[Exception], Callable[[Request, Any],
         CatalogUnavailable: _no_catalog,
         SeatShortage: _short,
         NotRunnable: _not_runnable,
+        **dict.fromkeys(OUTAGES, _outage),
     }

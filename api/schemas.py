@@ -37,3 +37,15 @@ class ErrorBody(BaseModel):
 def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
     """The `responses=` entry documenting refusals with the error body."""
     return {code: {"model": ErrorBody} for code in status_codes}
+
+
+class AuditEventOut(BaseModel):
+    """One audit event (a line of `GET /v1/audit`)."""
+
+    id: str
+    time: str
+    tenant: str
+    actor: str
+    action: str
+    job: str | None
+    details: dict[str, Any]

@@ -1,10 +1,18 @@
-"""Reads a submission's body: JSON in memory, a CSV (`text/csv` or multipart field `file`) as byte chunks."""
+"""Reads a submission's body: JSON in memory, a CSV (`text/csv` or multipart field `file`) as byte chunks.
+
+Either way the upload's SHA-256 is taken as its bytes go by (for the audit trail and idempotency),
+and its file name is the multipart part's `filename` or, for a bare body, the `filename` parameter of
+a `Content-Disposition` header.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.message import Message
 from enum import StrEnum
 from typing import IO
 
@@ -17,6 +25,7 @@ from jobs.models import FieldError
 READ_CHUNK_BYTES = 64 * 1024
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # a CSV body beyond this goes to a temporary file
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024  # room for a multipart body's boundaries and part headers
+MAX_FILENAME_CHARS = 255
 
 
 class UploadKind(StrEnum):
@@ -45,31 +54,89 @@ def upload_kind(request: Request) -> UploadKind:
     return MEDIA_KINDS[media]
 
 
-async def read_json(request: Request, limit_bytes: int) -> bytes:
+class DigestedChunks(Iterator[bytes]):
+    """An upload's byte chunks, hashed (SHA-256) as they are read."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._sha256 = hashlib.sha256()
+
+    def __next__(self) -> bytes:
+        chunk = next(self._chunks)
+        self._sha256.update(chunk)
+        return chunk
+
+    def hexdigest(self) -> str:
+        """The SHA-256 of the whole upload, reading whatever the consumer left unread."""
+        for _ in self:
+            pass
+        return self._sha256.hexdigest()
+
+
+@dataclass(frozen=True)
+class JsonUpload:
+    """A JSON body, its SHA-256 and the file name it came with."""
+
+    body: bytes
+    sha256: str
+    filename: str | None
+
+
+@dataclass(frozen=True)
+class CsvUpload:
+    """A CSV upload being read, and the file name it came with."""
+
+    chunks: DigestedChunks
+    filename: str | None
+
+
+async def read_json(request: Request, limit_bytes: int) -> JsonUpload:
     """The whole JSON body; 413 as soon as it is known to exceed the limit."""
     _refuse_declared_size(request, UploadKind.JSON, limit_bytes)
     body = bytearray()
+    sha256 = hashlib.sha256()
     async for part in request.stream():
         body += part
+        sha256.update(part)
         if len(body) > limit_bytes:
             raise _too_big(UploadKind.JSON, limit_bytes)
-    return bytes(body)
+    return JsonUpload(bytes(body), sha256.hexdigest(), _disposition_filename(request))
 
 
 @asynccontextmanager
-async def csv_chunks(request: Request, limit_bytes: int) -> AsyncIterator[Iterator[bytes]]:
+async def csv_upload(request: Request, limit_bytes: int) -> AsyncIterator[CsvUpload]:
     """The CSV upload as byte chunks, from a temporary spool or the multipart file; both closed on exit."""
     _refuse_declared_size(request, UploadKind.CSV, limit_bytes, slack_bytes=MULTIPART_OVERHEAD_BYTES)
     if upload_kind(request) is UploadKind.MULTIPART:
         form = await _read_form(request, limit_bytes)
         try:
-            yield _chunks(_form_file(form.get("file")).file)
+            part = _form_file(form.get("file"))
+            yield CsvUpload(DigestedChunks(_chunks(part.file)), _clean_filename(part.filename))
         finally:
             await form.close()
     else:
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
             await _spool(request, spool, limit_bytes)
-            yield _chunks(spool)
+            yield CsvUpload(DigestedChunks(_chunks(spool)), _disposition_filename(request))
+
+
+def _disposition_filename(request: Request) -> str | None:
+    """The `filename` (or RFC 2231 `filename*`) of a `Content-Disposition` request header."""
+    header = request.headers.get("content-disposition")
+    if not header:
+        return None
+    message = Message()
+    message["content-disposition"] = header
+    return _clean_filename(message.get_filename())
+
+
+def _clean_filename(name: str | None) -> str | None:
+    """A client's file name as recorded: its last path part, printable, bounded; None when empty."""
+    if not name:
+        return None
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    printable = "".join(ch for ch in base if ch.isprintable()).strip()
+    return printable[:MAX_FILENAME_CHARS] or None
 
 
 def _refuse_declared_size(request: Request, kind: UploadKind, limit_bytes: int, slack_bytes: int = 0) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -20,8 +23,9 @@ err = Console(stderr=True)
 class ApiClient:
     """A small client for our own HTTP API."""
 
-    def __init__(self, url: str, key: str) -> None:
-        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    def __init__(self, url: str, key: str, *, transport: httpx.BaseTransport | None = None) -> None:
+        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120,
+                                 transport=transport)
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send a request; print the API's error and exit on failure."""
@@ -34,6 +38,41 @@ class ApiClient:
             _print_api_error(response)
             raise typer.Exit(1)
         return response
+
+
+    def lines(self, path: str, params: dict[str, str] | None = None) -> Iterator[str]:
+        """A streamed GET's non-empty lines; print the API's error and exit on failure."""
+        try:
+            with self.http.stream("GET", path, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _print_api_error(response)
+                    raise typer.Exit(1)
+                yield from (line for line in response.iter_lines() if line.strip())
+        except httpx.HTTPError as exc:
+            err.print(f"[red]cannot reach the API at {self.http.base_url}:[/red] {exc}")
+            raise typer.Exit(2) from None
+
+
+def audit_events(client: ApiClient, params: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """The audit events `GET /v1/audit` streams, oldest first."""
+    for line in client.lines("/v1/audit", params):
+        event: dict[str, Any] = json.loads(line)
+        yield event
+
+
+def print_audit(events: Iterable[dict[str, Any]], *, as_json: bool = False) -> None:
+    """Print audit events as a table, or as JSON lines written as they arrive."""
+    if as_json:
+        for event in events:
+            sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+        return
+    table = Table("time", "tenant", "actor", "action", "job", "details", title="audit trail (oldest first)")
+    for event in events:
+        details = ", ".join(f"{k}={v}" for k, v in (event.get("details") or {}).items())
+        table.add_row(event["time"], event["tenant"], event["actor"], event["action"], event.get("job") or "",
+                      details)
+    console.print(table if table.row_count else "no audit events")
 
 
 def _print_api_error(response: httpx.Response) -> None:

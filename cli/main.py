@@ -11,7 +11,7 @@ import typer
 import uvicorn
 
 from api.app import create_app
-from cli.client import ApiClient, console, err, print_summary, watch
+from cli.client import ApiClient, audit_events, console, err, print_audit, print_summary, watch
 from cli.demo import run_demo
 from config import ConfigError, Settings, get_settings
 from worker.celery_app import create_celery_app
@@ -52,7 +52,7 @@ def api(
     settings = _settings(need_tenants=True)
     if not settings.api_keys:
         err.print("[red]configuration error:[/red] BULKLICENSE_API_KEYS: set at least one key"
-                  " (KEY:tenant|tenant or KEY:*)")
+                  " (NAME=KEY:tenant|tenant, NAME=KEY:* or unnamed KEY:tenants)")
         raise typer.Exit(2)
     _setup_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
@@ -149,6 +149,22 @@ def cancel(job: str, api_url: str = typer.Option(None), api_key: str = typer.Opt
     """Cancel a job; returns once no further write for it can be sent."""
     client = _client(_settings(), api_url, api_key)
     console.print_json(data=client.request("POST", f"/v1/jobs/{job}/cancel").json())
+
+
+@app.command()
+def audit(
+    tenant: str = typer.Option(None, help="Only this tenant profile (default: every one the key may see)."),
+    since: str = typer.Option(None, help="From this time: ISO-8601 (UTC unless it has an offset) or epoch seconds."),
+    until: str = typer.Option(None, help="Up to this time (same forms); both bounds are included."),
+    job: str = typer.Option(None, help="Only this job's events."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None),
+) -> None:
+    """Show the audit trail (submissions, cancels, refused keys, job events), oldest first."""
+    client = _client(_settings(), api_url, api_key)
+    filters = {"tenant": tenant, "since": since, "until": until, "job": job}
+    print_audit(audit_events(client, {k: v for k, v in filters.items() if v}), as_json=as_json)
 
 
 @app.command()

@@ -8,6 +8,7 @@ from config.settings import (
     Settings,
     TenantProfile,
     get_settings,
+    key_label,
     load_tenants,
     parse_api_keys,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Settings",
     "TenantProfile",
     "get_settings",
+    "key_label",
     "load_tenants",
     "parse_api_keys",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import tomllib
 from dataclasses import dataclass
 from functools import cached_property
@@ -87,10 +89,22 @@ class TenantProfile(BaseModel):
         return self.write_capacity / self.write_period_s
 
 
+API_KEYS_SETTING = "BULKLICENSE_API_KEYS"
+MIN_API_KEY_CHARS = 8
+# A key's name is shown in job records, audit events and logs; it never contains the key.
+API_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def key_label(key: str) -> str:
+    """A stable, non-revealing name for a key: `key-` and the first 8 hex digits of its SHA-256."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """An API key and the tenant profiles it may act on (`*` = all)."""
+    """A named API key and the tenant profiles it may act on (`*` = all)."""
 
+    name: str
     key: SecretStr
     tenants: frozenset[str]
 
@@ -100,18 +114,43 @@ class ApiKey:
 
 
 def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
-    """Parse `key:tenantA|tenantB,key2:*` into API keys."""
+    """Parse `name=key:tenantA|tenantB,name2=key2:*` (or unnamed `key:tenants`) into API keys.
+
+    Errors are ConfigErrors naming the setting and the entry by position (or name), never the key.
+    """
     keys: list[ApiKey] = []
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        key, sep, tenants = part.partition(":")
-        if not sep or not key or not tenants:
-            raise ValueError("each entry must look like KEY:tenant1|tenant2 or KEY:*")
-        if len(key) < 8:
-            raise ValueError("API keys must be at least 8 characters")
-        keys.append(ApiKey(SecretStr(key), frozenset(t.strip() for t in tenants.split("|") if t.strip())))
+    for position, part in enumerate((p.strip() for p in raw.split(",") if p.strip()), start=1):
+        key = _parse_key_entry(part, position)
+        for earlier in keys:
+            if earlier.name == key.name:
+                raise ConfigError(f"{API_KEYS_SETTING}: the name '{key.name}' is used by more than one key")
+            if earlier.key == key.key:
+                raise ConfigError(f"{API_KEYS_SETTING}: keys '{earlier.name}' and '{key.name}' are the same key")
+        keys.append(key)
     return tuple(keys)
+
+
+def _parse_key_entry(entry: str, position: int) -> ApiKey:
+    """One `name=key:tenants` or `key:tenants` entry."""
+    secret, sep, tenant_list = entry.partition(":")
+    name, eq, rest = secret.partition("=")
+    # `=` only as trailing padding (base64) belongs to an unnamed key; otherwise it ends the name.
+    if eq and rest.strip("="):
+        where = f"entry {position} ('{name}')"
+        if not API_KEY_NAME.fullmatch(name):
+            raise ConfigError(f"{API_KEYS_SETTING}: entry {position}: a key name is 1-64 letters, digits, '.', '_'"
+                              " or '-', starting with a letter or digit")
+        secret = rest
+    else:
+        where = f"entry {position}"
+        name = key_label(secret)
+    tenants = frozenset(t.strip() for t in tenant_list.split("|") if t.strip())
+    if not sep or not secret or not tenants:
+        raise ConfigError(f"{API_KEYS_SETTING}: {where}: each entry must look like NAME=KEY:tenant1|tenant2,"
+                          " NAME=KEY:* or KEY:tenants")
+    if len(secret) < MIN_API_KEY_CHARS:
+        raise ConfigError(f"{API_KEYS_SETTING}: {where}: API keys must be at least {MIN_API_KEY_CHARS} characters")
+    return ApiKey(name, SecretStr(secret), tenants)
 
 
 def load_tenants(path: Path) -> dict[str, TenantProfile]:
@@ -191,6 +230,9 @@ class Settings(BaseSettings):
     # Tests and demos only: multiplies Graph's Retry-After values (see worker/timescale.py).
     time_scale: float = Field(default=1.0, gt=0, le=1.0)
     retention_days: float = Field(default=30.0, gt=0)
+    # Audit events kept per tenant at most (approximately: trimmed in whole stream nodes); events
+    # older than the retention period are dropped too.
+    audit_max_events: int = Field(default=100_000, ge=100)
 
     # API server.
     api_host: str = "127.0.0.1"

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 async def run(job: ScopedJob, context: Context, who: Authenticated,
               on_seat_shortage: Annotated[SeatPolicy, Query()] = SeatPolicy.FAIL) -> Response:
     """Start the real job of a finished dry run (it reads every user again: the tenant may have moved on)."""
-    accepted = await run_in_threadpool(context.submitter.run_planned, job.id, owner=who.label,
+    accepted = await run_in_threadpool(context.submitter.run_planned, job.id, owner=who.name,
                                        seat_policy=on_seat_shortage)
     answer = JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings))
     return JSONResponse(status_code=202, content=answer.model_dump(), headers={"Location": f"/v1/jobs/{accepted.id}"})

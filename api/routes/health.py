@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import Context
+from api.errors import OUTAGE_RETRY_AFTER_S
 
 router = APIRouter(tags=["ops"])
 
@@ -17,5 +18,6 @@ def healthz(context: Context) -> JSONResponse:
     try:
         context.redis.ping()
     except redis.RedisError as exc:
-        return JSONResponse(status_code=503, content={"status": "unavailable", "redis": str(exc)})
+        return JSONResponse(status_code=503, content={"status": "unavailable", "redis": str(exc)},
+                            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)})
     return JSONResponse(content={"status": "ok", "redis": "ok"})

@@ -8,13 +8,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
-from api.deps import Authenticated, Context, CsvTenant, ScopedJob, SubmitOptions
+from api.deps import Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions
 from api.plan_view import known_catalog, with_seats
 from api.results import csv_lines, json_lines, result_rows
 from api.schemas import JobAccepted, error_responses
-from api.uploads import csv_chunks, read_json
+from api.submissions import accept_submission
+from jobs.audit import AuditAction
 
 CANCEL_WAIT_S = 30.0
 CANCEL_POLL_S = 0.05
@@ -38,26 +38,21 @@ SUBMIT_BODY: dict[str, Any] = {
 
 
 @router.post("", status_code=202, response_model=JobAccepted, openapi_extra=SUBMIT_BODY,
-             responses=error_responses(401, 403, 413, 415, 422, 503))
+             responses={200: {"model": JobAccepted, "description": "The job an earlier request with the same"
+                                                                    " Idempotency-Key created"},
+                        **error_responses(400, 401, 403, 409, 413, 415, 422, 503)})
 async def submit(request: Request, context: Context, who: Authenticated, tenant: CsvTenant,
-                 options: SubmitOptions) -> Response:
+                 options: SubmitOptions, idempotency_key: IdempotencyKey = None) -> Response:
     """Submit a job: a CSV (`text/csv` body or multipart field `file`, `?tenant=`) or JSON.
 
     `?dry_run=true` plans without writing; a real job whose seats are short is refused (409)
-    unless `?on_seat_shortage=wait`.
+    unless `?on_seat_shortage=wait`. With an `Idempotency-Key` header, repeating the same request
+    within 24 h returns the first job (200) instead of creating another; the same key with a
+    different request is refused (409).
     """
-    submitter = context.submitter
-    if tenant is None:  # a JSON body names its own tenant, checked against the key while parsing
-        body = await read_json(request, context.settings.max_json_bytes)
-        accepted = await run_in_threadpool(submitter.submit_json, body, owner=who.label, allowed=who.allows,
-                                           options=options)
-    else:
-        async with csv_chunks(request, context.settings.max_upload_bytes) as chunks:
-            accepted = await run_in_threadpool(submitter.submit_csv, tenant, chunks, owner=who.label,
-                                               options=options)
-    answer = JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings),
-                         dry_run=accepted.dry_run)
-    return JSONResponse(status_code=202, content=answer.model_dump(), headers={"Location": f"/v1/jobs/{accepted.id}"})
+    receipt = await accept_submission(request, context, who, tenant, idempotency_key, options)
+    return JSONResponse(status_code=200 if receipt.replayed else 202, content=receipt.answer,
+                        headers={"Location": f"/v1/jobs/{receipt.answer['id']}"})
 
 
 @router.get("", responses=error_responses(401))
@@ -99,11 +94,12 @@ def results(
     return StreamingResponse(json_lines(rows, catalog), media_type="application/json")
 
 
-@router.post("/{job_id}/cancel", status_code=202, responses=error_responses(401, 404))
-async def cancel(job: ScopedJob, context: Context) -> dict[str, Any]:
+@router.post("/{job_id}/cancel", status_code=202, responses=error_responses(401, 404, 503))
+async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, Any]:
     """Cancel a job: returns once no write for it can still go out."""
     store = context.store
     store.request_cancel(job.id)
+    context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id)
     # Parked chunks of a paused job run once more, only to record their users as cancelled.
     for n in store.resume(job.id) or ():
         context.send(job.id, n, 0.0)

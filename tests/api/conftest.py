@@ -12,12 +12,16 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from config import Settings
+from config import Settings, key_label
 
 CORPUS = Path(__file__).parent.parent / "corpus"
 ALL_KEY = "key-all-tenants-0001"
 SIM_KEY = "key-sim-only-00001"
 OTHER_KEY = "key-other-only-0001"
+# Named as configured below: two keys by name, one in the older unnamed form.
+ALL_NAME = "admin"
+SIM_NAME = "hr-portal"
+OTHER_NAME = key_label(OTHER_KEY)
 
 
 def write_tenants(tmp: Path) -> Path:
@@ -49,7 +53,7 @@ def settings(tmp_path: Path, redis_url: str) -> Settings:
     return Settings(
         redis_url=redis_url,
         tenants_file=write_tenants(tmp_path),
-        api_keys=f"{ALL_KEY}:*,{SIM_KEY}:sim,{OTHER_KEY}:other",  # type: ignore[arg-type]
+        api_keys=f"{ALL_NAME}={ALL_KEY}:*,{SIM_NAME}={SIM_KEY}:sim,{OTHER_KEY}:other",  # type: ignore[arg-type]
         max_rows=1000,
         max_upload_bytes=2 * 1024 * 1024,
         max_json_bytes=1024 * 1024,

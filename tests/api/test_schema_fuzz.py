@@ -62,6 +62,7 @@ OPERATIONS = [
     ("POST", "/v1/jobs/{job_id}/cancel"),
     ("GET", "/v1/jobs/{job_id}/events"),
     ("GET", "/v1/tenants"),
+    ("GET", "/v1/audit"),
 ]
 
 
@@ -89,7 +90,7 @@ def deeper_variants(case: Any) -> Iterator[Any]:
 # `healthz` has no parameters and `{job_id}` is any string, so those run positive cases only.
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if (m, p) in {
-        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/results")}
+        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/results"), ("GET", "/v1/audit")}
 ]
 
 
@@ -136,5 +137,5 @@ def test_the_schema_covers_every_route(api_app: Any) -> None:
         ("GET", "/healthz"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
         ("GET", "/v1/jobs/{job_id}/results"), ("POST", "/v1/jobs/{job_id}/cancel"),
         ("POST", "/v1/jobs/{job_id}/run"), ("POST", "/v1/jobs/{job_id}/resume"),
-        ("GET", "/v1/jobs/{job_id}/events"), ("GET", "/v1/tenants"),
+        ("GET", "/v1/jobs/{job_id}/events"), ("GET", "/v1/tenants"), ("GET", "/v1/audit"),
     }, json.dumps(sorted(operations))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from config import ConfigError, get_settings, load_tenants, parse_api_keys
+from config import ConfigError, get_settings, key_label, load_tenants, parse_api_keys
 
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,6 +27,8 @@ def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     ("BULKLICENSE_CHUNK_SIZE", "0", "BULKLICENSE_CHUNK_SIZE"),
     ("BULKLICENSE_API_KEYS", "nokey", "BULKLICENSE_API_KEYS"),
     ("BULKLICENSE_API_KEYS", "short:*", "BULKLICENSE_API_KEYS"),
+    ("BULKLICENSE_API_KEYS", "ops=short:*", "BULKLICENSE_API_KEYS"),
+    ("BULKLICENSE_AUDIT_MAX_EVENTS", "10", "BULKLICENSE_AUDIT_MAX_EVENTS"),
     ("BULKLICENSE_TENANTS_FILE", "/does/not/exist.toml", "BULKLICENSE_TENANTS_FILE"),
 ])
 def test_invalid_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
@@ -40,6 +43,37 @@ def test_api_keys_are_scoped() -> None:
     assert keys[0].allows("contoso") and keys[0].allows("fabrikam") and not keys[0].allows("other")
     assert keys[1].allows("anything")
     assert "key-aaaaaaaa" not in repr(keys[0])  # secrets do not leak through repr
+
+
+def test_named_and_unnamed_api_keys() -> None:
+    keys = parse_api_keys("hr-portal=s3cret-hr-0001:contoso|fabrikam,ops=s3cret-ops-0002:*,"
+                          "legacy-key-0003:contoso,QUJDREVGR0hJSks=:fabrikam")
+    assert [k.name for k in keys] == ["hr-portal", "ops", key_label("legacy-key-0003"), key_label("QUJDREVGR0hJSks=")]
+    assert keys[0].key.get_secret_value() == "s3cret-hr-0001" and keys[0].tenants == {"contoso", "fabrikam"}
+    assert keys[1].allows("anything")
+    # Unnamed keys get a stable label from a hash prefix; base64 padding stays part of the key.
+    assert keys[2].name == "key-" + hashlib.sha256(b"legacy-key-0003").hexdigest()[:8]
+    assert keys[3].key.get_secret_value() == "QUJDREVGR0hJSks="
+    assert key_label("legacy-key-0003") == key_label("legacy-key-0003") != key_label("legacy-key-0004")
+    assert "legacy-key-0003" not in key_label("legacy-key-0003")
+    assert all("s3cret" not in repr(k) for k in keys)
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ("nokey", "entry 1: each entry must look like NAME=KEY"),
+    ("ops=s3cret-ops-0002", "entry 1 ('ops'): each entry must look like"),
+    ("ops=s3cret-ops-0002:|", "entry 1 ('ops'): each entry must look like"),
+    ("ops=s3cret-ops-0002:*, hr=short:*", "entry 2 ('hr'): API keys must be at least 8"),
+    ("bad name=s3cret-ops-0002:*", "entry 1: a key name is 1-64 letters"),
+    ("ops=s3cret-ops-0002:*,ops=s3cret-ops-0003:*", "the name 'ops' is used by more than one key"),
+    ("ops=s3cret-ops-0002:*,hr=s3cret-ops-0002:x", "keys 'ops' and 'hr' are the same key"),
+    ("s3cret-ops-0002:*,s3cret-ops-0002:x", "is used by more than one key"),
+])
+def test_bad_api_keys_name_the_setting_and_never_the_key(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="^BULKLICENSE_API_KEYS: ") as exc:
+        parse_api_keys(raw)
+    assert message in str(exc.value)
+    assert "s3cret" not in str(exc.value)
 
 
 def test_tenant_profiles(tmp_path: Path) -> None:

@@ -95,6 +95,8 @@ class SimApp:
         self._latency_rng = random.Random(f"latency:{config.seed}")
         self._fault_rng = random.Random(config.fault_seed if config.fault_seed is not None else config.seed)
         self.graph = self._new_graph(config)
+        # Graph requests received and not answered yet (a slow fault logs its write only when it answers).
+        self._graph_in_flight = 0
 
     def _new_graph(self, config: SimConfig) -> GraphService:
         tenant = Tenant(self.fixture)
@@ -151,7 +153,11 @@ class SimApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = await _read_body(receive)
         if path.startswith(("/v1.0/", "/beta/")):
-            await self._graph_request(method, path, scope.get("query_string", b""), headers, body, send)
+            self._graph_in_flight += 1
+            try:
+                await self._graph_request(method, path, scope.get("query_string", b""), headers, body, send)
+            finally:
+                self._graph_in_flight -= 1
         elif path.startswith("/_sim/") and self.config.control:
             await self._control(method, path, scope.get("query_string", b""), body, send)
         elif path.endswith("/oauth2/v2.0/token") and method == "POST":
@@ -323,7 +329,7 @@ class SimApp:
             except ValueError as exc:
                 status, payload = 400, {"error": str(exc)}
         elif parts == ["stats"] and method == "GET":
-            payload = self.stats.snapshot()
+            payload = {**self.stats.snapshot(), "graph_requests_in_flight": self._graph_in_flight}
         elif parts == ["tokens"] and method == "GET":
             # Test-only (the control surface is off unless asked for): the exact tokens issued.
             payload = {"value": list(self.issuer.issued)}

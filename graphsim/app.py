@@ -108,6 +108,8 @@ class SimApp:
         # Until when (graphsim's clock) Graph and the identity platform are unreachable; None: they are up.
         self._outage_until: float | None = None
         self.graph = self._new_graph(config)
+        # Graph requests received and not answered yet (a slow fault logs its write only when it answers).
+        self._graph_in_flight = 0
 
     def _new_throttler(self, config: SimConfig) -> Throttler:
         read_limit = resolve_read_limit(config.read_limit, len(self.fixture.users))
@@ -192,7 +194,11 @@ class SimApp:
             self._drop_in_outage(method, path, body)
             await _drop(send)
         if path.startswith(("/v1.0/", "/beta/")):
-            await self._graph_request(method, path, scope.get("query_string", b""), headers, body, send)
+            self._graph_in_flight += 1
+            try:
+                await self._graph_request(method, path, scope.get("query_string", b""), headers, body, send)
+            finally:
+                self._graph_in_flight -= 1
         elif is_control:
             await self._control(method, path, scope.get("query_string", b""), body, send)
         elif path.endswith("/oauth2/v2.0/token") and method == "POST":
@@ -385,7 +391,7 @@ class SimApp:
             self.update_config(_json_object(body))
             return 200, self.describe()
         if parts == ["stats"] and method == "GET":
-            return 200, self.stats.snapshot()
+            return 200, {**self.stats.snapshot(), "graph_requests_in_flight": self._graph_in_flight}
         if parts == ["tokens"] and method == "GET":
             # Test-only (the control surface is off unless asked for): the exact tokens issued.
             return 200, {"value": list(self.issuer.issued)}

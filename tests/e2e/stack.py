@@ -7,6 +7,7 @@ import io
 import os
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -95,11 +96,15 @@ class Stack:
         """A client for our API."""
         return httpx.Client(base_url=self.api_url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
 
+    def tls(self) -> ssl.SSLContext:
+        """TLS that trusts graphsim's CA only."""
+        return ssl.create_default_context(cafile=self.sim["ca_path"])
+
     def control(self) -> httpx.Client:
         """A client for graphsim's control surface."""
-        return httpx.Client(base_url=self.sim["control_url"], verify=self.sim["ca_path"], timeout=60)
+        return httpx.Client(base_url=self.sim["control_url"], verify=self.tls(), timeout=60)
 
-    def wait_job(self, job_id: str, *, timeout_s: float = 120, key: str = API_KEY,
+    def wait_job(self, job_id: str, *, timeout_s: float = 60, key: str = API_KEY,
                  on_poll: Any = None) -> dict[str, Any]:
         """Poll the job until it reaches a terminal status."""
         deadline = time.monotonic() + timeout_s

@@ -26,7 +26,8 @@ import pytest
 
 from tests.e2e.stack import Stack
 
-pytestmark = pytest.mark.timeout(180)
+# Each runs in about 8 s (stack start included); their own deadlines fail first, with logs.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
 TIME_SCALE = 0.02

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.stack import Stack
+from tests.e2e.stack import API_KEY, Stack
 
 EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
@@ -18,7 +20,8 @@ STANDARDPACK = "18181a46-0d4e-45cd-891e-60aabd171b4e"
 POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
 SWAY_PLAN = "a23b959c-7ce8-4e57-9140-b90eb88a9e97"
 
-pytestmark = pytest.mark.timeout(300)
+# Each test runs in 1 to 5 s; the first also starts the module's stack. Inner deadlines fail first.
+pytestmark = pytest.mark.timeout(90)
 
 
 def readonly_profile(sim: dict[str, Any]) -> str:
@@ -105,7 +108,7 @@ def test_every_kind_of_row_ends_as_graph_says(stack: Stack) -> None:
         assert response.status_code == 202, response.text
         accepted = response.json()
         assert accepted["total"] == len(rows)
-        job = stack.wait_job(accepted["id"], timeout_s=120)
+        job = stack.wait_job(accepted["id"], timeout_s=60)
         results = {r["user"]: r for r in api.get(f"/v1/jobs/{accepted['id']}/results").json()["value"]}
 
     with stack.control() as control:
@@ -164,7 +167,7 @@ def test_every_kind_of_row_ends_as_graph_says(stack: Stack) -> None:
         again = api.post("/v1/jobs", params={"tenant": "sim"}, content=failed_csv.encode(),
                          headers={"Content-Type": "text/csv"})
         assert again.status_code == 202, again.text
-        assert stack.wait_job(again.json()["id"], timeout_s=120)["failed"] >= 1
+        assert stack.wait_job(again.json()["id"], timeout_s=60)["failed"] >= 1
 
 
 def test_an_app_without_write_permission_fails_every_user_as_forbidden(stack: Stack) -> None:
@@ -185,9 +188,6 @@ def test_an_app_without_write_permission_fails_every_user_as_forbidden(stack: St
 
 
 def test_cli_submit_waits_and_exits_nonzero_on_failures(stack: Stack, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     with stack.control() as control:
         control.post("/reset")
         user = next(u for u in control.get("/users").json()["value"]
@@ -198,24 +198,17 @@ def test_cli_submit_waits_and_exits_nonzero_on_failures(stack: Stack, tmp_path: 
     bad.write_text("user,add\nnobody.here@contoso.example,POWER_BI_PRO\n")
     env = {**stack.env, "BULKLICENSE_API_URL": stack.api_url}
     args = [sys.executable, "-m", "cli.main", "submit", "--tenant", "sim", "--wait", "--api-key"]
-    from tests.e2e.stack import API_KEY
-
-    ok = subprocess.run([*args, API_KEY, str(good)], env=env, capture_output=True, text=True, timeout=120)
+    ok = subprocess.run([*args, API_KEY, str(good)], env=env, capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    failed = subprocess.run([*args, API_KEY, str(bad)], env=env, capture_output=True, text=True, timeout=120)
+    failed = subprocess.run([*args, API_KEY, str(bad)], env=env, capture_output=True, text=True, timeout=60)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     refused = subprocess.run([*args, API_KEY, str(tmp_path / "good.csv").replace("good", "bad"), "--tenant", "nope"],
-                             env=env, capture_output=True, text=True, timeout=120)
+                             env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
     assert "unknown tenant profile" in refused.stderr
 
 
 def test_cli_status_results_and_cancel(stack: Stack, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.e2e.stack import API_KEY
-
     with stack.control() as control:
         control.post("/reset")
         user = next(u for u in control.get("/users").json()["value"]

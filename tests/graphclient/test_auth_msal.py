@@ -163,7 +163,11 @@ def test_certificate_credential_sends_a_signed_assertion(idp: LocalIdp, tmp_path
 
     header = json.loads(base64.urlsafe_b64decode(header_b64 + "=" * (-len(header_b64) % 4)))
     assert "x5c" in header  # the public certificate rides along
-    assert "x5t#S256" in header or "x5t" in header
+    # msal >= 1.35 (our floor) signs with PS256 and names the certificate by its SHA-256 thumbprint only.
+    sha256 = x509.load_pem_x509_certificate(cert_path.read_bytes()).fingerprint(hashes.SHA256())
+    assert header["alg"] == "PS256"
+    assert header["x5t#S256"].rstrip("=") == base64.urlsafe_b64encode(sha256).decode().rstrip("=")
+    assert "x5t" not in header
 
 
 def test_rejected_secret_is_an_auth_error_that_does_not_quote_it(idp: LocalIdp) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,10 +47,16 @@ def sim_server() -> Iterator[SimServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def tls(sim_server: SimServer) -> ssl.SSLContext:
+    """TLS that trusts the simulator's CA only (httpx takes a context, not a CA path)."""
+    return ssl.create_default_context(cafile=sim_server.ca_path)
+
+
 @pytest.fixture
-def control(sim_server: SimServer) -> Iterator[httpx.Client]:
+def control(sim_server: SimServer, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
     """A client of the control surface."""
-    with httpx.Client(base_url=str(sim_server.control_url), verify=sim_server.ca_path, timeout=10) as client:
+    with httpx.Client(base_url=str(sim_server.control_url), verify=tls, timeout=10) as client:
         yield client
 
 
@@ -62,10 +69,10 @@ def sim(sim_server: SimServer, control: httpx.Client) -> SimServer:
 
 
 @pytest.fixture
-def graph(sim: SimServer) -> Iterator[httpx.Client]:
+def graph(sim: SimServer, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
     """A Graph client authenticated as the fixture's main app."""
     headers = {"Authorization": f"Bearer {sim.issue_token()}"}
-    with httpx.Client(base_url=f"{sim.graph_url}/v1.0", verify=sim.ca_path, headers=headers,
+    with httpx.Client(base_url=f"{sim.graph_url}/v1.0", verify=tls, headers=headers,
                       timeout=10) as client:
         yield client
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import httpx
@@ -114,15 +115,19 @@ def test_disabled_plan_not_in_sku(sim: SimServer, graph: httpx.Client) -> None:
 def test_mutually_exclusive(sim: SimServer, graph: httpx.Client) -> None:
     user = licensed_user(sim, "ENTERPRISEPACK")
     before = sim.state.free_seats("STANDARDPACK")
+    held = set(sim.state.users[user].licenses)
     error = _assert_error(graph.post(f"/users/{user}/assignLicense", json=assign_body(["STANDARDPACK"])), 400,
                           "Request_BadRequest")
     assert "mutually exclusive" in error["message"]
     assert sim.state.free_seats("STANDARDPACK") == before
-    # Swapping in one call is fine.
+    assert set(sim.state.users[user].licenses) == held
+    # Swapping in one call is fine: both halves happen, and the user's other licenses stay.
+    e3_free = sim.state.free_seats("ENTERPRISEPACK")
     assert graph.post(f"/users/{user}/assignLicense", json=assign_body(["STANDARDPACK"], ["ENTERPRISEPACK"])
                       ).status_code == 200
-    assert list(sim.state.users[user].licenses) == [SKU["STANDARDPACK"]] or SKU["ENTERPRISEPACK"] not in \
-        sim.state.users[user].licenses
+    assert set(sim.state.users[user].licenses) == held - {SKU["ENTERPRISEPACK"]} | {SKU["STANDARDPACK"]}
+    assert sim.state.free_seats("STANDARDPACK") == before - 1
+    assert sim.state.free_seats("ENTERPRISEPACK") == e3_free + 1
 
 
 def test_no_free_seat_and_failed_call_changes_nothing(sim: SimServer, graph: httpx.Client) -> None:
@@ -137,7 +142,7 @@ def test_no_free_seat_and_failed_call_changes_nothing(sim: SimServer, graph: htt
     assert users[10].licenses == {}
 
 
-def test_50_concurrent_calls_for_the_last_10_seats(sim: SimServer) -> None:
+def test_50_concurrent_calls_for_the_last_10_seats(sim: SimServer, tls: ssl.SSLContext) -> None:
     assert sim.state.free_seats("VISIOCLIENT") == 10
     users = [u.id for u in sim.state.user_order if u.usage_location and not u.licenses][:50]
     assert len(users) == 50
@@ -145,7 +150,7 @@ def test_50_concurrent_calls_for_the_last_10_seats(sim: SimServer) -> None:
     async def run() -> list[int]:
         headers = {"Authorization": f"Bearer {sim.issue_token()}"}
         limits = httpx.Limits(max_connections=50)
-        async with httpx.AsyncClient(base_url=f"{sim.graph_url}/v1.0", verify=sim.ca_path, headers=headers,
+        async with httpx.AsyncClient(base_url=f"{sim.graph_url}/v1.0", verify=tls, headers=headers,
                                      limits=limits, timeout=30) as client:
             responses = await asyncio.gather(*(
                 client.post(f"/users/{u}/assignLicense", json=assign_body(["VISIOCLIENT"])) for u in users))

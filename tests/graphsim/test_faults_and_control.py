@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import ssl
 import time
 
 import httpx
@@ -103,6 +105,24 @@ def test_write_log_and_stats(sim: SimServer, graph: httpx.Client, control: httpx
     assert stats["writes_accepted"] == 2
 
 
+def test_stats_count_graph_requests_in_flight_until_answered(sim: SimServer, graph: httpx.Client,
+                                                            control: httpx.Client) -> None:
+    """A slow reply's write is logged only when it answers: the in-flight gauge says when that is."""
+    user = _free_user(sim)
+    control.post("/config", json={"fault_slow": 1.0, "slow_s": 1.5})
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        reply = pool.submit(graph.post, f"/users/{user}/assignLicense", json=assign_body(["SPE_E3"]))
+        deadline = time.monotonic() + 1.0
+        while control.get("/stats").json()["graph_requests_in_flight"] != 1:
+            assert time.monotonic() < deadline and not reply.done(), "the slow request was never seen in flight"
+            time.sleep(0.01)
+        assert SKU["SPE_E3"] in sim.state.users[user].licenses  # applied before the slow reply
+        assert control.get("/writes", params={"user": user}).json()["value"] == []
+        assert reply.result(timeout=10).status_code == 200
+    assert control.get("/stats").json()["graph_requests_in_flight"] == 0
+    assert [e["fault"] for e in control.get("/writes", params={"user": user}).json()["value"]] == ["fault_slow"]
+
+
 def test_control_views_and_reset(sim: SimServer, graph: httpx.Client, control: httpx.Client) -> None:
     users = control.get("/users").json()["value"]
     assert len(users) == 200
@@ -123,6 +143,6 @@ def test_control_views_and_reset(sim: SimServer, graph: httpx.Client, control: h
 def test_control_surface_off_by_default() -> None:
     with SimServer(SimConfig(users=5)) as sim:
         assert sim.control_url is None
-        response = httpx.get(f"{sim.graph_url}/_sim/stats", verify=sim.ca_path)
+        response = httpx.get(f"{sim.graph_url}/_sim/stats", verify=ssl.create_default_context(cafile=sim.ca_path))
         assert response.status_code == 404
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import httpx
@@ -26,22 +27,22 @@ def _msal(sim: SimServer, credential: object, client_id: str | None = None) -> m
                                               verify=sim.ca_path)
 
 
-def _graph_get(sim: SimServer, token: str, path: str) -> httpx.Response:
-    return httpx.get(f"{sim.graph_url}/v1.0{path}", verify=sim.ca_path,
+def _graph_get(sim: SimServer, tls: ssl.SSLContext, token: str, path: str) -> httpx.Response:
+    return httpx.get(f"{sim.graph_url}/v1.0{path}", verify=tls,
                      headers={"Authorization": f"Bearer {token}"})
 
 
-def test_secret(sim: SimServer) -> None:
+def test_secret(sim: SimServer, tls: ssl.SSLContext) -> None:
     result = _msal(sim, sim.info["client_secret"]).acquire_token_for_client(scopes=SCOPE)
     assert result["token_type"] == "Bearer" and result["expires_in"] == 3600
-    assert _graph_get(sim, result["access_token"], "/subscribedSkus").status_code == 200
+    assert _graph_get(sim, tls, result["access_token"], "/subscribedSkus").status_code == 200
 
 
-def test_certificate_sha1_thumbprint(sim: SimServer) -> None:
+def test_certificate_sha1_thumbprint(sim: SimServer, tls: ssl.SSLContext) -> None:
     credential = {"private_key": Path(sim.info["key_path"]).read_text(), "thumbprint": sim.info["cert_thumbprint"]}
     result = _msal(sim, credential).acquire_token_for_client(scopes=SCOPE)
     assert "access_token" in result, result
-    assert _graph_get(sim, result["access_token"], "/users?$top=1").status_code == 200
+    assert _graph_get(sim, tls, result["access_token"], "/users?$top=1").status_code == 200
 
 
 def test_certificate_public_certificate(sim: SimServer) -> None:
@@ -69,31 +70,31 @@ def test_wrong_secret_is_refused(sim: SimServer) -> None:
     assert "access_token" not in result
 
 
-def test_token_endpoint_errors(sim: SimServer) -> None:
+def test_token_endpoint_errors(sim: SimServer, tls: ssl.SSLContext) -> None:
     url = f"{sim.authority}/oauth2/v2.0/token"
     base = {"grant_type": "client_credentials", "client_id": sim.info["client_id"],
             "client_secret": sim.info["client_secret"], "scope": SCOPE[0]}
-    wrong_secret = httpx.post(url, data={**base, "client_secret": "x"}, verify=sim.ca_path)
+    wrong_secret = httpx.post(url, data={**base, "client_secret": "x"}, verify=tls)
     assert wrong_secret.status_code == 401 and wrong_secret.json()["error"] == "invalid_client"
     unknown = httpx.post(url, data={**base, "client_id": "00000000-0000-0000-0000-000000000001"},
-                         verify=sim.ca_path)
+                         verify=tls)
     assert unknown.status_code == 400 and unknown.json()["error_codes"] == [700016]
-    scope = httpx.post(url, data={**base, "scope": "User.Read"}, verify=sim.ca_path)
+    scope = httpx.post(url, data={**base, "scope": "User.Read"}, verify=tls)
     assert scope.status_code == 400 and scope.json()["error"] == "invalid_scope"
-    other_tenant = httpx.post(f"{sim.graph_url}/common-x/oauth2/v2.0/token", data=base, verify=sim.ca_path)
+    other_tenant = httpx.post(f"{sim.graph_url}/common-x/oauth2/v2.0/token", data=base, verify=tls)
     assert other_tenant.status_code == 400
-    assert httpx.post(url, data=base, verify=sim.ca_path).status_code == 200
+    assert httpx.post(url, data=base, verify=tls).status_code == 200
 
 
-def test_graph_401s(sim: SimServer) -> None:
+def test_graph_401s(sim: SimServer, tls: ssl.SSLContext) -> None:
     for headers in ({}, {"Authorization": "Bearer garbage"}, {"Authorization": "Bearer a.b.c"},
                     {"Authorization": f"Bearer {sim.issue_token(lifetime_s=-1)}"}):
-        response = httpx.get(f"{sim.graph_url}/v1.0/users", headers=headers, verify=sim.ca_path)
+        response = httpx.get(f"{sim.graph_url}/v1.0/users", headers=headers, verify=tls)
         assert response.status_code == 401
         error = response.json()["error"]
         assert error["code"] == "InvalidAuthenticationToken"
         assert set(error["innerError"]) == {"date", "request-id", "client-request-id"}
-    expired = httpx.get(f"{sim.graph_url}/v1.0/users", verify=sim.ca_path,
+    expired = httpx.get(f"{sim.graph_url}/v1.0/users", verify=tls,
                         headers={"Authorization": f"Bearer {sim.issue_token(lifetime_s=-1)}"})
     assert "expired" in expired.json()["error"]["message"]
 
@@ -114,13 +115,13 @@ def test_token_lifetime_zero_issues_expired_tokens(sim: SimServer, control: http
     assert control.post("/config", json={"token_lifetime_s": -1}).status_code == 400
 
 
-def test_readonly_app_gets_403_on_writes(sim: SimServer) -> None:
+def test_readonly_app_gets_403_on_writes(sim: SimServer, tls: ssl.SSLContext) -> None:
     result = _msal(sim, sim.info["readonly_client_secret"], sim.info["readonly_client_id"]).acquire_token_for_client(
         scopes=SCOPE)
     token = result["access_token"]
-    assert _graph_get(sim, token, "/users?$top=1").status_code == 200
+    assert _graph_get(sim, tls, token, "/users?$top=1").status_code == 200
     user = sim.state.user_order[0].id
-    response = httpx.post(f"{sim.graph_url}/v1.0/users/{user}/assignLicense", verify=sim.ca_path,
+    response = httpx.post(f"{sim.graph_url}/v1.0/users/{user}/assignLicense", verify=tls,
                           headers={"Authorization": f"Bearer {token}"},
                           json={"addLicenses": [], "removeLicenses": []})
     assert response.status_code == 403

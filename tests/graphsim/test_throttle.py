@@ -2,40 +2,36 @@
 
 from __future__ import annotations
 
-import time
+import ssl
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
-from graphsim.config import WriteLimit, parse_write_limit
+from graphsim.config import SimConfig, WriteLimit, parse_write_limit
 from graphsim.server import SimServer
 from graphsim.throttle import TokenBucket, WriteThrottler, format_retry_after
+from tests.fakes import FakeClock
 
 from .conftest import assign_body
 
-
-class FakeClock:
-    """A clock the test advances by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+# A small start keeps float sums of fake seconds exact to well below the bucket's 1e-9 tolerance.
+CLOCK_START = 1000.0
 
 
 def test_bucket_starts_full_and_refills() -> None:
-    clock = FakeClock()
+    clock = FakeClock(CLOCK_START)
     bucket = TokenBucket(WriteLimit(3000, 150.0), clock)
     for _ in range(3000):
         assert bucket.wait_s() == 0
         bucket.take()
     assert abs(bucket.wait_s() - 0.05) < 1e-9  # 20 tokens/s: one token in 50 ms
-    clock.now += 0.05
+    clock.advance(0.05)
     assert bucket.wait_s() == 0
 
 
 def test_throttler_scopes_and_tenant_bucket() -> None:
-    clock = FakeClock()
+    clock = FakeClock(CLOCK_START)
     throttler = WriteThrottler("t", WriteLimit(2, 1.0), WriteLimit(3, 3.0), clock)
     assert not throttler.charge("a").throttled
     assert not throttler.charge("a").throttled
@@ -61,23 +57,42 @@ def _write(graph: httpx.Client, user: str) -> httpx.Response:
     return graph.post(f"/users/{user}/assignLicense", json=assign_body(["FLOW_FREE"]))
 
 
-def test_burst_gets_429_and_retry_after_honoured_succeeds(sim: SimServer, graph: httpx.Client,
-                                                          control: httpx.Client) -> None:
-    control.post("/config", json={"write_limit": "5/0.5"})
-    users = [u.id for u in sim.state.user_order if u.usage_location][:8]
-    responses = [_write(graph, u) for u in users]
-    statuses = [r.status_code for r in responses]
-    assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
-    throttled = next(r for r in responses if r.status_code == 429)
-    retry_after_s = float(throttled.headers["Retry-After"])
-    assert 0 < retry_after_s <= 0.1
-    assert throttled.headers["x-ms-throttle-scope"].startswith("Tenant_Application/Write/")
-    assert throttled.headers["x-ms-throttle-information"] == "WriteLimitExceeded"
-    error = throttled.json()["error"]
-    assert error["code"] == "TooManyRequests" and error["message"] == "Please retry again later."
-    assert responses[4].headers.get("x-ms-throttle-limit-percentage") is not None
-    time.sleep(retry_after_s)
-    assert _write(graph, users[statuses.index(429)]).status_code == 200
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(CLOCK_START)
+
+
+@pytest.fixture
+def clocked_sim(clock: FakeClock) -> Iterator[SimServer]:
+    """A simulator whose write buckets run on the test's clock: 5 writes per 0.5 s, no tenant bucket."""
+    config = SimConfig(users=20, seed=1, write_limit=WriteLimit(5, 0.5), tenant_write_limit=None, clock=clock)
+    with SimServer(config) as server:
+        yield server
+
+
+def test_burst_gets_429_and_retry_after_honoured_succeeds(clocked_sim: SimServer, clock: FakeClock) -> None:
+    sim = clocked_sim
+    headers = {"Authorization": f"Bearer {sim.issue_token()}"}
+    with httpx.Client(base_url=f"{sim.graph_url}/v1.0", verify=ssl.create_default_context(cafile=sim.ca_path),
+                      headers=headers, timeout=10) as graph:
+        users = [u.id for u in sim.state.user_order if u.usage_location][:8]
+        responses = [_write(graph, u) for u in users]
+        # The clock stands still: the bucket empties after 5 writes and does not refill.
+        assert [r.status_code for r in responses] == [200] * 5 + [429] * 3
+        throttled = responses[5]
+        retry_after_s = float(throttled.headers["Retry-After"])
+        assert retry_after_s == 0.1  # one token at 10 tokens/s
+        assert throttled.headers["x-ms-throttle-scope"].startswith("Tenant_Application/Write/")
+        assert throttled.headers["x-ms-throttle-information"] == "WriteLimitExceeded"
+        error = throttled.json()["error"]
+        assert error["code"] == "TooManyRequests" and error["message"] == "Please retry again later."
+        assert responses[4].headers.get("x-ms-throttle-limit-percentage") is not None
+        # Just short of Retry-After the write is still refused; once it has passed, it goes through.
+        clock.advance(retry_after_s - 0.01)
+        early = _write(graph, users[5])
+        assert early.status_code == 429 and float(early.headers["Retry-After"]) <= 0.011
+        clock.advance(0.01)
+        assert _write(graph, users[5]).status_code == 200
 
 
 def test_traffic_under_the_limit_is_not_throttled(sim: SimServer, graph: httpx.Client,

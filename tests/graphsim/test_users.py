@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 
 from graphsim.server import SimServer
@@ -68,17 +70,17 @@ def test_patch_usage_location(sim: SimServer, graph: httpx.Client) -> None:
                        ).status_code == 404
 
 
-def test_license_only_app_cannot_patch(sim: SimServer) -> None:
+def test_license_only_app_cannot_patch(sim: SimServer, tls: ssl.SSLContext) -> None:
     token = sim.issue_token(sim.info["license_only_client_id"])
     user = sim.state.user_order[0]
     response = httpx.patch(f"{sim.graph_url}/v1.0/users/{user.id}", json={"usageLocation": "NL"},
-                           headers={"Authorization": f"Bearer {token}"}, verify=sim.ca_path)
+                           headers={"Authorization": f"Bearer {token}"}, verify=tls)
     assert response.status_code == 403
 
 
-def test_beta_and_unknown_segment(sim: SimServer, graph: httpx.Client) -> None:
+def test_beta_and_unknown_segment(sim: SimServer, graph: httpx.Client, tls: ssl.SSLContext) -> None:
     headers = graph.headers
-    assert httpx.get(f"{sim.graph_url}/beta/subscribedSkus", headers=headers, verify=sim.ca_path).status_code == 200
+    assert httpx.get(f"{sim.graph_url}/beta/subscribedSkus", headers=headers, verify=tls).status_code == 200
     response = graph.get("/groups")
     assert response.status_code == 400
     assert response.json()["error"]["message"] == "Resource not found for the segment 'groups'."

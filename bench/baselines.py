@@ -8,6 +8,7 @@ nor batches.
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ class _Client:
         self.tokens = MsalTokenProvider(profile)
         self.http = httpx.Client(
             base_url=profile.graph_url.rstrip("/") + "/v1.0",
-            verify=str(profile.ca_bundle),
+            verify=ssl.create_default_context(cafile=str(profile.ca_bundle)),
             timeout=30,
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             trust_env=False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -58,7 +59,8 @@ class Sim:
         if self.tenant_id:
             args += ["--tenant-id", self.tenant_id]
         self.info = start_simulator(self.services, dict(os.environ), args)
-        self._control = httpx.Client(base_url=self.info["control_url"], verify=self.info["ca_path"],
+        ca = ssl.create_default_context(cafile=self.info["ca_path"])
+        self._control = httpx.Client(base_url=self.info["control_url"], verify=ca,
                                      timeout=300, trust_env=False)
         return self
 

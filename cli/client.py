@@ -27,6 +27,16 @@ class ApiClient:
         self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120,
                                  transport=transport)
 
+    def close(self) -> None:
+        """Close the connections."""
+        self.http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send a request; print the API's error and exit on failure."""
         try:
@@ -118,8 +128,29 @@ def watch(client: ApiClient, job_id: str, *, poll_s: float = 0.5) -> dict[str, A
 
 def print_summary(job: dict[str, Any]) -> None:
     """A table of the job's final counters."""
+    columns = ("total", "would_change", "unchanged", "would_fail") if job.get("dry_run") else (
+        "total", "succeeded", "unchanged", "failed", "cancelled", "throttled", "retries")
     table = Table(title=f"job {job['id']} — {job['status']}")
-    for col in ("total", "succeeded", "failed", "cancelled", "throttled", "retries"):
+    for col in columns:
         table.add_column(col, justify="right")
-    table.add_row(*(str(job[c]) for c in ("total", "succeeded", "failed", "cancelled", "throttled", "retries")))
+    table.add_row(*(str(job.get(c, 0)) for c in columns))
     console.print(table)
+
+
+def print_plan(job: dict[str, Any]) -> None:
+    """The plan: predicted failures and warnings by reason, and the seat table (shortfalls in red)."""
+    plan = job.get("plan") or {}
+    for title, counts in (("predicted failures", plan.get("predicted_failures")), ("warnings", plan.get("warnings"))):
+        if counts:
+            table = Table("reason", "users", title=title)
+            for reason, n in sorted(counts.items()):
+                table.add_row(reason, str(n))
+            console.print(table)
+    seats = plan.get("seats") or []
+    if seats:
+        table = Table("sku", "needed", "released", "free", "shortfall", title="seats")
+        for line in seats:
+            short = str(line["shortfall"])
+            table.add_row(line["sku"], str(line["needed"]), str(line["released"]), str(line["free"]),
+                          f"[red]{short}[/red]" if line["shortfall"] else short)
+        console.print(table)

@@ -6,6 +6,7 @@ import csv
 import os
 import random
 import shutil
+import ssl
 import sys
 import tempfile
 from collections import Counter
@@ -79,7 +80,8 @@ def run_demo(*, users: int, keep: bool, console: Console) -> int:
             wait_http(f"{api_url}/healthz")
         console.print(f"[green]✓[/green] Redis {redis_url} · graphsim {sim['graph_url']} · API {api_url} · 1 worker")
 
-        sim_users = httpx.get(f"{sim['control_url']}/users", verify=sim["ca_path"], timeout=30).json()["value"]
+        ca = ssl.create_default_context(cafile=sim["ca_path"])
+        sim_users = httpx.get(f"{sim['control_url']}/users", verify=ca, timeout=30).json()["value"]
         batch = workdir / "onboarding.csv"
         with batch.open("w", newline="", encoding="utf-8") as fh:
             rows = list(onboarding_rows(sim_users, users))

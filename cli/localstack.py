@@ -165,7 +165,9 @@ def start_simulator(services: Services, env: dict[str, str], extra: list[str]) -
     args = [sys.executable, "-m", "graphsim", "--host", "127.0.0.1", "--port", "0",
             "--ca-out", str(services.workdir / "ca.pem"), "--profile-out", str(services.workdir / "tenants.toml"),
             "--state-dir", str(services.workdir / "graphsim-state"), "--control", *extra]
-    proc = subprocess.Popen(args, stdout=handle, stderr=(services.workdir / "graphsim.log").open("wb"),
+    errors = (services.workdir / "graphsim.log").open("wb")
+    services.logs.append(errors)
+    proc = subprocess.Popen(args, stdout=handle, stderr=errors,
                             env=env, cwd=services.workdir)
     services.procs.append(("graphsim", proc))
     deadline = time.monotonic() + 60

@@ -6,14 +6,16 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 import uvicorn
 
 from api.app import create_app
-from cli.client import ApiClient, audit_events, console, err, print_audit, print_summary, watch
+from cli.client import ApiClient, audit_events, console, err, print_audit, print_plan, print_summary, watch
 from cli.demo import run_demo
 from config import ConfigError, Settings, get_settings
+from jobs.models import SeatPolicy
 from worker.celery_app import create_celery_app
 
 app = typer.Typer(help="Bulk Microsoft 365 license assignment through Microsoft Graph.", no_args_is_help=True)
@@ -80,33 +82,79 @@ def simulate(ctx: typer.Context) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "graphsim", *ctx.args])
 
 
+def _upload(client: ApiClient, file: Path, tenant: str | None, params: dict[str, str]) -> dict[str, Any]:
+    """POST a CSV or JSON file as a job; prints what was accepted."""
+    is_json = file.suffix.lower() == ".json"
+    query = {**params, **({"tenant": tenant} if tenant else {})}
+    headers = {"Content-Type": "application/json" if is_json else "text/csv",
+               "Content-Disposition": f'attachment; filename="{file.name}"'}
+    with file.open("rb") as fh:
+        accepted: dict[str, Any] = client.request("POST", "/v1/jobs", content=fh, params=query,
+                                                  headers=headers).json()
+    kind = "dry run" if accepted.get("dry_run") else "job"
+    console.print(f"{kind} [bold]{accepted['id']}[/bold] accepted: {accepted['total']} users")
+    for warning in accepted.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    return accepted
+
+
+def _finish(client: ApiClient, job_id: str) -> None:
+    """Follow a job to its end; exit 0 only if no user failed or was cancelled."""
+    job = watch(client, job_id)
+    print_summary(job)
+    if job.get("dry_run"):
+        print_plan(job)
+        raise typer.Exit(0)
+    raise typer.Exit(0 if job["succeeded"] + job.get("unchanged", 0) == job["total"] else 1)
+
+
 @app.command()
 def submit(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV or JSON file."),
     tenant: str = typer.Option(None, help="Tenant profile (CSV uploads)."),
     wait: bool = typer.Option(False, "--wait", help="Show live progress until the job ends."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan only: read every user, write nothing."),
+    on_seat_shortage: SeatPolicy = typer.Option(SeatPolicy.FAIL, help="fail: refuse when seats are short; "
+                                                "wait: start, pause when they run out, go on when they appear."),
     api_url: str = typer.Option(None, help="API base URL (default BULKLICENSE_API_URL)."),
     api_key: str = typer.Option(None, help="API key (default BULKLICENSE_API_KEY)."),
 ) -> None:
-    """Submit a job; with --wait, exit 0 only if every user succeeded."""
-    settings = _settings()
-    client = _client(settings, api_url, api_key)
-    is_json = file.suffix.lower() == ".json"
-    with file.open("rb") as fh:
-        response = client.request(
-            "POST", "/v1/jobs", content=fh,
-            params={"tenant": tenant} if tenant else None,
-            headers={"Content-Type": "application/json" if is_json else "text/csv"},
-        )
-    accepted = response.json()
-    console.print(f"job [bold]{accepted['id']}[/bold] accepted: {accepted['total']} users")
-    for warning in accepted.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {warning}")
-    if not wait:
-        return
-    job = watch(client, accepted["id"])
-    print_summary(job)
-    raise typer.Exit(0 if job["succeeded"] == job["total"] else 1)
+    """Submit a job; with --wait, exit 0 only if every user succeeded (or already held what was asked)."""
+    params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {})}
+    with _client(_settings(), api_url, api_key) as client:
+        accepted = _upload(client, file, tenant, params)
+        if wait or dry_run:
+            _finish(client, accepted["id"])
+
+
+@app.command()
+def plan(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV or JSON file."),
+    tenant: str = typer.Option(None, help="Tenant profile (CSV uploads)."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None),
+) -> None:
+    """Dry-run a file: what would change, what already holds, what would fail, and the seats it needs."""
+    with _client(_settings(), api_url, api_key) as client:
+        accepted = _upload(client, file, tenant, {"dry_run": "true"})
+        _finish(client, accepted["id"])
+
+
+@app.command()
+def run(
+    job: str = typer.Argument(..., help="A finished dry run (status planned)."),
+    wait: bool = typer.Option(False, "--wait", help="Show live progress until the job ends."),
+    on_seat_shortage: SeatPolicy = typer.Option(SeatPolicy.FAIL, help="fail or wait, as for submit."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None),
+) -> None:
+    """Run a dry run for real (it reads every user again: the tenant may have moved on)."""
+    with _client(_settings(), api_url, api_key) as client:
+        accepted = client.request("POST", f"/v1/jobs/{job}/run",
+                                  params={"on_seat_shortage": on_seat_shortage.value}).json()
+        console.print(f"job [bold]{accepted['id']}[/bold] accepted: {accepted['total']} users")
+        if wait:
+            _finish(client, accepted["id"])
 
 
 @app.command()
@@ -117,26 +165,29 @@ def status(
     api_key: str = typer.Option(None),
 ) -> None:
     """Show a job's progress."""
-    client = _client(_settings(), api_url, api_key)
-    record = watch(client, job) if watch_ else client.request("GET", f"/v1/jobs/{job}").json()
+    with _client(_settings(), api_url, api_key) as client:
+        record = watch(client, job) if watch_ else client.request("GET", f"/v1/jobs/{job}").json()
     print_summary(record)
+    if record.get("plan"):
+        print_plan(record)
     console.print_json(data=record)
 
 
 @app.command()
 def results(
     job: str,
-    status: str = typer.Option(None, "--status", help="succeeded, failed, cancelled or pending."),
+    status: str = typer.Option(None, "--status", help="succeeded, failed, cancelled, unchanged, would_change, "
+                                                      "would_fail or pending."),
     output: Path = typer.Option(None, "-o", "--output", help="Write CSV here (default: stdout)."),
     api_url: str = typer.Option(None),
     api_key: str = typer.Option(None),
 ) -> None:
     """Download per-user results as CSV."""
-    client = _client(_settings(), api_url, api_key)
     params: dict[str, str] = {"format": "csv"}
     if status:
         params["status"] = status
-    response = client.request("GET", f"/v1/jobs/{job}/results", params=params)
+    with _client(_settings(), api_url, api_key) as client:
+        response = client.request("GET", f"/v1/jobs/{job}/results", params=params)
     if output:
         output.write_bytes(response.content)
         console.print(f"results written to {output}")
@@ -147,8 +198,8 @@ def results(
 @app.command()
 def cancel(job: str, api_url: str = typer.Option(None), api_key: str = typer.Option(None)) -> None:
     """Cancel a job; returns once no further write for it can be sent."""
-    client = _client(_settings(), api_url, api_key)
-    console.print_json(data=client.request("POST", f"/v1/jobs/{job}/cancel").json())
+    with _client(_settings(), api_url, api_key) as client:
+        console.print_json(data=client.request("POST", f"/v1/jobs/{job}/cancel").json())
 
 
 @app.command()
@@ -162,9 +213,9 @@ def audit(
     api_key: str = typer.Option(None),
 ) -> None:
     """Show the audit trail (submissions, cancels, refused keys, job events), oldest first."""
-    client = _client(_settings(), api_url, api_key)
     filters = {"tenant": tenant, "since": since, "until": until, "job": job}
-    print_audit(audit_events(client, {k: v for k, v in filters.items() if v}), as_json=as_json)
+    with _client(_settings(), api_url, api_key) as client:
+        print_audit(audit_events(client, {k: v for k, v in filters.items() if v}), as_json=as_json)
 
 
 @app.command()

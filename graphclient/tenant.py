@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 
@@ -33,7 +34,10 @@ class TenantClient:
 def build_tenant_client(settings: Settings, profile: TenantProfile, client: redis.Redis) -> TenantClient:
     """One Graph client per tenant profile and process; connections are pooled and bounded."""
     tokens = MsalTokenProvider(profile)
-    verify: str | bool = str(profile.ca_bundle) if profile.ca_bundle else True
+    # A private CA (a corporate proxy, a simulator) goes in as an SSL context: httpx no longer takes a path.
+    verify: ssl.SSLContext | bool = True
+    if profile.ca_bundle:
+        verify = ssl.create_default_context(cafile=str(profile.ca_bundle))
     limits = httpx.Limits(max_connections=settings.worker_concurrency + 4, max_keepalive_connections=16)
     transport: httpx.BaseTransport = httpx.HTTPTransport(verify=verify, limits=limits)
     if settings.time_scale != 1.0:

@@ -112,9 +112,14 @@ def clocked(clocked_server: tuple[SimServer, FakeClock]) -> Iterator[ClockedSim]
     """The fake-clock simulator reset to its fixture and default knobs, with control and Graph clients."""
     server, clock = clocked_server
     headers = {"Authorization": f"Bearer {server.issue_token()}"}
-    with httpx.Client(base_url=str(server.control_url), verify=server.ca_path, timeout=10) as control, \
-            httpx.Client(base_url=f"{server.graph_url}/v1.0", verify=server.ca_path, headers=headers,
+    with httpx.Client(base_url=str(server.control_url), verify=trust(server), timeout=10) as control, \
+            httpx.Client(base_url=f"{server.graph_url}/v1.0", verify=trust(server), headers=headers,
                          timeout=10) as graph:
         assert control.post("/config", json=DEFAULT_KNOBS).status_code == 200
         assert control.post("/reset").status_code == 200
         yield ClockedSim(server, clock, control, graph)
+
+
+def trust(server: SimServer) -> ssl.SSLContext:
+    """TLS that trusts one simulator's CA (httpx takes a context, not a CA path)."""
+    return ssl.create_default_context(cafile=server.ca_path)

@@ -7,7 +7,7 @@ import httpx
 from graphsim.graph import DEFAULT_USER_PROPERTIES
 from graphsim.server import SimServer
 
-from .conftest import SKU, assign_body, licensed_user
+from .conftest import SKU, assign_body, licensed_user, trust
 
 
 def test_both_lists_empty_is_400(sim: SimServer, graph: httpx.Client, control: httpx.Client) -> None:
@@ -34,7 +34,7 @@ def test_v1_answers_with_the_default_property_set(sim: SimServer, graph: httpx.C
 def test_beta_answers_with_the_whole_updated_user(sim: SimServer, graph: httpx.Client) -> None:
     user = sim.state.users[licensed_user(sim, None)]
     response = httpx.post(f"{sim.graph_url}/beta/users/{user.id}/assignLicense", json=assign_body(["EMS"]),
-                          headers=graph.headers, verify=sim.ca_path)
+                          headers=graph.headers, verify=trust(sim))
     assert response.status_code == 200
     body = response.json()
     assert body["@odata.context"].endswith("/beta/$metadata#users/$entity")

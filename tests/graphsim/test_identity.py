@@ -105,12 +105,12 @@ def test_token_lifetime_knob(sim: SimServer, control: httpx.Client) -> None:
     assert result["expires_in"] == 120
 
 
-def test_token_lifetime_zero_issues_expired_tokens(sim: SimServer, control: httpx.Client) -> None:
+def test_token_lifetime_zero_issues_expired_tokens(sim: SimServer, control: httpx.Client, tls: ssl.SSLContext) -> None:
     assert control.post("/config", json={"token_lifetime_s": 0}).status_code == 200
     result = _msal(sim, sim.info["client_secret"]).acquire_token_for_client(scopes=SCOPE)
     assert result["expires_in"] == 0
     # Refused at once, however soon it is used: no window in which it still works.
-    response = _graph_get(sim, result["access_token"], "/subscribedSkus")
+    response = _graph_get(sim, tls, result["access_token"], "/subscribedSkus")
     assert response.status_code == 401 and "expired" in response.json()["error"]["message"]
     assert control.post("/config", json={"token_lifetime_s": -1}).status_code == 400
 

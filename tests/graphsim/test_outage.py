@@ -7,18 +7,18 @@ import pytest
 
 from graphsim.server import SimServer
 
-from .conftest import SKU, ClockedSim, assign_body
+from .conftest import SKU, ClockedSim, assign_body, trust
 
 
 def _token_request(server: SimServer) -> httpx.Response:
     info = server.info
-    return httpx.post(f"{info['authority']}/oauth2/v2.0/token", verify=server.ca_path, data={
+    return httpx.post(f"{info['authority']}/oauth2/v2.0/token", verify=trust(server), data={
         "grant_type": "client_credentials", "client_id": info["client_id"], "client_secret": info["client_secret"],
         "scope": "https://graph.microsoft.com/.default"})
 
 
 def _discovery(server: SimServer) -> httpx.Response:
-    return httpx.get(f"{server.info['authority']}/v2.0/.well-known/openid-configuration", verify=server.ca_path)
+    return httpx.get(f"{server.info['authority']}/v2.0/.well-known/openid-configuration", verify=trust(server))
 
 
 def test_outage_drops_every_graph_and_identity_request_without_a_response(clocked: ClockedSim) -> None:

@@ -26,7 +26,7 @@ from config import Settings
 from jobs.models import Operation, UserStatus
 from jobs.store import JobStore
 from worker.celery_app import create_celery_app
-from worker.producer import QUEUE, RUN_CHUNK_TASK, ChunkProducer
+from worker.producer import CHUNK_TASK, QUEUE, ChunkProducer
 from worker.runtime import stop_runtime
 
 UNCONFIGURED_TENANT = "no-such-profile"
@@ -92,7 +92,7 @@ def test_the_app_delivers_at_least_once_one_message_per_slot(app: Celery, settin
     assert conf.broker_transport_options == {"visibility_timeout": VISIBILITY_TIMEOUT_S}
     assert conf.task_default_queue == QUEUE
     assert conf.worker_pool == "threads" and conf.worker_concurrency == settings.worker_concurrency
-    assert RUN_CHUNK_TASK in app.tasks
+    assert CHUNK_TASK in app.tasks
 
 
 def test_a_chunk_sent_by_name_runs_in_a_worker_whose_signals_start_and_stop_the_runtime(

@@ -172,7 +172,9 @@ def test_upload_fix_watch_and_download(stack: Stack, page: tuple[Any, Watch], sh
     bad[2]["user"] = "no-at-sign.contoso.example"
     tab.get_by_label("CSV file").set_input_files(
         {"name": "onboarding.csv", "mimeType": "text/csv", "buffer": csv_text(bad).encode()})
-    tab.get_by_role("button", name="Upload and run").click()
+    # The server makes dry runs, so every upload is previewed before anything is written.
+    assert tab.locator("#upload").inner_text() == "Upload and preview"
+    tab.locator("#upload").click()
     tab.locator("#upload-errors").wait_for(state="visible")
     errors = table(tab, "#error-table")
     by_column = {row[1]: row for row in errors}
@@ -188,15 +190,19 @@ def test_upload_fix_watch_and_download(stack: Stack, page: tuple[Any, Watch], sh
         control.post("/config", json={"force_429": {"count": 2, "retry_after_s": 2.0, "user": slow}})
     drop_file(tab, "onboarding-fixed.csv", csv_text(good))
     assert "onboarding-fixed.csv" in tab.locator("#file-chosen").inner_text()
-    upload = tab.locator("#upload")
-    previews = upload.inner_text() == "Upload and preview"
-    upload.click()
+    tab.locator("#upload").click()
     tab.locator("#job").wait_for(state="visible")
     assert tab.locator("#upload-errors").is_hidden()
-    if previews:  # servers with dry runs show the plan first
-        tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
-        tab.screenshot(path=shots / "console-preview.png")
-        tab.locator("#run").click()
+    # The preview: the plan read from the tenant, nothing written yet.
+    tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
+    assert tab.locator("#job-status").inner_text() == "planned"
+    assert tab.locator("#plan-changes").inner_text() == "24"
+    assert table(tab, "#plan-failures") == [["user not found", "1"]]
+    assert [row[0] for row in table(tab, "#plan-seats")] == ["POWER_BI_PRO"]
+    with stack.control() as control:
+        assert control.get("/writes", params={"user": slow}).json()["value"] == []
+    tab.screenshot(path=shots / "console-preview.png")
+    tab.locator("#run").click()
     tab.wait_for_function("""() => document.getElementById("job-status").textContent === "running"
         && Number(document.getElementById("count-throttled").textContent) >= 1""", timeout=WAIT_MS)
     tab.screenshot(path=shots / "console-progress.png")

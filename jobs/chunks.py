@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from jobs.events import JobEvent
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
 from jobs.models import Reason, UserResult, UserStatus
 from jobs.scheduler import Send
@@ -82,11 +83,25 @@ def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: floa
     first, done, chunks, nxt = store.complete_chunk(job_id, n)
     if first and nxt is not None:
         ctx.send(job_id, nxt, 0.0)
-    if done >= chunks:
-        if deps is not None and deps.seats is not None:
-            deps.seats.release_all(store.job_tenant(job_id) or "", job_id)
+    if first and done >= chunks:
+        _finished(store, deps, job_id)
         log.info("job %s finished (%d chunks)", job_id, chunks)
     return "done"
+
+
+def _finished(store: JobStore, deps: ChunkDeps | None, job_id: str) -> None:
+    """The job's last chunk is done: drop its seat reservations, tell the listeners with its counts."""
+    tenant = store.job_tenant(job_id) or ""
+    if deps is None:
+        return
+    if deps.seats is not None:
+        deps.seats.release_all(tenant, job_id)
+    progress = store.progress(job_id)
+    if progress is not None:
+        counts = {k: v for k, v in progress.to_json().items()
+                  if k in ("status", "total", "succeeded", "failed", "cancelled", "unchanged", "would_change",
+                           "would_fail")}
+        deps.events.job_event(job_id, tenant, JobEvent.FINISHED, counts)
 
 
 def _deps_or_fail(ctx: ChunkContext, job_id: str, n: int, clock: Callable[[], float]) -> ChunkDeps | None:

@@ -35,6 +35,7 @@ from graphclient.client import BatchRequest, GraphClient
 from graphclient.errors import GraphError, GraphPermanentError, GraphThrottled, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy, is_retryable
 from jobs.catalogs import CatalogUnavailable
+from jobs.events import NO_LISTENERS, JobEvent, Listeners
 from jobs.models import Operation, PauseReason, Reason, UserResult, UserStatus
 from jobs.plan import Outcome, UserPlan, UserState, plan_user
 from jobs.reasons import reason_for
@@ -93,6 +94,7 @@ class ChunkDeps:
     request_deadline_s: float
     catalog: Callable[[], SkuCatalog] = lambda: SkuCatalog(())
     seats: SeatLedger | None = None
+    events: Listeners = NO_LISTENERS
     # A job paused for want of seats is first probed this long after the pause.
     seat_recheck_s: float = 60.0
     clock: Callable[[], float] = time.time
@@ -110,6 +112,7 @@ class _JobView:
     # "input": the job reserved a seat per added license of every row, so a user found not to
     # need one gives it back at once; "plan": it reserved exactly what a dry run counted.
     seat_basis: str
+    total: int
 
 
 def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float) -> int:
@@ -126,8 +129,9 @@ def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
         return 0
     if store.is_cancelled(job_id):
         return store.record(job_id, [_cancelled(op, 0, deps.clock()) for op in pending_ops])
-    fields = store.job_fields(job_id, "tenant", "dry_run", "seat_basis")
-    job = _JobView(job_id, fields.get("tenant", ""), fields.get("dry_run") == "1", fields.get("seat_basis", "input"))
+    fields = store.job_fields(job_id, "tenant", "dry_run", "seat_basis", "total")
+    job = _JobView(job_id, fields.get("tenant", ""), fields.get("dry_run") == "1", fields.get("seat_basis", "input"),
+                   int(fields.get("total", 0)))
     catalog = _catalog(deps, job_id)
     befores = store.befores(job_id, [op.row for op in pending_ops])
     prior = store.attempts(job_id, [op.row for op in pending_ops])
@@ -188,7 +192,9 @@ class _RoundLoop:
 
     def _pause_job(self, reason: PauseReason, message: str) -> None:
         next_probe_at = self.deps.clock() + self.deps.seat_recheck_s if reason is PauseReason.NO_FREE_SEAT else None
-        self.deps.store.pause(self.job_id, reason, message, next_probe_at=next_probe_at)
+        if self.deps.store.pause(self.job_id, reason, message, next_probe_at=next_probe_at):
+            self.deps.events.job_event(self.job_id, self.job.tenant, JobEvent.PAUSED,
+                                       {"reason": reason.value, "message": message})
         raise Parked(reason.value)
 
     def _send_round(self, round_work: list[_Work]) -> set[int] | None:
@@ -204,6 +210,8 @@ class _RoundLoop:
                 return None
             if gate is WriteGate.PAUSED:
                 raise Parked("paused")
+            if gate is WriteGate.FIRST:
+                deps.events.job_event(self.job_id, self.job.tenant, JobEvent.STARTED, {})
         try:
             try:
                 outcomes = self._post(requests, round_work)
@@ -295,7 +303,10 @@ class _RoundLoop:
             entries.append((w.op.row, before, _plan_counters(plan)))
             if not self.job.dry_run:
                 self._release_unneeded(w.op, plan)
-        self.deps.store.save_plans(self.job_id, entries)  # type: ignore[arg-type]
+        new_rows, planned = self.deps.store.save_plans(self.job_id, entries)
+        if new_rows and planned >= self.job.total > planned - len(new_rows):  # this round planned the last user
+            summary = self.deps.store.plan_counters(self.job_id)
+            self.deps.events.job_event(self.job_id, self.job.tenant, JobEvent.PLAN_FINISHED, summary)
 
     def _after_plan(self, w: _Work, now: float, read_error: GraphError | None = None) -> UserResult | None:
         """The first read made the plan: end the user (dry run, unchanged, predicted failure) or write.
@@ -417,6 +428,7 @@ class _RoundLoop:
     def _record(self, results: Sequence[UserResult]) -> None:
         if results:
             self.recorded += self.deps.store.record(self.job_id, results)
+            self.deps.events.users_finished(self.job_id, self.job.tenant, results)
 
 
 def _not_found(error: GraphError) -> bool:

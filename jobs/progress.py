@@ -95,6 +95,7 @@ class PlanSummary:
 
     changes: int
     unchanged: int
+    planned: int
     predicted_failures: dict[str, int]
     warnings: dict[str, int]
     needed: dict[str, int]
@@ -109,6 +110,7 @@ class PlanSummary:
         return cls(
             changes=counters.get("changes", 0),
             unchanged=counters.get("unchanged", 0),
+            planned=counters.get("planned", 0),
             predicted_failures=prefixed("fail:"),
             warnings=prefixed("warn:"),
             needed=prefixed("need:"),
@@ -118,6 +120,7 @@ class PlanSummary:
     def to_json(self) -> dict[str, Any]:
         """The `plan` shape with raw seat counts (`needed`, `released`); the API turns them into `seats`."""
         return {"changes": self.changes, "unchanged": self.unchanged,
+                "planned": self.planned,
                 "predicted_failures": self.predicted_failures, "warnings": self.warnings,
                 "needed": self.needed, "released": self.released}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from jobs.events import NO_LISTENERS, JobEvent, Listeners
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ class Probe(Protocol):
         ...
 
 
-def resume_due(store: JobStore, send: Send, probe: Probe, *, now: float, retry_in_s: float) -> int:
+def resume_due(store: JobStore, send: Send, probe: Probe, *, now: float, retry_in_s: float,
+               events: Listeners = NO_LISTENERS) -> int:
     """Resume paused jobs whose probe time has come and whose cause is gone; returns how many.
 
     A job whose cause persists is probed again after `retry_in_s`. Jobs paused without a probe
@@ -78,6 +80,8 @@ def resume_due(store: JobStore, send: Send, probe: Probe, *, now: float, retry_i
             continue
         for n in store.resume(job_id) or ():
             send(job_id, n, 0.0)
+        events.job_event(job_id, fields.get("tenant", ""), JobEvent.RESUMED,
+                         {"reason": fields["paused_reason"], "by": "probe"})
         log.info("job %s resumed: %s is over", job_id, fields["paused_reason"])
         resumed += 1
     return resumed

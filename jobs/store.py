@@ -43,9 +43,10 @@ STAGING_TTL_S = 3600
 
 
 class WriteGate(Enum):
-    """Whether a write batch may go out."""
+    """Whether a write batch may go out (FIRST: yes, and it is the job's first write)."""
 
     OPEN = "open"
+    FIRST = "first"
     CANCELLED = "cancelled"
     PAUSED = "paused"
 
@@ -274,7 +275,7 @@ class JobStore:
                 args=[deadline, batch_id, self.retention_s, self.clock(), *rows],
             )
         )
-        return {1: WriteGate.OPEN, 0: WriteGate.CANCELLED}.get(verdict, WriteGate.PAUSED)
+        return {2: WriteGate.FIRST, 1: WriteGate.OPEN, 0: WriteGate.CANCELLED}.get(verdict, WriteGate.PAUSED)
 
     def end_writes(self, job_id: str, batch_id: str) -> None:
         """The write batch has been answered (or abandoned)."""
@@ -285,15 +286,20 @@ class JobStore:
         return int(self.redis.zcount(self._subkey(job_id, "inflight"), self.clock(), "+inf"))
 
     # --- the plan ----------------------------------------------------------------------------
-    def save_plans(self, job_id: str, plans: Sequence[tuple[int, dict[str, Any], Sequence[str]]]) -> set[int]:
-        """Keep each row's `before` state and count its plan counters, once per row; returns new rows."""
+    def save_plans(
+        self, job_id: str, plans: Sequence[tuple[int, dict[str, Any] | None, Sequence[str]]]
+    ) -> tuple[set[int], int]:
+        """Keep each row's `before` state and count its plan counters, once per row.
+
+        Returns the rows whose plan was new, and how many users the job has planned so far.
+        """
         if not plans:
-            return set()
+            return set(), 0
         args: list[Any] = [self.retention_s]
         for row, before, counters in plans:
             args += [row, json.dumps(before, separators=(",", ":")), len(counters), *counters]
         raw = self._save_plans(keys=[self._subkey(job_id, "before"), self._subkey(job_id, "plan")], args=args)
-        return {int(r) for r in raw}
+        return {int(r) for r in raw[1:]}, int(raw[0])
 
     def befores(self, job_id: str, rows: Sequence[int]) -> dict[int, dict[str, Any]]:
         """The planned `before` states kept for these rows."""

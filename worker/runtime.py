@@ -20,6 +20,7 @@ from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
 from jobs.catalogs import CatalogCache
 from jobs.chunks import ChunkContext
+from jobs.events import JobListener, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import PauseReason
 from jobs.scheduler import Send, reap, resume_due
@@ -49,6 +50,7 @@ class WorkerRuntime(ChunkContext):
         self.policy = RetryPolicy.from_settings(settings)
         self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
         self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)
+        self.events = Listeners(self._listeners())
         self._clients: dict[str, TenantClient] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -70,9 +72,14 @@ class WorkerRuntime(ChunkContext):
             request_deadline_s=self.settings.graph_timeout_s + self.settings.max_inline_wait_s + 5,
             catalog=lambda: self.catalogs.get(tenant),
             seats=self.seats,
+            events=self.events,
             seat_recheck_s=self.settings.seat_recheck_interval_s,
             rng=random.Random(),
         )
+
+    def _listeners(self) -> list[JobListener]:
+        """Who hears of job events in this process."""
+        return []
 
     def _subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
         graph = self.deps_for(tenant).graph
@@ -122,7 +129,7 @@ class WorkerRuntime(ChunkContext):
             try:
                 reap(self.store, self.send, requeue_after_s=self.settings.requeue_queued_after_s)
                 resume_due(self.store, self.send, self.probe, now=time.time(),
-                           retry_in_s=self.settings.seat_recheck_interval_s)
+                           retry_in_s=self.settings.seat_recheck_interval_s, events=self.events)
             except Exception as exc:  # the reaper must survive Redis, broker or Graph outages
                 log.warning("reaper pass failed: %s", exc)
             self._stop.wait(self.settings.reaper_interval_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import redis
 
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
+from jobs.events import JobEvent, Listeners
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
 from jobs.models import LicenseAdd, Operation, UserResult
 from jobs.store import JobStore, WriteGate
@@ -181,7 +183,7 @@ def test_after_a_crash_users_with_a_write_in_flight_are_read_first(store: JobSto
     # A previous worker planned row 2 (keeping its before state), sent its write, Graph applied
     # it, then the worker died.
     store.save_plans(job_id, [(2, {"assignedLicenses": [], "usageLocation": "US"}, ["changes", f"need:{E3}"])])
-    assert store.begin_writes(job_id, "dead-batch", clock() + 30, [2]) is WriteGate.OPEN
+    assert store.begin_writes(job_id, "dead-batch", clock() + 30, [2]) is WriteGate.FIRST
     tenant.users["a@x"]["assignedLicenses"] = [{"skuId": E3, "disabledPlans": []}]
     deps, _ = make_deps(store, tenant, clock)
     run_users(deps, job_id, 0, budget_started_at=clock())
@@ -190,7 +192,7 @@ def test_after_a_crash_users_with_a_write_in_flight_are_read_first(store: JobSto
     assert got["a@x"].attempts == 2  # the write before the crash + the read
     assert got["a@x"].before == {"assignedLicenses": [], "usageLocation": "US"}  # as first planned
     assert tenant.writes == [("POST", "b@x")]
-    assert store.plan_counters(job_id) == {"changes": 2, f"need:{E3}": 2}  # row 2 counted once
+    assert store.plan_counters(job_id) == {"changes": 2, f"need:{E3}": 2, "planned": 2}  # row 2 counted once
 
 
 def test_a_redelivered_chunk_records_nothing_twice(store: JobStore, clock: FakeClock) -> None:
@@ -300,7 +302,7 @@ def test_a_dry_run_reads_and_plans_but_never_writes(store: JobStore, clock: Fake
     assert a.after is None
     assert store.plan_counters("job") == {"changes": 2, f"need:{E3}": 1, "unchanged": 1,
                                           "fail:usage_location_missing": 1, "fail:license_not_assigned": 1,
-                                          "fail:user_not_found": 1}
+                                          "fail:user_not_found": 1, "planned": 6}
     progress = store.progress("job")
     assert progress is not None and progress.status.value == "planned" and progress.pending == 0
 
@@ -343,3 +345,41 @@ def test_seats_running_out_pause_the_job_instead_of_failing_users(store: JobStor
     assert store.resume(job_id) == []  # nothing parked in this unit test (parking is the chunk's job)
     run_users(deps, job_id, 0, budget_started_at=clock())
     assert results(store, job_id)["b@x"].status.value == "succeeded"
+
+
+class RecordingListener:
+    """A JobListener that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.finished: list[str] = []
+
+    def job_event(self, job_id: str, tenant: str, event: JobEvent, details: Any) -> None:
+        self.events.append((event.value, dict(details)))
+
+    def users_finished(self, job_id: str, tenant: str, results: Any) -> None:
+        self.finished += [r.user for r in results]
+
+
+def test_listeners_hear_the_plan_finish_the_first_write_and_every_user(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({f"u{i}@x": user() for i in range(3)} | {"held@x": user(E3)})
+    job_id = job(store, [op(i + 2, f"u{i}@x", add=(E3,)) for i in range(3)] + [op(5, "held@x", add=(E3,))])
+    deps, _ = make_deps(store, tenant, clock, batch_size=2)
+    listener = RecordingListener()
+    deps = dataclasses.replace(deps, events=Listeners([listener]))
+    run_users(deps, job_id, 0, budget_started_at=clock())
+    assert [name for name, _ in listener.events] == ["started", "plan_finished"]  # each once, in this order
+    assert dict(listener.events)["plan_finished"]["changes"] == 3
+    assert sorted(listener.finished) == ["held@x", "u0@x", "u1@x", "u2@x"]
+
+
+def test_a_failing_listener_does_not_fail_the_job(store: JobStore, clock: FakeClock) -> None:
+    class Broken(RecordingListener):
+        def users_finished(self, job_id: str, tenant: str, results: Any) -> None:
+            raise RuntimeError("listener down")
+
+    tenant = Tenant({"a@x": user()})
+    job_id = job(store, [op(2, "a@x", add=(E3,))])
+    deps, _ = make_deps(store, tenant, clock)
+    run_users(dataclasses.replace(deps, events=Listeners([Broken()])), job_id, 0, budget_started_at=clock())
+    assert results(store, job_id)["a@x"].status.value == "succeeded"

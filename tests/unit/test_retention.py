@@ -194,7 +194,7 @@ def test_a_write_batch_left_in_flight_by_a_dead_worker_expires_within_retention(
     client, _ = api
     job_id = submit(client, ["ada@contoso.example", "grace@contoso.example"])
     # A worker registers a write batch, and is killed before the answer (no end_writes).
-    assert worker.store.begin_writes(job_id, "batch-1", deadline=time.time() + 60, rows=[2, 3]) is WriteGate.OPEN
+    assert worker.store.begin_writes(job_id, "batch-1", deadline=time.time() + 60, rows=[2, 3]) is WriteGate.FIRST
     keys = job_keys(redis_client)
     assert f"bl:job:{job_id}:inflight" in keys
     too_long = sorted(f"{k} (ttl {ttl}s)" for k, ttl in keys.items() if not 0 < ttl <= RETENTION_S)

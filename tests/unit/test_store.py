@@ -138,7 +138,7 @@ def test_cancel_blocks_new_write_batches(redis_client: redis.Redis) -> None:
     clock = FakeClock()
     store = JobStore(redis_client, retention_s=3600, clock=clock)
     job = committed(store)
-    assert store.begin_writes(job, "b1", clock.t + 30, [2, 3]) is WriteGate.OPEN
+    assert store.begin_writes(job, "b1", clock.t + 30, [2, 3]) is WriteGate.FIRST  # the job's first write
     assert store.writes_in_flight(job) == 1
     store.request_cancel(job)
     assert store.begin_writes(job, "b2", clock.t + 30, [4]) is WriteGate.CANCELLED

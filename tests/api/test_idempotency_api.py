@@ -144,6 +144,7 @@ def test_a_request_waiting_too_long_for_the_first_is_409_in_progress(
     assert "still being processed" in json.loads(busy.text)["detail"]
 
 
+@pytest.mark.slow
 def test_a_long_submission_keeps_its_claim(
     settings: Settings, redis_client: redis.Redis, subscribed_skus: list[dict[str, Any]],
 ) -> None:

@@ -59,6 +59,7 @@ def every_route(client: TestClient, job_id: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_redis_down_is_503_with_retry_after_and_recovers(
     tmp_path: Path, own_redis: EmbeddedRedis, sent: Sent, subscribed_skus: list[dict[str, Any]],
 ) -> None:

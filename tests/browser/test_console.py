@@ -26,7 +26,7 @@ from tests.e2e.stack import API_KEY, Stack
 
 playwright = pytest.importorskip("playwright.sync_api")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -17,7 +17,7 @@ E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 STANDARDPACK = "18181a46-0d4e-45cd-891e-60aabd171b4e"
 VISIO = "c5928f49-12ba-48f7-ada3-0d743a3601d5"
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Builds the per-tenant Graph client: MSAL token provider, httpx client, shared Redis throttle."""
+"""Builds the per-tenant Graph client: MSAL token provider, httpx client, shared Redis throttle and breaker."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import redis
 
 from config import Settings, TenantProfile
 from graphclient.auth import GraphAuth, MsalTokenProvider
+from graphclient.breaker import RedisBreaker
 from graphclient.client import GraphClient
 from graphclient.throttle import RedisThrottle, burst_headroom
 from graphclient.timescale import ScaledRetryAfterTransport
@@ -17,12 +18,13 @@ from graphclient.timescale import ScaledRetryAfterTransport
 
 @dataclass(frozen=True)
 class TenantClient:
-    """A tenant's Graph client and the throttle every call of it passes through."""
+    """A tenant's Graph client and the throttle and circuit breaker every call of it passes through."""
 
     profile: TenantProfile
     graph: GraphClient
     throttle: RedisThrottle
     http: httpx.Client
+    breaker: RedisBreaker
 
     def close(self) -> None:
         """Close the HTTP connections."""
@@ -52,5 +54,8 @@ def build_tenant_client(settings: Settings, profile: TenantProfile, client: redi
         max_inline_wait_s=settings.max_inline_wait_s,
         burst_headroom_writes=burst_headroom(settings.batch_size, profile.write_rate_per_s),
     )
-    graph = GraphClient(http, base_url=profile.graph_url, throttle=throttle, timeout_s=settings.graph_timeout_s)
-    return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http)
+    # A probe holds its lease for as long as its request may take (token fetch included), then another may try.
+    breaker = RedisBreaker(client, profile.name, clock=time.time, probe_lease_s=2 * settings.graph_timeout_s + 5)
+    graph = GraphClient(http, base_url=profile.graph_url, throttle=throttle, timeout_s=settings.graph_timeout_s,
+                        breaker=breaker)
+    return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http, breaker=breaker)

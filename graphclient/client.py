@@ -363,7 +363,6 @@ class GraphClient:
             ) from parse_error
         return body
 
-
     def _report(self, admission: Admission, method: str, path: str, json_body: Any, failure: str | None) -> None:
         """Tell the breaker whether Graph answered (`failure` None) or not, and which request it was."""
         if failure is None:

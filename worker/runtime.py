@@ -138,7 +138,7 @@ class WorkerRuntime(ChunkContext):
             return None
 
     def start(self) -> None:
-        """Start the heartbeat and reaper threads."""
+        """Start the heartbeat, reaper and resumer threads."""
         if self._threads:
             return
         loops = ((self._heartbeat_loop, "heartbeat"), (self._reaper_loop, "reaper"), (self._resume_loop, "resumer"))

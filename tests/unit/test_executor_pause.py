@@ -257,3 +257,20 @@ def test_a_paused_jobs_chunk_parks_before_reading(store: JobStore, clock: FakeCl
     with pytest.raises(Parked):
         run_users(make_deps(store, network, clock), job_id, 0, budget_started_at=clock())
     assert network.sent == 0
+
+
+def test_a_write_refused_by_an_open_breaker_is_not_sent_nor_charged(store: JobStore, clock: FakeClock,
+                                                                    breaker: RedisBreaker) -> None:
+    tenant, job_id = three_users(store)
+    network = Network(tenant)
+
+    def another_worker_sees_graph_go() -> None:
+        for i in range(5):
+            breaker.record(breaker.admit(), answered=False, request=f"elsewhere {i}", error="ConnectTimeout")
+
+    tenant.after_round = another_worker_sees_graph_go  # after this chunk's reads
+    with pytest.raises(Parked):
+        run_users(make_deps(store, network, clock, breaker), job_id, 0, budget_started_at=clock())
+    assert network.sent == 1  # the reads; the writes were refused before being sent
+    assert store.job_fields(job_id, "paused_reason") == {"paused_reason": "graph_unavailable"}
+    assert write_attempts(store, job_id) == {2: 0, 3: 0, 4: 0} and tenant.writes == []

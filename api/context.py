@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -19,6 +20,8 @@ from jobs.scheduler import Send
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
 from jobs.submit import Submitter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,18 +47,26 @@ class TenantGraphs:
     def __init__(self, settings: Settings, redis_client: redis.Redis) -> None:
         self._settings = settings
         self._redis = redis_client
-        self._clients: dict[str, TenantClient] = {}
+        # Each tenant's client with the profile generation it was built from (rebuilt when it changes).
+        self._clients: dict[str, tuple[int | None, TenantClient]] = {}
         self._lock = threading.Lock()  # sync routes run in a thread pool
         # A submission waits for Graph at most a few seconds; beyond that the caller gets a 503.
         self._sku_policy = replace(RetryPolicy.from_settings(settings), max_attempts=4, max_total_s=20.0,
                                    max_inline_wait_s=10.0)
 
     def client(self, tenant: str) -> TenantClient:
-        """The tenant profile's client, shared with every later call."""
+        """The tenant profile's client, shared with every later call until the profile changes."""
+        profiles = self._settings.profiles
+        profile = profiles.current()[tenant]
+        generation = profiles.generation(tenant)
         with self._lock:
-            if tenant not in self._clients:
-                self._clients[tenant] = build_tenant_client(self._settings, self._settings.tenant(tenant), self._redis)
-            return self._clients[tenant]
+            held = self._clients.get(tenant)
+            if held is None or held[0] != generation:
+                if held is not None:  # the old one is left to requests still using it, then collected
+                    log.warning("tenant profile %s changed: new Graph client and credentials", tenant)
+                held = (generation, build_tenant_client(self._settings, profile, self._redis))
+                self._clients[tenant] = held
+            return held[1]
 
     def subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
         """The tenant's GET /subscribedSkus, retried briefly."""

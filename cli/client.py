@@ -6,11 +6,13 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -115,9 +117,13 @@ def watch(client: ApiClient, job_id: str, *, poll_s: float = 0.5) -> dict[str, A
         task = progress.add_task(f"job {job_id[:8]}", total=job["total"], detail="")
         while True:
             done = job["succeeded"] + job["failed"] + job["cancelled"]
-            eta = f"ETA {job['eta_s']:.0f}s" if job.get("eta_s") is not None else ""
-            detail = (f"[green]{job['succeeded']} ok[/green] [red]{job['failed']} failed[/red] "
-                      f"{job['rate_per_s']:.0f}/s {eta} [dim]429s: {job['throttled']}[/dim]")
+            counts = f"[green]{job['succeeded']} ok[/green] [red]{job['failed']} failed[/red]"
+            paused = pause_line(job, time.time())
+            if paused:  # no rate or ETA while paused: nothing moves until the cause is gone
+                detail = f"{counts} [yellow]{escape(paused)}[/yellow]"
+            else:
+                eta = f"ETA {job['eta_s']:.0f}s" if job.get("eta_s") is not None else ""
+                detail = f"{counts} {job['rate_per_s']:.0f}/s {eta} [dim]429s: {job['throttled']}[/dim]"
             progress.update(task, completed=done, detail=detail)
             if job["status"] in TERMINAL_JOB_STATUSES:
                 break
@@ -126,8 +132,24 @@ def watch(client: ApiClient, job_id: str, *, poll_s: float = 0.5) -> dict[str, A
     return dict(job)
 
 
+def pause_line(job: dict[str, Any], now: float) -> str | None:
+    """`paused: <reason> — <message>, next probe in N s` for a paused job (how it resumes), else None."""
+    if job.get("status") != "paused":
+        return None
+    line = f"paused: {job.get('paused_reason')}"
+    if job.get("paused_message"):
+        line += f" — {job['paused_message']}"
+    next_probe_at = job.get("next_probe_at")
+    if next_probe_at:
+        wait_s = max(0.0, datetime.fromisoformat(next_probe_at.replace("Z", "+00:00")).timestamp() - now)
+        line += f", next probe in {wait_s:.0f} s"
+    else:
+        line += f" — fix the cause, then: bulklicense resume {job['id']}"
+    return line
+
+
 def print_summary(job: dict[str, Any]) -> None:
-    """A table of the job's final counters."""
+    """A table of the job's counters, and why it is paused when it is."""
     columns = ("total", "would_change", "unchanged", "would_fail") if job.get("dry_run") else (
         "total", "succeeded", "unchanged", "failed", "cancelled", "throttled", "retries")
     table = Table(title=f"job {job['id']} — {job['status']}")
@@ -135,6 +157,9 @@ def print_summary(job: dict[str, Any]) -> None:
         table.add_column(col, justify="right")
     table.add_row(*(str(job.get(c, 0)) for c in columns))
     console.print(table)
+    paused = pause_line(job, time.time())
+    if paused:
+        console.print(f"[yellow]{escape(paused)}[/yellow]", highlight=False)
 
 
 def print_plan(job: dict[str, Any]) -> None:

@@ -219,6 +219,13 @@ def audit(
 
 
 @app.command()
+def resume(job: str, api_url: str = typer.Option(None), api_key: str = typer.Option(None)) -> None:
+    """Resume a paused job (after fixing the tenant profile, granting the app's permission or buying seats)."""
+    client = _client(_settings(), api_url, api_key)
+    console.print_json(data=client.request("POST", f"/v1/jobs/{job}/resume").json())
+
+
+@app.command()
 def demo(
     users: int = typer.Option(1000, help="Users in the generated onboarding batch."),
     keep: bool = typer.Option(False, help="Keep the demo's working folder."),

@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config.profiles import TenantProfiles
+
 # Graph's documented write limit per app+tenant: 3,000 writes per 150 s (throttling-limits).
 GRAPH_WRITE_CAPACITY = 3000
 GRAPH_WRITE_PERIOD_S = 150.0
@@ -269,11 +271,14 @@ class Settings(BaseSettings):
         return int(self.retention_days * 86400)
 
     @cached_property
+    def profiles(self) -> TenantProfiles[TenantProfile]:
+        """The tenant profiles file, followed: an edit takes effect without a restart (config.profiles)."""
+        return TenantProfiles(self.tenants_file, load_tenants)
+
+    @property
     def tenants(self) -> dict[str, TenantProfile]:
-        """The tenant profiles, read once from `tenants_file`."""
-        if self.tenants_file is None:
-            return {}
-        return load_tenants(self.tenants_file)
+        """The tenant profiles in force, from `tenants_file` (re-read when it changes)."""
+        return self.profiles.current()
 
     def tenant(self, name: str) -> TenantProfile:
         """One profile by name; KeyError when unknown."""

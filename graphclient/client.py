@@ -3,10 +3,13 @@
 Retries are not done here but by the caller through `graphclient.retry.RetryPolicy`, so they are never
 stacked. Every request passes `Throttle.acquire` first and every response (and every `$batch`
 item) is reported to `Throttle.observe`, so throttling is governed in one place across workers.
+Every request also asks the tenant's circuit breaker (`Breaker.admit`) before it is sent and tells
+it whether Graph answered (`Breaker.record`), so an unreachable Graph stops every worker's calls.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -19,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from graphclient.breaker import ALWAYS_CLOSED, Admission, Breaker
 from graphclient.errors import (
     GraphAuthError,
     GraphError,
@@ -193,12 +197,14 @@ class GraphClient:
         timeout_s: float,
         read_throttle: Throttle | None = None,
         utcnow: Callable[[], datetime] = _utcnow,
+        breaker: Breaker = ALWAYS_CLOSED,
     ) -> None:
         """`throttle` paces writes; `read_throttle`, when given, paces reads by resource units.
 
         Without a read throttle, reads only pass the write throttle's pause gate.
         """
         self._http = http
+        self._breaker = breaker
         self._root = f"{base_url.rstrip('/')}/{API_VERSION}"
         self._throttle = throttle
         self._read_throttle = read_throttle
@@ -303,6 +309,7 @@ class GraphClient:
             read_ru = read_cost(path) if method not in WRITE_METHODS else 0
         what = f"{method} {path}"
         self._acquire(writes, read_ru)
+        admission = self._breaker.admit()  # GraphUnavailable while Graph does not answer this tenant
         client_request_id = str(uuid.uuid4())
         headers = {"client-request-id": client_request_id, "Accept": "application/json"}
         try:
@@ -314,18 +321,24 @@ class GraphClient:
                 timeout=self._timeout,
             )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            self._report(admission, method, path, json_body, f"{what}: {type(exc).__name__}")
             # Nothing reached Graph: safe to resend.
             raise GraphTransientError(
                 f"{what}: {type(exc).__name__} (client-request-id {client_request_id})",
                 request_id=client_request_id,
             ) from exc
         except httpx.RequestError as exc:
+            self._report(admission, method, path, json_body, f"{what}: {type(exc).__name__} after sending")
             # Timeout or connection lost after sending: Graph may have applied it.
             raise GraphTransientError(
                 f"{what}: {type(exc).__name__} after sending (client-request-id {client_request_id})",
                 request_id=client_request_id,
                 ambiguous=True,
             ) from exc
+        except GraphError as exc:  # from the token provider: the identity platform answered, or was unreachable
+            self._report(admission, method, path, json_body,
+                         exc.message if isinstance(exc, GraphTransientError) else None)
+            raise
         status = response.status_code
         body: Any = None
         parse_error: ValueError | None = None
@@ -344,6 +357,8 @@ class GraphClient:
             now=self._utcnow(),
             client_request_id=client_request_id,
         )
+        self._report(admission, method, path, json_body,
+                     f"{what} -> {status}" if isinstance(error, GraphTransientError) else None)
         if error is not None:
             if isinstance(error, GraphThrottled) and status != 429:
                 bucket.observe(429, _throttle_headers(error))
@@ -361,6 +376,16 @@ class GraphClient:
                 ambiguous=True,
             ) from parse_error
         return body
+
+    def _report(self, admission: Admission, method: str, path: str, json_body: Any, failure: str | None) -> None:
+        """Tell the breaker whether Graph answered (`failure` None) or not, and which request it was."""
+        if failure is None:
+            self._breaker.record(admission, answered=True)
+            return
+        # A resend of the same request counts once towards the distinct requests that open the breaker.
+        body = json.dumps(json_body, sort_keys=True, default=str).encode()
+        request = f"{method} {path} {hashlib.blake2b(body, digest_size=8).hexdigest()}"
+        self._breaker.record(admission, answered=False, request=request, error=failure)
 
 
     def _acquire(self, writes: int, read_ru: int) -> None:

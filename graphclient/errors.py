@@ -4,7 +4,8 @@
      +-- GraphThrottled         429 (or a legacy 503 throttle); carries retry_after_s
      +-- GraphTransientError    5xx, timeouts, connection errors, unparseable bodies; worth retrying
      +-- GraphPermanentError    400/403/404 and other 4xx; retrying cannot help
-          +-- GraphAuthError    the identity platform refused our credentials
+     |    +-- GraphAuthError    the identity platform refused our credentials
+     +-- GraphUnavailable       not sent: Graph does not answer for the tenant (its circuit breaker is open)
 
 `ambiguous` marks failures after which the request may have reached Graph and been applied
 (read timeout, connection reset after sending): the caller must read state before retrying a write.
@@ -49,6 +50,18 @@ class GraphPermanentError(GraphError):
 
 class GraphAuthError(GraphPermanentError):
     """The identity platform refused to issue a token (wrong secret, unknown client, ...)."""
+
+
+class GraphUnavailable(GraphError):
+    """Graph does not answer for this tenant (its circuit breaker is open): the call was not sent.
+
+    Neither transient nor permanent: retrying at once cannot help, and the breaker probes Graph and
+    closes by itself. `next_probe_at` (epoch seconds) is when Graph is next tried.
+    """
+
+    def __init__(self, message: str, *, next_probe_at: float | None = None) -> None:
+        super().__init__(message)
+        self.next_probe_at = next_probe_at
 
 
 class ThrottleWaitTooLong(Exception):

@@ -1,4 +1,4 @@
-"""Builds the per-tenant Graph client: MSAL token provider, httpx client, shared Redis throttle."""
+"""Builds the per-tenant Graph client: MSAL token provider, httpx client, shared Redis throttle and breaker."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import redis
 
 from config import Settings, TenantProfile
 from graphclient.auth import GraphAuth, MsalTokenProvider
+from graphclient.breaker import RedisBreaker
 from graphclient.client import GraphClient
 from graphclient.throttle import RedisThrottle, burst_headroom
 from graphclient.timescale import ScaledRetryAfterTransport
@@ -18,12 +19,13 @@ from graphclient.timescale import ScaledRetryAfterTransport
 
 @dataclass(frozen=True)
 class TenantClient:
-    """A tenant's Graph client and the throttles its calls pass through (writes; reads by resource units)."""
+    """A tenant's Graph client, its throttles (writes; reads by resource units) and its circuit breaker."""
 
     profile: TenantProfile
     graph: GraphClient
     throttle: RedisThrottle
     http: httpx.Client
+    breaker: RedisBreaker
     read_throttle: RedisThrottle | None = None
 
     def close(self) -> None:
@@ -57,10 +59,13 @@ def build_tenant_client(settings: Settings, profile: TenantProfile, client: redi
         max_inline_wait_s=settings.max_inline_wait_s,
         burst_headroom_writes=burst_headroom(settings.batch_size, profile.write_rate_per_s),
     )
+    # A probe holds its lease for as long as its request may take (token fetch included), then another may try.
+    breaker = RedisBreaker(client, profile.name, clock=time.time, probe_lease_s=2 * settings.graph_timeout_s + 5)
     read_throttle = _read_throttle(settings, profile, client)
     graph = GraphClient(http, base_url=profile.graph_url, throttle=throttle, timeout_s=settings.graph_timeout_s,
+                        breaker=breaker, read_throttle=read_throttle)
+    return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http, breaker=breaker,
                         read_throttle=read_throttle)
-    return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http, read_throttle=read_throttle)
 
 
 def _read_throttle(settings: Settings, profile: TenantProfile, client: redis.Redis) -> RedisThrottle | None:

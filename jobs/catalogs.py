@@ -11,7 +11,11 @@ from jobs.skus import SkuCatalog
 
 
 class CatalogUnavailable(Exception):
-    """The tenant's subscribedSkus could not be read, so names cannot be validated."""
+    """The tenant's subscribedSkus could not be read, so names cannot be validated; `error` is Graph's."""
+
+    def __init__(self, message: str, error: GraphError | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 class CatalogCache:
@@ -40,7 +44,7 @@ class CatalogCache:
             items = self._fetch(tenant)
         except GraphError as exc:
             raise CatalogUnavailable(
-                f"could not read the subscribed SKUs of tenant '{tenant}' from Graph: {exc.message}"
+                f"could not read the subscribed SKUs of tenant '{tenant}' from Graph: {exc.message}", exc
             ) from None
         except ThrottleWaitTooLong as exc:
             raise CatalogUnavailable(

@@ -54,10 +54,21 @@ def execute_chunk(
         if claim != "ok":
             log.info("chunk %s of job %s skipped: %s", n, job_id, claim)
             return f"skipped:{claim}"
-        return _run_claimed(ctx, job_id, n, budget_started_at or clock(), clock)
+        return _run_claimed(ctx, job_id, n, _budget_start(ctx.store, job_id, n, budget_started_at, clock), clock)
     finally:
         with _running_lock:
             ctx.running.discard(key)
+
+
+def _budget_start(store: JobStore, job_id: str, n: int, given: float | None, clock: Callable[[], float]) -> float:
+    """When the chunk's retry budget started: as handed over, or moved past the pause it was parked for.
+
+    A parked chunk kept the budget it had used; the time the job stood paused is not charged to it.
+    """
+    if given is not None:
+        return given
+    used_s = store.take_budget(job_id, n)
+    return clock() - (used_s or 0.0)
 
 
 def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: float,
@@ -75,9 +86,11 @@ def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: floa
             log.info("chunk %s of job %s handed back for %.1fs", n, job_id, countdown_s)
             return "handed_back"
         except Parked:
+            store.save_budget(job_id, n, clock() - budget_started_at)  # kept before a resume can requeue it
             if store.park_chunk(job_id, n, ctx.worker_id):
                 log.info("chunk %s of job %s parked: the job is paused", n, job_id)
                 return "parked"
+            store.take_budget(job_id, n)
             ctx.send(job_id, n, 0.0, budget_started_at)  # resumed meanwhile: run again at once
             return "resumed"
     first, done, chunks, nxt = store.complete_chunk(job_id, n)

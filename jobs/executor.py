@@ -18,6 +18,12 @@ A dry run stops after the plan. Items of many users go out together in `$batch` 
 to 20; throttled and transient items are retried individually under the one retry policy; every
 user ends in exactly one terminal state, recorded atomically in the store. A tenant out of seats
 pauses the job (`Parked`) instead of failing its remaining users one by one.
+
+Faults of the whole tenant pause the job too, and cost the users nothing (the attempt is not
+counted): Graph unreachable (the tenant's circuit breaker is open), the credentials refused
+(`GraphAuthError`), or the app denied a step (403) when nothing shows the denial is the user's own:
+a 403 is the app's when no call of that step succeeded in its round and either two users or more
+were denied in the round or no call of that step has ever been allowed in this job.
 """
 
 from __future__ import annotations
@@ -26,13 +32,23 @@ import logging
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NoReturn
 
+from graphclient.breaker import ALWAYS_CLOSED, Breaker, BreakerState
 from graphclient.client import BatchRequest, GraphClient
-from graphclient.errors import GraphError, GraphPermanentError, GraphThrottled, ThrottleWaitTooLong
+from graphclient.errors import (
+    GraphAuthError,
+    GraphError,
+    GraphPermanentError,
+    GraphThrottled,
+    GraphTransientError,
+    GraphUnavailable,
+    ThrottleWaitTooLong,
+)
 from graphclient.retry import RetryPolicy, is_retryable
 from jobs.catalogs import CatalogUnavailable
 from jobs.events import NO_LISTENERS, JobEvent, Listeners
@@ -100,6 +116,8 @@ class ChunkDeps:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    # The tenant's circuit breaker (the one `graph` reports to), asked whether Graph is unreachable.
+    breaker: Breaker = ALWAYS_CLOSED
 
 
 @dataclass(frozen=True)
@@ -129,10 +147,12 @@ def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
         return 0
     if store.is_cancelled(job_id):
         return store.record(job_id, [_cancelled(op, 0, deps.clock()) for op in pending_ops])
-    fields = store.job_fields(job_id, "tenant", "dry_run", "seat_basis", "total")
+    fields = store.job_fields(job_id, "tenant", "dry_run", "seat_basis", "total", "paused_reason")
+    if "paused_reason" in fields:  # a paused job sends nothing, reads included, until it is resumed
+        raise Parked(fields["paused_reason"])
     job = _JobView(job_id, fields.get("tenant", ""), fields.get("dry_run") == "1", fields.get("seat_basis", "input"),
                    int(fields.get("total", 0)))
-    catalog = _catalog(deps, job_id)
+    catalog = _catalog(deps, job_id, job.tenant)
     befores = store.befores(job_id, [op.row for op in pending_ops])
     prior = store.attempts(job_id, [op.row for op in pending_ops])
     work = []
@@ -145,14 +165,53 @@ def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
     return _RoundLoop(deps, job, catalog, budget_started_at).drain(work)
 
 
-def _catalog(deps: ChunkDeps, job_id: str) -> SkuCatalog:
-    """The tenant's SKUs, for names and conflict warnings; without them the plan still holds (by id)."""
+def _catalog(deps: ChunkDeps, job_id: str, tenant: str) -> SkuCatalog:
+    """The tenant's SKU catalog; when it cannot be read for a reason of the whole tenant, the job pauses."""
     try:
         return deps.catalog()
     except CatalogUnavailable as exc:
-        # The same fault will meet the users' reads, which handle it; names are only cosmetic.
-        log.warning("job %s: planning without SKU names: %s", job_id, exc)
-        return SkuCatalog(())
+        fault = None
+        if exc.error is not None:
+            fault = _tenant_fault(exc.error, deps.breaker.state)
+            if fault is None and exc.error.status == 403:  # reading the tenant's SKUs is the app's permission
+                fault = (PauseReason.FORBIDDEN, exc.error.message)
+        if fault is None:
+            raise
+        _pause(deps, job_id, tenant, *fault)
+
+
+def _tenant_fault(error: GraphError, breaker_state: Callable[[], BreakerState]) -> tuple[PauseReason, str] | None:
+    """The pause a failure calls for when it is the whole tenant's, not one user's (403s aside)."""
+    if isinstance(error, GraphUnavailable):
+        return PauseReason.GRAPH_UNAVAILABLE, error.message
+    if isinstance(error, GraphAuthError):
+        return PauseReason.AUTH_FAILED, error.message
+    if _no_answer(error):
+        state = breaker_state()  # asked only after a transport failure or a 5xx
+        if state.open:
+            return PauseReason.GRAPH_UNAVAILABLE, state.message
+    return None
+
+
+def _no_answer(error: GraphError) -> bool:
+    """Whether Graph gave no usable answer (transport failure, timeout, 5xx): what the breaker counts."""
+    return isinstance(error, GraphTransientError) and (error.status is None or error.status >= 500)
+
+
+def _pause(deps: ChunkDeps, job_id: str, tenant: str, reason: PauseReason, message: str) -> NoReturn:
+    """Pause the job and stop this chunk (Parked).
+
+    Automatic resumes get their first probe time: seats after the recheck interval, Graph when its
+    breaker probes next. A refused credential or a denied app waits for someone to resume it.
+    """
+    next_probe_at: float | None = None
+    if reason is PauseReason.NO_FREE_SEAT:
+        next_probe_at = deps.clock() + deps.seat_recheck_s
+    elif reason is PauseReason.GRAPH_UNAVAILABLE:
+        next_probe_at = deps.breaker.state().next_probe_at or deps.clock()
+    if deps.store.pause(job_id, reason, message, next_probe_at=next_probe_at):
+        deps.events.job_event(job_id, tenant, JobEvent.PAUSED, {"reason": reason.value, "message": message})
+    raise Parked(reason.value)
 
 
 class _RoundLoop:
@@ -166,6 +225,17 @@ class _RoundLoop:
         self.budget_started_at = budget_started_at
         self.recorded = 0
         self.pause: tuple[PauseReason, str] | None = None
+        # Steps whose 403s in the current round are the app's, with the pause message (`_judge_round`).
+        self.denied_steps: dict[Step, str] = {}
+        # Steps Graph let the job's app do, as far as this run knows (kept in the store once each).
+        self.allowed_steps: set[Step] = set()
+        # The breaker's state, read at most once per round (at the first transport failure or 5xx).
+        self.round_breaker: BreakerState | None = None
+        # Write attempts (row -> count) the store counted that were not the users': refused or never
+        # sent for a fault of the whole tenant, or lost to transport failures. Given back when the job
+        # pauses (the latter only when it pauses because Graph is unreachable).
+        self.uncharged_writes: Counter[int] = Counter()
+        self.outage_writes: Counter[int] = Counter()
 
     def drain(self, work: list[_Work]) -> int:
         """Run rounds until every user of `work` is terminal; returns how many results were recorded."""
@@ -190,12 +260,23 @@ class _RoundLoop:
                 self._pause_job(*self.pause)
         return self.recorded
 
-    def _pause_job(self, reason: PauseReason, message: str) -> None:
-        next_probe_at = self.deps.clock() + self.deps.seat_recheck_s if reason is PauseReason.NO_FREE_SEAT else None
-        if self.deps.store.pause(self.job_id, reason, message, next_probe_at=next_probe_at):
-            self.deps.events.job_event(self.job_id, self.job.tenant, JobEvent.PAUSED,
-                                       {"reason": reason.value, "message": message})
-        raise Parked(reason.value)
+    def _pause_job(self, reason: PauseReason, message: str) -> NoReturn:
+        self._give_back_attempts(reason)
+        _pause(self.deps, self.job_id, self.job.tenant, reason, message)
+
+    def _give_back_attempts(self, reason: str | None) -> None:
+        """The job pauses (for `reason`; None: as the store says): uncount write attempts that were not the users'.
+
+        Users already terminal keep their results; their counts no longer matter.
+        """
+        if reason is None:
+            reason = self.deps.store.job_fields(self.job_id, "paused_reason").get("paused_reason")
+        counts = self.uncharged_writes.copy()
+        if reason == PauseReason.GRAPH_UNAVAILABLE:
+            counts.update(self.outage_writes)
+        self.deps.store.uncount_attempts(self.job_id, counts)
+        self.uncharged_writes.clear()
+        self.outage_writes.clear()
 
     def _send_round(self, round_work: list[_Work]) -> set[int] | None:
         """Send one batch; returns ids of works that reached a terminal state (None if cancelled)."""
@@ -209,6 +290,7 @@ class _RoundLoop:
             if gate is WriteGate.CANCELLED:
                 return None
             if gate is WriteGate.PAUSED:
+                self._give_back_attempts(None)
                 raise Parked("paused")
             if gate is WriteGate.FIRST:
                 deps.events.job_event(self.job_id, self.job.tenant, JobEvent.STARTED, {})
@@ -270,6 +352,7 @@ class _RoundLoop:
         finished: set[int] = set()
         new_plans: list[_Work] = []
         throttled = retries = 0
+        self._judge_round(by_id, outcomes)
         for rid, w in by_id.items():
             body, error = outcomes[rid]
             w.attempts += 1
@@ -358,6 +441,39 @@ class _RoundLoop:
             return None
         return self._succeeded(w, now)
 
+    def _judge_round(self, by_id: dict[str, _Work], outcomes: dict[str, _Outcome]) -> None:
+        """Before a round's outcomes are applied: note the steps Graph allowed, and judge its 403s.
+
+        A step's 403s are the app's (the job pauses as forbidden) when no call of that step got past
+        Graph's authorization in the round and either two users or more were denied or no call of
+        it was ever allowed in this job. Otherwise they are the users' own (an administrative unit
+        with restricted management, a protected account) and those users fail as forbidden.
+        """
+        self.round_breaker = None
+        denied: dict[Step, list[GraphError]] = {}
+        allowed: set[Step] = set()
+        for rid, w in by_id.items():
+            error = outcomes[rid][1]
+            if error is None or (isinstance(error, GraphPermanentError) and not isinstance(error, GraphAuthError)
+                                 and error.status != 403):
+                allowed.add(w.step)  # authorized, even if Graph then refused the change itself
+            elif error.status == 403:
+                denied.setdefault(w.step, []).append(error)
+        for step in sorted(allowed - self.allowed_steps, key=lambda s: s.value):
+            self.deps.store.note_allowed(self.job_id, step.value)
+            self.allowed_steps.add(step)
+        self.denied_steps = {
+            step: f"the app may not {_STEP_ACTIONS[step]} ({len(errors)} user(s) refused): {errors[0].message}"
+            for step, errors in denied.items()
+            if step not in allowed and (len(errors) >= 2 or not self._ever_allowed(step))
+        }
+
+    def _ever_allowed(self, step: Step) -> bool:
+        """Whether a call of `step` got past Graph's authorization in this job (any run, any worker)."""
+        if step not in self.allowed_steps and self.deps.store.job_fields(self.job_id, f"allowed:{step.value}"):
+            self.allowed_steps.add(step)
+        return step in self.allowed_steps
+
     def _failed_attempt(self, w: _Work, error: GraphError, now: float) -> UserResult | None:
         """A step failed: schedule a retry, pause the job, or return the terminal failure."""
         deps = self.deps
@@ -366,8 +482,18 @@ class _RoundLoop:
             # Another tool took the seats: the user waits with the job instead of failing.
             self.pause = (PauseReason.NO_FREE_SEAT, error.message or "no free seat")
             return None
+        fault = self._tenant_fault(w, error)
+        if fault is not None:
+            # Not the user's doing: the attempt is not counted, and the job pauses after this round.
+            w.attempts -= 1
+            if w.step is not Step.READ:
+                self.uncharged_writes[w.op.row] += 1
+            self.pause = self.pause or fault
+            return None
         if isinstance(error, GraphPermanentError):
             return self._failed(w, now, error)
+        if _no_answer(error) and w.step is not Step.READ:
+            self.outage_writes[w.op.row] += 1
         w.failures += 1
         elapsed_s = now - self.budget_started_at
         # The wait itself is not charged to the budget here: a retry planned inside it still goes
@@ -378,6 +504,17 @@ class _RoundLoop:
             w.step = Step.READ  # the write may have been applied: read before deciding to resend
         w.not_before = now + deps.policy.backoff_s(w.failures, error, deps.rng)
         return None
+
+    def _tenant_fault(self, w: _Work, error: GraphError) -> tuple[PauseReason, str] | None:
+        """The pause this failure calls for when it is the whole tenant's, not the user's."""
+        if error.status == 403 and w.step in self.denied_steps:
+            return PauseReason.FORBIDDEN, self.denied_steps[w.step]
+        return _tenant_fault(error, self._breaker_state)
+
+    def _breaker_state(self) -> BreakerState:
+        if self.round_breaker is None:
+            self.round_breaker = self.deps.breaker.state()
+        return self.round_breaker
 
     # --- results ----------------------------------------------------------------------------
     def _result(self, w: _Work, status: UserStatus, now: float, *, reason: str | None = None,
@@ -429,6 +566,9 @@ class _RoundLoop:
         if results:
             self.recorded += self.deps.store.record(self.job_id, results)
             self.deps.events.users_finished(self.job_id, self.job.tenant, results)
+
+
+_STEP_ACTIONS = {Step.READ: "read users", Step.PATCH: "set usageLocation", Step.ASSIGN: "assign licenses"}
 
 
 def _not_found(error: GraphError) -> bool:

@@ -10,9 +10,13 @@ interleave in the queue instead of one waiting behind the other.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
+from graphclient.breaker import BreakerState
 from jobs.events import NO_LISTENERS, JobEvent, Listeners
+from jobs.models import PauseReason
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -53,10 +57,18 @@ def reap(store: JobStore, send: Send, *, requeue_after_s: float) -> int:
     return requeued
 
 
-class Probe(Protocol):
-    """Whether a paused job may go on now: `(job_id, tenant, reason) -> bool` (may ask Graph)."""
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """A probe's verdict on a paused job: go on now, or look again at `next_probe_at` (None: the usual interval)."""
 
-    def __call__(self, job_id: str, tenant: str, reason: str) -> bool:
+    resume: bool
+    next_probe_at: float | None = None
+
+
+class Probe(Protocol):
+    """Whether a paused job may go on now: `(job_id, tenant, reason) -> ProbeAnswer` (may ask Graph)."""
+
+    def __call__(self, job_id: str, tenant: str, reason: str) -> ProbeAnswer:
         ...
 
 
@@ -64,8 +76,8 @@ def resume_due(store: JobStore, send: Send, probe: Probe, *, now: float, retry_i
                events: Listeners = NO_LISTENERS) -> int:
     """Resume paused jobs whose probe time has come and whose cause is gone; returns how many.
 
-    A job whose cause persists is probed again after `retry_in_s`. Jobs paused without a probe
-    time (a refused credential) wait for someone to resume them.
+    A job whose cause persists is probed again when the probe says, else after `retry_in_s`. Jobs
+    paused without a probe time (a refused credential, a denied app) wait for someone to resume them.
     """
     resumed = 0
     for job_id in store.paused_jobs():
@@ -74,9 +86,14 @@ def resume_due(store: JobStore, send: Send, probe: Probe, *, now: float, retry_i
             continue
         if float(fields["next_probe_at"]) > now:
             continue
-        if not probe(job_id, fields.get("tenant", ""), fields["paused_reason"]):
+        try:
+            answer = probe(job_id, fields.get("tenant", ""), fields["paused_reason"])
+        except Exception as exc:  # one job's failed probe must not hold back the others
+            log.warning("probe of paused job %s failed: %s", job_id, exc)
+            answer = ProbeAnswer(False)
+        if not answer.resume:
             store.pause(job_id, fields["paused_reason"], fields.get("paused_message", ""),
-                        next_probe_at=now + retry_in_s)
+                        next_probe_at=answer.next_probe_at or now + retry_in_s)
             continue
         for n in store.resume(job_id) or ():
             send(job_id, n, 0.0)
@@ -85,3 +102,29 @@ def resume_due(store: JobStore, send: Send, probe: Probe, *, now: float, retry_i
         log.info("job %s resumed: %s is over", job_id, fields["paused_reason"])
         resumed += 1
     return resumed
+
+
+def pause_unreachable(store: JobStore, breaker_state: Callable[[str], BreakerState | None], *,
+                      events: Listeners = NO_LISTENERS) -> int:
+    """Pause the running jobs of tenants Graph does not answer for (their breaker is open); returns how many.
+
+    Their chunks stop at their next call or write batch and park; `resume_due` resumes the jobs
+    once the breaker has closed. `breaker_state(tenant)` is None for a tenant no longer configured.
+    """
+    paused = 0
+    states: dict[str, BreakerState | None] = {}
+    for job_id in store.active_jobs():
+        fields = store.job_fields(job_id, "tenant", "paused_reason", "cancel_requested")
+        if "paused_reason" in fields or "cancel_requested" in fields or "tenant" not in fields:
+            continue
+        tenant = fields["tenant"]
+        if tenant not in states:
+            states[tenant] = breaker_state(tenant)
+        state = states[tenant]
+        if state is not None and state.open and store.pause(
+                job_id, PauseReason.GRAPH_UNAVAILABLE, state.message, next_probe_at=state.next_probe_at):
+            events.job_event(job_id, tenant, JobEvent.PAUSED,
+                             {"reason": PauseReason.GRAPH_UNAVAILABLE.value, "message": state.message})
+            log.info("job %s paused: %s", job_id, state.message)
+            paused += 1
+    return paused

@@ -2,7 +2,8 @@
 
 Keys (all under `bl:`; every job key expires after the retention period):
 
-    bl:job:{id}            hash   job record and counters (total, succeeded, failed, cancelled, ...)
+    bl:job:{id}            hash   job record and counters (total, succeeded, failed, cancelled, ...), pause
+                                  fields, `allowed:<step>` once Graph let the job's app read/patch/assign
     bl:job:{id}:ops:{n}    string chunk n's operations, JSON list
     bl:job:{id}:res        hash   row -> terminal result JSON (written once: HSETNX)
     bl:job:{id}:att        hash   row -> write attempts sent so far (marks ambiguous users after a crash)
@@ -11,6 +12,7 @@ Keys (all under `bl:`; every job key expires after the retention period):
                                   or "p:<ts>" (parked while the job is paused)
     bl:job:{id}:inflight   zset   write batches in flight -> deadline (cancel waits for them)
     bl:job:{id}:runs       hash   chunk n -> how many times it was started
+    bl:job:{id}:budget     hash   chunk n -> retry budget (s) it had used when it was parked
     bl:job:{id}:before     hash   row -> the user's state when planned (kept once, whatever the restarts)
     bl:job:{id}:plan       hash   plan counters: changes, unchanged, fail:<reason>, warn:may_conflict,
                                   need:<skuId>, release:<skuId>
@@ -348,6 +350,36 @@ class JobStore:
     def paused_jobs(self) -> list[str]:
         """Jobs paused now."""
         return sorted(m.decode() for m in cast(set[bytes], self.redis.smembers("bl:paused")))
+
+    def note_allowed(self, job_id: str, step: str) -> None:
+        """Remember that Graph let the job's app do `step` (read, patch, assign) at least once."""
+        self.redis.hsetnx(self._job_key(job_id), f"allowed:{step}", "1")
+
+    def uncount_attempts(self, job_id: str, counts: Mapping[int, int]) -> None:
+        """Take back write attempts that were not the users' (never sent, or lost to a tenant-wide fault)."""
+        if not counts:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        for row, n in counts.items():
+            pipe.hincrby(self._subkey(job_id, "att"), str(row), -n)
+        pipe.execute()
+
+    def save_budget(self, job_id: str, n: int, used_s: float) -> None:
+        """Keep the retry budget chunk n has used, for its run after the pause it is being parked for."""
+        key = self._subkey(job_id, "budget")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(key, str(n), repr(max(0.0, used_s)))
+        pipe.expire(key, self.retention_s)
+        pipe.execute()
+
+    def take_budget(self, job_id: str, n: int) -> float | None:
+        """The retry budget chunk n had used when it was parked (forgotten once taken); None if none was kept."""
+        key = self._subkey(job_id, "budget")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(key, str(n))
+        pipe.hdel(key, str(n))
+        raw, _ = pipe.execute()
+        return None if raw is None else float(raw)
 
     # --- workers and the reaper ---------------------------------------------------------------
     def heartbeat(self, worker_id: str, ttl_s: float, running: Iterable[str] = ()) -> None:

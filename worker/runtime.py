@@ -1,4 +1,4 @@
-"""Per-process worker state: Redis, the store, tenant clients, heartbeat and reaper threads."""
+"""Per-process worker state: Redis, the store, tenant clients, heartbeat, reaper and resumer threads."""
 
 from __future__ import annotations
 
@@ -16,19 +16,25 @@ import redis
 from celery import Celery
 
 from config import Settings
+from graphclient.breaker import BreakerState
+from graphclient.errors import GraphError, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
-from jobs.catalogs import CatalogCache
+from jobs.catalogs import CatalogCache, CatalogUnavailable
 from jobs.chunks import ChunkContext
 from jobs.events import JobListener, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import PauseReason
-from jobs.scheduler import Send, reap, resume_due
+from jobs.scheduler import ProbeAnswer, Send, pause_unreachable, reap, resume_due
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
 from worker.producer import ChunkProducer
 
 log = logging.getLogger(__name__)
+
+# How often paused jobs are looked at (probe times due, tenants Graph stopped answering for): a
+# resume should follow Graph's return within a second or so, not wait for the reaper's next pass.
+RESUME_CHECK_INTERVAL_S = 1.0
 
 
 class WorkerRuntime(ChunkContext):
@@ -51,19 +57,31 @@ class WorkerRuntime(ChunkContext):
         self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
         self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)
         self.events = Listeners(self._listeners())
-        self._clients: dict[str, TenantClient] = {}
+        # Each tenant's client with the profile generation it was built from (rebuilt when it changes).
+        self._clients: dict[str, tuple[int | None, TenantClient]] = {}
+        self._retired: list[TenantClient] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def deps_for(self, tenant: str) -> ChunkDeps:
-        """Graph client, throttle and retry policy for a tenant profile."""
+    def client(self, tenant: str) -> TenantClient:
+        """The tenant profile's Graph client (KeyError if unknown), rebuilt after the profile changed."""
+        profiles = self.settings.profiles
+        profile = profiles.refresh()[tenant]  # a stat of the profiles file: an edit counts from the next chunk
+        generation = profiles.generation(tenant)
         with self._lock:
-            client = self._clients.get(tenant)
-            if client is None:
-                profile = self.settings.tenant(tenant)
-                client = build_tenant_client(self.settings, profile, self.redis)
-                self._clients[tenant] = client
+            held = self._clients.get(tenant)
+            if held is None or held[0] != generation:
+                if held is not None:
+                    log.warning("tenant profile %s changed: new Graph client and credentials", tenant)
+                    self._retired.append(held[1])  # chunks still running use it; closed at stop
+                held = (generation, build_tenant_client(self.settings, profile, self.redis))
+                self._clients[tenant] = held
+        return held[1]
+
+    def deps_for(self, tenant: str) -> ChunkDeps:
+        """Graph client, throttle, breaker and retry policy for a tenant profile."""
+        client = self.client(tenant)
         return ChunkDeps(
             store=self.store,
             graph=client.graph,
@@ -75,6 +93,7 @@ class WorkerRuntime(ChunkContext):
             events=self.events,
             seat_recheck_s=self.settings.seat_recheck_interval_s,
             rng=random.Random(),
+            breaker=client.breaker,
         )
 
     def _listeners(self) -> list[JobListener]:
@@ -82,24 +101,55 @@ class WorkerRuntime(ChunkContext):
         return []
 
     def _subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
-        graph = self.deps_for(tenant).graph
+        graph = self.client(tenant).graph
         return list(self.policy.call(graph.subscribed_skus))
 
-    def probe(self, job_id: str, tenant: str, reason: str) -> bool:
-        """Whether a paused job's cause is gone: for seats, whether any SKU it still needs has one free."""
-        if reason != PauseReason.NO_FREE_SEAT:
+    def probe(self, job_id: str, tenant: str, reason: str) -> ProbeAnswer:
+        """Whether a paused job's cause is gone (a refused credential or a denied app waits for a person)."""
+        if reason == PauseReason.NO_FREE_SEAT:
+            return ProbeAnswer(self._seats_free(job_id, tenant))
+        if reason == PauseReason.GRAPH_UNAVAILABLE:
+            return self._graph_answers(tenant)
+        return ProbeAnswer(False)
+
+    def _seats_free(self, job_id: str, tenant: str) -> bool:
+        """Whether any SKU the job still needs has a seat free."""
+        try:
+            catalog = self.catalogs.get(tenant, max_age_s=0)
+        except CatalogUnavailable:
             return False
-        catalog = self.catalogs.get(tenant, max_age_s=0)
         needed = [key[5:] for key in self.store.plan_counters(job_id) if key.startswith("need:")]
         others = self.seats.held_by_others(tenant, job_id)
         return any(catalog.get(sku) is not None and catalog.free_seats(sku) - others.get(sku, 0) > 0
                    for sku in needed)
 
+    def _graph_answers(self, tenant: str) -> ProbeAnswer:
+        """Whether Graph answers the tenant again: its breaker is closed, or this probe closes it.
+
+        The probe is a `GET /subscribedSkus` the breaker lets through only when its probe time has
+        come and no other worker is probing; otherwise it is refused without being sent.
+        """
+        client = self.client(tenant)
+        state = client.breaker.state()
+        if state.open and (state.next_probe_at or 0.0) <= time.time():
+            with contextlib.suppress(GraphError, ThrottleWaitTooLong):
+                client.graph.subscribed_skus()
+            state = client.breaker.state()
+        return ProbeAnswer(not state.open, state.next_probe_at)
+
+    def breaker_state(self, tenant: str) -> BreakerState | None:
+        """The tenant's breaker, or None for a tenant no longer configured."""
+        try:
+            return self.client(tenant).breaker.state()
+        except KeyError:
+            return None
+
     def start(self) -> None:
-        """Start the heartbeat and reaper threads."""
+        """Start the heartbeat, reaper and resumer threads."""
         if self._threads:
             return
-        for target, name in ((self._heartbeat_loop, "heartbeat"), (self._reaper_loop, "reaper")):
+        loops = ((self._heartbeat_loop, "heartbeat"), (self._reaper_loop, "reaper"), (self._resume_loop, "resumer"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=f"bulklicense-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -111,7 +161,9 @@ class WorkerRuntime(ChunkContext):
             thread.join(timeout=5)
         with contextlib.suppress(redis.RedisError):
             self.store.worker_gone(self.worker_id)
-        for client in self._clients.values():
+        for _, client in self._clients.values():
+            client.close()
+        for client in self._retired:
             client.close()
 
     def _heartbeat_loop(self) -> None:
@@ -128,11 +180,19 @@ class WorkerRuntime(ChunkContext):
         while not self._stop.is_set():
             try:
                 reap(self.store, self.send, requeue_after_s=self.settings.requeue_queued_after_s)
-                resume_due(self.store, self.send, self.probe, now=time.time(),
-                           retry_in_s=self.settings.seat_recheck_interval_s, events=self.events)
             except Exception as exc:  # the reaper must survive Redis, broker or Graph outages
                 log.warning("reaper pass failed: %s", exc)
             self._stop.wait(self.settings.reaper_interval_s)
+
+    def _resume_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pause_unreachable(self.store, self.breaker_state, events=self.events)
+                resume_due(self.store, self.send, self.probe, now=time.time(),
+                           retry_in_s=self.settings.seat_recheck_interval_s, events=self.events)
+            except Exception as exc:  # like the reaper, it must survive Redis, broker or Graph outages
+                log.warning("resume pass failed: %s", exc)
+            self._stop.wait(RESUME_CHECK_INTERVAL_S)
 
 
 _runtime: WorkerRuntime | None = None

@@ -6,6 +6,7 @@ import csv
 import io
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,7 +171,7 @@ def test_every_kind_of_row_ends_as_graph_says(stack: Stack) -> None:
         assert stack.wait_job(again.json()["id"], timeout_s=60)["failed"] >= 1
 
 
-def test_an_app_without_write_permission_fails_every_user_as_forbidden(stack: Stack) -> None:
+def test_an_app_without_write_permission_pauses_the_job_and_cancel_ends_it(stack: Stack) -> None:
     with stack.control() as control:
         control.post("/reset")
         users = [u for u in control.get("/users").json()["value"]
@@ -180,11 +181,18 @@ def test_an_app_without_write_permission_fails_every_user_as_forbidden(stack: St
         response = api.post("/v1/jobs", params={"tenant": "readonly"}, content=body.encode(),
                             headers={"Content-Type": "text/csv"})
         assert response.status_code == 202, response.text
-        job = stack.wait_job(response.json()["id"])
-        results = api.get(f"/v1/jobs/{job['id']}/results").json()["value"]
-    assert job["failed"] == 3
-    assert {(r["reason"], r["http_status"], r["graph_code"]) for r in results} == {
-        ("forbidden", 403, "Authorization_RequestDenied")}
+        job_id = response.json()["id"]
+        deadline = time.monotonic() + 60
+        while (job := api.get(f"/v1/jobs/{job_id}").json())["status"] != "paused":
+            assert time.monotonic() < deadline and job["pending"], job
+            time.sleep(0.1)
+        # The app's missing permission is the tenant's, not the users': nobody failed.
+        assert (job["paused_reason"], job["failed"], job["pending"]) == ("forbidden", 0, 3), job
+        assert api.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+        job = stack.wait_job(job_id)
+        results = api.get(f"/v1/jobs/{job_id}/results").json()["value"]
+    assert (job["status"], job["cancelled"]) == ("cancelled", 3), job
+    assert {(r["status"], r["reason"]) for r in results} == {("cancelled", "cancelled")}
 
 
 def test_cli_submit_waits_and_exits_nonzero_on_failures(stack: Stack, tmp_path: Path) -> None:

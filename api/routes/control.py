@@ -28,6 +28,15 @@ async def run(job: ScopedJob, context: Context, who: Authenticated,
     """Start the real job of a finished dry run (it reads every user again: the tenant may have moved on)."""
     accepted = await run_in_threadpool(context.submitter.run_planned, job.id, owner=who.name,
                                        seat_policy=on_seat_shortage)
+    undone = context.store.job_fields(accepted.id, "rollback_of").get("rollback_of")
+    if undone is None:  # a job submitted from a dry run's input
+        await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.SUBMITTED, accepted.id,
+                                {"planned_from": job.id, "rows": accepted.total, "dry_run": False,
+                                 "on_seat_shortage": on_seat_shortage.value})
+    else:  # the run of a rollback's preview is that rollback
+        await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED, undone,
+                                {"rollback_job": accepted.id, "users": accepted.total, "dry_run": False,
+                                 "planned_from": job.id})
     answer = JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings))
     return JSONResponse(status_code=202, content=answer.model_dump(), headers={"Location": f"/v1/jobs/{accepted.id}"})
 

@@ -182,6 +182,10 @@ def test_a_dry_run_of_the_rollback_reserves_nothing_and_its_run_is_the_rollback(
         "rollback", job_id, preview["id"], False)
     assert client.get(f"/v1/jobs/{job_id}", headers=auth()).json()["rolled_back_by"] == ran["id"]
     assert rollback(client, job_id).status_code == 409
+    requested = [e for e in audit_events(client, job=job_id) if e["action"] == "rollback_requested"]
+    assert [(e["actor"], e["details"]) for e in requested] == [
+        (ALL_NAME, {"rollback_job": preview["id"], "users": 3, "dry_run": True}),
+        (ALL_NAME, {"rollback_job": ran["id"], "users": 3, "dry_run": False, "planned_from": preview["id"]})]
 
 
 def test_a_preview_is_not_run_once_the_job_was_rolled_back(client: TestClient, redis_client: redis.Redis) -> None:
@@ -228,3 +232,13 @@ def test_rollbacks_and_resumes_are_audited_with_the_key_name(client: TestClient,
     ]
     raw = "".join(json.dumps(e) for e in audit_events(client))
     assert ALL_KEY not in raw and SIM_KEY not in raw
+
+
+def test_running_a_dry_run_is_audited_as_a_submission(client: TestClient, redis_client: redis.Redis) -> None:
+    planned = client.post("/v1/jobs?tenant=sim&dry_run=true", content=JOB_CSV.encode(),
+                          headers={**auth(SIM_KEY), "Content-Type": "text/csv"}).json()["id"]
+    finish(redis_client, planned, {u: (UserStatus.WOULD_CHANGE, b, None) for u, (_, b, _) in OUTCOMES.items()})
+    ran = client.post(f"/v1/jobs/{planned}/run", headers=auth()).json()["id"]
+    (event,) = audit_events(client, job=ran)
+    assert (event["action"], event["actor"], event["details"]) == (
+        "submitted", ALL_NAME, {"planned_from": planned, "rows": 4, "dry_run": False, "on_seat_shortage": "fail"})

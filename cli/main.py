@@ -158,6 +158,27 @@ def run(
 
 
 @app.command()
+def rollback(
+    job: str = typer.Argument(..., help="A finished job (not a dry run) to undo."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan the rollback only: read every user, write nothing."),
+    wait: bool = typer.Option(False, "--wait", help="Show live progress until the rollback ends."),
+    on_seat_shortage: SeatPolicy = typer.Option(SeatPolicy.FAIL, help="fail or wait, as for submit."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None),
+) -> None:
+    """Return every user a job changed to its state before the job; users changed since are left alone (drifted)."""
+    params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {})}
+    with _client(_settings(), api_url, api_key) as client:
+        accepted = client.request("POST", f"/v1/jobs/{job}/rollback", params=params).json()
+        kind = "rollback dry run" if accepted.get("dry_run") else "rollback"
+        console.print(f"{kind} [bold]{accepted['id']}[/bold] of job {job} accepted: {accepted['total']} users")
+        for warning in accepted.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+        if wait or dry_run:
+            _finish(client, accepted["id"])
+
+
+@app.command()
 def status(
     job: str,
     watch_: bool = typer.Option(False, "--watch", help="Follow until the job ends."),

@@ -14,6 +14,9 @@ Per user the steps are:
     PATCH   set usageLocation (only when the plan changes it).
     ASSIGN  one assignLicense call with both addLicenses and removeLicenses (a swap is one call).
 
+A rollback's operation (`location_last`) sends ASSIGN before PATCH: the licenses that needed the
+location the job set are gone before the old one is put back.
+
 A dry run stops after the plan. Items of many users go out together in `$batch` requests of up
 to 20; throttled and transient items are retried individually under the one retry policy; every
 user ends in exactly one terminal state, recorded atomically in the store. A tenant out of seats
@@ -62,6 +65,9 @@ from jobs.store import JobStore, WriteGate
 log = logging.getLogger(__name__)
 
 USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses")
+
+# Results that carry the operation's note: the user was (or would be) taken as far as it goes.
+_NOTED = frozenset({UserStatus.SUCCEEDED, UserStatus.UNCHANGED, UserStatus.WOULD_CHANGE})
 
 # What one item came back with: its body on success, else the error.
 _Outcome = tuple[dict[str, Any] | None, GraphError | None]
@@ -406,7 +412,7 @@ class _RoundLoop:
             self._release(w)
             return self._result(w, UserStatus.FAILED, now, reason=plan.reason, message=plan.message,
                                 error=read_error, detail="known from the user's state; nothing was sent")
-        w.step = Step.PATCH if plan.set_location else Step.ASSIGN
+        w.step = Step.PATCH if plan.set_location and not (plan.assign and w.op.location_last) else Step.ASSIGN
         return None
 
     def _planned_result(self, w: _Work, plan: UserPlan, now: float) -> UserResult:
@@ -429,15 +435,20 @@ class _RoundLoop:
             state = UserState.from_graph(body)
             if state.same_as(plan.after):
                 return self._succeeded(w, now, detail="already in the requested state")
-            if plan.set_location and state.usage_location != plan.after.usage_location:
-                w.step = Step.PATCH
-            elif state.held() != plan.after.held():
+            location_left = plan.set_location and state.usage_location != plan.after.usage_location
+            licenses_left = state.held() != plan.after.held()
+            if licenses_left and (w.op.location_last or not location_left):
                 w.step = Step.ASSIGN
+            elif location_left:
+                w.step = Step.PATCH
             else:
                 return self._succeeded(w, now)
             return None
-        if w.step is Step.PATCH and plan.assign:
+        if w.step is Step.PATCH and plan.assign and not w.op.location_last:
             w.step = Step.ASSIGN
+            return None
+        if w.step is Step.ASSIGN and plan.set_location and w.op.location_last:
+            w.step = Step.PATCH
             return None
         return self._succeeded(w, now)
 
@@ -523,6 +534,8 @@ class _RoundLoop:
         """One user's terminal result, with the plan's before (and, once changed, after) state."""
         plan = w.plan
         changed = plan is not None and plan.outcome is Outcome.CHANGE
+        if w.op.note and status in _NOTED:  # what the operation cannot do (a rollback's), told with its outcome
+            detail = f"{detail}; {w.op.note}" if detail else w.op.note
         return UserResult(
             row=w.op.row, user=w.op.user, status=status, reason=reason,
             graph_code=error.code if error else None,

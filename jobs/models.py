@@ -18,12 +18,43 @@ class LicenseAdd:
 
 
 @dataclass(frozen=True)
+class ExpectedState:
+    """The state a user must still be in for an operation to be safe (a rollback's guard against drift).
+
+    Licenses are (skuId, disabled servicePlanIds) pairs; `user_id` is the account the name stood for.
+    """
+
+    licenses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    usage_location: str | None = None
+    user_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A compact JSON-able form for storage in Redis."""
+        data: dict[str, Any] = {"l": [[sku, list(plans)] for sku, plans in self.licenses]}
+        if self.usage_location:
+            data["u"] = self.usage_location
+        if self.user_id:
+            data["i"] = self.user_id
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ExpectedState:
+        """Inverse of `to_json`."""
+        return cls(licenses=tuple((str(s), tuple(p)) for s, p in data.get("l", ())),
+                   usage_location=data.get("u"), user_id=data.get("i"))
+
+
+@dataclass(frozen=True)
 class Operation:
-    """What to do to one user: one assignLicense call, preceded by a usageLocation PATCH if asked.
+    """What to do to one user: one assignLicense call, and a usageLocation PATCH (before it) if asked.
 
     `row` is where the operation came from: the CSV line number (header = 1) or the 1-based index
-    in a JSON `operations` list. `extra` holds the input's other columns, echoed in the results.
-    `source` holds the operation as the user wrote it (names, not ids), for resubmittable results.
+    in a JSON `operations` list (a rollback keeps the row of the job it undoes). `extra` holds the
+    input's other columns, echoed in the results. `source` holds the operation as the user wrote it
+    (names, not ids), for resubmittable results. A rollback's operation also carries `expect` (the
+    state the job left, which the user must still be in), `location_last` (the PATCH goes after the
+    assignLicense: the licenses that needed the location are gone first) and `note` (what it cannot
+    undo, told in the user's result).
     """
 
     row: int
@@ -33,6 +64,9 @@ class Operation:
     usage_location: str | None = None
     extra: tuple[tuple[str, str], ...] = ()
     source: tuple[tuple[str, str], ...] = ()
+    expect: ExpectedState | None = None
+    location_last: bool = False
+    note: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""
@@ -47,6 +81,12 @@ class Operation:
             data["e"] = [list(kv) for kv in self.extra]
         if self.source:
             data["s"] = [list(kv) for kv in self.source]
+        if self.expect is not None:
+            data["ex"] = self.expect.to_json()
+        if self.location_last:
+            data["ll"] = 1
+        if self.note:
+            data["n"] = self.note
         return data
 
     @classmethod
@@ -60,6 +100,9 @@ class Operation:
             usage_location=data.get("l"),
             extra=tuple((str(k), str(v)) for k, v in data.get("e", ())),
             source=tuple((str(k), str(v)) for k, v in data.get("s", ())),
+            expect=ExpectedState.from_json(data["ex"]) if "ex" in data else None,
+            location_last=bool(data.get("ll")),
+            note=data.get("n"),
         )
 
     def dumps(self) -> str:
@@ -158,6 +201,7 @@ class Reason(StrEnum):
     CANCELLED = "cancelled"
     TENANT_NOT_CONFIGURED = "tenant_not_configured"
     CHUNK_FAILED_REPEATEDLY = "chunk_failed_repeatedly"
+    DRIFTED = "drifted"  # a rollback found the user changed since the job it undoes: left alone
 
 
 @dataclass(frozen=True)

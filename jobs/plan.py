@@ -2,6 +2,8 @@
 
 Pure functions, no I/O: the executor reads users and calls `plan_user`; dry runs record the plan,
 real jobs act on it. A plan never guesses what Graph alone can know (plan conflicts): it warns.
+An operation that expects a state (a rollback's) is planned only while the user is still in it:
+otherwise the user has drifted and is left alone.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from jobs.models import LicenseAdd, Operation, Reason
+from jobs.models import ExpectedState, LicenseAdd, Operation, Reason
 from jobs.skus import SkuCatalog
 
 
@@ -113,6 +115,10 @@ def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> Us
     if state is None:
         return UserPlan(Outcome.FAIL, None, reason=Reason.USER_NOT_FOUND,
                         message=f"user '{op.user}' does not exist in the tenant")
+    if op.expect is not None:
+        guarded = _guard(op, state, catalog)
+        if guarded is not None:
+            return guarded
     held = state.held()
     missing = [sku for sku in op.remove if sku.lower() not in held]
     after = predicted_after(op, state)
@@ -139,6 +145,61 @@ def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> Us
         seats_released=tuple(sku.lower() for sku in op.remove),
         warnings=tuple(conflict_warnings(op, state, catalog)),
     )
+
+
+def _guard(op: Operation, state: UserState, catalog: SkuCatalog) -> UserPlan | None:
+    """For an operation that expects a state: None while the user is in it, else unchanged or drifted.
+
+    A user already where the operation would take it (someone undid the job by hand) is unchanged;
+    any other difference is drift: what the operation would write is no longer known to be right.
+    """
+    assert op.expect is not None
+    expected = expected_state(op.expect)
+    differences = drift(expected, state, catalog)
+    if not differences:
+        return None
+    same_account = not (expected.user_id and state.user_id and expected.user_id != state.user_id)
+    if same_account and predicted_after(op, expected).same_as(state):
+        return UserPlan(Outcome.UNCHANGED, state, after=state)
+    return UserPlan(Outcome.FAIL, state, reason=Reason.DRIFTED,
+                    message=f"changed since the job: {'; '.join(differences)}")
+
+
+def expected_state(expect: ExpectedState) -> UserState:
+    """The state an operation expects, as a UserState (ids lower-case, sorted)."""
+    return UserState(
+        licenses=tuple(sorted((License(sku.lower(), tuple(sorted(p.lower() for p in plans)))
+                               for sku, plans in expect.licenses), key=lambda lic: lic.sku_id)),
+        usage_location=expect.usage_location or None,
+        user_id=expect.user_id,
+    )
+
+
+def drift(expected: UserState, state: UserState, catalog: SkuCatalog) -> list[str]:
+    """What differs between the state a job left and the user's state now, in words (empty: nothing)."""
+    found = []
+    if expected.user_id and state.user_id and expected.user_id != state.user_id:
+        found.append(f"the name now stands for another account ({state.user_id}) than the one the job changed "
+                     f"({expected.user_id})")
+    if state.usage_location != expected.usage_location:
+        found.append(f"usage location is {state.usage_location or 'not set'}, "
+                     f"the job left {expected.usage_location or 'none'}")
+    left, now = expected.held(), state.held()
+    for sku, plans in now.items():
+        if sku not in left:
+            found.append(f"holds {license_label(catalog, sku, plans)}, which the job did not leave")
+        elif plans != left[sku]:
+            found.append(f"{catalog.part_number(sku)} has {_off(catalog, sku, plans)}, "
+                         f"the job left {_off(catalog, sku, left[sku])}")
+    found.extend(f"does not hold {catalog.part_number(sku)}, which the job left" for sku in left if sku not in now)
+    return found
+
+
+def _off(catalog: SkuCatalog, sku_id: str, disabled: Sequence[str]) -> str:
+    """'SWAY, YAMMER_ENTERPRISE off' or 'every plan on'."""
+    if not disabled:
+        return "every plan on"
+    return f"{', '.join(plan_name(catalog, sku_id, p) for p in disabled)} off"
 
 
 def predicted_after(op: Operation, state: UserState) -> UserState:
@@ -224,6 +285,10 @@ def license_label(catalog: SkuCatalog, sku_id: str, disabled: Sequence[str]) -> 
     name = catalog.part_number(sku_id)
     if not disabled:
         return name
+    return f"{name} ({', '.join(plan_name(catalog, sku_id, p) for p in disabled)} off)"
+
+
+def plan_name(catalog: SkuCatalog, sku_id: str, plan_id: str) -> str:
+    """A service plan's name in a SKU (its id when the catalog does not know it)."""
     sku = catalog.get(sku_id)
-    names = {p.plan_id: p.name for p in sku.plans} if sku else {}
-    return f"{name} ({', '.join(names.get(p, p) for p in disabled)} off)"
+    return next((p.name for p in sku.plans if p.plan_id == plan_id.lower()), plan_id) if sku else plan_id

@@ -474,6 +474,17 @@ class JobStore:
         """Note a related job on the record (`run_as`, `rolled_back_by`, ...)."""
         self.redis.hset(self._job_key(job_id), field, other_id)
 
+    def link_once(self, job_id: str, field: str, other_id: str) -> str | None:
+        """Note a related job unless one is noted already; returns that one (None: this call noted it)."""
+        if self.redis.hsetnx(self._job_key(job_id), field, other_id):
+            return None
+        return self.job_fields(job_id, field).get(field, "")
+
+    def unlink(self, job_id: str, field: str, other_id: str) -> None:
+        """Take back a `link_once` of ours (the job it named was never created)."""
+        if self.job_fields(job_id, field).get(field) == other_id:
+            self.redis.hdel(self._job_key(job_id), field)
+
     def iter_results(self, job_id: str) -> Iterator[tuple[Operation, UserResult | None]]:
         """Every operation of the job with its result (None while pending), in input order."""
         chunks = int(self.redis.hget(self._job_key(job_id), "chunks") or 0)

@@ -11,6 +11,7 @@ from config import Settings
 from jobs.catalogs import CatalogCache
 from jobs.input import Limits, parse_csv, parse_json
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
+from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine
 from jobs.skus import SkuCatalog
@@ -44,7 +45,7 @@ class SeatShortage(Exception):
 
 
 class NotRunnable(Exception):
-    """`run` was asked of a job that is not a finished dry run."""
+    """`run` or `rollback` was asked of a job it does not apply to (the message says why)."""
 
 
 class Submitter:
@@ -98,8 +99,11 @@ class Submitter:
         return self._stage_and_commit(tenant, ops, lambda: ([], 0), source="json", owner=owner, options=merged)
 
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
-        """Start the real job of a finished dry run, from the same input (it reads the users again)."""
-        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "run_as")
+        """Start the real job of a finished dry run, from the same input (it reads the users again).
+
+        The run of a rollback's dry run is that rollback: it is refused if its job was rolled back meanwhile.
+        """
+        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "run_as", "kind", "rollback_of")
         progress = self.store.progress(planned_id)
         if fields.get("dry_run") != "1" or progress is None or progress.status is not JobStatus.PLANNED:
             raise NotRunnable("only a finished dry run (status planned) can be run")
@@ -107,6 +111,11 @@ class Submitter:
             raise NotRunnable(f"this dry run was already run as job {fields['run_as']}")
         tenant = fields["tenant"]
         job_id = new_job_id()
+        options = {"dry_run": "0", "seat_policy": seat_policy.value, "seat_basis": "plan", "planned_from": planned_id}
+        undone = fields.get("rollback_of")
+        if undone is not None:
+            self._claim_rollback(undone, job_id)
+            options.update(kind=fields.get("kind", "rollback"), rollback_of=undone)
         try:
             self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
             counters = self.store.plan_counters(planned_id)
@@ -117,13 +126,66 @@ class Submitter:
             self._reserve(tenant, job_id, demand, seat_policy)
         except BaseException:
             self.store.discard(job_id)
+            if undone is not None:
+                self.store.unlink(undone, "rolled_back_by", job_id)
             raise
-        options = {"dry_run": "0", "seat_policy": seat_policy.value, "seat_basis": "plan", "planned_from": planned_id}
         total, chunks = self.store.commit(job_id, source=fields.get("source", ""), owner=owner, options=options)
         self.store.link(planned_id, "run_as", job_id)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=())
+
+    def rollback(self, job_id: str, *, owner: str = "", dry_run: bool = False,
+                 seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
+        """Create the job that returns every user `job_id` changed to its `before` state (see jobs.rollback).
+
+        NotRunnable (nothing created) for a dry run, a job not yet ended, one already rolled back
+        (by a real rollback; dry runs of it do not count) and one that changed no user.
+        """
+        tenant = self._rollback_tenant(job_id)
+        catalog = self.catalogs.get(tenant)
+        new_id = new_job_id()
+        if not dry_run:
+            self._claim_rollback(job_id, new_id)
+        demand = SeatDemand()
+        try:
+            ops = demand.count(rollback_operations(lambda: self.store.iter_results(job_id), catalog))
+            if self.store.stage(new_id, tenant, ops, self.settings.chunk_size) == 0:
+                raise NotRunnable(f"job {job_id} changed no user: there is nothing to roll back")
+            warnings = () if dry_run else self._reserve(tenant, new_id, demand.net(), seat_policy)
+        except BaseException:
+            self.store.discard(new_id)
+            if not dry_run:
+                self.store.unlink(job_id, "rolled_back_by", new_id)
+            raise
+        options = {"kind": "rollback", "rollback_of": job_id, "dry_run": "1" if dry_run else "0",
+                   "seat_policy": seat_policy.value, "seat_basis": "plan"}
+        total, chunks = self.store.commit(new_id, source="rollback", warnings=warnings, owner=owner, options=options)
+        dispatch(self.store, self.send, new_id, self.settings.chunk_window)
+        log.info("job %s accepted: the rollback%s of job %s, %d users for tenant %s", new_id,
+                 " (dry run)" if dry_run else "", job_id, total, tenant)
+        return Submitted(id=new_id, total=total, chunks=chunks, warnings=warnings, dry_run=dry_run)
+
+    def _rollback_tenant(self, job_id: str) -> str:
+        """The tenant of a job that may be rolled back; NotRunnable saying why when it may not."""
+        fields = self.store.job_fields(job_id, "tenant", "dry_run", "rolled_back_by")
+        progress = self.store.progress(job_id)
+        if progress is None or "tenant" not in fields:
+            raise NotRunnable(f"job {job_id} does not exist")
+        if fields.get("dry_run") == "1":
+            raise NotRunnable(f"job {job_id} is a dry run: it changed nothing, so there is nothing to roll back")
+        if not progress.status.is_terminal:
+            raise NotRunnable(f"job {job_id} is {progress.status.value}: a job is rolled back once it has ended;"
+                              " cancel it first")
+        if "rolled_back_by" in fields:
+            raise NotRunnable(f"job {job_id} was already rolled back by job {fields['rolled_back_by']}")
+        return fields["tenant"]
+
+    def _claim_rollback(self, job_id: str, rollback_id: str) -> None:
+        """Note `rollback_id` as the one rollback of `job_id`, atomically; NotRunnable if it has one."""
+        existing = self.store.link_once(job_id, "rolled_back_by", rollback_id)
+        if existing is not None:
+            raise NotRunnable(f"job {job_id} was already rolled back by job {existing}")
 
     def _stage_and_commit(
         self,

@@ -20,6 +20,8 @@ from graphclient.breaker import BreakerState
 from graphclient.errors import GraphError, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
+from jobs.audit import AuditLog
+from jobs.audit_listener import AuditListener
 from jobs.catalogs import CatalogCache, CatalogUnavailable
 from jobs.chunks import ChunkContext
 from jobs.events import JobListener, Listeners
@@ -98,7 +100,7 @@ class WorkerRuntime(ChunkContext):
 
     def _listeners(self) -> list[JobListener]:
         """Who hears of job events in this process."""
-        return []
+        return [AuditListener(AuditLog.from_settings(self.redis, self.settings))]
 
     def _subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
         graph = self.client(tenant).graph

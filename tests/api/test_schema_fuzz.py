@@ -137,5 +137,6 @@ def test_the_schema_covers_every_route(api_app: Any) -> None:
         ("GET", "/healthz"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
         ("GET", "/v1/jobs/{job_id}/results"), ("POST", "/v1/jobs/{job_id}/cancel"),
         ("POST", "/v1/jobs/{job_id}/run"), ("POST", "/v1/jobs/{job_id}/resume"),
+        ("POST", "/v1/jobs/{job_id}/rollback"),
         ("GET", "/v1/jobs/{job_id}/events"), ("GET", "/v1/tenants"), ("GET", "/v1/audit"),
     }, json.dumps(sorted(operations))

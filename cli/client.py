@@ -124,6 +124,8 @@ def watch(client: ApiClient, job_id: str, *, poll_s: float = 0.5) -> dict[str, A
             else:
                 eta = f"ETA {job['eta_s']:.0f}s" if job.get("eta_s") is not None else ""
                 detail = f"{counts} {job['rate_per_s']:.0f}/s {eta} [dim]429s: {job['throttled']}[/dim]"
+                if job.get("waiting_for_replication"):
+                    detail += f" [cyan]{job['waiting_for_replication']} not replicated yet[/cyan]"
             progress.update(task, completed=done, detail=detail)
             if job["status"] in TERMINAL_JOB_STATUSES:
                 break

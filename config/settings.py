@@ -225,6 +225,9 @@ class Settings(BaseSettings):
     # A chunk started this many times without finishing (crashes, long-wait hand-backs) fails its
     # remaining users as chunk_failed_repeatedly instead of being requeued for ever.
     max_chunk_runs: int = Field(default=50, ge=2)
+    # A user Graph says does not exist is asked again for this long before it ends user_not_found:
+    # the directory is eventually consistent, and new hires can take a minute or two to appear.
+    not_found_grace_s: float = Field(default=180.0, ge=0)
     # A job paused for want of seats reads subscribedSkus this often to see whether seats appeared.
     seat_recheck_interval_s: float = Field(default=60.0, gt=0)
     visibility_timeout_s: int = Field(default=6 * 3600, ge=60)

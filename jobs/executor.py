@@ -31,6 +31,7 @@ were denied in the round or no call of that step has ever been allowed in this j
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -55,7 +56,7 @@ from graphclient.errors import (
 from graphclient.retry import RetryPolicy, is_retryable
 from jobs.catalogs import CatalogUnavailable
 from jobs.events import NO_LISTENERS, JobEvent, Listeners
-from jobs.models import Operation, PauseReason, Reason, UserResult, UserStatus
+from jobs.models import Operation, PauseReason, Reason, UserResult, UserStatus, iso_time
 from jobs.plan import Outcome, UserPlan, UserState, plan_user
 from jobs.reasons import reason_for
 from jobs.seats import SeatLedger
@@ -103,6 +104,8 @@ class _Work:
     attempts: int = 0
     failures: int = 0
     not_before: float = 0.0
+    # (first "not found", latest, how many) while the user waits for the directory to replicate it.
+    waited: tuple[float, float, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,8 @@ class ChunkDeps:
     events: Listeners = NO_LISTENERS
     # A job paused for want of seats is first probed this long after the pause.
     seat_recheck_s: float = 60.0
+    # How long a user Graph says does not exist is asked again (replication lag); 0 ends it at once.
+    not_found_grace_s: float = 0.0
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
@@ -252,7 +257,8 @@ class _RoundLoop:
             ready = [w for w in pending if w.not_before <= now]
             if not ready:
                 wait_s = min(w.not_before for w in pending) - now
-                if not deps.policy.waits_inline(wait_s):
+                # Users waiting for the directory to replicate them never hold a worker slot.
+                if not deps.policy.waits_inline(wait_s) or all(w.waited is not None for w in pending):
                     raise HandBack(wait_s)
                 deps.sleep(wait_s)
                 continue
@@ -362,10 +368,15 @@ class _RoundLoop:
         for rid, w in by_id.items():
             body, error = outcomes[rid]
             w.attempts += 1
-            if w.step is Step.READ and w.plan is None and (error is None or _not_found(error)):
+            result: UserResult | None = None
+            if error is not None and self._waits_for_replication(w, error, now):
+                pass  # asked again later, within the grace: the directory may not have it yet
+            elif w.step is Step.READ and w.plan is None and (error is None or _not_found(error)):
                 w.plan = plan_user(w.op, UserState.from_graph(body or {}) if error is None else None, self.catalog)
                 new_plans.append(w)
                 result = self._after_plan(w, now, read_error=error)
+                if result is not None and error is not None and w.waited is not None:
+                    result = self._with_wait(result, w)
             elif error is None:
                 result = self._advance(w, body or {}, now)
             else:
@@ -374,9 +385,13 @@ class _RoundLoop:
                 result = self._failed_attempt(w, error, now)
                 if result is None and self.pause is None:
                     retries += 1
+                elif result is not None and w.waited is not None:
+                    result = self._with_wait(result, w)
             if result is not None:
                 terminal.append(result)
                 finished.add(id(w))
+            elif error is None and w.waited is not None:
+                self._appeared(w)
         self._save_plans(new_plans)
         self.deps.store.bump(self.job_id, throttled=throttled, retries=retries)
         self._record(terminal)
@@ -515,6 +530,44 @@ class _RoundLoop:
             w.step = Step.READ  # the write may have been applied: read before deciding to resend
         w.not_before = now + deps.policy.backoff_s(w.failures, error, deps.rng)
         return None
+
+    def _waits_for_replication(self, w: _Work, error: GraphError, now: float) -> bool:
+        """Whether to ask again later for a user Graph does not know yet, or that still lacks the location
+        this job set (Graph's directory is eventually consistent); False once the grace is over.
+
+        The wait is scheduled like a backoff (2, 4, 8, 16, 30, 30 ... s, the last one at the end of the
+        grace): other users go on meanwhile, and a chunk left with only waiting users is handed back
+        to the broker, so the wait never holds a worker slot.
+        """
+        grace_s = self.deps.not_found_grace_s
+        if grace_s <= 0 or self.job.dry_run:
+            return False
+        not_found = _not_found(error)
+        location_lag = (w.step is Step.ASSIGN and w.plan is not None and w.plan.set_location
+                        and reason_for(error) in (Reason.USAGE_LOCATION_MISSING, Reason.INVALID_USAGE_LOCATION))
+        if not (not_found or location_lag):
+            return False
+        first, count = self.deps.store.note_not_found(self.job_id, w.op.row, now)
+        w.waited = (first, now, count)
+        if now - first >= grace_s:
+            self.deps.store.not_found_over(self.job_id, w.op.row)
+            return False
+        w.not_before = now + min(2.0 ** min(count, 5), 30.0, first + grace_s - now)
+        return True
+
+    def _appeared(self, w: _Work) -> None:
+        """A user that was waiting for replication answered: it no longer waits."""
+        self.deps.store.not_found_over(self.job_id, w.op.row)
+        w.waited = None
+
+    @staticmethod
+    def _with_wait(result: UserResult, w: _Work) -> UserResult:
+        """A user given up after the grace: say how long it was waited for."""
+        assert w.waited is not None
+        first, last, count = w.waited
+        note = (f"given up after {last - first:.0f} s of waiting for the directory to catch up "
+                f"({count} answers, the first at {iso_time(first)}, the last at {iso_time(last)})")
+        return dataclasses.replace(result, detail=note)
 
     def _tenant_fault(self, w: _Work, error: GraphError) -> tuple[PauseReason, str] | None:
         """The pause this failure calls for when it is the whole tenant's, not the user's."""

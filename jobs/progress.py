@@ -45,6 +45,7 @@ class JobProgress:
     dry_run: bool = False
     kind: str = "job"
     unchanged: int = 0
+    waiting_for_replication: int = 0
     would_change: int = 0
     would_fail: int = 0
     plan: PlanSummary | None = None
@@ -68,6 +69,7 @@ class JobProgress:
             "cancelled": self.cancelled,
             "unchanged": self.unchanged,
             "pending": self.pending,
+            "waiting_for_replication": self.waiting_for_replication,
             "throttled": self.throttled,
             "retries": self.retries,
             "created_at": _iso(self.created_at),
@@ -183,7 +185,8 @@ def job_status(record: Mapping[str, str], *, pending: int, failed: int, cancelle
 
 
 def job_progress(job_id: str, record: Mapping[str, str], *, recent_results: int, now: float,
-                 ceiling_rate_per_s: float | None = None, plan: Mapping[str, int] | None = None) -> JobProgress:
+                 ceiling_rate_per_s: float | None = None, plan: Mapping[str, int] | None = None,
+                 waiting: int = 0) -> JobProgress:
     """A committed job's progress from its record and the results counted in the rate window."""
 
     def count(name: str) -> int:
@@ -222,6 +225,7 @@ def job_progress(job_id: str, record: Mapping[str, str], *, recent_results: int,
         dry_run=record.get("dry_run") == "1",
         kind=record.get("kind", "job"),
         unchanged=count("unchanged"),
+        waiting_for_replication=min(waiting, pending),
         would_change=count("would_change"),
         would_fail=count("would_fail"),
         plan=PlanSummary.from_counters(plan) if plan is not None else None,

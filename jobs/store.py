@@ -16,6 +16,8 @@ Keys (all under `bl:`; every job key expires after the retention period):
     bl:job:{id}:before     hash   row -> the user's state when planned (kept once, whatever the restarts)
     bl:job:{id}:plan       hash   plan counters: changes, unchanged, fail:<reason>, warn:may_conflict,
                                   need:<skuId>, release:<skuId>
+    bl:job:{id}:notfound   hash   "<row>:first" / "<row>:count": a user's "does not exist (yet)" answers
+    bl:job:{id}:waiting    set    rows waiting for the directory to replicate them
     bl:paused              set    paused jobs (the resumer's work list)
     bl:job:{id}:sec:{t}    int    results recorded in second t (current rate)
     bl:jobs                zset   job id -> created_at (recent jobs)
@@ -351,6 +353,27 @@ class JobStore:
         """Jobs paused now."""
         return sorted(m.decode() for m in cast(set[bytes], self.redis.smembers("bl:paused")))
 
+    # --- users not replicated yet ---------------------------------------------------------------
+    def note_not_found(self, job_id: str, row: int, now: float) -> tuple[float, int]:
+        """Count one more "does not exist (yet)" answer for a row; returns (first seen, how many so far).
+
+        The row is also counted as waiting for replication until `not_found_over` is called.
+        """
+        key = self._subkey(job_id, "notfound")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hsetnx(key, f"{row}:first", repr(now))
+        pipe.hincrby(key, f"{row}:count", 1)
+        pipe.hget(key, f"{row}:first")
+        pipe.sadd(self._subkey(job_id, "waiting"), row)
+        pipe.expire(key, self.retention_s)
+        pipe.expire(self._subkey(job_id, "waiting"), self.retention_s)
+        _, count, first, *_ = pipe.execute()
+        return float(first), int(count)
+
+    def not_found_over(self, job_id: str, row: int) -> None:
+        """The row no longer waits for replication (it appeared, or its grace ended)."""
+        self.redis.srem(self._subkey(job_id, "waiting"), row)
+
     def note_allowed(self, job_id: str, step: str) -> None:
         """Remember that Graph let the job's app do `step` (read, patch, assign) at least once."""
         self.redis.hsetnx(self._job_key(job_id), f"allowed:{step}", "1")
@@ -444,14 +467,15 @@ class JobStore:
         pipe.hgetall(self._job_key(job_id))
         pipe.mget(second_keys)
         pipe.hgetall(self._subkey(job_id, "plan"))
-        raw, per_second, plan = pipe.execute()
+        pipe.scard(self._subkey(job_id, "waiting"))
+        raw, per_second, plan, waiting = pipe.execute()
         if not raw or raw.get(b"state") == b"staging":
             return None
         record = {k.decode(): v.decode() for k, v in raw.items()}
         recent_results = sum(int(n) for n in per_second if n)
         return job_progress(job_id, record, recent_results=recent_results, now=now,
                             ceiling_rate_per_s=ceiling_rate_per_s,
-                            plan={k.decode(): int(v) for k, v in plan.items()})
+                            plan={k.decode(): int(v) for k, v in plan.items()}, waiting=int(waiting))
 
     def job_tenant(self, job_id: str) -> str | None:
         """The tenant profile a committed job belongs to."""

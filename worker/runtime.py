@@ -94,6 +94,7 @@ class WorkerRuntime(ChunkContext):
             seats=self.seats,
             events=self.events,
             seat_recheck_s=self.settings.seat_recheck_interval_s,
+            not_found_grace_s=self.settings.not_found_grace_s,
             rng=random.Random(),
             breaker=client.breaker,
         )

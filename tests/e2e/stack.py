@@ -121,6 +121,18 @@ class Stack:
                     raise AssertionError(f"job {job_id} not finished after {timeout_s}s: {job}\n{logs}")
                 time.sleep(0.2)
 
+    def wait_until(self, job_id: str, condition: Any, *, timeout_s: float = 60) -> dict[str, Any]:
+        """Poll the job until `condition(job)` holds."""
+        deadline = time.monotonic() + timeout_s
+        with self.api() as api:
+            while True:
+                job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
+                if condition(job):
+                    return job
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"job {job_id}: condition not met after {timeout_s}s: {job}")
+                time.sleep(0.2)
+
     def wait_status(self, job_id: str, status: str, *, timeout_s: float = 60) -> dict[str, Any]:
         """Poll the job until it reports `status` (e.g. paused)."""
         deadline = time.monotonic() + timeout_s

@@ -383,3 +383,90 @@ def test_a_failing_listener_does_not_fail_the_job(store: JobStore, clock: FakeCl
     deps, _ = make_deps(store, tenant, clock)
     run_users(dataclasses.replace(deps, events=Listeners([Broken()])), job_id, 0, budget_started_at=clock())
     assert results(store, job_id)["a@x"].status.value == "succeeded"
+
+
+
+def test_a_new_hire_not_replicated_yet_is_asked_again_until_it_appears(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"old@x": user()})
+    job_id = job(store, [op(2, "new@x", add=(E3,)), op(3, "old@x", add=(E3,))])
+    deps, sleep = make_deps(store, tenant, clock, max_inline_wait_s=30)
+    deps = dataclasses.replace(deps, not_found_grace_s=180)
+    reads = {"n": 0}
+
+    def appear_on_third_read(method: str, upn: str) -> httpx.Response | None:
+        if upn == "new@x" and method == "GET":
+            reads["n"] += 1
+            if reads["n"] == 2:
+                progress = store.progress(job_id)
+                assert progress is not None and progress.waiting_for_replication == 1  # shown while it waits
+            if reads["n"] == 3:
+                tenant.users["new@x"] = user()
+        return None
+
+    tenant.faults.append(appear_on_third_read)
+    assert handed_back_until_done(deps, job_id, clock) == [2.0, 4.0]  # growing waits, none held a slot
+    got = results(store, job_id)
+    assert (got["new@x"].status.value, got["old@x"].status.value) == ("succeeded", "succeeded")
+    assert sleep.intervals == []
+    assert tenant.writes.index(("POST", "old@x")) == 0  # the other user was written meanwhile
+    progress = store.progress(job_id)
+    assert progress is not None and progress.waiting_for_replication == 0
+
+
+def test_a_user_that_never_appears_fails_after_the_grace_without_holding_a_slot(
+        store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({})
+    job_id = job(store, [op(2, "typo@x", add=(E3,))])
+    deps, sleep = make_deps(store, tenant, clock, max_inline_wait_s=10)
+    deps = dataclasses.replace(deps, not_found_grace_s=60)
+    waits = handed_back_until_done(deps, job_id, clock)
+    result = results(store, job_id)["typo@x"]
+    assert (result.status.value, result.reason) == ("failed", "user_not_found")
+    assert result.detail is not None and result.detail.startswith("given up after 60 s of waiting")
+    # Growing waits, every one handed back to the broker (no slot held), the last at the grace's end.
+    assert sleep.intervals == [] and waits == [2.0, 4.0, 8.0, 16.0, 30.0]
+
+
+def handed_back_until_done(deps: ChunkDeps, job_id: str, clock: FakeClock) -> list[float]:
+    """Run the chunk as the broker would: each hand-back comes back after its countdown."""
+    waits: list[float] = []
+    started = clock()
+    while True:
+        try:
+            run_users(deps, job_id, 0, budget_started_at=started)
+            return waits
+        except HandBack as hb:
+            waits.append(hb.countdown_s)
+            clock.advance(hb.countdown_s)
+
+
+def test_a_location_the_job_just_set_is_waited_for_but_one_nobody_set_is_not(
+        store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"moved@x": user(location=None), "nobody@x": user(location="US")})
+    refusals = {"moved@x": 2, "nobody@x": 99}
+    invalid = {"error": {"code": "Request_BadRequest",
+                         "message": "License assignment cannot be done for user with invalid usage location."}}
+
+    def stale_location(method: str, upn: str) -> httpx.Response | None:
+        if method == "POST" and refusals.get(upn, 0) > 0:
+            refusals[upn] -= 1
+            return httpx.Response(400, json=invalid)
+        return None
+
+    tenant.faults.append(stale_location)
+    job_id = job(store, [op(2, "moved@x", add=(E3,), location="GB"), op(3, "nobody@x", add=(E3,))])
+    deps, _ = make_deps(store, tenant, clock)
+    assert handed_back_until_done(dataclasses.replace(deps, not_found_grace_s=180), job_id, clock) == [2.0, 4.0]
+    got = results(store, job_id)
+    assert got["moved@x"].status.value == "succeeded"
+    assert (got["nobody@x"].status.value, got["nobody@x"].reason) == ("failed", "usage_location_missing")
+
+
+def test_a_dry_run_does_not_wait_for_replication(store: JobStore, clock: FakeClock) -> None:
+    store.stage("job", "sim", [op(2, "new@x", add=(E3,))], 100)
+    store.commit("job", source="csv", options={"dry_run": "1"})
+    deps, sleep = make_deps(store, Tenant({}), clock)
+    run_users(dataclasses.replace(deps, not_found_grace_s=180), "job", 0, budget_started_at=clock())
+    result = results(store, "job")["new@x"]
+    assert (result.status.value, result.reason) == ("would_fail", "user_not_found")
+    assert result.detail == "new accounts may take a while to appear" and sleep.intervals == []

@@ -84,7 +84,8 @@ def test_job_progress_from_a_running_record() -> None:
     assert progress.finished_at is None
     assert progress.to_json() == {
         "id": "j1", "tenant": "sim", "kind": "job", "dry_run": False, "status": "running", "total": 100,
-        "succeeded": 30, "failed": 5, "cancelled": 0, "unchanged": 0, "pending": 65, "throttled": 4, "retries": 7,
+        "succeeded": 30, "failed": 5, "cancelled": 0, "unchanged": 0, "pending": 65, "waiting_for_replication": 0,
+        "throttled": 4, "retries": 7,
         "created_at": "2023-11-14T22:13:20.500Z", "started_at": "2023-11-14T22:14:00.250Z", "finished_at": None,
         "rate_per_s": 2.0, "eta_s": 32.5, "source": "csv", "warnings": ["column 'x' ignored"], "plan": None,
         "paused_reason": None, "paused_message": None, "paused_at": None, "next_probe_at": None,

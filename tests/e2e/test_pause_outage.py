@@ -75,7 +75,8 @@ def writes_by_user(control: httpx.Client) -> tuple[dict[str, int], list[dict[str
 
 def test_graph_unreachable_for_two_minutes_pauses_the_job_and_it_resumes_by_itself(
         stack: Stack, sim2: dict[str, Any]) -> None:
-    control2 = httpx.Client(base_url=sim2["control_url"], verify=ssl.create_default_context(cafile=sim2["ca_path"]), timeout=30)
+    ca2 = ssl.create_default_context(cafile=sim2["ca_path"])
+    control2 = httpx.Client(base_url=sim2["control_url"], verify=ca2, timeout=30)
     with stack.control() as control, stack.api() as api, control2:
         users_a = free_users(control, USERS_A)
         users_b = free_users(control2, USERS_B)

@@ -228,6 +228,9 @@ class Settings(BaseSettings):
     # A user Graph says does not exist is asked again for this long before it ends user_not_found:
     # the directory is eventually consistent, and new hires can take a minute or two to appear.
     not_found_grace_s: float = Field(default=180.0, ge=0)
+    # A dry run of at least this many users reads the whole tenant page by page (999 users a read)
+    # instead of user by user (one read each).
+    paged_read_min_users: int = Field(default=1000, ge=1)
     # A job paused for want of seats reads subscribedSkus this often to see whether seats appeared.
     seat_recheck_interval_s: float = Field(default=60.0, gt=0)
     visibility_timeout_s: int = Field(default=6 * 3600, ge=60)

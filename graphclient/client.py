@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 API_VERSION = "v1.0"
 MAX_BATCH = 20
+MAX_PAGE_SIZE = 999  # `$top` of GET /users
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 # Headers of a 429 that say which limit refused it (write count or resource units).
 THROTTLE_DETAIL_HEADERS = ("x-ms-throttle-information", "x-ms-throttle-scope")
@@ -226,6 +227,25 @@ class GraphClient:
         """A user's properties named in `select`."""
         body: dict[str, Any] = self._call("GET", f"{user_path(user)}{_select(select)}")
         return body
+
+    def users_page(self, select: Sequence[str], next_link: str | None = None,
+                   top: int = MAX_PAGE_SIZE) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of `GET /users` (`$select`, `$top` up to 999); returns its users and the next page's link.
+
+        Graph charges a page like one read, whatever its size: the cheap way to read a whole tenant.
+        """
+        if next_link is None:
+            path = f"/users{_select(select)}&$top={top}" if select else f"/users?$top={top}"
+        elif next_link.startswith(self._root):
+            path = next_link[len(self._root):]
+        else:
+            raise GraphPermanentError(f"GET /users: next page link outside {self._root}: {next_link[:200]}")
+        body = self._call("GET", path)
+        value = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(value, list):
+            raise GraphTransientError("GET /users: response has no value list", status=200)
+        link = body.get("@odata.nextLink")
+        return [v for v in value if isinstance(v, dict)], link if isinstance(link, str) else None
 
     def update_user(self, user: str, fields: Mapping[str, Any]) -> None:
         """PATCH user properties (e.g. usageLocation)."""

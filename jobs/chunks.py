@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from graphclient.errors import GraphError, ThrottleWaitTooLong
 from jobs.events import JobEvent
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
 from jobs.models import Reason, UserResult, UserStatus
-from jobs.scheduler import Send
+from jobs.prefetch import prefetch_users
+from jobs.scheduler import Send, dispatch
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ class ChunkContext(Protocol):
     running: set[str]
     max_countdown_s: float
     max_chunk_runs: int
+    chunk_window: int
     send: Send
 
     def deps_for(self, tenant: str) -> ChunkDeps:
@@ -77,6 +80,7 @@ def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: floa
     store = ctx.store
     deps = _deps_or_fail(ctx, job_id, n, clock)
     if deps is not None:
+        _read_tenant_first(ctx, deps, job_id)
         try:
             run_users(deps, job_id, n, budget_started_at=budget_started_at)
         except HandBack as hb:
@@ -100,6 +104,24 @@ def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: floa
         _finished(store, deps, job_id)
         log.info("job %s finished (%d chunks)", job_id, chunks)
     return "done"
+
+
+def _read_tenant_first(ctx: ChunkContext, deps: ChunkDeps, job_id: str) -> None:
+    """For a large dry run, page the whole tenant once, then send the rest of the job's window.
+
+    Only the job's first chunk is sent at submission for such a job, so nothing reads users one by
+    one meanwhile. If the listing fails, the chunks read their users one by one instead.
+    """
+    store = ctx.store
+    fields = store.job_fields(job_id, "prefetch", "prefetched")
+    if fields.get("prefetch") != "1" or "prefetched" in fields:
+        return
+    try:
+        prefetch_users(deps.graph, deps.policy, store, job_id, deps.sleep)
+    except (GraphError, ThrottleWaitTooLong) as exc:
+        log.warning("job %s: could not list the tenant's users (%s); reading them one by one", job_id, exc)
+    store.link(job_id, "prefetch", "done")
+    dispatch(store, ctx.send, job_id, max(0, ctx.chunk_window - 1))
 
 
 def _finished(store: JobStore, deps: ChunkDeps | None, job_id: str) -> None:

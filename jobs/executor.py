@@ -106,6 +106,9 @@ class _Work:
     not_before: float = 0.0
     # (first "not found", latest, how many) while the user waits for the directory to replicate it.
     waited: tuple[float, float, int] | None = None
+    # (whether the tenant was read page by page, the user's state then or None if absent): a
+    # first read answered from it goes to no one.
+    known: tuple[bool, dict[str, Any] | None] = (False, None)
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
         return 0
     if store.is_cancelled(job_id):
         return store.record(job_id, [_cancelled(op, 0, deps.clock()) for op in pending_ops])
-    fields = store.job_fields(job_id, "tenant", "dry_run", "seat_basis", "total", "paused_reason")
+    fields = store.job_fields(job_id, "tenant", "dry_run", "seat_basis", "total", "paused_reason", "prefetched")
     if "paused_reason" in fields:  # a paused job sends nothing, reads included, until it is resumed
         raise Parked(fields["paused_reason"])
     job = _JobView(job_id, fields.get("tenant", ""), fields.get("dry_run") == "1", fields.get("seat_basis", "input"),
@@ -166,9 +169,10 @@ def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float)
     catalog = _catalog(deps, job_id, job.tenant)
     befores = store.befores(job_id, [op.row for op in pending_ops])
     prior = store.attempts(job_id, [op.row for op in pending_ops])
+    known = store.prefetched(job_id, [op.user for op in pending_ops]) if "prefetched" in fields else {}
     work = []
     for op in pending_ops:
-        w = _Work(op=op, attempts=prior.get(op.row, 0))
+        w = _Work(op=op, attempts=prior.get(op.row, 0), known=(op.user in known, known.get(op.user)))
         if op.row in befores:  # planned in an earlier run: the read now checks against the plan
             raw = befores[op.row]
             w.plan = plan_user(op, UserState.from_json(raw) if raw is not None else None, catalog)
@@ -326,7 +330,15 @@ class _RoundLoop:
         return BatchRequest.assign_license(rid, op.user, _adds(op), list(op.remove))
 
     def _post(self, requests: list[BatchRequest], works: list[_Work]) -> dict[str, _Outcome]:
-        """Send the items, as one `$batch` or (for a single item, where batching buys nothing) one plain call."""
+        """Send the items, as one `$batch` or (for a single item, where batching buys nothing) one plain call.
+
+        A first read the tenant's page-by-page listing answers is not sent at all.
+        """
+        answered = {r.id: _known(w) for r, w in zip(requests, works, strict=True)
+                    if w.step is Step.READ and w.plan is None and w.known[0]}
+        if answered:
+            rest = [(r, w) for r, w in zip(requests, works, strict=True) if r.id not in answered]
+            return {**answered, **(self._post([r for r, _ in rest], [w for _, w in rest]) if rest else {})}
         graph = self.deps.graph
         if len(requests) == 1:
             return {requests[0].id: self._call_one(works[0])}
@@ -635,6 +647,15 @@ class _RoundLoop:
 
 
 _STEP_ACTIONS = {Step.READ: "read users", Step.PATCH: "set usageLocation", Step.ASSIGN: "assign licenses"}
+
+
+def _known(w: _Work) -> _Outcome:
+    """A first read answered from the tenant's page-by-page listing: the user's state, or not found."""
+    state = w.known[1]
+    if state is not None:
+        return state, None
+    message = f"'{w.op.user}' was not among the tenant's users when they were listed"
+    return None, GraphPermanentError(message, status=404, code="Request_ResourceNotFound")
 
 
 def _not_found(error: GraphError) -> bool:

@@ -16,6 +16,7 @@ Keys (all under `bl:`; every job key expires after the retention period):
     bl:job:{id}:before     hash   row -> the user's state when planned (kept once, whatever the restarts)
     bl:job:{id}:plan       hash   plan counters: changes, unchanged, fail:<reason>, warn:may_conflict,
                                   need:<skuId>, release:<skuId>
+    bl:job:{id}:prefetched hash   lower-cased id or UPN -> user state JSON, for a dry run that paged the tenant
     bl:job:{id}:notfound   hash   "<row>:first" / "<row>:count": a user's "does not exist (yet)" answers
     bl:job:{id}:waiting    set    rows waiting for the directory to replicate them
     bl:paused              set    paused jobs (the resumer's work list)
@@ -352,6 +353,29 @@ class JobStore:
     def paused_jobs(self) -> list[str]:
         """Jobs paused now."""
         return sorted(m.decode() for m in cast(set[bytes], self.redis.smembers("bl:paused")))
+
+    # --- a tenant read page by page (large dry runs) -------------------------------------------------
+    def keep_prefetched(self, job_id: str, states: Mapping[str, str]) -> int:
+        """Keep users' states (JSON, by lower-cased id and UPN) read by paging the tenant."""
+        if states:
+            key = self._subkey(job_id, "prefetched")
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(key, mapping=dict(states))  # type: ignore[arg-type]
+            pipe.expire(key, self.retention_s)
+            pipe.execute()
+        return len(states)
+
+    def mark_prefetched(self, job_id: str) -> None:
+        """The whole tenant has been read: a user not kept does not exist."""
+        self.redis.hset(self._job_key(job_id), "prefetched", "1")
+
+    def prefetched(self, job_id: str, users: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """The kept states of these users (None: not in the tenant when it was read)."""
+        if not users:
+            return {}
+        values = cast(list[bytes | None], self.redis.hmget(self._subkey(job_id, "prefetched"),
+                                                         [u.lower() for u in users]))
+        return {u: (json.loads(v) if v is not None else None) for u, v in zip(users, values, strict=True)}
 
     # --- users not replicated yet ---------------------------------------------------------------
     def note_not_found(self, job_id: str, row: int, now: float) -> tuple[float, int]:

@@ -221,10 +221,13 @@ class Submitter:
         except BaseException:
             self.store.discard(job_id)
             raise
+        # A large dry run reads the tenant page by page (jobs.prefetch): its first chunk does that
+        # alone, then sends the rest of the window.
+        paged = options.dry_run and total >= self.settings.paged_read_min_users
         fields = {"dry_run": "1" if options.dry_run else "0", "seat_policy": options.seat_policy.value,
-                  "seat_basis": "input"}
+                  "seat_basis": "input", **({"prefetch": "1"} if paged else {})}
         total, chunks = self.store.commit(job_id, source=source, warnings=warnings, owner=owner, options=fields)
-        dispatch(self.store, self.send, job_id, self.settings.chunk_window)
+        dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run)

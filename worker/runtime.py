@@ -55,6 +55,7 @@ class WorkerRuntime(ChunkContext):
         self.running: set[str] = set()
         self.max_countdown_s = settings.visibility_timeout_s / 4
         self.max_chunk_runs = settings.max_chunk_runs
+        self.chunk_window = settings.chunk_window
         self.policy = RetryPolicy.from_settings(settings)
         self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
         self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)

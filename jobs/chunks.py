@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from config.logs import bind_log_fields, log_context
 from jobs.events import JobEvent
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
 from jobs.models import Reason, UserResult, UserStatus
@@ -43,21 +44,22 @@ def execute_chunk(
 ) -> str:
     """Run chunk n of a job once; returns what happened ('done', 'handed_back', 'parked', 'skipped:<why>')."""
     key = f"{job_id}:{n}"
-    with _running_lock:
-        # After a broker reconnect, kombu redelivers the messages of chunks still running here.
-        if key in ctx.running:
-            log.info("chunk %s of job %s skipped: already running in this worker", n, job_id)
-            return "skipped:running"
-        ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
-    try:
-        claim = ctx.store.claim_chunk(job_id, n, ctx.worker_id)
-        if claim != "ok":
-            log.info("chunk %s of job %s skipped: %s", n, job_id, claim)
-            return f"skipped:{claim}"
-        return _run_claimed(ctx, job_id, n, budget_started_at or clock(), clock)
-    finally:
+    with log_context(job=job_id, chunk=n):
         with _running_lock:
-            ctx.running.discard(key)
+            # After a broker reconnect, kombu redelivers the messages of chunks still running here.
+            if key in ctx.running:
+                log.info("chunk %s of job %s skipped: already running in this worker", n, job_id)
+                return "skipped:running"
+            ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
+        try:
+            claim = ctx.store.claim_chunk(job_id, n, ctx.worker_id)
+            if claim != "ok":
+                log.info("chunk %s of job %s skipped: %s", n, job_id, claim)
+                return f"skipped:{claim}"
+            return _run_claimed(ctx, job_id, n, budget_started_at or clock(), clock)
+        finally:
+            with _running_lock:
+                ctx.running.discard(key)
 
 
 def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: float,
@@ -115,6 +117,7 @@ def _deps_or_fail(ctx: ChunkContext, job_id: str, n: int, clock: Callable[[], fl
         log.error("chunk %s of job %s failed after %d runs", n, job_id, runs - 1)
         return None
     tenant = store.job_tenant(job_id) or ""
+    bind_log_fields(tenant=tenant)
     try:
         return ctx.deps_for(tenant)
     except KeyError:

@@ -11,7 +11,7 @@ import redis
 
 from config import Settings, TenantProfile
 from graphclient.auth import GraphAuth, MsalTokenProvider
-from graphclient.client import GraphClient
+from graphclient.client import GraphClient, GraphObserver
 from graphclient.throttle import RedisThrottle, burst_headroom
 from graphclient.timescale import ScaledRetryAfterTransport
 
@@ -31,8 +31,12 @@ class TenantClient:
         self.http.close()
 
 
-def build_tenant_client(settings: Settings, profile: TenantProfile, client: redis.Redis) -> TenantClient:
-    """One Graph client per tenant profile and process; connections are pooled and bounded."""
+def build_tenant_client(settings: Settings, profile: TenantProfile, client: redis.Redis,
+                        observer: GraphObserver | None = None) -> TenantClient:
+    """One Graph client per tenant profile and process; connections are pooled and bounded.
+
+    `observer` is told of every answer from Graph (the worker's metrics).
+    """
     tokens = MsalTokenProvider(profile)
     # A private CA (a corporate proxy, a simulator) goes in as an SSL context: httpx no longer takes a path.
     verify: ssl.SSLContext | bool = True
@@ -59,7 +63,7 @@ def build_tenant_client(settings: Settings, profile: TenantProfile, client: redi
     )
     read_throttle = _read_throttle(settings, profile, client)
     graph = GraphClient(http, base_url=profile.graph_url, throttle=throttle, timeout_s=settings.graph_timeout_s,
-                        read_throttle=read_throttle)
+                        read_throttle=read_throttle, observer=observer)
     return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http, read_throttle=read_throttle)
 
 

@@ -1,4 +1,4 @@
-"""Per-process worker state: Redis, the store, tenant clients, heartbeat and reaper threads."""
+"""Per-process worker state: Redis, the store, tenant clients, notifier, metrics, heartbeat and reaper threads."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ from jobs.chunks import ChunkContext
 from jobs.events import JobListener, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import PauseReason
+from jobs.notify import Notifier, NotifyOnEnd
 from jobs.scheduler import Send, reap, resume_due
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
+from worker.metrics import MetricsServer, WorkerMetrics
 from worker.producer import ChunkProducer
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,8 @@ class WorkerRuntime(ChunkContext):
         self.producer = ChunkProducer(app)
         self.send: Send = self.producer.send
         self.redis = redis.Redis.from_url(
-            settings.redis_url, socket_keepalive=True, health_check_interval=30, socket_timeout=30
+            settings.redis_url, socket_keepalive=True, health_check_interval=30, socket_timeout=30,
+            **settings.redis_options(settings.redis_url),
         )
         self.store = JobStore(self.redis, retention_s=settings.retention_s)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace(":", "-")
@@ -50,6 +53,10 @@ class WorkerRuntime(ChunkContext):
         self.policy = RetryPolicy.from_settings(settings)
         self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
         self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)
+        self.metrics = WorkerMetrics(chunks_in_flight=lambda: len(self.running))
+        self.notifier = Notifier.from_settings(settings, self.store, self.producer.notify,
+                                               observe=self.metrics.notified)
+        self._metrics_server: MetricsServer | None = None
         self.events = Listeners(self._listeners())
         self._clients: dict[str, TenantClient] = {}
         self._lock = threading.Lock()
@@ -62,7 +69,8 @@ class WorkerRuntime(ChunkContext):
             client = self._clients.get(tenant)
             if client is None:
                 profile = self.settings.tenant(tenant)
-                client = build_tenant_client(self.settings, profile, self.redis)
+                client = build_tenant_client(self.settings, profile, self.redis,
+                                             observer=self.metrics.graph_observer(tenant))
                 self._clients[tenant] = client
         return ChunkDeps(
             store=self.store,
@@ -79,7 +87,7 @@ class WorkerRuntime(ChunkContext):
 
     def _listeners(self) -> list[JobListener]:
         """Who hears of job events in this process."""
-        return []
+        return [self.metrics, NotifyOnEnd(self.producer.notify)]
 
     def _subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
         graph = self.deps_for(tenant).graph
@@ -96,9 +104,10 @@ class WorkerRuntime(ChunkContext):
                    for sku in needed)
 
     def start(self) -> None:
-        """Start the heartbeat and reaper threads."""
+        """Start the heartbeat and reaper threads, and the metrics server."""
         if self._threads:
             return
+        self._metrics_server = self.metrics.serve(self.settings)
         for target, name in ((self._heartbeat_loop, "heartbeat"), (self._reaper_loop, "reaper")):
             thread = threading.Thread(target=target, name=f"bulklicense-{name}", daemon=True)
             thread.start()
@@ -113,6 +122,9 @@ class WorkerRuntime(ChunkContext):
             self.store.worker_gone(self.worker_id)
         for client in self._clients.values():
             client.close()
+        self.notifier.close()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():

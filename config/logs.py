@@ -31,6 +31,9 @@ URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)([^\s@/]+)(@
 
 _NO_FIELDS: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("bulklicense_log_context", default=_NO_FIELDS)
+_http_lines_hidden: ContextVar[bool] = ContextVar("bulklicense_http_lines_hidden", default=False)
+# Loggers of the HTTP client, whose request lines show whole URLs.
+HTTP_LOGGERS = ("httpx", "httpcore")
 
 
 @contextlib.contextmanager
@@ -51,6 +54,23 @@ def bind_log_fields(**fields: Any) -> None:
 def current_log_fields() -> Mapping[str, Any]:
     """The fields of the current context."""
     return _context.get()
+
+
+@contextlib.contextmanager
+def http_lines_hidden() -> Iterator[None]:
+    """Leave out the HTTP client's own lines inside: for requests to URLs that may hold someone's secret."""
+    token = _http_lines_hidden.set(True)
+    try:
+        yield
+    finally:
+        _http_lines_hidden.reset(token)
+
+
+class _HideHttpLines(logging.Filter):
+    """Drops the HTTP client's lines where `http_lines_hidden` is in force."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_http_lines_hidden.get() and record.name.startswith(HTTP_LOGGERS))
 
 
 class Redactor:
@@ -133,8 +153,10 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
                                     else TextFormatter(redact))
     handler = _Handler(stream or sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(_HideHttpLines())
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    logging.captureWarnings(True)  # Python warnings become log lines too (one format for everything)

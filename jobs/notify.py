@@ -32,7 +32,7 @@ from urllib.parse import SplitResult, urlsplit
 import httpx
 
 from config import Settings
-from config.logs import log_context
+from config.logs import http_lines_hidden, log_context
 from jobs.events import JobEvent
 from jobs.models import UserResult
 from jobs.store import JobStore
@@ -318,7 +318,8 @@ class Notifier:
             headers["Host"] = target.host_header
             extensions["sni_hostname"] = target.server_name
         try:
-            response = self._http.post(target.url, content=body, headers=headers, extensions=extensions)
+            with http_lines_hidden():  # the client's line has the whole URL: a receiver's token may be in it
+                response = self._http.post(target.url, content=body, headers=headers, extensions=extensions)
         except httpx.HTTPError as exc:
             return True, type(exc).__name__
         if 200 <= response.status_code < 300:

@@ -17,6 +17,7 @@ from config.logs import (
     bind_log_fields,
     configure_logging,
     current_log_fields,
+    http_lines_hidden,
     log_context,
     secrets_of,
 )
@@ -121,6 +122,16 @@ def test_the_handler_is_replaced_not_added_and_others_stay(settings: Settings, c
 def test_every_secret_of_the_settings_is_known(settings: Settings) -> None:
     secrets = set(secrets_of(settings))
     assert {API_KEY, CLIENT_SECRET, WEBHOOK_SECRET, REDIS_PASSWORD, "redis-p%40ss%2Fword"} <= secrets
+
+
+def test_the_http_clients_lines_can_be_left_out(captured: io.StringIO) -> None:
+    httpx_log = logging.getLogger("httpx")
+    httpx_log.info("HTTP Request: POST https://hooks.example/notify?token=one")
+    with http_lines_hidden():
+        httpx_log.info("HTTP Request: POST https://hooks.example/notify?token=two")
+        logging.getLogger("jobs.notify").info("delivered to https://hooks.example")
+    text = captured.getvalue()
+    assert "token=one" in text and "token=two" not in text and "delivered to https://hooks.example" in text
 
 
 def test_short_values_are_not_masked_everywhere() -> None:

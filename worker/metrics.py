@@ -12,7 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 from config import Settings
 from graphclient.client import GraphAnswer, GraphObserver
@@ -32,6 +41,8 @@ class WorkerMetrics:
     def __init__(self, chunks_in_flight: Callable[[], int] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):  # memory, CPU, GC of the process
+            r.register(collector)
         self.users = Counter("bulklicense_users_finished_total",
                                       "Users that reached a terminal state, by status and reason",
                                       ["tenant", "status", "reason"], registry=r)

@@ -43,23 +43,29 @@ def execute_chunk(
     clock: Callable[[], float] = time.time,
 ) -> str:
     """Run chunk n of a job once; returns what happened ('done', 'handed_back', 'parked', 'skipped:<why>')."""
+    with log_context(job=job_id, chunk=n):  # every line logged while the chunk runs names it
+        return _execute(ctx, job_id, n, budget_started_at, clock)
+
+
+def _execute(ctx: ChunkContext, job_id: str, n: int, budget_started_at: float | None,
+             clock: Callable[[], float]) -> str:
+    """`execute_chunk`, inside the chunk's log context."""
     key = f"{job_id}:{n}"
-    with log_context(job=job_id, chunk=n):
+    with _running_lock:
+        # After a broker reconnect, kombu redelivers the messages of chunks still running here.
+        if key in ctx.running:
+            log.info("chunk %s of job %s skipped: already running in this worker", n, job_id)
+            return "skipped:running"
+        ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
+    try:
+        claim = ctx.store.claim_chunk(job_id, n, ctx.worker_id)
+        if claim != "ok":
+            log.info("chunk %s of job %s skipped: %s", n, job_id, claim)
+            return f"skipped:{claim}"
+        return _run_claimed(ctx, job_id, n, budget_started_at or clock(), clock)
+    finally:
         with _running_lock:
-            # After a broker reconnect, kombu redelivers the messages of chunks still running here.
-            if key in ctx.running:
-                log.info("chunk %s of job %s skipped: already running in this worker", n, job_id)
-                return "skipped:running"
-            ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
-        try:
-            claim = ctx.store.claim_chunk(job_id, n, ctx.worker_id)
-            if claim != "ok":
-                log.info("chunk %s of job %s skipped: %s", n, job_id, claim)
-                return f"skipped:{claim}"
-            return _run_claimed(ctx, job_id, n, budget_started_at or clock(), clock)
-        finally:
-            with _running_lock:
-                ctx.running.discard(key)
+            ctx.running.discard(key)
 
 
 def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: float,

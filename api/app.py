@@ -14,6 +14,7 @@ from api.broker import broker_check, send_after_commit
 from api.console import add_console
 from api.context import ApiContext, TenantGraphs
 from api.errors import exception_handlers
+from api.metrics import add_metrics
 from api.routes import audit, control, events, health, jobs, tenants
 from api.security import SecurityHeaders
 from config import Settings
@@ -27,10 +28,13 @@ from jobs.submit import Submitter
 from worker.producer import ChunkProducer
 
 
-def api_redis(url: str) -> redis.Redis:
-    """The API's Redis client: a few quick retries ride out a blip; an outage is answered (503) within a second."""
+def api_redis(url: str, **options: Any) -> redis.Redis:
+    """The API's Redis client: a few quick retries ride out a blip; an outage is answered (503) within a second.
+
+    `options` are further connection options (TLS for a `rediss://` URL: `Settings.redis_options`).
+    """
     return redis.Redis.from_url(url, health_check_interval=30, socket_connect_timeout=2.0,
-                                retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3))
+                                retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3), **options)
 
 
 def create_app(
@@ -44,7 +48,8 @@ def create_app(
     idempotency: IdempotencyStore | None = None,
 ) -> FastAPI:
     """Build the API; collaborators default to the real ones built from `settings`."""
-    client = api_redis(settings.redis_url) if redis_client is None else redis_client
+    client = api_redis(settings.redis_url, **settings.redis_options(settings.redis_url)) if redis_client is None \
+        else redis_client
     graphs = TenantGraphs(settings, client)
     store = JobStore(client, retention_s=settings.retention_s)
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
@@ -70,5 +75,6 @@ def create_app(
     app.include_router(tenants.router)
     app.include_router(audit.router)
     add_console(app)
+    add_metrics(app)
     app.add_middleware(SecurityHeaders, csp_exempt=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 
@@ -19,9 +20,12 @@ BROKER_CONNECT_TIMEOUT_S = 2.0
 class BrokerProbe:
     """Raises the broker's OperationalError when it does not answer (one connection attempt)."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = BROKER_CONNECT_TIMEOUT_S) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float = BROKER_CONNECT_TIMEOUT_S,
+                 use_ssl: dict[str, Any] | None = None) -> None:
         self._app = Celery("bulklicense-probe", broker=url, set_as_current=False)
         self._app.conf.broker_connection_timeout = connect_timeout_s
+        if use_ssl is not None:  # a rediss:// broker, verified as the workers verify it
+            self._app.conf.broker_use_ssl = use_ssl
 
     def __call__(self) -> None:
         with self._app.connection_for_write() as connection:
@@ -34,7 +38,7 @@ def broker_check(settings: Settings) -> Callable[[], None]:
     A broker that is the job store's Redis needs no check: staging the job fails first.
     """
     broker = settings.effective_broker_url
-    return _nothing_to_check if broker == settings.redis_url else BrokerProbe(broker)
+    return _nothing_to_check if broker == settings.redis_url else BrokerProbe(broker, use_ssl=settings.broker_use_ssl)
 
 
 def _nothing_to_check() -> None:

@@ -17,6 +17,7 @@ from jobs.idempotency import VALID_KEY
 from jobs.models import FieldError, JobOptions, SeatPolicy
 
 MAX_JOB_ID_CHARS = 64
+MAX_CALLBACK_URL_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,12 @@ def submit_options(
     dry_run: Annotated[bool, Query(description="Plan only: read every user and report, write nothing.")] = False,
     on_seat_shortage: Annotated[SeatPolicy, Query(description="fail: refuse with 409; wait: pause until seats appear.")]
     = SeatPolicy.FAIL,
+    callback_url: Annotated[str | None, Query(
+        max_length=MAX_CALLBACK_URL_CHARS,
+        description="https:// URL to POST the job to (signed) when it ends or pauses; default: the tenant's.")] = None,
 ) -> JobOptions:
-    """How a submitted job runs, from the query string (a JSON body may set the same)."""
-    return JobOptions(dry_run=dry_run, seat_policy=on_seat_shortage)
+    """How a submitted job runs, from the query string (a JSON body or a form field may set the same)."""
+    return JobOptions(dry_run=dry_run, seat_policy=on_seat_shortage, callback_url=callback_url or None)
 
 
 SubmitOptions = Annotated[JobOptions, Depends(submit_options)]

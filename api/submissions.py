@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import Request
@@ -32,7 +33,7 @@ from jobs.idempotency import (
     IdempotencyStore,
     request_fingerprint,
 )
-from jobs.models import JobOptions
+from jobs.models import FieldError, JobOptions
 from jobs.submit import Submitted
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,18 @@ async def _submit(request: Request, context: ApiContext, who: Caller, tenant: st
         accepted = await run_in_threadpool(submitter.submit_json, upload.body, owner=who.name,
                                            allowed=lambda name: permits(context, who, name, "POST /v1/jobs"),
                                            options=options)
-        sha256, filename = upload.sha256, upload.filename
+        sha256, filename, form_url = upload.sha256, upload.filename, None
     else:
         async with csv_upload(request, context.settings.max_upload_bytes) as csv:
+            options = _with_form_callback(options, csv.callback_url)
             accepted = await run_in_threadpool(submitter.submit_csv, tenant, csv.chunks, owner=who.name,
                                                options=options)
             sha256, filename = await run_in_threadpool(csv.chunks.hexdigest), csv.filename
+            form_url = csv.callback_url
     details = {"file": filename, "sha256": sha256, "rows": accepted.total, "dry_run": accepted.dry_run,
                "on_seat_shortage": options.seat_policy.value}
     await _after_commit(_audit_submitted, context, who, tenant, accepted.id, details)
-    return _answer(accepted), _fingerprint(request, sha256)
+    return _answer(accepted), _fingerprint(request, _with_form_fields(sha256, form_url))
 
 
 async def _fingerprint_only(request: Request, context: ApiContext, tenant: str | None) -> str:
@@ -102,8 +105,25 @@ async def _fingerprint_only(request: Request, context: ApiContext, tenant: str |
         sha256 = (await read_json(request, context.settings.max_json_bytes)).sha256
     else:
         async with csv_upload(request, context.settings.max_upload_bytes) as csv:
-            sha256 = await run_in_threadpool(csv.chunks.hexdigest)
+            sha256 = _with_form_fields(await run_in_threadpool(csv.chunks.hexdigest), csv.callback_url)
     return _fingerprint(request, sha256)
+
+
+def _with_form_callback(options: JobOptions, form_url: str | None) -> JobOptions:
+    """The options with a multipart form's `callback_url` (the query's, if both are given alike)."""
+    if form_url is None or form_url == options.callback_url:
+        return options
+    if options.callback_url is not None:
+        raise ApiError(422, "callback_url is given twice (query and form), differently",
+                       [FieldError("given twice, differently", column="callback_url", value=form_url[:200])])
+    return replace(options, callback_url=form_url)
+
+
+def _with_form_fields(sha256: str, form_url: str | None) -> str:
+    """The upload's digest, bound to the form's `callback_url` too (so a different one is a different request)."""
+    if form_url is None:
+        return sha256
+    return hashlib.sha256(f"{sha256}\n{form_url}".encode()).hexdigest()
 
 
 def _fingerprint(request: Request, sha256: str) -> str:

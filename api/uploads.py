@@ -84,10 +84,11 @@ class JsonUpload:
 
 @dataclass(frozen=True)
 class CsvUpload:
-    """A CSV upload being read, and the file name it came with."""
+    """A CSV upload being read, the file name it came with, and a multipart form's `callback_url` field."""
 
     chunks: DigestedChunks
     filename: str | None
+    callback_url: str | None = None
 
 
 async def read_json(request: Request, limit_bytes: int) -> JsonUpload:
@@ -111,7 +112,9 @@ async def csv_upload(request: Request, limit_bytes: int) -> AsyncIterator[CsvUpl
         form = await _read_form(request, limit_bytes)
         try:
             part = _form_file(form.get("file"))
-            yield CsvUpload(DigestedChunks(_chunks(part.file)), _clean_filename(part.filename))
+            callback = form.get("callback_url")
+            yield CsvUpload(DigestedChunks(_chunks(part.file)), _clean_filename(part.filename),
+                            callback if isinstance(callback, str) and callback else None)
         finally:
             await form.close()
     else:

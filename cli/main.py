@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -14,7 +13,8 @@ import uvicorn
 from api.app import create_app
 from cli.client import ApiClient, audit_events, console, err, print_audit, print_plan, print_summary, watch
 from cli.demo import run_demo
-from config import ConfigError, Settings, get_settings
+from config import ConfigError, LogFormat, Settings, get_settings
+from config.logs import configure_logging
 from jobs.models import SeatPolicy
 from worker.celery_app import create_celery_app
 
@@ -33,8 +33,8 @@ def _settings(*, need_tenants: bool = False) -> Settings:
     return settings
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(settings: Settings) -> None:
+    configure_logging(settings)
 
 
 def _client(settings: Settings, api_url: str | None, api_key: str | None) -> ApiClient:
@@ -56,9 +56,10 @@ def api(
         err.print("[red]configuration error:[/red] BULKLICENSE_API_KEYS: set at least one key"
                   " (NAME=KEY:tenant|tenant, NAME=KEY:* or unnamed KEY:tenants)")
         raise typer.Exit(2)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
+    # No log_config: uvicorn's lines go through the handler configured above, in the same format.
     uvicorn.run(create_app(settings), host=host or settings.api_host, port=port or settings.api_port,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False, log_config=None)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -68,9 +69,11 @@ def worker(
 ) -> None:
     """Run a Celery worker (other options are passed to Celery)."""
     settings = _settings(need_tenants=True)
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     celery = create_celery_app(settings)
-    argv = ["worker", "-P", "threads", "-c", str(concurrency or settings.worker_concurrency),
+    # Celery's start-up banner is not a log line: left out when every line must be JSON.
+    quiet = ["--quiet"] if settings.log_format is LogFormat.JSON else []
+    argv = [*quiet, "worker", "-P", "threads", "-c", str(concurrency or settings.worker_concurrency),
             "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *ctx.args]
     celery.worker_main(argv)
 

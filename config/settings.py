@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 import tomllib
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -57,6 +60,8 @@ class TenantProfile(BaseModel):
     # and over 500 users. The default suits any tenant. Reads get what the writes leave. None = unlimited.
     read_capacity_ru: int | None = Field(default=GRAPH_READ_CAPACITY_RU, ge=1)
     read_period_s: float = Field(default=GRAPH_READ_PERIOD_S, gt=0)
+    # Where this tenant's jobs are reported when they end or pause, unless a job names its own.
+    callback_url: str | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> TenantProfile:
@@ -69,6 +74,10 @@ class TenantProfile(BaseModel):
         for name in ("authority_host", "graph_url"):
             if not getattr(self, name).startswith("https://"):
                 raise ValueError(f"{name} must be an https:// URL")
+        if self.callback_url is not None:
+            parts = urlsplit(self.callback_url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise ValueError("callback_url must be an https:// URL (http:// only to an allowed host)")
         return self
 
     @property
@@ -188,6 +197,20 @@ def load_tenants(path: Path) -> dict[str, TenantProfile]:
     return profiles
 
 
+class LogFormat(StrEnum):
+    """How log lines are written."""
+
+    TEXT = "text"
+    JSON = "json"  # one JSON object per line
+
+
+def _host_list(value: object) -> object:
+    """`a.example,127.0.0.1` as a set of lower-case host names."""
+    if isinstance(value, str):
+        return frozenset(h.strip().lower().strip("[]") for h in value.split(",") if h.strip())
+    return value
+
+
 class Settings(BaseSettings):
     """Everything configurable, from the environment (BULKLICENSE_*) or a .env file."""
 
@@ -195,6 +218,9 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str | None = None
+    # CA certificates that `rediss://` servers (results, broker, throttle) are verified against,
+    # besides the system's.
+    redis_ca_file: Path | None = None
     tenants_file: Path | None = None
     api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = ()
 
@@ -242,10 +268,34 @@ class Settings(BaseSettings):
     # older than the retention period are dropped too.
     audit_max_events: int = Field(default=100_000, ge=100)
 
+    # Celery task events (for Flower); off by default, as nothing else reads them.
+    worker_task_events: bool = False
+
     # API server.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
+
+    # Prometheus metrics: `GET /metrics` on the API (behind `metrics_token` when set), and a
+    # server per worker process on the first free port of metrics_port .. + metrics_port_range - 1.
+    api_metrics: bool = True
+    metrics_token: SecretStr | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_port_range: int = Field(default=16, ge=1, le=1024)
+    metrics_host: str = "127.0.0.1"
+    # Jobs counted by status at each scrape of the API: the most recent ones only.
+    metrics_recent_jobs: int = Field(default=500, ge=1, le=100_000)
+
+    # Job notifications: signed POSTs of the job to its callback URL when it ends or pauses.
+    webhook_secret: SecretStr | None = None
+    # Hosts a callback may name although they are not public (internal receivers); http allowed there.
+    webhook_allowed_hosts: Annotated[frozenset[str], NoDecode] = frozenset()
+    webhook_ca_file: Path | None = None
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20)
+    # The wait before the second attempt; each later one waits three times longer (10, 30, 90, 270 s).
+    webhook_backoff_base_s: float = Field(default=10.0, gt=0)
 
     # CLI client commands (submit, status, results, cancel).
     api_url: str = "http://127.0.0.1:8000"
@@ -256,6 +306,18 @@ class Settings(BaseSettings):
     def _parse_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return parse_api_keys(value)
+        return value
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _parse_hosts(cls, value: object) -> object:
+        return _host_list(value)
+
+    @field_validator("redis_ca_file", "webhook_ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
         return value
 
     @model_validator(mode="after")
@@ -270,6 +332,23 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         """The Celery broker URL (the results Redis unless set apart)."""
         return self.broker_url or self.redis_url
+
+    def redis_options(self, url: str) -> dict[str, Any]:
+        """redis-py connection options for `url`: for `rediss://`, certificates verified (with our CA)."""
+        if not url.startswith("rediss://"):
+            return {}
+        options: dict[str, Any] = {"ssl_cert_reqs": "required"}
+        if self.redis_ca_file is not None:
+            options["ssl_ca_certs"] = str(self.redis_ca_file)
+        return options
+
+    @property
+    def broker_use_ssl(self) -> dict[str, Any] | None:
+        """Celery's `broker_use_ssl` for a `rediss://` broker (kombu would not verify the server otherwise)."""
+        if not self.effective_broker_url.startswith("rediss://"):
+            return None
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED,
+                "ssl_ca_certs": str(self.redis_ca_file) if self.redis_ca_file else None}
 
     @property
     def retention_s(self) -> int:

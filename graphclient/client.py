@@ -105,6 +105,20 @@ class BatchRequest:
 
 
 @dataclass(frozen=True)
+class GraphAnswer:
+    """What Graph answered one request (a `$batch` envelope is method `$batch`; status 0: no answer)."""
+
+    method: str
+    status: int
+    throttled: bool = False
+    retry_after_s: float | None = None
+
+
+# Told of every answer (for metrics); it must be quick, and its failures never fail a call.
+GraphObserver = Callable[[GraphAnswer], None]
+
+
+@dataclass(frozen=True)
 class BatchItemResult:
     """One `$batch` item's response; `error` is set when it failed (same rules as single calls)."""
 
@@ -199,10 +213,12 @@ class GraphClient:
         read_throttle: Throttle | None = None,
         utcnow: Callable[[], datetime] = _utcnow,
         breaker: Breaker = ALWAYS_CLOSED,
+        observer: GraphObserver | None = None,
     ) -> None:
         """`throttle` paces writes; `read_throttle`, when given, paces reads by resource units.
 
-        Without a read throttle, reads only pass the write throttle's pause gate.
+        Without a read throttle, reads only pass the write throttle's pause gate. `observer` is told
+        of every answer, `$batch` items included.
         """
         self._http = http
         self._breaker = breaker
@@ -212,6 +228,7 @@ class GraphClient:
         # A dead host should fail fast; a slow Graph response gets the whole budget.
         self._timeout = httpx.Timeout(timeout_s, connect=min(10.0, timeout_s))
         self._utcnow = utcnow
+        self._observer = observer
 
     # -- single calls --------------------------------------------------------------------------
 
@@ -294,6 +311,7 @@ class GraphClient:
                 bucket = self._bucket(status, headers, is_read=not request.is_write)
                 bucket.observe(status, headers)
                 error = translate(status, headers, item_body, what=what, now=now)
+                self._observe(request.method.upper(), status, error)
                 if isinstance(error, GraphThrottled) and status != 429:
                     bucket.observe(429, _throttle_headers(error))
                 if error is None and _malformed(request.method, status, item_body):
@@ -343,6 +361,7 @@ class GraphClient:
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             self._report(admission, method, path, json_body, f"{what}: {type(exc).__name__}")
             # Nothing reached Graph: safe to resend.
+            self._observe(_label(method, path), 0, None)
             raise GraphTransientError(
                 f"{what}: {type(exc).__name__} (client-request-id {client_request_id})",
                 request_id=client_request_id,
@@ -350,6 +369,7 @@ class GraphClient:
         except httpx.RequestError as exc:
             self._report(admission, method, path, json_body, f"{what}: {type(exc).__name__} after sending")
             # Timeout or connection lost after sending: Graph may have applied it.
+            self._observe(_label(method, path), 0, None)
             raise GraphTransientError(
                 f"{what}: {type(exc).__name__} after sending (client-request-id {client_request_id})",
                 request_id=client_request_id,
@@ -379,6 +399,7 @@ class GraphClient:
         )
         self._report(admission, method, path, json_body,
                      f"{what} -> {status}" if isinstance(error, GraphTransientError) else None)
+        self._observe(_label(method, path), status, error)
         if error is not None:
             if isinstance(error, GraphThrottled) and status != 429:
                 bucket.observe(429, _throttle_headers(error))
@@ -408,6 +429,16 @@ class GraphClient:
         self._breaker.record(admission, answered=False, request=request, error=failure)
 
 
+    def _observe(self, method: str, status: int, error: GraphError | None) -> None:
+        """Tell the observer, if any, what Graph answered."""
+        if self._observer is None:
+            return
+        throttled = isinstance(error, GraphThrottled)
+        try:
+            self._observer(GraphAnswer(method, status, throttled, error.retry_after_s if throttled and error else None))
+        except Exception:  # metrics must never fail a Graph call
+            log.exception("Graph observer failed")
+
     def _acquire(self, writes: int, read_ru: int) -> None:
         """Wait for the write budget (writes) and the read budget (resource units of the reads)."""
         if writes or self._read_throttle is None:
@@ -426,6 +457,11 @@ class GraphClient:
             if "WriteLimit" in about or "/Write/" in about:
                 return self._throttle
         return self._read_throttle if is_read else self._throttle
+
+
+def _label(method: str, path: str) -> str:
+    """The method an observer is told: `$batch` for the batch envelope."""
+    return "$batch" if path == "/$batch" else method
 
 
 def read_cost(path: str) -> int:

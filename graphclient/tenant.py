@@ -12,7 +12,7 @@ import redis
 from config import Settings, TenantProfile
 from graphclient.auth import GraphAuth, MsalTokenProvider
 from graphclient.breaker import RedisBreaker
-from graphclient.client import GraphClient
+from graphclient.client import GraphClient, GraphObserver
 from graphclient.throttle import RedisThrottle, burst_headroom
 from graphclient.timescale import ScaledRetryAfterTransport
 
@@ -33,8 +33,12 @@ class TenantClient:
         self.http.close()
 
 
-def build_tenant_client(settings: Settings, profile: TenantProfile, client: redis.Redis) -> TenantClient:
-    """One Graph client per tenant profile and process; connections are pooled and bounded."""
+def build_tenant_client(settings: Settings, profile: TenantProfile, client: redis.Redis,
+                        observer: GraphObserver | None = None) -> TenantClient:
+    """One Graph client per tenant profile and process; connections are pooled and bounded.
+
+    `observer` is told of every answer from Graph (the worker's metrics).
+    """
     tokens = MsalTokenProvider(profile)
     # A private CA (a corporate proxy, a simulator) goes in as an SSL context: httpx no longer takes a path.
     verify: ssl.SSLContext | bool = True
@@ -63,7 +67,7 @@ def build_tenant_client(settings: Settings, profile: TenantProfile, client: redi
     breaker = RedisBreaker(client, profile.name, clock=time.time, probe_lease_s=2 * settings.graph_timeout_s + 5)
     read_throttle = _read_throttle(settings, profile, client)
     graph = GraphClient(http, base_url=profile.graph_url, throttle=throttle, timeout_s=settings.graph_timeout_s,
-                        breaker=breaker, read_throttle=read_throttle)
+                        breaker=breaker, read_throttle=read_throttle, observer=observer)
     return TenantClient(profile=profile, graph=graph, throttle=throttle, http=http, breaker=breaker,
                         read_throttle=read_throttle)
 

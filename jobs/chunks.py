@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from config.logs import bind_log_fields, log_context
 from graphclient.errors import GraphError, ThrottleWaitTooLong
 from jobs.events import JobEvent
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
@@ -45,6 +46,13 @@ def execute_chunk(
     clock: Callable[[], float] = time.time,
 ) -> str:
     """Run chunk n of a job once; returns what happened ('done', 'handed_back', 'parked', 'skipped:<why>')."""
+    with log_context(job=job_id, chunk=n):  # every line logged while the chunk runs names it
+        return _execute(ctx, job_id, n, budget_started_at, clock)
+
+
+def _execute(ctx: ChunkContext, job_id: str, n: int, budget_started_at: float | None,
+             clock: Callable[[], float]) -> str:
+    """`execute_chunk`, inside the chunk's log context."""
     key = f"{job_id}:{n}"
     with _running_lock:
         # After a broker reconnect, kombu redelivers the messages of chunks still running here.
@@ -150,6 +158,7 @@ def _deps_or_fail(ctx: ChunkContext, job_id: str, n: int, clock: Callable[[], fl
         log.error("chunk %s of job %s failed after %d runs", n, job_id, runs - 1)
         return None
     tenant = store.job_tenant(job_id) or ""
+    bind_log_fields(tenant=tenant)
     try:
         return ctx.deps_for(tenant)
     except KeyError:

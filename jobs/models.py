@@ -173,10 +173,11 @@ class SeatPolicy(StrEnum):
 
 @dataclass(frozen=True)
 class JobOptions:
-    """How a submitted job runs: a dry run (plan only), and what to do when seats are short."""
+    """How a submitted job runs: a dry run (plan only), what to do when seats are short, whom to tell when it ends."""
 
     dry_run: bool = False
     seat_policy: SeatPolicy = SeatPolicy.FAIL
+    callback_url: str | None = None
 
 
 class Reason(StrEnum):

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from config import Settings
 from jobs.catalogs import CatalogCache
 from jobs.input import Limits, parse_csv, parse_json
+from jobs.input.rules import clip
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
+from jobs.notify import CallbackPolicy
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine
@@ -52,13 +54,14 @@ class Submitter:
     """Turns an uploaded CSV or JSON body into a committed, enqueued job, or refuses it whole."""
 
     def __init__(self, settings: Settings, store: JobStore, catalogs: CatalogCache, send: Send,
-                 seats: SeatLedger) -> None:
+                 seats: SeatLedger, callbacks: CallbackPolicy | None = None) -> None:
         self.settings = settings
         self.store = store
         self.catalogs = catalogs
         self.send = send
         self.seats = seats
         self.limits = Limits.from_settings(settings)
+        self.callbacks = callbacks or CallbackPolicy.from_settings(settings)
 
     def submit_csv(self, tenant: str, chunks: Iterable[bytes], *, owner: str = "",
                    options: JobOptions = JobOptions()) -> Submitted:
@@ -91,10 +94,14 @@ class Submitter:
             return self.catalogs.get(tenant)
 
         tenant, ops, in_body = parse_json(body, catalog_for, self.limits)
+        if options.callback_url and in_body.callback_url and options.callback_url != in_body.callback_url:
+            raise InputRejected([FieldError("callback_url is given twice (query and body), differently",
+                                            column="callback_url", value=in_body.callback_url)])
         merged = JobOptions(
             dry_run=options.dry_run or in_body.dry_run,
             seat_policy=SeatPolicy.WAIT if SeatPolicy.WAIT in (options.seat_policy, in_body.seat_policy)
             else SeatPolicy.FAIL,
+            callback_url=options.callback_url or in_body.callback_url,
         )
         return self._stage_and_commit(tenant, ops, lambda: ([], 0), source="json", owner=owner, options=merged)
 
@@ -103,7 +110,8 @@ class Submitter:
 
         The run of a rollback's dry run is that rollback: it is refused if its job was rolled back meanwhile.
         """
-        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "run_as", "kind", "rollback_of")
+        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "run_as", "kind", "rollback_of",
+                                       "callback_url")
         progress = self.store.progress(planned_id)
         if fields.get("dry_run") != "1" or progress is None or progress.status is not JobStatus.PLANNED:
             raise NotRunnable("only a finished dry run (status planned) can be run")
@@ -129,6 +137,8 @@ class Submitter:
             if undone is not None:
                 self.store.unlink(undone, "rolled_back_by", job_id)
             raise
+        if "callback_url" in fields:  # the run reports where its dry run did
+            options["callback_url"] = fields["callback_url"]
         total, chunks = self.store.commit(job_id, source=fields.get("source", ""), owner=owner, options=options)
         self.store.link(planned_id, "run_as", job_id)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
@@ -198,6 +208,7 @@ class Submitter:
         options: JobOptions,
         status: Callable[[], int] = lambda: 422,
     ) -> Submitted:
+        self._check_callback(options.callback_url)
         job_id = new_job_id()
         adds: Counter[str] = Counter()
 
@@ -226,11 +237,19 @@ class Submitter:
         paged = options.dry_run and total >= self.settings.paged_read_min_users
         fields = {"dry_run": "1" if options.dry_run else "0", "seat_policy": options.seat_policy.value,
                   "seat_basis": "input", **({"prefetch": "1"} if paged else {})}
+        if options.callback_url:
+            fields["callback_url"] = options.callback_url
         total, chunks = self.store.commit(job_id, source=source, warnings=warnings, owner=owner, options=fields)
         dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run)
+
+    def _check_callback(self, url: str | None) -> None:
+        """Refuse the submission (422) when it names a callback URL notifications may not go to."""
+        problem = None if url is None else self.callbacks.problem(url)
+        if problem is not None:
+            raise InputRejected([FieldError(problem, column="callback_url", value=clip(url or ""))])
 
     def _reserve(self, tenant: str, job_id: str, demand: Mapping[str, int], policy: SeatPolicy) -> tuple[str, ...]:
         """Reserve the job's seats (fresh free counts from Graph); SeatShortage unless it may wait."""

@@ -7,15 +7,16 @@ from typing import Any
 from celery import Celery, signals
 
 from config import Settings, get_settings
+from config.logs import configure_logging
 from jobs.chunks import execute_chunk
-from worker.producer import CHUNK_TASK, QUEUE
+from jobs.notify import Delivery
+from worker.producer import CHUNK_TASK, NOTIFY_TASK, QUEUE, broker_options
 from worker.runtime import get_runtime, stop_runtime
 
 
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app configured for at-least-once chunk execution on the Redis broker."""
     app = Celery("bulklicense", broker=settings.effective_broker_url)
-    transport = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -26,12 +27,13 @@ def create_celery_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_concurrency=settings.worker_concurrency,
         worker_pool="threads",
-        worker_send_task_events=False,
+        # For Flower: task events on the broker (also `celery worker -E`).
+        worker_send_task_events=settings.worker_task_events,
+        **broker_options(settings),
     )
 
     @app.task(name=CHUNK_TASK, bind=False)  # type: ignore[untyped-decorator]
@@ -39,9 +41,20 @@ def create_celery_app(settings: Settings) -> Celery:
         # Thin: unpack ids, hand over to the job domain with this process's runtime.
         return execute_chunk(get_runtime(settings, app), job_id, int(n), budget_started_at)
 
+    @app.task(name=NOTIFY_TASK, bind=False)  # type: ignore[untyped-decorator]
+    def notify_task(delivery: dict[str, Any]) -> str:
+        # Thin: one attempt; the notifier queues the next one itself when it may succeed later.
+        return get_runtime(settings, app).notifier.deliver(Delivery.from_json(delivery)).value
+
     def _start_runtime(**_: Any) -> None:
         get_runtime(settings, app)
 
+    def _setup_logging(**_: Any) -> None:
+        # Connected, this keeps Celery from installing handlers of its own: every line goes out
+        # in the configured format, secrets masked.
+        configure_logging(settings)
+
+    signals.setup_logging.connect(_setup_logging, weak=False)
     signals.worker_ready.connect(_start_runtime, weak=False)
     signals.worker_process_init.connect(_start_runtime, weak=False)
     signals.worker_shutdown.connect(stop_runtime, weak=False)

@@ -1,18 +1,31 @@
-"""Sends chunk tasks to the broker by name, without building the worker's Celery app.
+"""Sends chunk and notification tasks to the broker by name, without building the worker's Celery app.
 
 The API, the worker's own scheduler and the reaper all enqueue through this; only the worker
-process registers the task itself (`worker.celery_app`).
+process registers the tasks themselves (`worker.celery_app`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
 from config import Settings
+from jobs.notify import Delivery
 
 # The chunk task's name on the broker (kept as it was, so messages already queued still run).
 CHUNK_TASK = "bulklicense.run_chunk"
+# One attempt to notify a job's callback URL.
+NOTIFY_TASK = "bulklicense.notify"
 QUEUE = "bulklicense"
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """Celery settings every app connecting to the broker needs (TLS for a `rediss://` broker)."""
+    options: dict[str, Any] = {"broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s}}
+    if settings.broker_use_ssl is not None:
+        options["broker_use_ssl"] = settings.broker_use_ssl
+    return options
 
 
 class ChunkProducer:
@@ -29,8 +42,8 @@ class ChunkProducer:
             task_serializer="json",
             accept_content=["json"],
             task_default_queue=QUEUE,
-            broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
             broker_connection_retry_on_startup=True,
+            **broker_options(settings),
         )
         return cls(app)
 
@@ -39,6 +52,15 @@ class ChunkProducer:
         self._app.send_task(
             CHUNK_TASK,
             args=[job_id, n, budget_started_at],
+            queue=QUEUE,
+            countdown=countdown_s if countdown_s > 0 else None,
+        )
+
+    def notify(self, delivery: Delivery, countdown_s: float = 0.0) -> None:
+        """Enqueue an attempt to notify a job's callback URL, after `countdown_s` when positive."""
+        self._app.send_task(
+            NOTIFY_TASK,
+            args=[delivery.to_json()],
             queue=QUEUE,
             countdown=countdown_s if countdown_s > 0 else None,
         )

@@ -1,4 +1,4 @@
-"""Per-process worker state: Redis, the store, tenant clients, heartbeat, reaper and resumer threads."""
+"""Per-process worker state: Redis, the store, tenant clients, notifier, metrics; heartbeat, reaper, resumer."""
 
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ from jobs.chunks import ChunkContext
 from jobs.events import JobListener, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import PauseReason
+from jobs.notify import Notifier, NotifyOnEnd
 from jobs.scheduler import ProbeAnswer, Send, pause_unreachable, reap, resume_due
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
+from worker.metrics import MetricsServer, WorkerMetrics
 from worker.producer import ChunkProducer
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,8 @@ class WorkerRuntime(ChunkContext):
         self.producer = ChunkProducer(app)
         self.send: Send = self.producer.send
         self.redis = redis.Redis.from_url(
-            settings.redis_url, socket_keepalive=True, health_check_interval=30, socket_timeout=30
+            settings.redis_url, socket_keepalive=True, health_check_interval=30, socket_timeout=30,
+            **settings.redis_options(settings.redis_url),
         )
         self.store = JobStore(self.redis, retention_s=settings.retention_s)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace(":", "-")
@@ -59,6 +62,10 @@ class WorkerRuntime(ChunkContext):
         self.policy = RetryPolicy.from_settings(settings)
         self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
         self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)
+        self.metrics = WorkerMetrics(chunks_in_flight=lambda: len(self.running))
+        self.notifier = Notifier.from_settings(settings, self.store, self.producer.notify,
+                                               observe=self.metrics.notified)
+        self._metrics_server: MetricsServer | None = None
         self.events = Listeners(self._listeners())
         # Each tenant's client with the profile generation it was built from (rebuilt when it changes).
         self._clients: dict[str, tuple[int | None, TenantClient]] = {}
@@ -78,7 +85,8 @@ class WorkerRuntime(ChunkContext):
                 if held is not None:
                     log.warning("tenant profile %s changed: new Graph client and credentials", tenant)
                     self._retired.append(held[1])  # chunks still running use it; closed at stop
-                held = (generation, build_tenant_client(self.settings, profile, self.redis))
+                held = (generation, build_tenant_client(self.settings, profile, self.redis,
+                                                          observer=self.metrics.graph_observer(tenant)))
                 self._clients[tenant] = held
         return held[1]
 
@@ -102,7 +110,8 @@ class WorkerRuntime(ChunkContext):
 
     def _listeners(self) -> list[JobListener]:
         """Who hears of job events in this process."""
-        return [AuditListener(AuditLog.from_settings(self.redis, self.settings))]
+        return [AuditListener(AuditLog.from_settings(self.redis, self.settings)), self.metrics,
+                NotifyOnEnd(self.producer.notify)]
 
     def _subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
         graph = self.client(tenant).graph
@@ -149,9 +158,10 @@ class WorkerRuntime(ChunkContext):
             return None
 
     def start(self) -> None:
-        """Start the heartbeat, reaper and resumer threads."""
+        """Start the heartbeat, reaper and resumer threads, and the metrics server."""
         if self._threads:
             return
+        self._metrics_server = self.metrics.serve(self.settings)
         loops = ((self._heartbeat_loop, "heartbeat"), (self._reaper_loop, "reaper"), (self._resume_loop, "resumer"))
         for target, name in loops:
             thread = threading.Thread(target=target, name=f"bulklicense-{name}", daemon=True)
@@ -169,6 +179,9 @@ class WorkerRuntime(ChunkContext):
             client.close()
         for client in self._retired:
             client.close()
+        self.notifier.close()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
 
     def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():

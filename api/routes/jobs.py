@@ -28,7 +28,8 @@ SUBMIT_BODY: dict[str, Any] = {
         "content": {
             "text/csv": {"schema": {"type": "string"}},
             "multipart/form-data": {
-                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"},
+                                                            "callback_url": {"type": "string"}}}
             },
             "application/json": {"schema": {"type": "object"}},
         },

@@ -33,7 +33,8 @@ def parse_json(
     operations = [checks.operation(i, op) for i, op in enumerate(job.operations)]
     if errors.total:
         raise InputRejected(errors.kept, errors.total, 422)
-    options = JobOptions(dry_run=job.dry_run, seat_policy=SeatPolicy(job.on_seat_shortage))
+    options = JobOptions(dry_run=job.dry_run, seat_policy=SeatPolicy(job.on_seat_shortage),
+                         callback_url=job.callback_url)
     return job.tenant, [op for op in operations if op is not None], options
 
 

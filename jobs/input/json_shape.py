@@ -46,6 +46,7 @@ class JobIn(_In):
     operations: list[OperationIn]
     dry_run: bool = False
     on_seat_shortage: Literal["fail", "wait"] = "fail"
+    callback_url: str | None = None
 
 
 _MODELS_BY_DEPTH: dict[tuple[str, ...], type[BaseModel]] = {

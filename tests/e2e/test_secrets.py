@@ -1,4 +1,4 @@
-"""Secrets and access (issue 5), on real processes with DEBUG logging everywhere.
+"""Secrets and access (issue 5), on real processes with DEBUG logging everywhere, in text and in JSON.
 
 Whole jobs run through the API and a worker against graphsim; then every place the product writes
 to is scanned: the API's and workers' logs, a full dump of Redis (every key, read by type, Celery's
@@ -39,6 +39,8 @@ POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
 EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 # A secret of the shape Entra issues, registered nowhere: the identity platform refuses it.
 WRONG_SECRET = "Wq8Q~Zr1xVn3bLd5fTg7hJk9mP2sC4eA6uY0iO.-"
+WEBHOOK_SECRET = "whsec-Secrets-Test-6c1d9e0a4f"
+METRICS_TOKEN = "metrics-token-Secrets-Test-2b7e"
 GRAPHSIM_JWT_HEADER = base64.urlsafe_b64encode(
     json.dumps({"typ": "JWT", "alg": "HS256", "kid": "graphsim"}, separators=(",", ":")).encode()
 ).rstrip(b"=")
@@ -68,10 +70,13 @@ def extra_profiles(sim: dict[str, Any]) -> str:
     ])
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["text", "json"])
+def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Stack]:
     env = {
         "BULKLICENSE_LOG_LEVEL": "DEBUG",
+        "BULKLICENSE_LOG_FORMAT": request.param,
+        "BULKLICENSE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "BULKLICENSE_METRICS_TOKEN": METRICS_TOKEN,
         "BULKLICENSE_RETRY_MAX_ATTEMPTS": "3",
         "BULKLICENSE_RETRY_BACKOFF_BASE_S": "0.05",
         "BULKLICENSE_CHUNK_SIZE": "10",
@@ -398,6 +403,10 @@ def test_no_secret_or_token_in_logs_redis_results_or_errors(stack: Stack) -> Non
     assert sample.startswith(GRAPHSIM_JWT_HEADER + b"." + GRAPH_TOKEN_PAYLOAD) and ANY_JWT.fullmatch(sample)
     assert sim["client_secret"].encode() in (Path(stack.workdir) / "all-tenants.toml").read_bytes()
     assert any(b"DEBUG" in data for where, data in hay.blobs if where.startswith("log worker"))
+    if stack.env["BULKLICENSE_LOG_FORMAT"] == "json":  # the JSON format leaks nothing either, line by line
+        for where, data in hay.blobs:
+            if where.startswith("log "):
+                assert all(isinstance(json.loads(line), dict) for line in data.splitlines()), where
     # Celery's messages were read while queued or in flight (acks_late keeps them in `unacked`),
     # with their base64 bodies decoded (the task's arguments start `[["<job id>", <chunk>, ...`).
     assert any(("unacked" in where or " list bulklicense" in where) and b'"bulklicense.run_chunk"' in data
@@ -414,6 +423,8 @@ def test_no_secret_or_token_in_logs_redis_results_or_errors(stack: Stack) -> Non
         "API key (all)": API_KEY,
         "API key (sim)": SIM_KEY,
         "API key (other)": OTHER_KEY,
+        "webhook secret": WEBHOOK_SECRET,
+        "metrics token": METRICS_TOKEN,
     }
     assert_clean(hay, secrets)
     tokens_issued = stats["by_endpoint"].get("token", {})

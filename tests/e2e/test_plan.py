@@ -17,6 +17,10 @@ E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 STANDARDPACK = "18181a46-0d4e-45cd-891e-60aabd171b4e"
 VISIO = "c5928f49-12ba-48f7-ada3-0d743a3601d5"
 
+# A dry run of this many users or more reads the tenant page by page (lowered from 1,000 so the
+# 9-row dry run below pages, and the 10-row jobs do not).
+PAGED_FROM = 9
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
@@ -25,7 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("plan")
     env = {"BULKLICENSE_RETRY_BACKOFF_BASE_S": "0.05", "BULKLICENSE_CHUNK_SIZE": "5",
            "BULKLICENSE_SEAT_RECHECK_INTERVAL_S": "1", "BULKLICENSE_REAPER_INTERVAL_S": "0.5",
-           "BULKLICENSE_SKU_CACHE_TTL_S": "0"}
+           "BULKLICENSE_SKU_CACHE_TTL_S": "0", "BULKLICENSE_PAGED_READ_MIN_USERS": str(PAGED_FROM)}
     s = Stack(workdir, sim_args=["--users", "300", "--seed", "3", "--latency-ms", "5"], env=env)
     try:
         yield s.start(workers=1)
@@ -78,7 +82,10 @@ def test_a_dry_run_writes_nothing_then_runs_and_a_rerun_writes_nothing(stack: St
     with stack.control() as control:
         control.post("/reset")
     rows, expect = mixed_rows(sim_users(stack))
+    assert len(rows) >= PAGED_FROM
     mark = time.time()
+    with stack.control() as control:
+        reads_before = control.get("/stats").json()["reads_by_endpoint"]
     with stack.api() as api:
         body = "user,add,remove,usage_location\n" + "".join(
             f"{r['user']},{r['add']},{r['remove']},{r['usage_location']}\n" for r in rows)
@@ -93,6 +100,11 @@ def test_a_dry_run_writes_nothing_then_runs_and_a_rerun_writes_nothing(stack: St
     assert planned["status"] == "planned" and planned["dry_run"] is True
     assert {u: (r["status"], r["reason"]) for u, r in results.items()} == expect
     assert writes_since(stack, mark) == []  # a dry run sends no write at all
+    with stack.control() as control:
+        reads_after = control.get("/stats").json()["reads_by_endpoint"]
+    # A large dry run lists the tenant (300 users: one page of 999) instead of reading users one by one.
+    assert reads_after.get("users.list", 0) - reads_before.get("users.list", 0) == 1
+    assert reads_after.get("users.get", 0) == reads_before.get("users.get", 0)
     assert planned["plan"]["changes"] == 5 and planned["plan"]["unchanged"] == 1
     assert planned["plan"]["predicted_failures"] == {"license_not_assigned": 1, "usage_location_missing": 1,
                                                      "user_not_found": 1}

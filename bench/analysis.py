@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+from bench.baselines import MAX_ATTEMPTS
 from bench.results import ScenarioResult
 from config import Settings
 from graphclient.throttle import DECREASE, HOLD_S, NUDGE, RedisThrottle, burst_headroom
@@ -135,7 +136,9 @@ def _observations_for(result: ScenarioResult) -> list[str]:
         ours = f" (ours: {v['ours_wall_s']:.1f} s)" if "ours_wall_s" in v else ""
         lines.extend(f"The {name} client took {v[f'{name}:time_full_s']:.1f} s for the full set{ours}, with "
                      f"{v[f'{name}:share_429']:.1%} of its write requests refused with 429 "
-                     f"({v[f'{name}:throttled']:,.0f}), each charged to graphsim's write bucket." for name in naive)
+                     f"({v[f'{name}:throttled']:,.0f}), each charged to graphsim's write bucket"
+                     + (f"; {v[f'{name}:gave_up']:,.0f} users failed, every one of their {MAX_ATTEMPTS} attempts "
+                        "throttled or transient." if v.get(f"{name}:gave_up") else ".") for name in naive)
     lines += _plan_observations(key, v)
     if key == "pipeline":
         for phase, procs in result.processes.items():
@@ -157,28 +160,42 @@ def _observations_for(result: ScenarioResult) -> list[str]:
     return lines
 
 
+def product_read_budget(quota_ru: float, quota_period_s: float, write_per_s: float) -> tuple[float, float]:
+    """The product's read throttle for a tenant (rate RU/s, burst RU): Graph's quota less the profile's write
+    rate (at least a tenth of the quota stays for reads, graphclient.tenant), aimed at the throttle's safety."""
+    quota = quota_ru / quota_period_s
+    rate = max(quota - write_per_s, quota * 0.1)
+    s = throttle_safety()
+    return rate * s, quota_ru * rate / quota * s
+
+
 def _plan_observations(key: str, v: dict[str, float]) -> list[str]:
-    """Issue 9's scenarios: what bounds them (the write throttle, the read quota, the read pipeline)."""
+    """Issue 9's scenarios: what bounds them (the write throttle, the read budget, the read pipeline)."""
     lines: list[str] = []
     if key == "half" and "ratio" in v:
         floor = perfect_ratio(v["changes"], v["capacity"], v["limit_per_s"])
-        lines.append(f"The product's throttle aims at {throttle_safety():.0%} of the write rate and lets out "
-                     f"{product_burst(v['capacity'], v['limit_per_s']):.0f} writes at once, so even a perfect run "
-                     f"of {v['changes']:,.0f} changes takes {floor:.3f} × the minimum; the measured ratio is "
-                     f"{v['ratio']:.3f}" + (f", the first write {v['first_write_s']:.2f} s after the 202."
-                                            if "first_write_s" in v else "."))
+        text = (f"The product's throttle aims at {throttle_safety():.0%} of the write rate and lets out "
+                f"{product_burst(v['capacity'], v['limit_per_s']):.0f} writes at once, so even a perfect run of "
+                f"{v['changes']:,.0f} changes takes {floor:.3f} × the minimum; the measured ratio is {v['ratio']:.3f}.")
+        if "first_write_s" in v:
+            text += (f" The target leaves {0.05 * v['min_s']:.2f} s over the minimum: the throttle's aim and burst "
+                     f"take {(floor - 1) * v['min_s']:.2f} s of it, the reads before the first write "
+                     f"{v['first_write_s']:.2f} s; from the first write on, reads and writes overlap.")
+        lines.append(text)
     if key in ("rerun", "dryrun") and "ru_used" in v:
-        quota = v["quota_ru"] / v["quota_period_s"]
-        share = max(quota - v["write_per_s"], quota * 0.1)
-        rate = v["users"] / v["wall_s"]
-        bound = read_bound_users_per_s(v["round_trip_s"])
+        rate, burst = product_read_budget(v["quota_ru"], v["quota_period_s"], v["write_per_s"])
+        budget_s = max(0.0, v["ru_used"] - burst) / rate
+        measured = v["users"] / v["wall_s"]
+        pipeline = read_bound_users_per_s(v["round_trip_s"])
         lines.append(
-            f"It used {v['ru_used']:,.0f} RU for {v['users']:,.0f} users. Graphsim's quota ({v['quota_ru']:,.0f} RU "
-            f"per {v['quota_period_s']:g} s) allows them in {v['ru_floor_s']:.1f} s at best, and the product reads "
-            f"with what its profile's write rate ({v['write_per_s']:g}/s) leaves of it, {share:g} RU/s. It read "
-            f"{rate:,.0f} users/s: a job keeps {_default('chunk_window')} chunks in flight, each sending one $batch "
-            f"of {_default('batch_size')} at a time, so at graphsim's {v['round_trip_s'] * 1000:.0f} ms mean "
-            f"latency a read-only job is bound near {bound:,.0f} users/s before any quota.")
+            f"It used {v['ru_used']:,.0f} RU for {v['users']:,.0f} users ({v['wall_s']:.1f} s). Graphsim's quota "
+            f"({v['quota_ru']:,.0f} RU per {v['quota_period_s']:g} s) allows them in {v['ru_floor_s']:.1f} s at "
+            f"best; the product reads with what its profile's write rate ({v['write_per_s']:g}/s) leaves of the "
+            f"quota, aimed at {throttle_safety():.0%}: {rate:,.0f} RU/s after a burst of {burst:,.0f}, which alone "
+            f"takes {budget_s:.1f} s for these RUs, writes or none. And a job keeps {_default('chunk_window')} chunks "
+            f"in flight, each sending one $batch of {_default('batch_size')} at a time: at graphsim's "
+            f"{v['round_trip_s'] * 1000:.0f} ms mean latency a read-only job is bound near {pipeline:,.0f} users/s "
+            f"before any budget; it read {measured:,.0f} users/s.")
         if key == "rerun":
             lines.append(f"The target (≤ 5 % of the first run's {v['first_wall_s']:.1f} s) needs "
                          f"{v['users'] / (0.05 * v['first_wall_s']):,.0f} users/s.")

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from bench.analysis import throttle_safety
-from bench.baselines import BaselineResult, naive_parallel, sequential
+from bench.baselines import MAX_ATTEMPTS, BaselineResult, naive_parallel, sequential
 from bench.context import (
     CEILING,
     HIDDEN_REAL,
@@ -201,7 +201,8 @@ def scenario_baselines(ctx: Context, result: ScenarioResult) -> None:
         requests, throttled, share = write_refusals(stats)
         projected = res.wall_s if count == full else _project(res, count, full, cap, period)
         how = "measured" if count == full else "projected"
-        result.add(f"{name}: users", f"{count:,} ({res.succeeded:,} succeeded, {res.failed:,} failed)")
+        gave_up = f", {res.gave_up:,} of them after {MAX_ATTEMPTS} attempts" if res.gave_up else ""
+        result.add(f"{name}: users", f"{count:,} ({res.succeeded:,} succeeded, {res.failed:,} failed{gave_up})")
         result.add(f"{name}: wall time for {count:,}", fmt_s(res.wall_s))
         result.add(f"{name}: users/s", fmt_rate(res.users_per_s))
         result.add(f"{name}: 429s / write requests (graphsim)", f"{fmt_pct(share)} ({throttled:,} of {requests:,})")
@@ -212,6 +213,7 @@ def scenario_baselines(ctx: Context, result: ScenarioResult) -> None:
         result.values[f"{name}:time_full_s"] = projected
         result.values[f"{name}:share_429"] = share
         result.values[f"{name}:throttled"] = throttled
+        result.values[f"{name}:gave_up"] = res.gave_up
     if ours_wall:
         result.values["ours_wall_s"] = ours_wall
         which = "scenario 1's slowest run" if ours.values.get("runs", 1) > 1 else "scenario 1"

@@ -137,8 +137,8 @@ def _observations_for(result: ScenarioResult) -> list[str]:
         lines.extend(f"The {name} client took {v[f'{name}:time_full_s']:.1f} s for the full set{ours}, with "
                      f"{v[f'{name}:share_429']:.1%} of its write requests refused with 429 "
                      f"({v[f'{name}:throttled']:,.0f}), each charged to graphsim's write bucket"
-                     + (f"; {v[f'{name}:gave_up']:,.0f} users failed, every one of their {MAX_ATTEMPTS} attempts "
-                        "throttled or transient." if v.get(f"{name}:gave_up") else ".") for name in naive)
+                     + (f"; {v[f'{name}:gave_up']:,.0f} user(s) failed with all {MAX_ATTEMPTS} attempts throttled "
+                        "or transient." if v.get(f"{name}:gave_up") else ".") for name in naive)
     lines += _plan_observations(key, v)
     if key == "pipeline":
         for phase, procs in result.processes.items():

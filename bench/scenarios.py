@@ -214,6 +214,7 @@ def scenario_baselines(ctx: Context, result: ScenarioResult) -> None:
         result.values[f"{name}:share_429"] = share
         result.values[f"{name}:throttled"] = throttled
         result.values[f"{name}:gave_up"] = res.gave_up
+        result.values[f"{name}:users_per_s"] = res.users_per_s
     if ours_wall:
         result.values["ours_wall_s"] = ours_wall
         which = "scenario 1's slowest run" if ours.values.get("runs", 1) > 1 else "scenario 1"
@@ -225,7 +226,8 @@ def scenario_baselines(ctx: Context, result: ScenarioResult) -> None:
         f"product: {PREVIOUS_NAIVE}. The figures above are with refused requests charged."
     )
     result.notes.append(
-        "Projection: the sequential loop sends one call at a time (~7 calls/s at this latency), far below the "
+        "Projection: the sequential loop sends one call at a time "
+        f"({result.values.get('sequential:users_per_s', 0.0):.1f} calls/s at this latency), far below the "
         f"{cap / period:g}/s limit, so it is never throttled and its time is linear in users: "
         f"time({full:,}) = time({s.sequential:,}) × {full // max(1, s.sequential)}; had it been throttled, the "
         "projection would add the ceiling's minimum instead."

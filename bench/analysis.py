@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import inspect
 
+from bench.baselines import MAX_ATTEMPTS
 from bench.results import ScenarioResult
 from config import Settings
-from graphclient.throttle import DECREASE, HOLD_S, NUDGE, RedisThrottle
+from graphclient.throttle import DECREASE, HOLD_S, NUDGE, RedisThrottle, burst_headroom
 
 BURST_S = 3.0  # 429s this soon after the first write belong to the initial burst
 
@@ -15,6 +16,31 @@ def throttle_safety() -> float:
     """The share of the profile's rate the product's throttle aims at (RedisThrottle's default)."""
     default = inspect.signature(RedisThrottle.__init__).parameters["safety"].default
     return float(default) if isinstance(default, int | float) else 1.0
+
+
+def _default(name: str) -> int:
+    """A product setting's default (chunk size, chunk window, $batch size)."""
+    return int(Settings.model_fields[name].default)
+
+
+def product_burst(capacity: float, rate_per_s: float) -> float:
+    """Writes the product's throttle lets out at once from full: its local bucket, which RedisThrottle
+    documents as capacity × safety, or less where that would leave fewer than `burst_headroom` writes free
+    in Graph's bucket (never less than half of it)."""
+    headroom = burst_headroom(_default("batch_size"), rate_per_s)
+    return max(capacity * 0.5, min(capacity * throttle_safety(), capacity - headroom))
+
+
+def perfect_ratio(writes: float, capacity: float, rate_per_s: float) -> float:
+    """wall / minimum of a run that keeps the product's throttle exactly at its aim from the first write."""
+    s = throttle_safety()
+    return (writes - product_burst(capacity, rate_per_s)) / (s * (writes - capacity))
+
+
+def read_bound_users_per_s(round_trip_s: float) -> float:
+    """Users a read-only job can read per second: it keeps `chunk_window` chunks in flight, each sending
+    one $batch of `batch_size` reads at a time."""
+    return _default("chunk_window") * _default("batch_size") / round_trip_s
 
 
 def _cpu_line(phase: str, procs: dict[str, dict[str, float]]) -> str:
@@ -59,22 +85,22 @@ def _observations_for(result: ScenarioResult) -> list[str]:
         s = throttle_safety()
         n, limit = v["users"], v["limit_per_s"]
         capacity = v["capacity"]
+        burst = product_burst(capacity, v["profile_per_s"])
         if key == "ceiling" and s < 1.0:
-            floor = (n - capacity * s) / (s * (n - capacity))
+            floor = perfect_ratio(n, capacity, v["profile_per_s"])
             lines.append(f"The product's throttle aims at {s:.0%} of the profile's rate (RedisThrottle's safety "
-                         f"margin against arrival jitter at Graph), so even a perfect run takes {floor:.3f} × the "
-                         f"minimum; the measured ratio is {v['ratio']:.3f}.")
+                         f"margin against arrival jitter at Graph) and lets out {burst:.0f} writes at once, so even "
+                         f"a perfect run takes {floor:.3f} × the minimum; the measured ratio is {v['ratio']:.3f}.")
         if key == "ceiling" and v.get("n_429") and v.get("last_429_s", 99.0) < BURST_S:
-            batch = Settings.model_fields["batch_size"].default
+            batch = _default("batch_size")
             lines.append(
                 f"All {v['n_429']:.0f} 429s came {v['first_429_s']:.1f}–{v['last_429_s']:.1f} s after the first "
-                f"write, in the initial burst: the product's bucket starts full at {s:.0%} × {capacity:.0f} = "
-                f"{capacity * s:.0f} tokens against graphsim's {capacity:.0f}, a margin of {capacity * (1 - s):.0f} "
-                f"writes, less than one $batch ({batch}) plus the bunching of arrivals that graphsim's "
-                f"±{v['jitter_ms']:.0f} ms latency causes (up to {limit * 2 * v['jitter_ms'] / 1000:.0f} writes at "
-                f"{limit:g}/s). One such 429 cuts the product's rate by {1 - DECREASE:.0%} and recovery is held "
-                f"for {HOLD_S:g} s after every response reporting ≥ 80 % of Graph's limit used, which after a "
-                "burst lasts until graphsim's bucket has refilled."
+                f"write, in the initial burst: the product's bucket starts full at {burst:.0f} tokens against "
+                f"graphsim's {capacity:.0f}, a margin of {capacity - burst:.0f} writes for one $batch ({batch}) "
+                f"plus the bunching of arrivals that graphsim's ±{v['jitter_ms']:.0f} ms latency causes (up to "
+                f"{limit * 2 * v['jitter_ms'] / 1000:.0f} writes at {limit:g}/s). One such 429 cuts the product's "
+                f"rate by {1 - DECREASE:.0%} and recovery is held for {HOLD_S:g} s after every response reporting "
+                "≥ 80 % of Graph's limit used, which after a burst lasts until graphsim's bucket has refilled."
                 + (f" The rate fell to {v['rate_low']:.1f}/s and was back at {v['rate_max']:.1f}/s only "
                    f"{v['rate_back_t']:.0f} s after the 202." if v.get("rate_back_t", 0) > 0
                    else f" The rate fell to {v['rate_low']:.1f}/s and was not back by the end of the job."
@@ -83,12 +109,15 @@ def _observations_for(result: ScenarioResult) -> list[str]:
         if key == "ceiling" and lowered and not v.get("n_429"):
             lines.append(
                 f"Without any 429 the product lowered its rate to {v['rate_low']:.1f}/s {v['rate_low_t']:.1f} s "
-                f"after the 202: its burst of {capacity * s:.0f} tokens leaves graphsim's bucket of "
+                f"after the 202: its burst of {burst:.0f} tokens leaves graphsim's bucket of "
                 f"{capacity:.0f} all but empty, so graphsim reports x-ms-throttle-limit-percentage 1.00, which "
                 f"lowers the rate by {1 - NUDGE:.0%} (at most once a second) and holds recovery for {HOLD_S:g} s "
                 "after every response reporting ≥ 80 %, until graphsim's bucket has refilled"
                 + (f"; it was back at {v['rate_max']:.1f}/s {v['rate_back_t']:.0f} s after the 202."
                    if v.get("rate_back_t", -1.0) > 0 else "; it was not back by the end of the job."))
+        if key == "ceiling" and "first_write_s" in v:
+            lines.append(f"Every user is read before its write; the first write came {v['first_write_s']:.2f} s "
+                         "after the 202 (the first chunks' reads), and from then on reads and writes overlap.")
         if key == "headroom" and v.get("n_429"):
             lines.append(f"The product found the real limit through {v['n_429']:.0f} 429s, the last "
                          f"{v['last_429_s']:.1f} s after the first write"
@@ -107,7 +136,10 @@ def _observations_for(result: ScenarioResult) -> list[str]:
         ours = f" (ours: {v['ours_wall_s']:.1f} s)" if "ours_wall_s" in v else ""
         lines.extend(f"The {name} client took {v[f'{name}:time_full_s']:.1f} s for the full set{ours}, with "
                      f"{v[f'{name}:share_429']:.1%} of its write requests refused with 429 "
-                     f"({v[f'{name}:throttled']:,.0f})." for name in naive)
+                     f"({v[f'{name}:throttled']:,.0f}), each charged to graphsim's write bucket"
+                     + (f"; {v[f'{name}:gave_up']:,.0f} user(s) failed with all {MAX_ATTEMPTS} attempts throttled "
+                        "or transient." if v.get(f"{name}:gave_up") else ".") for name in naive)
+    lines += _plan_observations(key, v)
     if key == "pipeline":
         for phase, procs in result.processes.items():
             lines.append(_cpu_line(phase, procs) + ".")
@@ -125,4 +157,46 @@ def _observations_for(result: ScenarioResult) -> list[str]:
         if api is not None:
             lines.append(f"The API process kept {api:.2f} of a core busy during the upload (parsing and "
                          "validating rows in one thread, staging them in Redis).")
+    return lines
+
+
+def product_read_budget(quota_ru: float, quota_period_s: float, write_per_s: float) -> tuple[float, float]:
+    """The product's read throttle for a tenant (rate RU/s, burst RU): Graph's quota less the profile's write
+    rate (at least a tenth of the quota stays for reads, graphclient.tenant), aimed at the throttle's safety."""
+    quota = quota_ru / quota_period_s
+    rate = max(quota - write_per_s, quota * 0.1)
+    s = throttle_safety()
+    return rate * s, quota_ru * rate / quota * s
+
+
+def _plan_observations(key: str, v: dict[str, float]) -> list[str]:
+    """Issue 9's scenarios: what bounds them (the write throttle, the read budget, the read pipeline)."""
+    lines: list[str] = []
+    if key == "half" and "ratio" in v:
+        floor = perfect_ratio(v["changes"], v["capacity"], v["limit_per_s"])
+        text = (f"The product's throttle aims at {throttle_safety():.0%} of the write rate and lets out "
+                f"{product_burst(v['capacity'], v['limit_per_s']):.0f} writes at once, so even a perfect run of "
+                f"{v['changes']:,.0f} changes takes {floor:.3f} × the minimum; the measured ratio is {v['ratio']:.3f}.")
+        if "first_write_s" in v:
+            text += (f" The target leaves {0.05 * v['min_s']:.2f} s over the minimum: the throttle's aim and burst "
+                     f"take {(floor - 1) * v['min_s']:.2f} s of it, the reads before the first write "
+                     f"{v['first_write_s']:.2f} s; from the first write on, reads and writes overlap.")
+        lines.append(text)
+    if key in ("rerun", "dryrun") and "ru_used" in v:
+        rate, burst = product_read_budget(v["quota_ru"], v["quota_period_s"], v["write_per_s"])
+        budget_s = max(0.0, v["ru_used"] - burst) / rate
+        measured = v["users"] / v["wall_s"]
+        pipeline = read_bound_users_per_s(v["round_trip_s"])
+        lines.append(
+            f"It used {v['ru_used']:,.0f} RU for {v['users']:,.0f} users ({v['wall_s']:.1f} s). Graphsim's quota "
+            f"({v['quota_ru']:,.0f} RU per {v['quota_period_s']:g} s) allows them in {v['ru_floor_s']:.1f} s at "
+            f"best; the product reads with what its profile's write rate ({v['write_per_s']:g}/s) leaves of the "
+            f"quota, aimed at {throttle_safety():.0%}: {rate:,.0f} RU/s after a burst of {burst:,.0f}, which alone "
+            f"takes {budget_s:.1f} s for these RUs, writes or none. And a job keeps {_default('chunk_window')} chunks "
+            f"in flight, each sending one $batch of {_default('batch_size')} at a time: at graphsim's "
+            f"{v['round_trip_s'] * 1000:.0f} ms mean latency a read-only job is bound near {pipeline:,.0f} users/s "
+            f"before any budget; it read {measured:,.0f} users/s.")
+        if key == "rerun":
+            lines.append(f"The target (≤ 5 % of the first run's {v['first_wall_s']:.1f} s) needs "
+                         f"{v['users'] / (0.05 * v['first_wall_s']):,.0f} users/s.")
     return lines

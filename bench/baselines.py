@@ -33,6 +33,7 @@ class BaselineResult:
     failed: int = 0
     requests: int = 0
     throttled: int = 0
+    gave_up: int = 0  # users failed because every attempt was throttled or transient
     wall_s: float = 0.0
 
     @property
@@ -91,6 +92,7 @@ class _Client:
             return
         with self.lock:
             result.failed += 1
+            result.gave_up += 1
 
     def close(self) -> None:
         self.http.close()

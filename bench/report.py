@@ -12,6 +12,32 @@ from bench.results import Metric, ScenarioResult
 
 RSS_FLAT_FACTOR = 1.2  # "worker RSS flat in job size": peak at 100,000 users ≤ 1.2 × peak at 20,000
 
+# How the scenarios whose method is not plain from their setup take their figures.
+METHODS: dict[str, str] = {
+    "half": (
+        "Method: the benchmark client first assigns the SKU to every other user of the file straight through Graph "
+        "(graphsim unthrottled; not measured), then sets graphsim's limits, which refills its buckets, and submits "
+        "the whole file as a real job. graphsim's counters are read just before the submission and after the job, "
+        "and its write log from the submission on lists every write request with its user: the writes must equal "
+        "the plan's changes and none may go to a user who already held the SKU. The minimum is what graphsim's "
+        "write bucket allows for the changes alone, (changes − bucket) / refill rate, with the reads free: a ratio "
+        "near 1 means the reads overlapped the writes instead of adding to them."
+    ),
+    "rerun": (
+        "Method: the file runs once as a real job (every user changes), then the identical bytes are submitted "
+        "again on the same API and workers once the first run has finished. The rerun's writes are counted in "
+        "graphsim's write log from its submission on (refused ones included) and in its accepted-writes counter; "
+        "its wall time, from the 202 to its last result, is compared with the first run's."
+    ),
+    "dryrun": (
+        "Method: a graphsim of this size starts for this scenario alone (its start time and memory are reported) "
+        "and a file naming every one of its users is submitted with `?dry_run=true`. The wall time runs from the "
+        "202 to the job's `planned`; resource units are graphsim's own count of what it served "
+        "(`resource_units_used`) and refused; the floor is what its quota allows for them, (RU − bucket) / refill "
+        "rate. The write log must stay empty."
+    ),
+}
+
 
 def cpu_model() -> str:
     """The CPU model name, from /proc/cpuinfo where there is one."""
@@ -76,8 +102,9 @@ def render(results: dict[str, ScenarioResult], *, command: str, started: datetim
     out = [
         "# Benchmarks",
         "",
-        "Throughput of bulk-license against graphsim (the local Microsoft Graph simulator), issue 4's scenarios",
-        "and the input-scale figure of issue 5, from one run of the benchmark command. Regenerate with `make bench`.",
+        "Throughput of bulk-license against graphsim (the local Microsoft Graph simulator), issue 4's scenarios,",
+        "the input-scale figure of issue 5 and issue 9's plan-before-write figures, from one run of the benchmark",
+        "command. Regenerate with `make bench`.",
         "",
         f"- command: `{command}`",
         f"- date: {started.astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC')}; "
@@ -106,6 +133,8 @@ def render(results: dict[str, ScenarioResult], *, command: str, started: datetim
         out += [f"- {line}" for line in result.setup]
         out.append(f"- scenario time: {result.duration_s:.0f} s")
         out.append("")
+        if result.key in METHODS:
+            out += [METHODS[result.key], ""]
         if result.error:
             out += [f"**The scenario failed:** {result.error}", ""]
         if result.metrics:

@@ -1,6 +1,6 @@
 """`python -m bench.run`: start everything, run the scenarios side by side, write BENCHMARKS.md.
 
-Options: --only SCENARIO[,..] (names or numbers 1-7), --quick (small sizes, a smoke run),
+Options: --only SCENARIO[,..] (names or numbers 1-10), --quick (small sizes, a smoke run),
 --out FILE (default BENCHMARKS.md), --workers N and --concurrency K (worker processes and their
 threads in scenarios other than 3), --keep (keep the temporary directory with every log).
 """
@@ -20,16 +20,17 @@ from pathlib import Path
 from types import FrameType
 
 from bench.analysis import analyse, observations
+from bench.context import MAIN, OTHER, OTHER_TENANT_ID, Context, Sizes
 from bench.report import render
 from bench.results import ScenarioResult
-from bench.scenarios import MAIN, OTHER, OTHER_TENANT_ID, SCENARIOS, Context, Sizes
+from bench.scenarios import SCENARIOS
 from bench.stack import Sim
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     names = [key for key, _, _ in SCENARIOS]
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", default="", help=f"comma-separated scenarios: {', '.join(names)} (or 1-7)")
+    p.add_argument("--only", default="", help=f"comma-separated scenarios: {', '.join(names)} (or 1-{len(names)})")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every scenario")
     p.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="where to write the report")
     p.add_argument("--workers", type=int, default=2, help="worker processes (scenario 3 runs 1 and 2 anyway)")
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         f"product: {args.workers} worker processes × {args.concurrency} threads (`python -m cli.main worker "
         f"--concurrency {args.concurrency}`) except in scenario 3; one API process; product settings at their "
         "defaults (chunk size 100, chunk window 4, $batch of 20) with BULKLICENSE_LOG_LEVEL=WARNING",
-        f"sizes: {'--quick (smoke run, not the issue sizes)' if args.quick else 'as issue 4 asks'}",
+        f"sizes: {'--quick (smoke run, not the issue sizes)' if args.quick else 'as issues 4, 5 and 9 ask'}",
     ]
     text = render(results, command=_command(raw), started=started, elapsed_s=time.monotonic() - t0,
                   settings=settings, analysis=analyse(results), observations=observations(results))

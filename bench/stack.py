@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import psutil
 import redis
 
 from cli.localstack import EmbeddedRedis, Services, free_port, start_simulator, wait_http
+from graphsim.config import tenant_read_limit
 from jobs.models import TERMINAL_JOB_STATUSES
 
 API_KEY = "bench-key-" + "0" * 12
@@ -55,7 +57,7 @@ class Sim:
     def start(self) -> Sim:
         """Start graphsim (unlimited until a scenario configures it) and wait for its ready line."""
         args = ["--users", str(self.users), "--seed", str(self.seed), "--profile-name", self.name,
-                "--write-limit", "none", "--tenant-write-limit", "none"]
+                "--write-limit", "none", "--tenant-write-limit", "none", "--read-limit", "none"]
         if self.tenant_id:
             args += ["--tenant-id", self.tenant_id]
         self.info = start_simulator(self.services, dict(os.environ), args)
@@ -77,22 +79,31 @@ class Sim:
         return self._control
 
     def reset(self, *, write_limit: str, tenant_write_limit: str = "none", latency_ms: float = 0.0,
-              latency_jitter_ms: float = 0.0) -> None:
+              latency_jitter_ms: float = 0.0, read_limit: str = "none", charge_refused: bool = True) -> None:
         """Back to the fixture (users, seats, full buckets, zeroed counters) with these knobs."""
         self.control.post("/reset").raise_for_status()
-        self.control.post("/config", json={
-            "write_limit": write_limit, "tenant_write_limit": tenant_write_limit,
-            "latency_ms": latency_ms, "latency_jitter_ms": latency_jitter_ms,
-        }).raise_for_status()
+        self.configure(write_limit=write_limit, tenant_write_limit=tenant_write_limit, latency_ms=latency_ms,
+                       latency_jitter_ms=latency_jitter_ms, read_limit=read_limit, charge_refused=charge_refused)
+
+    def configure(self, **knobs: Any) -> None:
+        """Change run-time knobs without a reset (`POST /_sim/config`); a changed limit starts full."""
+        self.control.post("/config", json=knobs).raise_for_status()
+
+    def read_quota(self) -> tuple[int, float]:
+        """Graph's resource-unit quota per app+tenant for this tenant's size (graphsim's `auto`)."""
+        limit = tenant_read_limit(self.users)
+        return limit.capacity, float(limit.period_s)
 
     def stats(self) -> dict[str, Any]:
         """`GET /_sim/stats`."""
         data: dict[str, Any] = self.control.get("/stats").json()
         return data
 
-    def writes(self) -> list[dict[str, Any]]:
-        """Every write that reached graphsim since the reset, with its status and time (`GET /_sim/writes`)."""
-        writes: list[dict[str, Any]] = self.control.get("/writes").json()["value"]
+    def writes(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Every write that reached graphsim since the reset (or since epoch second `since`), with its
+        status and time (`GET /_sim/writes`); refused ones included."""
+        params = {} if since is None else {"since": repr(since)}
+        writes: list[dict[str, Any]] = self.control.get("/writes", params=params).json()["value"]
         return writes
 
     def all_users(self) -> list[dict[str, Any]]:
@@ -111,6 +122,20 @@ class Sim:
         table: dict[str, Any] = dict(data["tenants"][self.name])
         table.update(overrides)
         return table
+
+    def ensure_free_seats(self, demand: Mapping[str, int]) -> dict[str, int]:
+        """Buy seats (`PATCH /_sim/skus/{part}`) where fewer than `demand` (part number -> seats) are free;
+        returns what was bought. A real job reserves a seat per added license of every row when it is
+        accepted, and is refused (409) when they are short."""
+        bought: dict[str, int] = {}
+        for sku in self.skus():
+            part = sku["skuPartNumber"]
+            short = demand.get(part, 0) - int(sku["freeUnits"])
+            if short > 0:
+                enabled = int(sku["prepaidUnits"]["enabled"]) + short
+                self.control.patch(f"/skus/{part}", json={"enabled": enabled}).raise_for_status()
+                bought[part] = short
+        return bought
 
     def stop(self) -> None:
         """Stop graphsim."""
@@ -131,9 +156,16 @@ def write_tenants_file(path: Path, profiles: dict[str, dict[str, Any]]) -> Path:
     return path
 
 
-def limit_fields(capacity: int | None, period_s: float) -> dict[str, Any]:
-    """The profile's write-budget fields (`None` = no client-side limit)."""
-    return {"write_capacity": "none" if capacity is None else capacity, "write_period_s": float(period_s)}
+def limit_fields(capacity: int | None, period_s: float, read: tuple[int, float] | None = None) -> dict[str, Any]:
+    """The profile's write budget (`None` = no client-side limit) and its read budget in resource units
+    (`read`: capacity and period; `None` = none, so graphsim's own profile cannot cap reads unasked)."""
+    fields: dict[str, Any] = {"write_capacity": "none" if capacity is None else capacity,
+                              "write_period_s": float(period_s)}
+    if read is None:
+        fields["read_capacity_ru"] = "none"
+    else:
+        fields.update(read_capacity_ru=read[0], read_period_s=float(read[1]))
+    return fields
 
 
 class Product:

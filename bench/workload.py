@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,9 +13,11 @@ from typing import IO, Any
 import httpx
 
 from bench.stack import TERMINAL
+from jobs.models import JobStatus
 
 # Added in this order of preference: neither conflicts with any plan a fixture user may hold.
 ONE_WRITE_SKUS = ("EMS", "POWER_BI_PRO")
+GENERATED_SKU = "EMS"  # what every row of a generated CSV adds
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,15 @@ def one_write_rows(users: Iterable[dict[str, Any]], skus: list[dict[str, Any]]) 
     return rows
 
 
+def seat_demand(rows: Iterable[Row]) -> dict[str, int]:
+    """Seats the rows add, per SKU part number."""
+    return dict(Counter(row.part_number for row in rows))
+
+
 def check_seats(rows: list[Row], skus: list[dict[str, Any]]) -> None:
     """Refuse to run if a SKU has fewer free seats than the rows add (every write must succeed)."""
     free = {s["skuPartNumber"]: int(s["freeUnits"]) for s in skus}
-    need: dict[str, int] = {}
-    for row in rows:
-        need[row.part_number] = need.get(row.part_number, 0) + 1
-    short = {part: (n, free.get(part, 0)) for part, n in need.items() if n > free.get(part, 0)}
+    short = {part: (n, free.get(part, 0)) for part, n in seat_demand(rows).items() if n > free.get(part, 0)}
     if short:
         raise RuntimeError(f"not enough free seats for the benchmark rows (needed, free): {short}")
 
@@ -65,7 +70,7 @@ def write_generated_csv(path: Path, count: int, domain: str) -> int:
         fh.write("user,add,employeeId\n")
         block: list[str] = []
         for i in range(count):
-            block.append(f"bulk.user{i:07d}@{domain},EMS,E{i:07d}\n")
+            block.append(f"bulk.user{i:07d}@{domain},{GENERATED_SKU},E{i:07d}\n")
             if len(block) >= 10_000:
                 fh.write("".join(block))
                 block.clear()
@@ -88,10 +93,11 @@ class Accepted:
         return self.accepted_at - self.sent_at
 
 
-def submit(api: httpx.Client, tenant: str, body: bytes | IO[bytes]) -> Accepted:
-    """POST a CSV (bytes, or a binary file object that httpx streams) to /v1/jobs."""
+def submit(api: httpx.Client, tenant: str, body: bytes | IO[bytes], *, dry_run: bool = False) -> Accepted:
+    """POST a CSV (bytes, or a binary file object that httpx streams) to /v1/jobs (`?dry_run=true`: plan only)."""
+    params = {"tenant": tenant, **({"dry_run": "true"} if dry_run else {})}
     sent = time.time()
-    response = api.post("/v1/jobs", params={"tenant": tenant}, content=body, headers={"Content-Type": "text/csv"})
+    response = api.post("/v1/jobs", params=params, content=body, headers={"Content-Type": "text/csv"})
     accepted = time.time()
     if response.status_code != 202:
         raise RuntimeError(f"submission refused: HTTP {response.status_code} {response.text[:500]}")
@@ -108,12 +114,15 @@ def get_job(api: httpx.Client, job_id: str) -> dict[str, Any]:
 
 
 def wait_job(api: httpx.Client, job_id: str, *, timeout_s: float, poll_s: float = 0.5) -> dict[str, Any]:
-    """Poll until the job is terminal; raises TimeoutError with the last record."""
+    """Poll until the job is terminal; raises TimeoutError with the last record, RuntimeError if it pauses
+    (a benchmark job pauses only when its setup is wrong: no seats, no access)."""
     deadline = time.monotonic() + timeout_s
     while True:
         job = get_job(api, job_id)
         if job["status"] in TERMINAL:
             return job
+        if job["status"] == JobStatus.PAUSED:
+            raise RuntimeError(f"job {job_id} paused ({job.get('paused_reason')}): {job.get('paused_message')}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id} not finished after {timeout_s:.0f} s: {job}")
         time.sleep(poll_s)

@@ -254,6 +254,8 @@ class Settings(BaseSettings):
     # A user Graph says does not exist is asked again for this long before it ends user_not_found:
     # the directory is eventually consistent, and new hires can take a minute or two to appear.
     not_found_grace_s: float = Field(default=180.0, ge=0)
+    # `$batch` requests of reads one chunk may have in flight at once: reading keeps pace with writing.
+    read_parallelism: int = Field(default=5, ge=1, le=20)
     # A dry run of at least this many users reads the whole tenant page by page (999 users a read)
     # instead of user by user (one read each).
     paged_read_min_users: int = Field(default=1000, ge=1)

@@ -104,6 +104,7 @@ class WorkerRuntime(ChunkContext):
             events=self.events,
             seat_recheck_s=self.settings.seat_recheck_interval_s,
             not_found_grace_s=self.settings.not_found_grace_s,
+            read_parallelism=self.settings.read_parallelism,
             rng=random.Random(),
             breaker=client.breaker,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -470,3 +471,28 @@ def test_a_dry_run_does_not_wait_for_replication(store: JobStore, clock: FakeClo
     result = results(store, "job")["new@x"]
     assert (result.status.value, result.reason) == ("would_fail", "user_not_found")
     assert result.detail == "new accounts may take a while to appear" and sleep.intervals == []
+
+
+def test_a_chunks_reads_go_out_together_and_its_writes_one_batch_at_a_time(store: JobStore, clock: FakeClock) -> None:
+    users = {f"u{i:02d}@x": user() for i in range(50)}
+    tenant = Tenant(users)
+    together = threading.Barrier(3, timeout=10)  # the three $batch requests of reads must be in flight at once
+    writes_in_flight: list[int] = []
+    inner = tenant.__call__
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        methods = {item["method"] for item in json.loads(request.content)["requests"]}
+        if methods == {"GET"}:
+            together.wait()
+        else:
+            writes_in_flight.append(len(writes_in_flight))
+        return inner(request)
+
+    job_id = job(store, [op(i + 2, f"u{i:02d}@x", add=(E3,)) for i in range(50)])
+    deps, _ = make_deps(store, tenant, clock)
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    graph = GraphClient(http, base_url="https://graph.test", throttle=RecordingThrottle(), timeout_s=5)
+    deps = dataclasses.replace(deps, graph=graph, read_parallelism=3)
+    assert run_users(deps, job_id, 0, budget_started_at=clock()) == 50
+    assert {r.status.value for r in results(store, job_id).values()} == {"succeeded"}
+    assert len(tenant.writes) == 50 and len(writes_in_flight) == 3  # 20 + 20 + 10 written in turn

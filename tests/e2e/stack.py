@@ -137,15 +137,7 @@ class Stack:
 
     def wait_status(self, job_id: str, status: str, *, timeout_s: float = 60) -> dict[str, Any]:
         """Poll the job until it reports `status` (e.g. paused)."""
-        deadline = time.monotonic() + timeout_s
-        with self.api() as api:
-            while True:
-                job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
-                if job["status"] == status:
-                    return job
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"job {job_id} not {status} after {timeout_s}s: {job}")
-                time.sleep(0.1)
+        return self.wait_until(job_id, lambda job: job["status"] == status, timeout_s=timeout_s)
 
     # --- helpers for the damage tests ---------------------------------------------------------
     def redis_client(self) -> redis.Redis:

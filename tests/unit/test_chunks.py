@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-import redis
 
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
@@ -42,16 +41,6 @@ class Ctx:
 
     def send(self, job_id: str, n: int, countdown_s: float, budget_started_at: float | None = None) -> None:
         self.sent.append((job_id, n, countdown_s, budget_started_at))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(redis_client: redis.Redis, clock: FakeClock) -> JobStore:
-    return JobStore(redis_client, retention_s=3600, clock=clock)
 
 
 def job(store: JobStore, users: int = 4, chunk_size: int = 2, tenant: str = "sim") -> str:

@@ -12,7 +12,6 @@ from urllib.parse import unquote
 
 import httpx
 import pytest
-import redis
 
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
@@ -95,16 +94,6 @@ def op(row: int, upn: str, add: tuple[str, ...] = (), remove: tuple[str, ...] = 
        plans: tuple[str, ...] = ()) -> Operation:
     return Operation(row=row, user=upn, add=tuple(LicenseAdd(s, plans) for s in add), remove=remove,
                      usage_location=location)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(redis_client: redis.Redis, clock: FakeClock) -> JobStore:
-    return JobStore(redis_client, retention_s=3600, clock=clock)
 
 
 def make_deps(store: JobStore, tenant: Tenant, clock: FakeClock, *, max_attempts: int = 4,

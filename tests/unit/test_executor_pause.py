@@ -61,16 +61,6 @@ class Network:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(redis_client: redis.Redis, clock: FakeClock) -> JobStore:
-    return JobStore(redis_client, retention_s=3600, clock=clock)
-
-
-@pytest.fixture
 def breaker(redis_client: redis.Redis, clock: FakeClock) -> Iterator[RedisBreaker]:
     yield RedisBreaker(redis_client, "sim", clock=clock, probe_lease_s=35)
 

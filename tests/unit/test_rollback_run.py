@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from jobs.executor import ChunkDeps, run_users
 from jobs.models import Operation, Reason, UserResult, UserStatus
@@ -58,16 +57,6 @@ AFTER = {
 def catalog() -> SkuCatalog:
     items = json.loads((CORPUS / "subscribed_skus.json").read_text(encoding="utf-8"))["value"]
     return SkuCatalog.from_graph(items)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(redis_client: redis.Redis, clock: FakeClock) -> JobStore:
-    return JobStore(redis_client, retention_s=3600, clock=clock)
 
 
 def rollback_job(store: JobStore, catalog: SkuCatalog, *, dry_run: bool = False) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import redis
 
 from graphclient.breaker import BreakerState, RedisBreaker
@@ -10,16 +9,6 @@ from jobs.models import LicenseAdd, Operation
 from jobs.scheduler import ProbeAnswer, pause_unreachable, resume_due
 from jobs.store import JobStore
 from tests.fakes import FakeClock
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(redis_client: redis.Redis, clock: FakeClock) -> JobStore:
-    return JobStore(redis_client, retention_s=3600, clock=clock)
 
 
 def new_job(store: JobStore, job_id: str, tenant: str) -> str:

@@ -38,5 +38,9 @@ export const runQuery = (waitForSeats) => (waitForSeats ? "?on_seat_shortage=wai
 
 export const canResume = (job) => job.status === "paused";
 
-/** Rollback is offered for a finished job whose JSON names its kind (servers that support rollback do). */
-export const canRollback = (job) => isTerminal(job) && job.kind !== undefined && job.kind !== null;
+/**
+ * Rollback is offered for a finished real job whose JSON names its kind (servers that support
+ * rollback do), unless it was rolled back already or changed nobody.
+ */
+export const canRollback = (job) => isTerminal(job) && job.kind !== undefined && job.kind !== null
+  && !job.dry_run && !job.rolled_back_by && (job.succeeded ?? 1) > 0;

@@ -94,6 +94,7 @@ def test_metrics_can_be_turned_off(settings: Settings, redis_client: redis.Redis
         assert client.get("/metrics").status_code == 404
 
 
+@pytest.mark.slow
 def test_with_redis_away_a_scrape_still_answers_and_says_so(settings: Settings, skus: list[dict[str, Any]]) -> None:
     nowhere = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     with TestClient(app_with(settings, nowhere, skus)) as client:

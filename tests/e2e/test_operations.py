@@ -25,7 +25,7 @@ from tests.e2e.tls import WebhookReceiver, pki, verify
 from tests.worker.test_metrics import samples
 
 # Each test runs in 2 to 6 s; the first also starts the module's stack. Inner deadlines fail first.
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 WEBHOOK_SECRET = "whsec-0f4e9a7c2b6d8e1f3a5c"
 CALLBACK_TOKEN = "cb-token-58af19d3"  # in the callback's query string: the receiver's, never logged

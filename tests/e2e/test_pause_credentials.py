@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.stack import API_KEY, Stack
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 WRONG_SECRET = "Wq8Q~Zr1xVn3bLd5fTg7hJk9mP2sC4eA6uY0iO.-"  # of Entra's shape, registered nowhere
 

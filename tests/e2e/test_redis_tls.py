@@ -22,7 +22,7 @@ from tests.e2e.test_secrets import needles_for
 from tests.e2e.tls import TlsProxy, TlsRedis, pki
 
 # The run takes 5-10 s, most of it starting the processes.
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 PASSWORD = "tls@Redis-pw-7f3c9e1a5b"  # '@' travels URL-encoded in the URL
 POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"

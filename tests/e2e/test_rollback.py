@@ -24,7 +24,7 @@ E1 = "18181a46-0d4e-45cd-891e-60aabd171b4e"  # STANDARDPACK
 EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 BI = "f8a1db68-be16-40ed-86d5-cb42ce701560"  # POWER_BI_PRO
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 HEADER = ["user", "add", "remove", "disabled_plans", "usage_location"]
 

@@ -33,7 +33,7 @@ import redis
 from tests.e2e.stack import API_KEY, OTHER_KEY, SIM_KEY, Stack
 
 # Each test runs in 1 to 3 s; the first also starts the module's stack. Inner deadlines fail first.
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
 EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"

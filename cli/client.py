@@ -116,7 +116,7 @@ def watch(client: ApiClient, job_id: str, *, poll_s: float = 0.5) -> dict[str, A
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(f"job {job_id[:8]}", total=job["total"], detail="")
         while True:
-            done = job["succeeded"] + job["failed"] + job["cancelled"]
+            done = job["total"] - job["pending"]  # every terminal user: unchanged and dry-run outcomes too
             counts = f"[green]{job['succeeded']} ok[/green] [red]{job['failed']} failed[/red]"
             paused = pause_line(job, time.time())
             if paused:  # no rate or ETA while paused: nothing moves until the cause is gone

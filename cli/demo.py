@@ -118,7 +118,7 @@ def run_demo(*, users: int, keep: bool, console: Console) -> int:
         console.print(f"results: [bold]{results}[/bold]")
         console.print(f"failed rows, ready to fix and resubmit: [bold]{failed_csv}[/bold]")
         finished = job["status"] in ("completed", "completed_with_errors")
-        ok = finished and job["succeeded"] + job["failed"] == job["total"]
+        ok = finished and job["succeeded"] + job["unchanged"] + job["failed"] == job["total"]
         return 0 if ok else 1
     finally:
         services.stop()

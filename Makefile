@@ -37,11 +37,14 @@ check: lint typecheck imports test  ## lint, strict types, import contract and t
 bench: $(BIN)/.installed  ## the throughput benchmark; writes BENCHMARKS.md
 	$(BIN)/python -m bench.run
 
-lock: $(BIN)/.installed  ## refresh both lock files from pyproject.toml's ranges
-	$(BIN)/uv pip compile pyproject.toml --group build --generate-hashes --universal \
-		--python-version 3.11 --quiet --no-header -o requirements.lock
-	$(BIN)/uv pip compile pyproject.toml --group build --extra dev --generate-hashes --universal \
-		--python-version 3.11 --quiet --no-header -o requirements-dev.lock
+# uv.lock is the lock (every package, version and hash, for every platform); the two requirements
+# files are exported from it so that installs need nothing but pip (`--require-hashes`).
+lock: $(BIN)/.installed  ## refresh the lock from pyproject.toml's ranges, then export what pip installs
+	$(BIN)/uv lock --upgrade
+	$(BIN)/uv export --frozen --format requirements-txt --no-emit-project --group build --no-header \
+		--quiet -o requirements.lock
+	$(BIN)/uv export --frozen --format requirements-txt --no-emit-project --group build --extra dev \
+		--no-header --quiet -o requirements-dev.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

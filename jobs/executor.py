@@ -254,7 +254,9 @@ class _RoundLoop:
         # pauses (the latter only when it pauses because Graph is unreachable).
         self.uncharged_writes: Counter[int] = Counter()
         self.outage_writes: Counter[int] = Counter()
-        self._pool: ThreadPoolExecutor | None = None  # for overlapping reads, made on first use
+        self._pool: ThreadPoolExecutor | None = None
+        # Seats per SKU the round's users gave back (taken, or not needed), released together.
+        self.freed_seats: Counter[str] = Counter()  # for overlapping reads, made on first use
 
     def drain(self, work: list[_Work]) -> int:
         """Run rounds until every user of `work` is terminal; returns how many results were recorded."""
@@ -448,6 +450,9 @@ class _RoundLoop:
         self._save_plans(new_plans)
         self.deps.store.bump(self.job_id, throttled=throttled, retries=retries)
         self._record(terminal)
+        if self.freed_seats and self.deps.seats is not None:  # one step for the whole round's users
+            self.deps.seats.release_many(self.job_id, self.freed_seats)
+            self.freed_seats.clear()
         return finished
 
     def _save_plans(self, works: Sequence[_Work]) -> None:
@@ -671,15 +676,14 @@ class _RoundLoop:
         needed = set(plan.seats_needed) if plan.outcome is Outcome.CHANGE else set()
         for add in op.add:
             if add.sku_id.lower() not in needed:
-                seats.release(self.job_id, add.sku_id.lower())
+                self.freed_seats[add.sku_id.lower()] += 1
 
     def _release(self, w: _Work) -> None:
         """The user's planned seats are taken (now in consumedUnits) or will not be: drop them."""
         seats, plan = self.deps.seats, w.plan
         if seats is None or self.job.dry_run or plan is None or plan.outcome is not Outcome.CHANGE:
             return
-        for sku in plan.seats_needed:
-            seats.release(self.job_id, sku)
+        self.freed_seats.update(plan.seats_needed)
 
     def _record(self, results: Sequence[UserResult]) -> None:
         if results:

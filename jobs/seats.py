@@ -54,11 +54,16 @@ end
 return short
 """
 
-# KEYS[1] this job's hash; ARGV: sku, n. Lowers the reservation, never below zero.
+# KEYS[1] this job's hash; ARGV: sku, n pairs. Lowers each reservation, never below zero; returns
+# what is left of the last one.
 _RELEASE = """
-local left = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') - tonumber(ARGV[2])
-if left > 0 then redis.call('HSET', KEYS[1], ARGV[1], left) else redis.call('HDEL', KEYS[1], ARGV[1]) end
-return math.max(left, 0)
+local last = 0
+for i = 1, #ARGV, 2 do
+  local left = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') - tonumber(ARGV[i + 1])
+  if left > 0 then redis.call('HSET', KEYS[1], ARGV[i], left) else redis.call('HDEL', KEYS[1], ARGV[i]) end
+  last = math.max(left, 0)
+end
+return last
 """
 
 
@@ -133,7 +138,15 @@ class SeatLedger:
 
     def release(self, job_id: str, sku_id: str, n: int = 1) -> int:
         """Give back `n` seats of a SKU (a user took its seat, or needs none); returns what is left."""
-        return int(self._release(keys=[self._job_key(job_id)], args=[sku_id, int(n)]))
+        return self.release_many(job_id, {sku_id: n})
+
+    def release_many(self, job_id: str, counts: Mapping[str, int]) -> int:
+        """Give back seats of several SKUs in one step (a round's users); returns what is left of the last."""
+        args: list[str | int] = []
+        for sku, n in counts.items():
+            if n > 0:
+                args += [sku, int(n)]
+        return int(self._release(keys=[self._job_key(job_id)], args=args)) if args else 0
 
     def release_all(self, tenant: str, job_id: str) -> None:
         """Drop every reservation of a job (it ended or was cancelled)."""

@@ -25,6 +25,24 @@ SIM_KEY = "test-key-sim-only"
 OTHER_KEY = "test-key-other-only"
 
 
+def sim_profile(name: str, sim: dict[str, Any], *, client_id: str | None = None, secret: str | None = None,
+                credential: str | None = None) -> str:
+    """A `[tenants.<name>]` profile on the simulated tenant: its own app by default, or the one given.
+
+    `credential` is a TOML line in place of the client secret (a certificate, for instance).
+    """
+    line = credential or f'client_secret = "{secret or sim["client_secret"]}"'
+    return (
+        f"[tenants.{name}]\n"
+        f'tenant_id = "{sim["tenant_id"]}"\n'
+        f'client_id = "{client_id or sim["client_id"]}"\n'
+        f"{line}\n"
+        f'authority_host = "{sim["authority_host"]}"\n'
+        f'graph_url = "{sim["graph_url"]}"\n'
+        f'ca_bundle = "{sim["ca_path"]}"\n'
+    )
+
+
 class Stack:
     """Real processes wired together as a user would deploy them."""
 

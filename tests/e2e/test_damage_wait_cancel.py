@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, sim_profile
 
 # Each runs in about 8 s (stack start included); their own deadlines fail first, with logs.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -40,15 +40,7 @@ def copy_of_sim_profile(name: str) -> Any:
     """A second tenant profile on the same simulated tenant (own throttle state, own jobs)."""
 
     def render(sim: dict[str, Any]) -> str:
-        return (
-            f"[tenants.{name}]\n"
-            f'tenant_id = "{sim["tenant_id"]}"\n'
-            f'client_id = "{sim["client_id"]}"\n'
-            f'client_secret = "{sim["client_secret"]}"\n'
-            f'authority_host = "{sim["authority_host"]}"\n'
-            f'graph_url = "{sim["graph_url"]}"\n'
-            f'ca_bundle = "{sim["ca_path"]}"\n'
-        )
+        return sim_profile(name, sim)
 
     return render
 

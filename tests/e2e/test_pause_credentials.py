@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import API_KEY, Stack
+from tests.e2e.stack import API_KEY, Stack, sim_profile
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -25,15 +25,7 @@ WRONG_SECRET = "Wq8Q~Zr1xVn3bLd5fTg7hJk9mP2sC4eA6uY0iO.-"  # of Entra's shape, r
 
 
 def profile(name: str, sim: dict[str, Any], client_id: str, secret: str) -> str:
-    return (
-        f"[tenants.{name}]\n"
-        f'tenant_id = "{sim["tenant_id"]}"\n'
-        f'client_id = "{client_id}"\n'
-        f'client_secret = "{secret}"\n'
-        f'authority_host = "{sim["authority_host"]}"\n'
-        f'graph_url = "{sim["graph_url"]}"\n'
-        f'ca_bundle = "{sim["ca_path"]}"\n'
-    )
+    return sim_profile(name, sim, client_id=client_id, secret=secret)
 
 
 def good(sim: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import API_KEY, Stack
+from tests.e2e.stack import API_KEY, Stack, sim_profile
 
 EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
@@ -27,15 +27,7 @@ pytestmark = pytest.mark.timeout(90)
 
 def readonly_profile(sim: dict[str, Any]) -> str:
     """A second profile on the same simulated tenant, for an app without write permissions."""
-    return (
-        "[tenants.readonly]\n"
-        f'tenant_id = "{sim["tenant_id"]}"\n'
-        f'client_id = "{sim["readonly_client_id"]}"\n'
-        f'client_secret = "{sim["readonly_client_secret"]}"\n'
-        f'authority_host = "{sim["authority_host"]}"\n'
-        f'graph_url = "{sim["graph_url"]}"\n'
-        f'ca_bundle = "{sim["ca_path"]}"\n'
-    )
+    return sim_profile("readonly", sim, client_id=sim["readonly_client_id"], secret=sim["readonly_client_secret"])
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import API_KEY, OTHER_KEY, SIM_KEY, Stack, UserState, user_state
+from tests.e2e.stack import API_KEY, OTHER_KEY, SIM_KEY, Stack, UserState, sim_profile, user_state
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"  # ENTERPRISEPACK
 E1 = "18181a46-0d4e-45cd-891e-60aabd171b4e"  # STANDARDPACK
@@ -31,15 +31,7 @@ HEADER = ["user", "add", "remove", "disabled_plans", "usage_location"]
 
 def other_profile(sim: dict[str, Any]) -> str:
     """A second tenant profile (on the same simulated tenant), for a key scoped to it alone."""
-    return (
-        "[tenants.other]\n"
-        f'tenant_id = "{sim["tenant_id"]}"\n'
-        f'client_id = "{sim["client_id"]}"\n'
-        f'client_secret = "{sim["client_secret"]}"\n'
-        f'authority_host = "{sim["authority_host"]}"\n'
-        f'graph_url = "{sim["graph_url"]}"\n'
-        f'ca_bundle = "{sim["ca_path"]}"\n'
-    )
+    return sim_profile("other", sim)
 
 
 @pytest.fixture(scope="module")

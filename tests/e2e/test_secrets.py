@@ -30,7 +30,7 @@ import httpx
 import pytest
 import redis
 
-from tests.e2e.stack import API_KEY, OTHER_KEY, SIM_KEY, Stack
+from tests.e2e.stack import API_KEY, OTHER_KEY, SIM_KEY, Stack, sim_profile
 
 # Each test runs in 1 to 3 s; the first also starts the module's stack. Inner deadlines fail first.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -50,15 +50,7 @@ PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 
 def profile(name: str, sim: dict[str, Any], credential: str) -> str:
-    return (
-        f"[tenants.{name}]\n"
-        f'tenant_id = "{sim["tenant_id"]}"\n'
-        f'client_id = "{sim["client_id"]}"\n'
-        f"{credential}\n"
-        f'authority_host = "{sim["authority_host"]}"\n'
-        f'graph_url = "{sim["graph_url"]}"\n'
-        f'ca_bundle = "{sim["ca_path"]}"\n'
-    )
+    return sim_profile(name, sim, credential=credential)
 
 
 def extra_profiles(sim: dict[str, Any]) -> str:

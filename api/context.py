@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -12,7 +11,7 @@ import redis
 
 from config import Settings
 from graphclient.retry import RetryPolicy
-from graphclient.tenant import TenantClient, build_tenant_client
+from graphclient.tenant import TenantClients
 from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
 from jobs.idempotency import IdempotencyStore
@@ -42,35 +41,18 @@ class ApiContext:
 
 
 class TenantGraphs:
-    """Each tenant profile's Graph client, built on first use; what the API asks Graph directly."""
+    """What the API asks Graph directly, through each tenant profile's client (built on first use)."""
 
     def __init__(self, settings: Settings, redis_client: redis.Redis) -> None:
         self._settings = settings
-        self._redis = redis_client
-        # Each tenant's client with the profile generation it was built from (rebuilt when it changes).
-        self._clients: dict[str, tuple[int | None, TenantClient]] = {}
-        self._lock = threading.Lock()  # sync routes run in a thread pool
+        self.clients = TenantClients(settings, redis_client)
         # A submission waits for Graph at most a few seconds; beyond that the caller gets a 503.
         self._sku_policy = replace(RetryPolicy.from_settings(settings), max_attempts=4, max_total_s=20.0,
                                    max_inline_wait_s=10.0)
 
-    def client(self, tenant: str) -> TenantClient:
-        """The tenant profile's client, shared with every later call until the profile changes."""
-        profiles = self._settings.profiles
-        profile = profiles.current()[tenant]
-        generation = profiles.generation(tenant)
-        with self._lock:
-            held = self._clients.get(tenant)
-            if held is None or held[0] != generation:
-                if held is not None:  # the old one is left to requests still using it, then collected
-                    log.warning("tenant profile %s changed: new Graph client and credentials", tenant)
-                held = (generation, build_tenant_client(self._settings, profile, self._redis))
-                self._clients[tenant] = held
-            return held[1]
-
     def subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
         """The tenant's GET /subscribedSkus, retried briefly."""
-        return list(self._sku_policy.call(self.client(tenant).graph.subscribed_skus))
+        return list(self._sku_policy.call(self.clients.get(tenant).graph.subscribed_skus))
 
     def write_ceiling(self, tenant: str) -> float | None:
         """The tenant's current write rate ceiling; None when its profile sets no rate."""
@@ -78,7 +60,8 @@ class TenantGraphs:
         if profile is None or profile.write_rate_per_s is None:
             return None
         try:
-            rate = self.client(tenant).throttle.snapshot().rate_per_s
-        except Exception:  # progress must not fail because the throttle state is unreadable
+            rate = self.clients.get(tenant).throttle.snapshot().rate_per_s
+        except Exception as exc:  # progress must not fail because the throttle state is unreadable
+            log.warning("tenant %s: write rate unreadable (%s); the ETA uses the profile's rate", tenant, exc)
             return profile.write_rate_per_s
         return None if rate is None else float(rate)

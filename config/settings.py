@@ -367,10 +367,6 @@ class Settings(BaseSettings):
         """The tenant profiles in force, from `tenants_file` (re-read when it changes)."""
         return self.profiles.current()
 
-    def tenant(self, name: str) -> TenantProfile:
-        """One profile by name; KeyError when unknown."""
-        return self.tenants[name]
-
 
 def get_settings(**overrides: Any) -> Settings:
     """Build the settings once at start; every configuration error names the setting."""

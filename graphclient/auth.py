@@ -188,6 +188,7 @@ class MsalTokenProvider:
             try:
                 result = app.acquire_token_for_client(scopes=[self._scope])
             except Exception as exc:
+                # Not chained (`from None`): MSAL's own exception may quote the client secret.
                 raise self._translate_exception(exc) from None
         return self._token_from(result)
 
@@ -198,7 +199,7 @@ class MsalTokenProvider:
             except GraphAuthError:
                 raise
             except Exception as exc:
-                raise self._translate_exception(exc) from None
+                raise self._translate_exception(exc) from None  # not chained, as in get_token
         return self._app
 
     def _translate_exception(self, exc: Exception) -> Exception:

@@ -274,6 +274,19 @@ class GraphClient:
         body: dict[str, Any] = self._call("POST", path, json_body=_assign_body(add, remove))
         return body
 
+    def send(self, request: BatchRequest) -> BatchItemResult:
+        """One item as a plain request, where a `$batch` envelope buys nothing; a failure comes back as its error.
+
+        A success must carry a JSON object, except a PATCH's (204 No Content), as for the calls above.
+        """
+        method = request.method.upper()
+        try:
+            status, headers, body = self._exchange(method, request.url, json_body=request.body,
+                                                   expect_object=method != "PATCH")
+        except GraphError as exc:
+            return BatchItemResult(request.id, exc.status or 0, {}, None, exc)
+        return BatchItemResult(request.id, status, headers, body)
+
     # -- $batch --------------------------------------------------------------------------------
 
     def batch(self, requests: Sequence[BatchRequest]) -> dict[str, BatchItemResult]:
@@ -296,27 +309,9 @@ class GraphClient:
         wanted = {r.id: r for r in requests}
         results: dict[str, BatchItemResult] = {}
         for raw in responses:
-            if not isinstance(raw, dict) or str(raw.get("id")) not in wanted or str(raw.get("id")) in results:
-                continue
-            item_id = str(raw["id"])
-            request = wanted[item_id]
-            headers = _lower(raw.get("headers") if isinstance(raw.get("headers"), dict) else None)
-            status = raw.get("status")
-            item_body = raw.get("body")
-            what = f"$batch item {item_id} {request.method.upper()} {request.url}"
-            if not isinstance(status, int):
-                error: GraphError | None = GraphTransientError(f"{what}: no status", ambiguous=True)
-                status = 0
-            else:
-                bucket = self._bucket(status, headers, is_read=not request.is_write)
-                bucket.observe(status, headers)
-                error = translate(status, headers, item_body, what=what, now=now)
-                self._observe(request.method.upper(), status, error)
-                if isinstance(error, GraphThrottled) and status != 429:
-                    bucket.observe(429, _throttle_headers(error))
-                if error is None and _malformed(request.method, status, item_body):
-                    error = GraphTransientError(f"{what} -> {status}: malformed body", status=status, ambiguous=True)
-            results[item_id] = BatchItemResult(item_id, status, headers, item_body, error)
+            if isinstance(raw, dict) and str(raw.get("id")) in wanted and str(raw.get("id")) not in results:
+                item = self._item(wanted[str(raw["id"])], raw, now)
+                results[item.id] = item
         for item_id, request in wanted.items():
             if item_id not in results:
                 # Graph applied it or not: we cannot tell, so the caller must check before a resend.
@@ -325,39 +320,76 @@ class GraphClient:
                 results[item_id] = BatchItemResult(item_id, 0, {}, None, missing)
         return results
 
+    def _item(self, request: BatchRequest, raw: Mapping[str, Any], now: datetime) -> BatchItemResult:
+        """One item of a `$batch` answer, judged like a plain answer."""
+        headers = _lower(raw.get("headers") if isinstance(raw.get("headers"), dict) else None)
+        status, body = raw.get("status"), raw.get("body")
+        what = f"$batch item {request.id} {request.method.upper()} {request.url}"
+        if not isinstance(status, int):
+            return BatchItemResult(request.id, 0, headers, body, GraphTransientError(f"{what}: no status",
+                                                                                    ambiguous=True))
+        error = self._answer(request.method.upper(), status, headers, body, what=what, now=now,
+                             is_read=not request.is_write)
+        if error is None and _malformed(request.method, status, body):
+            error = GraphTransientError(f"{what} -> {status}: malformed body", status=status, ambiguous=True)
+        return BatchItemResult(request.id, status, headers, body, error)
+
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json_body: Any = None,
-        writes: int | None = None,
-        read_ru: int | None = None,
-        expect_object: bool = True,
-    ) -> Any:
-        """One request: throttle, send, observe, translate. Returns the parsed JSON body.
+    def _call(self, method: str, path: str, *, json_body: Any = None, writes: int | None = None,
+              read_ru: int | None = None, expect_object: bool = True) -> Any:
+        """One request: throttle, send, answer. Returns the parsed JSON body (GraphError otherwise).
 
         With `expect_object` a success must carry a JSON object; otherwise an empty body is fine.
         """
+        _, _, body = self._exchange(method, path, json_body=json_body, writes=writes, read_ru=read_ru,
+                                    expect_object=expect_object)
+        return body
+
+    def _exchange(self, method: str, path: str, *, json_body: Any = None, writes: int | None = None,
+                  read_ru: int | None = None, expect_object: bool = True) -> tuple[int, Mapping[str, str], Any]:
+        """`_call`, returning the answer's status and headers with its body."""
         if writes is None:
             writes = 1 if method in WRITE_METHODS else 0
         if read_ru is None:
             read_ru = read_cost(path) if method not in WRITE_METHODS else 0
         what = f"{method} {path}"
+        client_request_id = str(uuid.uuid4())
         self._acquire(writes, read_ru)
         admission = self._breaker.admit()  # GraphUnavailable while Graph does not answer this tenant
-        client_request_id = str(uuid.uuid4())
+        response = self._send(method, path, json_body, admission, client_request_id)
+        status, headers = response.status_code, response.headers
+        body: Any = None
+        parse_error: ValueError | None = None
+        if response.content:
+            try:
+                body = json.loads(response.content)
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+                parse_error = exc
+        error = self._answer(_label(method, path), status, headers, body, what=what, now=self._utcnow(),
+                             is_read=writes == 0, client_request_id=client_request_id)
+        self._report(admission, method, path, json_body,
+                     f"{what} -> {status}" if isinstance(error, GraphTransientError) else None)
+        if error is not None:
+            log.debug("%s", error)
+            raise error
+        if parse_error is not None or not (isinstance(body, dict) or (body is None and not expect_object)):
+            raise GraphTransientError(
+                f"{what} -> {status}: malformed response body (client-request-id {client_request_id})",
+                status=status,
+                request_id=headers.get("request-id") or client_request_id,
+                ambiguous=True,
+            ) from parse_error
+        return status, _lower(headers), body
+
+    def _send(self, method: str, path: str, json_body: Any, admission: Admission,
+              client_request_id: str) -> httpx.Response:
+        """Put the request on the wire; a transport failure is told to the breaker and raised as GraphError."""
+        what = f"{method} {path}"
         headers = {"client-request-id": client_request_id, "Accept": "application/json"}
         try:
-            response = self._http.request(
-                method,
-                self._root + path,
-                json=json_body,
-                headers=headers,
-                timeout=self._timeout,
-            )
+            return self._http.request(method, self._root + path, json=json_body, headers=headers,
+                                      timeout=self._timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             self._report(admission, method, path, json_body, f"{what}: {type(exc).__name__}")
             # Nothing reached Graph: safe to resend.
@@ -379,44 +411,21 @@ class GraphClient:
             self._report(admission, method, path, json_body,
                          exc.message if isinstance(exc, GraphTransientError) else None)
             raise
-        status = response.status_code
-        body: Any = None
-        parse_error: ValueError | None = None
-        if response.content:
-            try:
-                body = json.loads(response.content)
-            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-                parse_error = exc
-        bucket = self._bucket(status, response.headers, is_read=writes == 0)
-        bucket.observe(status, response.headers)
-        error = translate(
-            status,
-            response.headers,
-            body,
-            what=what,
-            now=self._utcnow(),
-            client_request_id=client_request_id,
-        )
-        self._report(admission, method, path, json_body,
-                     f"{what} -> {status}" if isinstance(error, GraphTransientError) else None)
-        self._observe(_label(method, path), status, error)
-        if error is not None:
-            if isinstance(error, GraphThrottled) and status != 429:
-                bucket.observe(429, _throttle_headers(error))
-            log.debug("%s", error)
-            raise error
-        if (
-            parse_error is not None
-            or (expect_object and not isinstance(body, dict))
-            or (not expect_object and body is not None and not isinstance(body, dict))
-        ):
-            raise GraphTransientError(
-                f"{what} -> {status}: malformed response body (client-request-id {client_request_id})",
-                status=status,
-                request_id=response.headers.get("request-id") or client_request_id,
-                ambiguous=True,
-            ) from parse_error
-        return body
+
+    def _answer(self, method: str, status: int, headers: Mapping[str, str], body: Any, *, what: str,
+                now: datetime, is_read: bool, client_request_id: str | None = None) -> GraphError | None:
+        """What an answer (a plain response or a `$batch` item) means: None for a success, else its error.
+
+        The throttle that answer speaks of and the observer are told of it; a throttle that came as a
+        legacy 503 is told to the throttle as a 429 too.
+        """
+        bucket = self._bucket(status, headers, is_read=is_read)
+        bucket.observe(status, headers)
+        error = translate(status, headers, body, what=what, now=now, client_request_id=client_request_id)
+        self._observe(method, status, error)
+        if isinstance(error, GraphThrottled) and status != 429:
+            bucket.observe(429, _throttle_headers(error))
+        return error
 
     def _report(self, admission: Admission, method: str, path: str, json_body: Any, failure: str | None) -> None:
         """Tell the breaker whether Graph answered (`failure` None) or not, and which request it was."""
@@ -427,7 +436,6 @@ class GraphClient:
         body = json.dumps(json_body, sort_keys=True, default=str).encode()
         request = f"{method} {path} {hashlib.blake2b(body, digest_size=8).hexdigest()}"
         self._breaker.record(admission, answered=False, request=request, error=failure)
-
 
     def _observe(self, method: str, status: int, error: GraphError | None) -> None:
         """Tell the observer, if any, what Graph answered."""

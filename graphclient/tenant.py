@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -15,6 +18,8 @@ from graphclient.breaker import RedisBreaker
 from graphclient.client import GraphClient, GraphObserver
 from graphclient.throttle import RedisThrottle, burst_headroom
 from graphclient.timescale import ScaledRetryAfterTransport
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,7 @@ def build_tenant_client(settings: Settings, profile: TenantProfile, client: redi
     transport: httpx.BaseTransport = httpx.HTTPTransport(verify=verify, limits=limits)
     if settings.time_scale != 1.0:
         transport = ScaledRetryAfterTransport(transport, settings.time_scale)
-    http = httpx.Client(
-        auth=GraphAuth(tokens),
-        transport=transport,
-        timeout=httpx.Timeout(settings.graph_timeout_s, connect=min(10.0, settings.graph_timeout_s)),
-    )
+    http = httpx.Client(auth=GraphAuth(tokens), transport=transport)  # GraphClient sets each request's timeout
     throttle = RedisThrottle(
         client,
         profile.name,
@@ -83,3 +84,49 @@ def _read_throttle(settings: Settings, profile: TenantProfile, client: redis.Red
     capacity = max(1, int(profile.read_capacity_ru * rate / ru_rate))
     return RedisThrottle(client, f"{profile.name}:reads", capacity=capacity, rate_per_s=rate, clock=time.time,
                          sleep=time.sleep, max_inline_wait_s=settings.max_inline_wait_s)
+
+
+class TenantClients:
+    """Each tenant profile's client, built on first use and rebuilt when its profile changes; one set per process.
+
+    `look_now` looks at the profiles file at every `get` (a stat: an edit counts from the worker's
+    next chunk) instead of at the profiles' check interval. `observer_for(tenant)` is told of every
+    answer of that tenant's client (the worker's metrics). A replaced client is left to the calls
+    still using it, and closed by `close`.
+    """
+
+    def __init__(self, settings: Settings, client: redis.Redis, *, look_now: bool = False,
+                 observer_for: Callable[[str], GraphObserver | None] = lambda _: None) -> None:
+        self._settings = settings
+        self._redis = client
+        self._look_now = look_now
+        self._observer_for = observer_for
+        # Each tenant's client with the profile generation it was built from.
+        self._clients: dict[str, tuple[int | None, TenantClient]] = {}
+        self._retired: list[TenantClient] = []
+        self._lock = threading.Lock()  # task threads and sync routes ask at once
+
+    def get(self, tenant: str) -> TenantClient:
+        """The tenant profile's client (KeyError if the profile is unknown)."""
+        profiles = self._settings.profiles
+        profile = (profiles.refresh() if self._look_now else profiles.current())[tenant]
+        generation = profiles.generation(tenant)
+        with self._lock:
+            held = self._clients.get(tenant)
+            if held is None or held[0] != generation:
+                if held is not None:
+                    log.warning("tenant profile %s changed: new Graph client and credentials", tenant)
+                    self._retired.append(held[1])
+                built = build_tenant_client(self._settings, profile, self._redis, observer=self._observer_for(tenant))
+                held = (generation, built)
+                self._clients[tenant] = held
+            return held[1]
+
+    def close(self) -> None:
+        """Close every client's connections, replaced ones included."""
+        with self._lock:
+            clients = [c for _, c in self._clients.values()] + self._retired
+            self._clients.clear()
+            self._retired.clear()
+        for client in clients:
+            client.close()

@@ -19,7 +19,7 @@ from config import Settings
 from graphclient.breaker import BreakerState
 from graphclient.errors import GraphError, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy
-from graphclient.tenant import TenantClient, build_tenant_client
+from graphclient.tenant import TenantClients
 from jobs.audit import AuditLog
 from jobs.audit_listener import AuditListener
 from jobs.catalogs import CatalogCache, CatalogUnavailable
@@ -67,32 +67,14 @@ class WorkerRuntime(ChunkContext):
                                                observe=self.metrics.notified)
         self._metrics_server: MetricsServer | None = None
         self.events = Listeners(self._listeners())
-        # Each tenant's client with the profile generation it was built from (rebuilt when it changes).
-        self._clients: dict[str, tuple[int | None, TenantClient]] = {}
-        self._retired: list[TenantClient] = []
-        self._lock = threading.Lock()
+        # A profile edit counts from the next chunk; chunks still running keep the client they had.
+        self.clients = TenantClients(settings, self.redis, look_now=True, observer_for=self.metrics.graph_observer)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def client(self, tenant: str) -> TenantClient:
-        """The tenant profile's Graph client (KeyError if unknown), rebuilt after the profile changed."""
-        profiles = self.settings.profiles
-        profile = profiles.refresh()[tenant]  # a stat of the profiles file: an edit counts from the next chunk
-        generation = profiles.generation(tenant)
-        with self._lock:
-            held = self._clients.get(tenant)
-            if held is None or held[0] != generation:
-                if held is not None:
-                    log.warning("tenant profile %s changed: new Graph client and credentials", tenant)
-                    self._retired.append(held[1])  # chunks still running use it; closed at stop
-                held = (generation, build_tenant_client(self.settings, profile, self.redis,
-                                                          observer=self.metrics.graph_observer(tenant)))
-                self._clients[tenant] = held
-        return held[1]
-
     def deps_for(self, tenant: str) -> ChunkDeps:
         """Graph client, throttle, breaker and retry policy for a tenant profile."""
-        client = self.client(tenant)
+        client = self.clients.get(tenant)
         return ChunkDeps(
             store=self.store,
             graph=client.graph,
@@ -115,7 +97,7 @@ class WorkerRuntime(ChunkContext):
                 NotifyOnEnd(self.producer.notify)]
 
     def _subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
-        graph = self.client(tenant).graph
+        graph = self.clients.get(tenant).graph
         return list(self.policy.call(graph.subscribed_skus))
 
     def probe(self, job_id: str, tenant: str, reason: str) -> ProbeAnswer:
@@ -143,7 +125,7 @@ class WorkerRuntime(ChunkContext):
         The probe is a `GET /subscribedSkus` the breaker lets through only when its probe time has
         come and no other worker is probing; otherwise it is refused without being sent.
         """
-        client = self.client(tenant)
+        client = self.clients.get(tenant)
         state = client.breaker.state()
         if state.open and (state.next_probe_at or 0.0) <= time.time():
             with contextlib.suppress(GraphError, ThrottleWaitTooLong):
@@ -154,7 +136,7 @@ class WorkerRuntime(ChunkContext):
     def breaker_state(self, tenant: str) -> BreakerState | None:
         """The tenant's breaker, or None for a tenant no longer configured."""
         try:
-            return self.client(tenant).breaker.state()
+            return self.clients.get(tenant).breaker.state()
         except KeyError:
             return None
 
@@ -176,10 +158,7 @@ class WorkerRuntime(ChunkContext):
             thread.join(timeout=5)
         with contextlib.suppress(redis.RedisError):
             self.store.worker_gone(self.worker_id)
-        for _, client in self._clients.values():
-            client.close()
-        for client in self._retired:
-            client.close()
+        self.clients.close()
         self.notifier.close()
         if self._metrics_server is not None:
             self._metrics_server.stop()

@@ -52,7 +52,7 @@ def test_a_tenant_default_callback_must_be_a_web_url(tmp_path: Path) -> None:
     tenants = tmp_path / "tenants.toml"
     base = '[tenants.contoso]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\n'
     tenants.write_text(base + 'callback_url = "https://hr.contoso.example/bulk"\n')
-    assert settings(tenants_file=tenants).tenant("contoso").callback_url == "https://hr.contoso.example/bulk"
+    assert settings(tenants_file=tenants).tenants["contoso"].callback_url == "https://hr.contoso.example/bulk"
     tenants.write_text(base + 'callback_url = "file:///etc/passwd"\n')
     with pytest.raises(ConfigError, match="tenants.contoso: .*callback_url must be an https:// URL"):
         get_settings(_env_file=None, tenants_file=tenants)

@@ -103,7 +103,7 @@ def test_settings_tenants_follow_the_file(path: Path) -> None:
     edit(path, profile("a", "first-secret") + profile("new", "n-secret"))
     settings.profiles.refresh()
     assert set(settings.tenants) == {"a", "new"}
-    assert settings.tenant("new").client_id == "c-new"
+    assert settings.tenants["new"].client_id == "c-new"
 
 
 def test_the_worker_and_the_api_rebuild_a_changed_tenants_client(path: Path, redis_url: str) -> None:
@@ -111,15 +111,15 @@ def test_the_worker_and_the_api_rebuild_a_changed_tenants_client(path: Path, red
     runtime = WorkerRuntime(settings, Celery("test", broker="memory://", set_as_current=False))
     graphs = TenantGraphs(settings, runtime.redis)
     try:
-        worker_a, worker_b, api_a = runtime.client("a"), runtime.client("b"), graphs.client("a")
-        assert runtime.client("a") is worker_a and graphs.client("a") is api_a  # kept while unchanged
+        worker_a, worker_b, api_a = runtime.clients.get("a"), runtime.clients.get("b"), graphs.clients.get("a")
+        assert runtime.clients.get("a") is worker_a and graphs.clients.get("a") is api_a  # kept while unchanged
         edit(path, profile("a", "fixed-secret") + profile("b", "b-secret"))
         settings.profiles.refresh()
-        assert runtime.client("a") is not worker_a and graphs.client("a") is not api_a
-        assert runtime.client("a").profile.client_secret.get_secret_value() == "fixed-secret"
-        assert runtime.client("b") is worker_b  # another tenant's client (its tokens, its connections) stays
-        assert runtime.deps_for("a").breaker is runtime.client("a").breaker
+        assert runtime.clients.get("a") is not worker_a and graphs.clients.get("a") is not api_a
+        assert runtime.clients.get("a").profile.client_secret.get_secret_value() == "fixed-secret"
+        assert runtime.clients.get("b") is worker_b  # another tenant's client (its tokens, its connections) stays
+        assert runtime.deps_for("a").breaker is runtime.clients.get("a").breaker
         with pytest.raises(KeyError):
-            runtime.client("gone")
+            runtime.clients.get("gone")
     finally:
         runtime.stop()

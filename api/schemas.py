@@ -2,19 +2,99 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from jobs.models import JobStatus, PauseReason
+from jobs.record import JobKind
+from jobs.submit import Submitted
 
 
 class JobAccepted(BaseModel):
-    """Answer to a submission."""
+    """Answer to a submission (and to run and rollback, which create a job): the job, queued."""
 
     id: str
-    status: str
+    status: JobStatus
     total: int
     warnings: list[str] = []
     dry_run: bool = False
+
+    @classmethod
+    def of(cls, submitted: Submitted) -> JobAccepted:
+        """The answer for a job just accepted."""
+        return cls(id=submitted.id, status=JobStatus.QUEUED, total=submitted.total,
+                   warnings=list(submitted.warnings), dry_run=submitted.dry_run)
+
+
+def accepted(answer: Mapping[str, Any], status_code: int = 202) -> JSONResponse:
+    """The answer naming a created job (a JobAccepted body), with its `Location`."""
+    return JSONResponse(status_code=status_code, content=dict(answer), headers={"Location": f"/v1/jobs/{answer['id']}"})
+
+
+class SeatOut(BaseModel):
+    """One SKU of a plan's seat table."""
+
+    sku_id: str
+    sku: str = Field(description="The skuPartNumber (the id when the tenant no longer has the SKU).")
+    needed: int
+    released: int
+    free: int = Field(description="Graph's free seats minus what the tenant's other jobs hold.")
+    shortfall: int
+
+
+class PlanOut(BaseModel):
+    """What the job's plan found so far (every job reads and plans each user before writing)."""
+
+    changes: int
+    unchanged: int
+    planned: int
+    predicted_failures: dict[str, int] = Field(description="Reason → users the plan expects to fail.")
+    warnings: dict[str, int]
+    seats: list[SeatOut] | None = Field(description="Null when Graph cannot be asked right now.")
+
+
+class JobOut(BaseModel):
+    """A job's progress (`GET /v1/jobs/{id}`, and each event of `GET /v1/jobs/{id}/events`).
+
+    `would_change` and `would_fail` are there for dry runs only; the links to related jobs
+    (`planned_from`, `run_as`, `rollback_of`, `rolled_back_by`) only when there is one.
+    """
+
+    id: str
+    tenant: str
+    kind: JobKind
+    dry_run: bool
+    status: JobStatus
+    total: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    unchanged: int
+    pending: int
+    waiting_for_replication: int
+    throttled: int
+    retries: int
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    rate_per_s: float
+    eta_s: float | None
+    source: str
+    warnings: list[str]
+    plan: PlanOut | None
+    paused_reason: PauseReason | None
+    paused_message: str | None
+    paused_at: str | None
+    next_probe_at: str | None
+    would_change: int | None = None
+    would_fail: int | None = None
+    planned_from: str | None = None
+    run_as: str | None = None
+    rollback_of: str | None = None
+    rolled_back_by: str | None = None
 
 
 class ErrorItem(BaseModel):

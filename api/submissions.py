@@ -139,10 +139,9 @@ def _audit_submitted(context: ApiContext, who: Caller, tenant: str | None, job_i
         context.audit.append(tenant, who.name, AuditAction.SUBMITTED, job=job_id, details=details)
 
 
-def _answer(accepted: Submitted) -> dict[str, Any]:
+def _answer(submitted: Submitted) -> dict[str, Any]:
     """The 202 body."""
-    return JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings),
-                       dry_run=accepted.dry_run).model_dump()
+    return JobAccepted.of(submitted).model_dump(mode="json")
 
 
 @asynccontextmanager

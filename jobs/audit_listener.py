@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jobs.audit import MAX_DETAILS_BYTES, SYSTEM_ACTOR, AuditAction, AuditLog
+from jobs.counters import PlanCounters
 from jobs.events import JobEvent
 from jobs.models import UserResult
-from jobs.progress import PlanSummary
 
 # A pause's message is Graph's (or the identity platform's) answer: kept short.
 MAX_MESSAGE_CHARS = 300
@@ -44,7 +44,7 @@ class AuditListener:
 def audit_details(event: JobEvent, details: Mapping[str, Any]) -> dict[str, Any]:
     """What the trail keeps of an event's details: the plan's counts, a pause's reason, the final counts."""
     if event is JobEvent.PLAN_FINISHED:
-        summary = PlanSummary.from_counters(details).to_json()
+        summary = PlanCounters.from_hash(details).to_json()
         plan = {key: summary[key] for key in ("planned", "changes", "unchanged", "predicted_failures", "warnings",
                                               "needed", "released")}
         if len(json.dumps(plan)) > MAX_DETAILS_BYTES:  # seats of very many SKUs: the counts still go in

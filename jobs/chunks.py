@@ -1,4 +1,4 @@
-"""One chunk task, start to finish: claim it, run its users, hand it back or complete it, send the next."""
+"""One chunk task, start to finish: claim and read it, run its users, hand it back, park or complete it."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from typing import Protocol
 
 from config.logs import bind_log_fields, log_context
 from graphclient.errors import GraphError, ThrottleWaitTooLong
+from jobs.counters import USER_COUNTERS
 from jobs.events import JobEvent
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
+from jobs.lifecycle import ChunkOutcome, ClaimResult
 from jobs.models import Reason, UserResult, UserStatus
 from jobs.prefetch import prefetch_users
+from jobs.record import Prefetch
 from jobs.scheduler import Send, dispatch
-from jobs.store import JobStore
+from jobs.store import ChunkView, JobStore
 
 log = logging.getLogger(__name__)
 _running_lock = threading.Lock()
@@ -44,92 +47,93 @@ def execute_chunk(
     budget_started_at: float | None = None,
     *,
     clock: Callable[[], float] = time.time,
-) -> str:
-    """Run chunk n of a job once; returns what happened ('done', 'handed_back', 'parked', 'skipped:<why>')."""
+) -> ChunkOutcome:
+    """Run chunk n of a job once; returns what the run came to (done, handed back, parked, skipped ...)."""
     with log_context(job=job_id, chunk=n):  # every line logged while the chunk runs names it
         return _execute(ctx, job_id, n, budget_started_at, clock)
 
 
 def _execute(ctx: ChunkContext, job_id: str, n: int, budget_started_at: float | None,
-             clock: Callable[[], float]) -> str:
+             clock: Callable[[], float]) -> ChunkOutcome:
     """`execute_chunk`, inside the chunk's log context."""
     key = f"{job_id}:{n}"
     with _running_lock:
         # After a broker reconnect, kombu redelivers the messages of chunks still running here.
         if key in ctx.running:
             log.info("chunk %s of job %s skipped: already running in this worker", n, job_id)
-            return "skipped:running"
+            return ChunkOutcome.SKIPPED_RUNNING
         ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
     try:
         claim = ctx.store.claim_chunk(job_id, n, ctx.worker_id)
-        if claim != "ok":
-            log.info("chunk %s of job %s skipped: %s", n, job_id, claim)
-            return f"skipped:{claim}"
-        return _run_claimed(ctx, job_id, n, _budget_start(ctx.store, job_id, n, budget_started_at, clock), clock)
+        if claim is not ClaimResult.OK:
+            log.info("chunk %s of job %s skipped: %s", n, job_id, claim.value)
+            return ChunkOutcome.skipped(claim)
+        view = ctx.store.chunk_view(job_id, n, count_run=True, take_budget=budget_started_at is None)
+        return _run_claimed(ctx, view, _budget_start(view, budget_started_at, clock), clock)
     finally:
         with _running_lock:
             ctx.running.discard(key)
 
 
-def _budget_start(store: JobStore, job_id: str, n: int, given: float | None, clock: Callable[[], float]) -> float:
+def _budget_start(view: ChunkView, given: float | None, clock: Callable[[], float]) -> float:
     """When the chunk's retry budget started: as handed over, or moved past the pause it was parked for.
 
     A parked chunk kept the budget it had used; the time the job stood paused is not charged to it.
     """
     if given is not None:
         return given
-    used_s = store.take_budget(job_id, n)
-    return clock() - (used_s or 0.0)
+    return clock() - (view.budget_used_s or 0.0)
 
 
-def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: float,
-                 clock: Callable[[], float]) -> str:
+def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
+                 clock: Callable[[], float]) -> ChunkOutcome:
     """Run a chunk we hold the claim on, then hand it back or complete it and send the job's next."""
-    store = ctx.store
-    deps = _deps_or_fail(ctx, job_id, n, clock)
+    store, job_id, n = ctx.store, view.job_id, view.n
+    deps = _deps_or_fail(ctx, view, clock)
     if deps is not None:
-        _read_tenant_first(ctx, deps, job_id)
+        view = _read_tenant_first(ctx, deps, view)
         try:
-            run_users(deps, job_id, n, budget_started_at=budget_started_at)
+            run_users(deps, job_id, n, budget_started_at=budget_started_at, view=view)
         except HandBack as hb:
             countdown_s = min(hb.countdown_s, ctx.max_countdown_s)
             store.release_chunk(job_id, n, ctx.worker_id, due_in_s=countdown_s)
             ctx.send(job_id, n, countdown_s, budget_started_at)
             log.info("chunk %s of job %s handed back for %.1fs", n, job_id, countdown_s)
-            return "handed_back"
+            return ChunkOutcome.HANDED_BACK
         except Parked:
             store.save_budget(job_id, n, clock() - budget_started_at)  # kept before a resume can requeue it
             if store.park_chunk(job_id, n, ctx.worker_id):
                 log.info("chunk %s of job %s parked: the job is paused", n, job_id)
-                return "parked"
+                return ChunkOutcome.PARKED
             store.take_budget(job_id, n)
             ctx.send(job_id, n, 0.0, budget_started_at)  # resumed meanwhile: run again at once
-            return "resumed"
+            return ChunkOutcome.RESUMED
     first, done, chunks, nxt = store.complete_chunk(job_id, n)
     if first and nxt is not None:
         ctx.send(job_id, nxt, 0.0)
     if first and done >= chunks:
         _finished(store, deps, job_id)
         log.info("job %s finished (%d chunks)", job_id, chunks)
-    return "done"
+    return ChunkOutcome.DONE
 
 
-def _read_tenant_first(ctx: ChunkContext, deps: ChunkDeps, job_id: str) -> None:
+def _read_tenant_first(ctx: ChunkContext, deps: ChunkDeps, view: ChunkView) -> ChunkView:
     """For a large dry run, page the whole tenant once, then send the rest of the job's window.
 
     Only the job's first chunk is sent at submission for such a job, so nothing reads users one by
-    one meanwhile. If the listing fails, the chunks read their users one by one instead.
+    one meanwhile. If the listing fails, the chunks read their users one by one instead. Returns the
+    chunk's view as it is after the listing.
     """
-    store = ctx.store
-    fields = store.job_fields(job_id, "prefetch", "prefetched")
-    if fields.get("prefetch") != "1" or "prefetched" in fields:
-        return
+    store, job_id, record = ctx.store, view.job_id, view.record
+    if record is None or record.spec.prefetch is not Prefetch.ASKED or record.prefetched:
+        return view
     try:
         prefetch_users(deps.graph, deps.policy, store, job_id, deps.sleep)
     except (GraphError, ThrottleWaitTooLong) as exc:
         log.warning("job %s: could not list the tenant's users (%s); reading them one by one", job_id, exc)
-    store.link(job_id, "prefetch", "done")
+    store.prefetch_done(job_id)
     dispatch(store, ctx.send, job_id, max(0, ctx.chunk_window - 1))
+    return store.chunk_view(job_id, view.n)
 
 
 def _finished(store: JobStore, deps: ChunkDeps | None, job_id: str) -> None:
@@ -141,40 +145,36 @@ def _finished(store: JobStore, deps: ChunkDeps | None, job_id: str) -> None:
         deps.seats.release_all(tenant, job_id)
     progress = store.progress(job_id)
     if progress is not None:
-        counts = {k: v for k, v in progress.to_json().items()
-                  if k in ("status", "total", "succeeded", "failed", "cancelled", "unchanged", "would_change",
-                           "would_fail")}
+        counts = {k: v for k, v in progress.to_json().items() if k in ("status", "total", *USER_COUNTERS)}
         deps.events.job_event(job_id, tenant, JobEvent.FINISHED, counts)
 
 
-def _deps_or_fail(ctx: ChunkContext, job_id: str, n: int, clock: Callable[[], float]) -> ChunkDeps | None:
+def _deps_or_fail(ctx: ChunkContext, view: ChunkView, clock: Callable[[], float]) -> ChunkDeps | None:
     """What running the chunk needs; None after failing its users when it must not run."""
-    store = ctx.store
-    runs = store.count_run(job_id, n)
-    if runs > ctx.max_chunk_runs:
+    store, job_id, n = ctx.store, view.job_id, view.n
+    if view.runs > ctx.max_chunk_runs:
         # A chunk that keeps dying (a crash it causes, or a bug) must not be requeued for ever.
-        _fail_all(store, job_id, n, f"chunk {n} was started {runs - 1} times without finishing", clock(),
+        _fail_all(store, view, f"chunk {n} was started {view.runs - 1} times without finishing", clock(),
                   Reason.CHUNK_FAILED_REPEATEDLY)
-        log.error("chunk %s of job %s failed after %d runs", n, job_id, runs - 1)
+        log.error("chunk %s of job %s failed after %d runs", n, job_id, view.runs - 1)
         return None
-    tenant = store.job_tenant(job_id) or ""
+    tenant = view.record.tenant if view.record is not None else ""
     bind_log_fields(tenant=tenant)
     try:
         return ctx.deps_for(tenant)
     except KeyError:
-        _fail_all(store, job_id, n, f"tenant profile '{tenant}' is not configured on this worker", clock(),
+        _fail_all(store, view, f"tenant profile '{tenant}' is not configured on this worker", clock(),
                   Reason.TENANT_NOT_CONFIGURED)
         return None
 
 
-def _fail_all(store: JobStore, job_id: str, n: int, message: str, now: float, reason: Reason) -> None:
+def _fail_all(store: JobStore, view: ChunkView, message: str, now: float, reason: Reason) -> None:
     """Record every still-pending user of the chunk as failed (users already terminal keep their result)."""
-    ops = store.load_chunk(job_id, n)
-    store.record(
-        job_id,
+    store.record_results(
+        view.job_id,
         [
             UserResult(row=op.row, user=op.user, status=UserStatus.FAILED, reason=reason,
                        graph_message=message, updated_at=now)
-            for op in ops
+            for op in view.ops
         ],
     )

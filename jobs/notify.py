@@ -35,6 +35,7 @@ from config import Settings
 from config.logs import http_lines_hidden, log_context
 from jobs.events import JobEvent
 from jobs.models import UserResult
+from jobs.seats import seat_table, with_seats
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -260,8 +261,8 @@ class Notifier:
         return outcome
 
     def _attempt(self, delivery: Delivery) -> Outcome:
-        fields = self.store.job_fields(delivery.job_id, "tenant", "callback_url")
-        url = fields.get("callback_url") or self._tenant_urls.get(fields.get("tenant", ""))
+        job = self.store.job(delivery.job_id)
+        url = None if job is None else job.spec.callback_url or self._tenant_urls.get(job.tenant)
         if not url:
             return Outcome.SKIPPED
         if self._secret is None:
@@ -299,12 +300,9 @@ class Notifier:
         progress = self.store.progress(job_id)
         if progress is None:
             return None
-        job = progress.to_json()
-        plan = job.get("plan")
-        if plan:
-            needed, released = plan.pop("needed", {}), plan.pop("released", {})
-            plan["seats"] = None if needed or released else []  # as GET answers when Graph cannot be asked
-        return json.dumps(job, separators=(",", ":"))
+        # As GET answers when Graph cannot be asked: no seat table unless the plan needs and frees no seat.
+        lines = seat_table(progress.plan, None, dict) if progress.plan is not None else None
+        return json.dumps(with_seats(progress.to_json(), lines), separators=(",", ":"))
 
     def _post(self, target: Target, delivery: Delivery) -> tuple[bool, str] | None:
         """Send the attempt; None when the receiver took it, else (worth retrying, why not)."""

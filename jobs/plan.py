@@ -18,7 +18,7 @@ from jobs.models import ExpectedState, LicenseAdd, Operation, Reason
 from jobs.skus import SkuCatalog
 
 
-class Outcome(StrEnum):
+class PlanOutcome(StrEnum):
     """What the plan decided for a user."""
 
     CHANGE = "change"
@@ -92,7 +92,7 @@ class UserState:
 class UserPlan:
     """The plan for one user."""
 
-    outcome: Outcome
+    outcome: PlanOutcome
     before: UserState | None
     after: UserState | None = None
     reason: Reason | None = None
@@ -105,7 +105,7 @@ class UserPlan:
 
     def action(self, catalog: SkuCatalog) -> str:
         """What the plan does, in words an admin reads (part numbers, not ids)."""
-        if self.outcome is not Outcome.CHANGE or self.before is None or self.after is None:
+        if self.outcome is not PlanOutcome.CHANGE or self.before is None or self.after is None:
             return "none"
         return describe_change(self.before, self.after, catalog)
 
@@ -113,7 +113,7 @@ class UserPlan:
 def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> UserPlan:
     """Decide unchanged, change or predicted failure for one user (`state` None: not found)."""
     if state is None:
-        return UserPlan(Outcome.FAIL, None, reason=Reason.USER_NOT_FOUND,
+        return UserPlan(PlanOutcome.FAIL, None, reason=Reason.USER_NOT_FOUND,
                         message=f"user '{op.user}' does not exist in the tenant")
     if op.expect is not None:
         guarded = _guard(op, state, catalog)
@@ -126,17 +126,17 @@ def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> Us
     # removal of a license the user lacks is refused by Graph, so it is known now.
     if missing and not (op.add and after.same_as(state)):
         names = ", ".join(catalog.part_number(sku) for sku in missing)
-        return UserPlan(Outcome.FAIL, state, reason=Reason.LICENSE_NOT_ASSIGNED,
+        return UserPlan(PlanOutcome.FAIL, state, reason=Reason.LICENSE_NOT_ASSIGNED,
                         message=f"the user does not hold {names}, which the row removes")
     location = op.usage_location or state.usage_location
     if op.add and not location:
-        return UserPlan(Outcome.FAIL, state, reason=Reason.USAGE_LOCATION_MISSING,
+        return UserPlan(PlanOutcome.FAIL, state, reason=Reason.USAGE_LOCATION_MISSING,
                         message="the user has no usage location and the row sets none")
     if after.same_as(state):
-        return UserPlan(Outcome.UNCHANGED, state, after=state)
+        return UserPlan(PlanOutcome.UNCHANGED, state, after=state)
     assign = after.held() != held
     return UserPlan(
-        Outcome.CHANGE,
+        PlanOutcome.CHANGE,
         state,
         after=after,
         set_location=after.usage_location != state.usage_location,
@@ -160,8 +160,8 @@ def _guard(op: Operation, state: UserState, catalog: SkuCatalog) -> UserPlan | N
         return None
     same_account = not (expected.user_id and state.user_id and expected.user_id != state.user_id)
     if same_account and predicted_after(op, expected).same_as(state):
-        return UserPlan(Outcome.UNCHANGED, state, after=state)
-    return UserPlan(Outcome.FAIL, state, reason=Reason.DRIFTED,
+        return UserPlan(PlanOutcome.UNCHANGED, state, after=state)
+    return UserPlan(PlanOutcome.FAIL, state, reason=Reason.DRIFTED,
                     message=f"changed since the job: {'; '.join(differences)}")
 
 

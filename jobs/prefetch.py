@@ -18,11 +18,10 @@ from functools import partial
 
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
+from jobs.steps import USER_SELECT
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
-
-USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses")
 
 
 def prefetch_users(graph: GraphClient, policy: RetryPolicy, store: JobStore, job_id: str,

@@ -1,13 +1,13 @@
-"""A job's progress from its stored counters: status, current rate and ETA (pure; the store reads)."""
+"""A job's progress from its record: status, current rate and ETA (pure; the store reads)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jobs.models import USER_COUNTERS, JobStatus, iso_time
+from jobs.counters import PlanCounters
+from jobs.models import JobStatus, UserStatus, iso_time
+from jobs.record import JobRecord
 
 # Results per second are counted per wall-clock second; the current rate is the mean of the last
 # RATE_WINDOW_S whole seconds (the running second is left out: it is still filling).
@@ -15,8 +15,6 @@ RATE_WINDOW_S = 10
 # A measured rate this far above the throttle's ceiling is a burst (the initial bucket), not the
 # pace the rest of the job will go at.
 BURST_FACTOR = 1.5
-# Job-record fields naming related jobs, shown as they are (a dry run and its real run, a rollback).
-LINK_FIELDS = ("planned_from", "run_as", "rollback_of", "rolled_back_by")
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class JobProgress:
     waiting_for_replication: int = 0
     would_change: int = 0
     would_fail: int = 0
-    plan: PlanSummary | None = None
+    plan: PlanCounters | None = None
     paused_reason: str | None = None
     paused_message: str | None = None
     paused_at: float | None = None
@@ -91,42 +89,6 @@ class JobProgress:
         return data
 
 
-@dataclass(frozen=True)
-class PlanSummary:
-    """What the job's plan found so far: changes, unchanged, predicted failures, warnings, seats."""
-
-    changes: int
-    unchanged: int
-    planned: int
-    predicted_failures: dict[str, int]
-    warnings: dict[str, int]
-    needed: dict[str, int]
-    released: dict[str, int]
-
-    @classmethod
-    def from_counters(cls, counters: Mapping[str, int]) -> PlanSummary:
-        """From the store's plan counters (`changes`, `fail:<reason>`, `need:<sku>`, ...)."""
-        def prefixed(prefix: str) -> dict[str, int]:
-            return {k[len(prefix):]: v for k, v in sorted(counters.items()) if k.startswith(prefix)}
-
-        return cls(
-            changes=counters.get("changes", 0),
-            unchanged=counters.get("unchanged", 0),
-            planned=counters.get("planned", 0),
-            predicted_failures=prefixed("fail:"),
-            warnings=prefixed("warn:"),
-            needed=prefixed("need:"),
-            released=prefixed("release:"),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The `plan` shape with raw seat counts (`needed`, `released`); the API turns them into `seats`."""
-        return {"changes": self.changes, "unchanged": self.unchanged,
-                "planned": self.planned,
-                "predicted_failures": self.predicted_failures, "warnings": self.warnings,
-                "needed": self.needed, "released": self.released}
-
-
 def _iso(ts: float | None) -> str | None:
     return None if ts is None else iso_time(ts)
 
@@ -159,79 +121,67 @@ def eta_s(pending: int, rate: float, ceiling_rate_per_s: float | None) -> float 
     return pending / basis if basis else None
 
 
-def job_status(record: Mapping[str, str], *, pending: int, failed: int, cancelled: int,
-               started_at: float | None) -> JobStatus:
-    """The job's status from its record (the `bl:job:{id}` hash) and counters.
+def job_status(record: JobRecord) -> JobStatus:
+    """The job's status from its record.
 
     Every job reads before it writes: `planning` until its first write (a dry run never writes
     and ends `planned`); `paused` while a tenant-wide fault or a seat shortage holds it.
     """
-    if record.get("state") == "failed":
-        return JobStatus.FAILED
-    dry_run = record.get("dry_run") == "1"
-    if pending == 0:
-        if "cancel_requested" in record and cancelled:
+    if record.pending == 0:
+        if record.cancel_requested and record.count(UserStatus.CANCELLED):
             return JobStatus.CANCELLED
-        if dry_run:
+        if record.spec.dry_run:
             return JobStatus.PLANNED
-        return JobStatus.COMPLETED_WITH_ERRORS if failed or cancelled else JobStatus.COMPLETED
-    if "paused_reason" in record and "cancel_requested" not in record:
+        ended_badly = record.count(UserStatus.FAILED) or record.count(UserStatus.CANCELLED)
+        return JobStatus.COMPLETED_WITH_ERRORS if ended_badly else JobStatus.COMPLETED
+    if record.pause is not None and not record.cancel_requested:
         return JobStatus.PAUSED
-    if started_at is None:
+    if record.started_at is None:
         return JobStatus.QUEUED
-    if dry_run or "first_write_at" not in record:
+    if record.spec.dry_run or record.first_write_at is None:
         return JobStatus.PLANNING
     return JobStatus.RUNNING
 
 
-def job_progress(job_id: str, record: Mapping[str, str], *, recent_results: int, now: float,
-                 ceiling_rate_per_s: float | None = None, plan: Mapping[str, int] | None = None,
-                 waiting: int = 0) -> JobProgress:
+def job_progress(record: JobRecord, *, recent_results: int, now: float, ceiling_rate_per_s: float | None = None,
+                 plan: PlanCounters | None = None, waiting: int = 0) -> JobProgress:
     """A committed job's progress from its record and the results counted in the rate window."""
-
-    def count(name: str) -> int:
-        return int(record.get(name) or 0)
-
-    def moment(name: str) -> float | None:
-        return float(record[name]) if name in record else None
-
-    total, succeeded, failed, cancelled = count("total"), count("succeeded"), count("failed"), count("cancelled")
-    done = sum(count(name) for name in USER_COUNTERS)
-    pending = max(0, total - done)
-    started_at = moment("started_at")
-    rate = rate_per_s(recent_results=recent_results, done=done, pending=pending, started_at=started_at, now=now)
-    status = job_status(record, pending=pending, failed=failed, cancelled=cancelled, started_at=started_at)
+    pending = record.pending
+    rate = rate_per_s(recent_results=recent_results, done=record.done, pending=pending, started_at=record.started_at,
+                      now=now)
+    status = job_status(record)
+    paused = record.pause if status is JobStatus.PAUSED else None
     return JobProgress(
-        id=job_id,
-        tenant=record.get("tenant", ""),
+        id=record.id,
+        tenant=record.tenant,
         status=status,
-        total=total,
-        succeeded=succeeded,
-        failed=failed,
-        cancelled=cancelled,
+        total=record.total,
+        succeeded=record.count(UserStatus.SUCCEEDED),
+        failed=record.count(UserStatus.FAILED),
+        cancelled=record.count(UserStatus.CANCELLED),
         pending=pending,
-        throttled=count("throttled"),
-        retries=count("retries"),
-        created_at=float(record.get("created_at") or 0),
-        started_at=started_at,
-        finished_at=moment("finished_at") if pending == 0 else None,
+        throttled=record.throttled,
+        retries=record.retries,
+        created_at=record.created_at,
+        started_at=record.started_at,
+        finished_at=record.finished_at if pending == 0 else None,
         rate_per_s=0.0 if status is JobStatus.PAUSED else rate,
         # No ETA while paused: nothing moves until the cause is gone, and when is not known.
         eta_s=None if status is JobStatus.PAUSED else eta_s(pending, rate, ceiling_rate_per_s),
-        chunks=count("chunks"),
-        chunks_done=count("chunks_done"),
-        source=record.get("source", ""),
-        warnings=tuple(json.loads(record.get("warnings") or "[]")),
-        dry_run=record.get("dry_run") == "1",
-        kind=record.get("kind", "job"),
-        unchanged=count("unchanged"),
+        chunks=record.chunks,
+        chunks_done=record.chunks_done,
+        source=record.spec.source,
+        warnings=record.spec.warnings,
+        dry_run=record.spec.dry_run,
+        kind=record.spec.kind.value,
+        unchanged=record.count(UserStatus.UNCHANGED),
         waiting_for_replication=min(waiting, pending),
-        would_change=count("would_change"),
-        would_fail=count("would_fail"),
-        plan=PlanSummary.from_counters(plan) if plan is not None else None,
-        paused_reason=record.get("paused_reason") if status is JobStatus.PAUSED else None,
-        paused_message=record.get("paused_message") if status is JobStatus.PAUSED else None,
-        paused_at=moment("paused_at") if status is JobStatus.PAUSED else None,
-        next_probe_at=moment("next_probe_at") if status is JobStatus.PAUSED else None,
-        links=tuple((k, record[k]) for k in LINK_FIELDS if k in record),
+        would_change=record.count(UserStatus.WOULD_CHANGE),
+        would_fail=record.count(UserStatus.WOULD_FAIL),
+        plan=plan,
+        paused_reason=paused.reason.value if paused else None,
+        paused_message=paused.message if paused else None,
+        paused_at=paused.at if paused else None,
+        next_probe_at=paused.next_probe_at if paused else None,
+        links=record.links,
     )

@@ -15,56 +15,15 @@ Keys:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
-# KEYS[1] the tenant's job set, KEYS[2] this job's hash; ARGV: job id, job key prefix, ttl_s,
-# force (1: reserve even when short), then sku, demand, free triples.
-# Returns a flat list of sku, shortfall for the SKUs that are short (empty: reserved).
-_RESERVE = """
-local function held_by_others(sku)
-  local total = 0
-  for _, other in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    if other ~= ARGV[1] then
-      local n = tonumber(redis.call('HGET', ARGV[2] .. other .. ':seats', sku) or '0')
-      if n > 0 then total = total + n end
-    end
-  end
-  return total
-end
-local short = {}
-for i = 5, #ARGV, 3 do
-  local sku, demand, free = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local available = free - held_by_others(sku)
-  if demand > available then
-    table.insert(short, sku)
-    table.insert(short, tostring(demand - math.max(available, 0)))
-  end
-end
-if #short > 0 and ARGV[4] ~= '1' then return short end
-for i = 5, #ARGV, 3 do
-  if tonumber(ARGV[i + 1]) > 0 then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('SADD', KEYS[1], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
-end
-return short
-"""
-
-# KEYS[1] this job's hash; ARGV: sku, n pairs. Lowers each reservation, never below zero; returns
-# what is left of the last one.
-_RELEASE = """
-local last = 0
-for i = 1, #ARGV, 2 do
-  local left = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0') - tonumber(ARGV[i + 1])
-  if left > 0 then redis.call('HSET', KEYS[1], ARGV[i], left) else redis.call('HDEL', KEYS[1], ARGV[i]) end
-  last = math.max(left, 0)
-end
-return last
-"""
+from jobs.counters import PlanCounters
+from jobs.scripts import lua_script
+from jobs.skus import SkuCatalog
 
 
 @dataclass(frozen=True)
@@ -90,8 +49,8 @@ class SeatLedger:
     def __init__(self, client: redis.Redis, *, retention_s: int) -> None:
         self._redis = client
         self._retention_s = retention_s
-        self._reserve = client.register_script(_RESERVE)
-        self._release = client.register_script(_RELEASE)
+        self._reserve = lua_script(client, "reserve_seats")
+        self._release = lua_script(client, "release_seats")
 
     @staticmethod
     def _tenant_key(tenant: str) -> str:
@@ -131,15 +90,6 @@ class SeatLedger:
                 totals[key] = totals.get(key, 0) + int(n)
         return totals
 
-    def held(self, job_id: str) -> dict[str, int]:
-        """Seats the job still holds per SKU."""
-        raw = self._redis.hgetall(self._job_key(job_id))
-        return {(k.decode() if isinstance(k, bytes) else str(k)): int(v) for k, v in raw.items()}
-
-    def release(self, job_id: str, sku_id: str, n: int = 1) -> int:
-        """Give back `n` seats of a SKU (a user took its seat, or needs none); returns what is left."""
-        return self.release_many(job_id, {sku_id: n})
-
     def release_many(self, job_id: str, counts: Mapping[str, int]) -> int:
         """Give back seats of several SKUs in one step (a round's users); returns what is left of the last."""
         args: list[str | int] = []
@@ -154,3 +104,37 @@ class SeatLedger:
         pipe.delete(self._job_key(job_id))
         pipe.srem(self._tenant_key(tenant), job_id)
         pipe.execute()
+
+
+def seat_lines(needed: Mapping[str, int], released: Mapping[str, int], catalog: SkuCatalog,
+               others: Mapping[str, int]) -> list[SeatLine]:
+    """Per SKU (by id): what is needed and given back, what is free (Graph's free seats minus the tenant's
+    other jobs' reservations; 0 for a SKU the tenant no longer has), and what is short."""
+    lines = []
+    for sku_id in sorted(set(needed) | set(released)):
+        sku = catalog.get(sku_id)
+        free = (sku.enabled_units - sku.consumed_units if sku else 0) - others.get(sku_id, 0)
+        need, back = needed.get(sku_id, 0), released.get(sku_id, 0)
+        lines.append(SeatLine(sku_id=sku_id, sku=catalog.part_number(sku_id), needed=need, released=back, free=free,
+                              shortfall=max(0, need - back - max(free, 0))))
+    return lines
+
+
+def seat_table(plan: PlanCounters, catalog: SkuCatalog | None,
+               others: Callable[[], Mapping[str, int]]) -> list[SeatLine] | None:
+    """A plan's seat table: empty when it needs and frees no seat, None when the catalog is unknown right now."""
+    if not plan.needed and not plan.released:
+        return []
+    if catalog is None:
+        return None
+    return seat_lines(plan.needed, plan.released, catalog, others())
+
+
+def with_seats(job: dict[str, Any], lines: Sequence[SeatLine] | None) -> dict[str, Any]:
+    """The job JSON with its plan's raw seat counts (`needed`, `released`) replaced by the seat table (`seats`)."""
+    plan = job.get("plan")
+    if plan:
+        plan.pop("needed", None)
+        plan.pop("released", None)
+        plan["seats"] = None if lines is None else [line.to_json() for line in lines]
+    return job

@@ -2,23 +2,25 @@
 
 Keys (all under `bl:`; every job key expires after the retention period):
 
-    bl:job:{id}            hash   job record and counters (total, succeeded, failed, cancelled, ...), pause
-                                  fields, `allowed:<step>` once Graph let the job's app read/patch/assign
+    bl:job:{id}            hash   the job record (jobs.record.JobRecord): its spec, counters (jobs.counters),
+                                  pause fields, links, `allowed:<step>` once Graph let the app read/patch/assign
     bl:job:{id}:ops:{n}    string chunk n's operations, JSON list
     bl:job:{id}:res        hash   row -> terminal result JSON (written once: HSETNX)
     bl:job:{id}:att        hash   row -> write attempts sent so far (marks ambiguous users after a crash)
     bl:job:{id}:done       bitmap chunk n finished
-    bl:job:{id}:live       hash   chunk n -> "q:<due ts>" (queued), "r:<worker id>:<claim ts>" (running)
-                                  or "p:<ts>" (parked while the job is paused)
+    bl:job:{id}:live       hash   chunk n -> its live state (jobs.lifecycle.LiveChunk): "q:<due ts>" (queued),
+                                  "r:<worker id>:<claim ts>" (running) or "p:<ts>" (parked while paused)
     bl:job:{id}:inflight   zset   write batches in flight -> deadline (cancel waits for them)
     bl:job:{id}:runs       hash   chunk n -> how many times it was started
     bl:job:{id}:budget     hash   chunk n -> retry budget (s) it had used when it was parked
     bl:job:{id}:before     hash   row -> the user's state when planned (kept once, whatever the restarts)
-    bl:job:{id}:plan       hash   plan counters: changes, unchanged, fail:<reason>, warn:may_conflict,
-                                  need:<skuId>, release:<skuId>
+    bl:job:{id}:plan       hash   the plan counters (jobs.counters.PlanCounters): planned, changes, unchanged,
+                                  fail:<reason>, warn:may_conflict, need:<skuId>, release:<skuId>
     bl:job:{id}:prefetched hash   lower-cased id or UPN -> user state JSON, for a dry run that paged the tenant
     bl:job:{id}:notfound   hash   "<row>:first" / "<row>:count": a user's "does not exist (yet)" answers
     bl:job:{id}:waiting    set    rows waiting for the directory to replicate them
+    bl:job:{id}:seats      hash   skuId -> seats the job still holds (jobs.seats)
+    bl:seats:{tenant}      set    jobs holding seat reservations in the tenant (jobs.seats)
     bl:paused              set    paused jobs (the resumer's work list)
     bl:job:{id}:sec:{t}    int    results recorded in second t (current rate)
     bl:jobs                zset   job id -> created_at (recent jobs)
@@ -35,14 +37,18 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
-from importlib import resources
 from typing import Any, cast
 
 import redis
 
-from jobs.models import Operation, UserResult
+from jobs.counters import USER_COUNTERS, PlanCounters
+from jobs.lifecycle import ClaimResult, LiveChunk, Phase, running_prefix
+from jobs.models import Operation, PauseReason, UserResult
 from jobs.progress import RATE_WINDOW_S, JobProgress, job_progress
+from jobs.record import JobRecord, JobSpec, JobState, Prefetch, committed, decode_hash
+from jobs.scripts import lua_script
 
 STAGING_TTL_S = 3600
 
@@ -56,9 +62,33 @@ class WriteGate(Enum):
     PAUSED = "paused"
 
 
-def _lua(name: str) -> str:
-    """The source of one of the store's Lua scripts (package files under jobs/lua)."""
-    return (resources.files("jobs") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+@dataclass(frozen=True)
+class ChunkView:
+    """What running chunk n needs from the store, read in one step (`JobStore.chunk_view`)."""
+
+    job_id: str
+    n: int
+    record: JobRecord | None  # None: the job is gone (expired) or was never committed
+    ops: tuple[Operation, ...]
+    done_rows: frozenset[int]  # rows with a terminal result already
+    befores: Mapping[int, dict[str, Any] | None]  # row -> state when planned, for rows planned before
+    attempts: Mapping[int, int]  # row -> write attempts already sent (by any worker, before any crash)
+    runs: int = 0  # starts of the chunk, this one included (when counted)
+    budget_used_s: float | None = None  # retry budget used when it was parked (when taken)
+
+    @property
+    def pending(self) -> list[Operation]:
+        """The operations whose user has no terminal result yet."""
+        return [op for op in self.ops if op.row not in self.done_rows]
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A chunk the reaper should requeue: its number and the live state it was seen in."""
+
+    n: int
+    seen: str  # the stored live state, compared before the requeue
+    state: LiveChunk
 
 
 def new_job_id() -> str:
@@ -73,18 +103,19 @@ class JobStore:
         self.redis = client
         self.retention_s = retention_s
         self.clock = clock
-        self._record = client.register_script(_lua("record"))
-        self._claim = client.register_script(_lua("claim_chunk"))
-        self._complete = client.register_script(_lua("complete_chunk"))
-        self._next_chunk = client.register_script(_lua("next_chunk"))
-        self._cas_live = client.register_script(_lua("cas_live"))
-        self._release = client.register_script(_lua("release_chunk"))
-        self._bump = client.register_script(_lua("bump"))
-        self._begin_writes = client.register_script(_lua("begin_writes"))
-        self._save_plans = client.register_script(_lua("save_plans"))
-        self._park = client.register_script(_lua("park_chunk"))
-        self._pause = client.register_script(_lua("pause"))
-        self._resume = client.register_script(_lua("resume"))
+        self._record_results = lua_script(client, "record")
+        self._claim = lua_script(client, "claim_chunk")
+        self._chunk_view = lua_script(client, "chunk_view")
+        self._complete = lua_script(client, "complete_chunk")
+        self._next_chunk = lua_script(client, "next_chunk")
+        self._cas_live = lua_script(client, "cas_live")
+        self._release = lua_script(client, "release_chunk")
+        self._bump = lua_script(client, "bump")
+        self._begin_writes = lua_script(client, "begin_writes")
+        self._save_plans = lua_script(client, "save_plans")
+        self._park = lua_script(client, "park_chunk")
+        self._pause = lua_script(client, "pause")
+        self._resume = lua_script(client, "resume")
 
     # --- keys -------------------------------------------------------------------------------
     @staticmethod
@@ -106,7 +137,7 @@ class JobStore:
         """
         self.redis.hset(
             self._job_key(job_id),
-            mapping={"id": job_id, "tenant": tenant, "state": "staging", "created_at": self.clock()},
+            mapping={"id": job_id, "tenant": tenant, "state": JobState.STAGING.value, "created_at": self.clock()},
         )
         self.redis.expire(self._job_key(job_id), STAGING_TTL_S)
         total = 0
@@ -138,36 +169,17 @@ class JobStore:
         for i in range(0, len(keys), 500):
             self.redis.delete(*keys[i : i + 500])
 
-    def commit(
-        self, job_id: str, *, source: str, warnings: Sequence[str] = (), owner: str = "",
-        options: Mapping[str, str] | None = None,
-    ) -> tuple[int, int]:
-        """Turn a staged submission into a queued job; returns (total, chunks).
-
-        `options` are stored on the job record as they are (dry_run, seat policy, ...).
-        """
+    def commit(self, job_id: str, spec: JobSpec = JobSpec()) -> tuple[int, int]:
+        """Turn a staged submission into a queued job with this spec; returns (total, chunks)."""
         key = self._job_key(job_id)
-        raw = cast(list[bytes | None], self.redis.hmget(key, "staged_chunks", "staged_total", "created_at"))
-        chunks, total = int(raw[0] or 0), int(raw[1] or 0)
-        created_at = float(raw[2] or self.clock())
-        fields: dict[str, str | int] = {
-            "state": "queued",
-            "total": total,
-            "chunks": chunks,
-            "chunks_done": 0,
-            "next_chunk": 0,
-            "succeeded": 0,
-            "failed": 0,
-            "cancelled": 0,
-            "throttled": 0,
-            "retries": 0,
-            "source": source,
-            "owner": owner,
-            "warnings": json.dumps(list(warnings)),
-        }
-        fields.update(options or {})
+        raw = cast(list[bytes | None], self.redis.hmget(key, "tenant", "staged_chunks", "staged_total", "created_at"))
+        tenant = (raw[0] or b"").decode()
+        chunks, total = int(raw[1] or 0), int(raw[2] or 0)
+        created_at = float(raw[3] or self.clock())
+        record = JobRecord(id=job_id, tenant=tenant, state=JobState.QUEUED, created_at=created_at, spec=spec,
+                           total=total, chunks=chunks)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+        pipe.hset(key, mapping=record.to_hash())  # type: ignore[arg-type]
         pipe.hdel(key, "staged_chunks", "staged_total")
         pipe.expire(key, self.retention_s)
         for n in range(chunks):
@@ -189,29 +201,42 @@ class JobStore:
                                  args=[self.clock(), self.retention_s]))
         return None if n < 0 else n
 
-    def claim_chunk(self, job_id: str, n: int, worker_id: str) -> str:
-        """Mark chunk n as running on this worker: 'ok', 'done', 'busy' or 'gone'."""
+    def claim_chunk(self, job_id: str, n: int, worker_id: str) -> ClaimResult:
+        """Mark chunk n as running on this worker, unless it is done, busy elsewhere or its job is gone."""
         result = self._claim(
             keys=[self._job_key(job_id), self._subkey(job_id, "done"), self._subkey(job_id, "live")],
             args=[n, worker_id, "bl:worker:", self.clock()],
         )
-        return result.decode() if isinstance(result, bytes) else str(result)
+        return ClaimResult(result.decode() if isinstance(result, bytes) else str(result))
 
-    def count_run(self, job_id: str, n: int) -> int:
-        """Count one more start of chunk n; returns how many starts it has had."""
-        key = self._subkey(job_id, "runs")
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hincrby(key, str(n), 1)
-        pipe.expire(key, self.retention_s)
-        runs, _ = pipe.execute()
-        return int(runs)
+    def chunk_view(self, job_id: str, n: int, *, count_run: bool = False, take_budget: bool = False) -> ChunkView:
+        """The job record, chunk n's operations and what is known of their rows, in one step.
+
+        `count_run` counts one more start of the chunk (`runs`); `take_budget` takes (and forgets) the
+        retry budget it had used when it was parked (`budget_used_s`).
+        """
+        keys = [self._job_key(job_id), *(self._subkey(job_id, k) for k in (f"ops:{n}", "res", "before", "att",
+                                                                            "runs", "budget"))]
+        raw_job, raw_ops, runs, budget, done, befores, attempts = self._chunk_view(
+            keys=keys, args=[n, self.retention_s, int(count_run), int(take_budget)])
+        fields = {raw_job[i].decode(): raw_job[i + 1].decode() for i in range(0, len(raw_job), 2)}
+        ops = tuple(Operation.from_json(d) for d in json.loads(raw_ops)) if raw_ops else ()
+        rows = [op.row for op in ops]
+        record = JobRecord.from_hash(fields) if committed(fields) else None
+        return ChunkView(
+            job_id=job_id, n=n, record=record, ops=ops,
+            done_rows=frozenset(r for r, flag in zip(rows, done, strict=False) if flag),
+            befores={r: json.loads(v) for r, v in zip(rows, befores, strict=False) if v is not None},
+            attempts={r: int(v) for r, v in zip(rows, attempts, strict=False) if v is not None},
+            runs=int(runs), budget_used_s=None if budget is None else float(budget),
+        )
 
     def release_chunk(self, job_id: str, n: int, worker_id: str, *, due_in_s: float = 0.0) -> bool:
         """Put a chunk we run back to queued, due in `due_in_s` (it is handed back to the broker)."""
         return bool(
             self._release(
                 keys=[self._subkey(job_id, "live")],
-                args=[n, f"r:{worker_id}:", f"q:{self.clock() + due_in_s}"],
+                args=[n, running_prefix(worker_id), LiveChunk(Phase.QUEUED, self.clock() + due_in_s).encode()],
             )
         )
 
@@ -234,13 +259,6 @@ class JobStore:
             return []
         return [Operation.from_json(d) for d in json.loads(raw)]
 
-    def terminal_rows(self, job_id: str, rows: Sequence[int]) -> set[int]:
-        """Which of these rows already have a terminal result."""
-        if not rows:
-            return set()
-        values = cast(list[bytes | None], self.redis.hmget(self._subkey(job_id, "res"), [str(r) for r in rows]))
-        return {row for row, v in zip(rows, values, strict=True) if v is not None}
-
     def attempts(self, job_id: str, rows: Sequence[int]) -> dict[int, int]:
         """Write attempts already sent for these rows (by any worker, before any crash)."""
         if not rows:
@@ -253,24 +271,21 @@ class JobStore:
         if throttled or retries:
             self._bump(keys=[self._job_key(job_id)], args=[throttled, retries])
 
-    def record(self, job_id: str, results: Sequence[UserResult]) -> int:
-        """Record terminal results atomically; a row already terminal is left as it was."""
+    def record_results(self, job_id: str, results: Sequence[UserResult]) -> int:
+        """Write terminal results atomically, moving the job's counters; a row already terminal is left as it was."""
         if not results:
             return 0
         now = self.clock()
-        args: list[Any] = [now, self.retention_s, self._subkey(job_id, f"sec:{int(now)}")]
+        args: list[Any] = [now, self.retention_s, self._subkey(job_id, f"sec:{int(now)}"), len(USER_COUNTERS),
+                           *USER_COUNTERS]
         for res in results:
             args += [res.row, res.status.value, json.dumps(res.to_json(), separators=(",", ":"))]
-        return int(self._record(keys=[self._job_key(job_id), self._subkey(job_id, "res")], args=args))
+        return int(self._record_results(keys=[self._job_key(job_id), self._subkey(job_id, "res")], args=args))
 
     # --- cancel -------------------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> None:
         """Flag the job as cancelled; workers send no write registered after this."""
         self.redis.hsetnx(self._job_key(job_id), "cancel_requested", self.clock())
-
-    def is_cancelled(self, job_id: str) -> bool:
-        """Whether cancel was requested."""
-        return bool(self.redis.hexists(self._job_key(job_id), "cancel_requested"))
 
     def begin_writes(self, job_id: str, batch_id: str, deadline: float, rows: Sequence[int]) -> WriteGate:
         """Register a write batch for these rows, unless the job is cancelled or paused (nothing sent)."""
@@ -306,30 +321,28 @@ class JobStore:
         raw = self._save_plans(keys=[self._subkey(job_id, "before"), self._subkey(job_id, "plan")], args=args)
         return {int(r) for r in raw[1:]}, int(raw[0])
 
-    def befores(self, job_id: str, rows: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """The planned `before` states kept for these rows."""
-        if not rows:
-            return {}
-        values = cast(list[bytes | None], self.redis.hmget(self._subkey(job_id, "before"), [str(r) for r in rows]))
-        return {row: json.loads(v) for row, v in zip(rows, values, strict=True) if v is not None}
-
-    def plan_counters(self, job_id: str) -> dict[str, int]:
-        """The job's plan counters (see the key map)."""
+    def plan_counters(self, job_id: str) -> PlanCounters:
+        """What the job's plan found so far (see the key map)."""
         raw = cast(dict[bytes, bytes], self.redis.hgetall(self._subkey(job_id, "plan")))
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return PlanCounters.from_hash({k.decode(): int(v) for k, v in raw.items()})
 
-    def job_fields(self, job_id: str, *names: str) -> dict[str, str]:
-        """Some fields of the job record (absent ones left out)."""
-        values = cast(list[bytes | None], self.redis.hmget(self._job_key(job_id), list(names)))
-        return {n: v.decode() for n, v in zip(names, values, strict=True) if v is not None}
+    def job(self, job_id: str) -> JobRecord | None:
+        """The job's record; None for a job that does not exist or is still being staged."""
+        fields = decode_hash(cast(dict[bytes, bytes], self.redis.hgetall(self._job_key(job_id))))
+        return JobRecord.from_hash(fields) if committed(fields) else None
+
+    def _field(self, job_id: str, name: str) -> str | None:
+        value = cast(bytes | None, self.redis.hget(self._job_key(job_id), name))
+        return None if value is None else value.decode()
 
     # --- pause and resume ---------------------------------------------------------------------
-    def pause(self, job_id: str, reason: str, message: str, *, next_probe_at: float | None = None) -> bool:
+    def pause(self, job_id: str, reason: PauseReason, message: str, *, next_probe_at: float | None = None) -> bool:
         """Pause the job (writes stop at their next batch); True if this call paused it."""
         return bool(
             self._pause(
                 keys=[self._job_key(job_id), "bl:paused"],
-                args=[job_id, reason, message[:500], self.clock(), "" if next_probe_at is None else next_probe_at],
+                args=[job_id, reason.value, message[:500], self.clock(),
+                      "" if next_probe_at is None else next_probe_at],
             )
         )
 
@@ -338,7 +351,7 @@ class JobStore:
         return bool(
             self._park(
                 keys=[self._job_key(job_id), self._subkey(job_id, "live")],
-                args=[n, f"r:{worker_id}:", f"p:{self.clock()}"],
+                args=[n, running_prefix(worker_id), LiveChunk(Phase.PARKED, self.clock()).encode()],
             )
         )
 
@@ -368,6 +381,10 @@ class JobStore:
     def mark_prefetched(self, job_id: str) -> None:
         """The whole tenant has been read: a user not kept does not exist."""
         self.redis.hset(self._job_key(job_id), "prefetched", "1")
+
+    def prefetch_done(self, job_id: str) -> None:
+        """The first chunk of a job that pages the tenant has done so (or tried): the others may run."""
+        self.redis.hset(self._job_key(job_id), "prefetch", Prefetch.DONE.value)
 
     def prefetched(self, job_id: str, users: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """The kept states of these users (None: not in the tenant when it was read)."""
@@ -401,6 +418,10 @@ class JobStore:
     def note_allowed(self, job_id: str, step: str) -> None:
         """Remember that Graph let the job's app do `step` (read, patch, assign) at least once."""
         self.redis.hsetnx(self._job_key(job_id), f"allowed:{step}", "1")
+
+    def is_allowed(self, job_id: str, step: str) -> bool:
+        """Whether Graph let the job's app do `step` at least once (any run, any worker)."""
+        return bool(self.redis.hexists(self._job_key(job_id), f"allowed:{step}"))
 
     def uncount_attempts(self, job_id: str, counts: Mapping[int, int]) -> None:
         """Take back write attempts that were not the users' (never sent, or lost to a tenant-wide fault)."""
@@ -442,7 +463,7 @@ class JobStore:
         """Jobs with unfinished chunks."""
         return sorted(m.decode() for m in cast(set[bytes], self.redis.smembers("bl:active")))
 
-    def orphaned_chunks(self, job_id: str, *, requeue_after_s: float) -> list[tuple[int, str]]:
+    def orphaned_chunks(self, job_id: str, *, requeue_after_s: float) -> list[Orphan]:
         """Chunks whose runner died (or dropped them), or queued so long their message may be lost.
 
         A chunk marked running is orphaned when its worker's heartbeat has expired, or when the
@@ -455,31 +476,32 @@ class JobStore:
                 self.redis.srem("bl:active", job_id)
             return []
         now = self.clock()
-        claims: dict[int, tuple[str, str, float]] = {}
-        orphans: list[tuple[int, str]] = []
-        for n_raw, state in live.items():
-            n, value = int(n_raw), state.decode()
-            if value.startswith("q:"):
-                if now - float(value[2:]) > requeue_after_s:
-                    orphans.append((n, value))
-            elif value.startswith("r:"):
-                owner, _, claimed_at = value[2:].rpartition(":")
-                claims[n] = (value, owner, float(claimed_at or 0))
-        owners = sorted({owner for _, owner, _ in claims.values()})
+        running: list[Orphan] = []
+        orphans: list[Orphan] = []
+        for n_raw, raw in live.items():
+            seen = raw.decode()
+            orphan = Orphan(int(n_raw), seen, LiveChunk.parse(seen))
+            if orphan.state.phase is Phase.QUEUED and now - orphan.state.at > requeue_after_s:
+                orphans.append(orphan)
+            elif orphan.state.phase is Phase.RUNNING:
+                running.append(orphan)
+        owners = sorted({o.state.worker or "" for o in running})
         beats: dict[str, Any] = {}
         if owners:
-            raw = cast(list[bytes | None], self.redis.mget([f"bl:worker:{w}" for w in owners]))
-            beats = {w: json.loads(b) for w, b in zip(owners, raw, strict=True) if b is not None}
-        for n, (value, owner, claimed) in claims.items():
-            beat = beats.get(owner)
-            if beat is None or float(beat["ts"]) > claimed + 1.0 and f"{job_id}:{n}" not in beat["running"]:
-                orphans.append((n, value))
+            raw_beats = cast(list[bytes | None], self.redis.mget([f"bl:worker:{w}" for w in owners]))
+            beats = {w: json.loads(b) for w, b in zip(owners, raw_beats, strict=True) if b is not None}
+        for orphan in running:
+            beat = beats.get(orphan.state.worker or "")
+            if beat is None or float(beat["ts"]) > orphan.state.at + 1.0 and \
+                    f"{job_id}:{orphan.n}" not in beat["running"]:
+                orphans.append(orphan)
         return orphans
 
     def reclaim(self, job_id: str, n: int, seen: str) -> bool:
         """Requeue an orphaned chunk if nobody else did first (compare-and-set)."""
         return bool(
-            self._cas_live(keys=[self._subkey(job_id, "live")], args=[n, seen, f"q:{self.clock()}"])
+            self._cas_live(keys=[self._subkey(job_id, "live")],
+                           args=[n, seen, LiveChunk(Phase.QUEUED, self.clock()).encode()])
         )
 
     # --- reads --------------------------------------------------------------------------------
@@ -493,18 +515,19 @@ class JobStore:
         pipe.hgetall(self._subkey(job_id, "plan"))
         pipe.scard(self._subkey(job_id, "waiting"))
         raw, per_second, plan, waiting = pipe.execute()
-        if not raw or raw.get(b"state") == b"staging":
+        fields = decode_hash(raw)
+        if not committed(fields):
             return None
-        record = {k.decode(): v.decode() for k, v in raw.items()}
         recent_results = sum(int(n) for n in per_second if n)
-        return job_progress(job_id, record, recent_results=recent_results, now=now,
+        return job_progress(JobRecord.from_hash(fields), recent_results=recent_results, now=now,
                             ceiling_rate_per_s=ceiling_rate_per_s,
-                            plan={k.decode(): int(v) for k, v in plan.items()}, waiting=int(waiting))
+                            plan=PlanCounters.from_hash({k.decode(): int(v) for k, v in plan.items()}),
+                            waiting=int(waiting))
 
     def job_tenant(self, job_id: str) -> str | None:
         """The tenant profile a committed job belongs to."""
         raw = cast(list[bytes | None], self.redis.hmget(self._job_key(job_id), "tenant", "state"))
-        if raw[0] is None or raw[1] == b"staging":
+        if raw[0] is None or raw[1] == JobState.STAGING.value.encode():
             return None
         return raw[0].decode()
 
@@ -519,18 +542,18 @@ class JobStore:
             yield from self.load_chunk(job_id, n)
 
     def link(self, job_id: str, field: str, other_id: str) -> None:
-        """Note a related job on the record (`run_as`, `rolled_back_by`, ...)."""
+        """Note a related job on the record (`run_as`, `rolled_back_by`: jobs.record.LINK_FIELDS)."""
         self.redis.hset(self._job_key(job_id), field, other_id)
 
     def link_once(self, job_id: str, field: str, other_id: str) -> str | None:
         """Note a related job unless one is noted already; returns that one (None: this call noted it)."""
         if self.redis.hsetnx(self._job_key(job_id), field, other_id):
             return None
-        return self.job_fields(job_id, field).get(field, "")
+        return self._field(job_id, field) or ""
 
     def unlink(self, job_id: str, field: str, other_id: str) -> None:
         """Take back a `link_once` of ours (the job it named was never created)."""
-        if self.job_fields(job_id, field).get(field) == other_id:
+        if self._field(job_id, field) == other_id:
             self.redis.hdel(self._job_key(job_id), field)
 
     def iter_results(self, job_id: str) -> Iterator[tuple[Operation, UserResult | None]]:

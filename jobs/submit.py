@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from config import Settings
 from jobs.catalogs import CatalogCache
@@ -13,9 +13,10 @@ from jobs.input import Limits, parse_csv, parse_json
 from jobs.input.rules import clip
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
 from jobs.notify import CallbackPolicy
+from jobs.record import JobKind, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
-from jobs.seats import SeatLedger, SeatLine
+from jobs.seats import SeatLedger, SeatLine, seat_lines
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, new_job_id
 
@@ -31,6 +32,7 @@ class Submitted:
     chunks: int
     warnings: tuple[str, ...]
     dry_run: bool = False
+    rollback_of: str | None = None  # the job it rolls back
 
 
 class SeatShortage(Exception):
@@ -110,40 +112,33 @@ class Submitter:
 
         The run of a rollback's dry run is that rollback: it is refused if its job was rolled back meanwhile.
         """
-        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "run_as", "kind", "rollback_of",
-                                       "callback_url")
+        planned = self.store.job(planned_id)
         progress = self.store.progress(planned_id)
-        if fields.get("dry_run") != "1" or progress is None or progress.status is not JobStatus.PLANNED:
+        if planned is None or not planned.spec.dry_run or progress is None or progress.status is not JobStatus.PLANNED:
             raise NotRunnable("only a finished dry run (status planned) can be run")
-        if "run_as" in fields:
-            raise NotRunnable(f"this dry run was already run as job {fields['run_as']}")
-        tenant = fields["tenant"]
+        if planned.run_as is not None:
+            raise NotRunnable(f"this dry run was already run as job {planned.run_as}")
+        tenant, undone = planned.tenant, planned.spec.rollback_of
         job_id = new_job_id()
-        options = {"dry_run": "0", "seat_policy": seat_policy.value, "seat_basis": "plan", "planned_from": planned_id}
-        undone = fields.get("rollback_of")
         if undone is not None:
             self._claim_rollback(undone, job_id)
-            options.update(kind=fields.get("kind", "rollback"), rollback_of=undone)
         try:
             self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
-            counters = self.store.plan_counters(planned_id)
-            demand = {
-                key[5:]: max(0, n - counters.get(f"release:{key[5:]}", 0))
-                for key, n in counters.items() if key.startswith("need:")
-            }
-            self._reserve(tenant, job_id, demand, seat_policy)
+            self._reserve(tenant, job_id, self.store.plan_counters(planned_id).seat_demand(), seat_policy)
         except BaseException:
             self.store.discard(job_id)
             if undone is not None:
                 self.store.unlink(undone, "rolled_back_by", job_id)
             raise
-        if "callback_url" in fields:  # the run reports where its dry run did
-            options["callback_url"] = fields["callback_url"]
-        total, chunks = self.store.commit(job_id, source=fields.get("source", ""), owner=owner, options=options)
+        # The run of a rollback's dry run is that rollback; the run reports where its dry run did.
+        spec = JobSpec(source=planned.spec.source, owner=owner, seat_policy=seat_policy, seat_basis=SeatBasis.PLAN,
+                       kind=planned.spec.kind if undone is not None else JobKind.JOB, rollback_of=undone,
+                       planned_from=planned_id, callback_url=planned.spec.callback_url)
+        total, chunks = self.store.commit(job_id, spec)
         self.store.link(planned_id, "run_as", job_id)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
-        return Submitted(id=job_id, total=total, chunks=chunks, warnings=())
+        return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone)
 
     def rollback(self, job_id: str, *, owner: str = "", dry_run: bool = False,
                  seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
@@ -168,28 +163,28 @@ class Submitter:
             if not dry_run:
                 self.store.unlink(job_id, "rolled_back_by", new_id)
             raise
-        options = {"kind": "rollback", "rollback_of": job_id, "dry_run": "1" if dry_run else "0",
-                   "seat_policy": seat_policy.value, "seat_basis": "plan"}
-        total, chunks = self.store.commit(new_id, source="rollback", warnings=warnings, owner=owner, options=options)
+        spec = JobSpec(source="rollback", owner=owner, warnings=warnings, dry_run=dry_run, seat_policy=seat_policy,
+                       seat_basis=SeatBasis.PLAN, kind=JobKind.ROLLBACK, rollback_of=job_id)
+        total, chunks = self.store.commit(new_id, spec)
         dispatch(self.store, self.send, new_id, self.settings.chunk_window)
         log.info("job %s accepted: the rollback%s of job %s, %d users for tenant %s", new_id,
                  " (dry run)" if dry_run else "", job_id, total, tenant)
-        return Submitted(id=new_id, total=total, chunks=chunks, warnings=warnings, dry_run=dry_run)
+        return Submitted(id=new_id, total=total, chunks=chunks, warnings=warnings, dry_run=dry_run, rollback_of=job_id)
 
     def _rollback_tenant(self, job_id: str) -> str:
         """The tenant of a job that may be rolled back; NotRunnable saying why when it may not."""
-        fields = self.store.job_fields(job_id, "tenant", "dry_run", "rolled_back_by")
+        job = self.store.job(job_id)
         progress = self.store.progress(job_id)
-        if progress is None or "tenant" not in fields:
+        if job is None or progress is None or not job.tenant:
             raise NotRunnable(f"job {job_id} does not exist")
-        if fields.get("dry_run") == "1":
+        if job.spec.dry_run:
             raise NotRunnable(f"job {job_id} is a dry run: it changed nothing, so there is nothing to roll back")
         if not progress.status.is_terminal:
             raise NotRunnable(f"job {job_id} is {progress.status.value}: a job is rolled back once it has ended;"
                               " cancel it first")
-        if "rolled_back_by" in fields:
-            raise NotRunnable(f"job {job_id} was already rolled back by job {fields['rolled_back_by']}")
-        return fields["tenant"]
+        if job.rolled_back_by is not None:
+            raise NotRunnable(f"job {job_id} was already rolled back by job {job.rolled_back_by}")
+        return job.tenant
 
     def _claim_rollback(self, job_id: str, rollback_id: str) -> None:
         """Note `rollback_id` as the one rollback of `job_id`, atomically; NotRunnable if it has one."""
@@ -235,11 +230,10 @@ class Submitter:
         # A large dry run reads the tenant page by page (jobs.prefetch): its first chunk does that
         # alone, then sends the rest of the window.
         paged = options.dry_run and total >= self.settings.paged_read_min_users
-        fields = {"dry_run": "1" if options.dry_run else "0", "seat_policy": options.seat_policy.value,
-                  "seat_basis": "input", **({"prefetch": "1"} if paged else {})}
-        if options.callback_url:
-            fields["callback_url"] = options.callback_url
-        total, chunks = self.store.commit(job_id, source=source, warnings=warnings, owner=owner, options=fields)
+        spec = JobSpec(source=source, owner=owner, warnings=warnings, dry_run=options.dry_run,
+                       seat_policy=options.seat_policy, seat_basis=SeatBasis.INPUT,
+                       prefetch=Prefetch.ASKED if paged else None, callback_url=options.callback_url or None)
+        total, chunks = self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else "")
@@ -261,12 +255,9 @@ class Submitter:
         short = self.seats.reserve(tenant, job_id, wanted, free, force=policy is SeatPolicy.WAIT)
         if not short:
             return ()
-        others = self.seats.held_by_others(tenant, job_id)
-        lines = [
-            SeatLine(sku_id=sku, sku=catalog.part_number(sku), needed=n, released=0,
-                     free=free[sku] - others.get(sku, 0), shortfall=short.get(sku, 0))
-            for sku, n in sorted(wanted.items())
-        ]
+        # The shortfall is the one the reservation found (others' reservations may have moved since).
+        lines = [replace(line, shortfall=short.get(line.sku_id, 0))
+                 for line in seat_lines(wanted, {}, catalog, self.seats.held_by_others(tenant, job_id))]
         if policy is SeatPolicy.FAIL:
             raise SeatShortage(lines)
         return tuple(f"{line.sku}: the job adds up to {line.needed} but only {max(line.free, 0)} seats are free;"

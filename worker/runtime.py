@@ -24,12 +24,13 @@ from jobs.audit import AuditLog
 from jobs.audit_listener import AuditListener
 from jobs.catalogs import CatalogCache, CatalogUnavailable
 from jobs.chunks import ChunkContext
+from jobs.control import ProbeAnswer, pause_unreachable, resume_due
 from jobs.events import JobListener, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import PauseReason
 from jobs.notify import Notifier, NotifyOnEnd
-from jobs.scheduler import ProbeAnswer, Send, pause_unreachable, reap, resume_due
-from jobs.seats import SeatLedger
+from jobs.scheduler import Send, reap
+from jobs.seats import SeatLedger, seat_lines
 from jobs.store import JobStore
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.producer import ChunkProducer
@@ -100,11 +101,11 @@ class WorkerRuntime(ChunkContext):
         graph = self.clients.get(tenant).graph
         return list(self.policy.call(graph.subscribed_skus))
 
-    def probe(self, job_id: str, tenant: str, reason: str) -> ProbeAnswer:
+    def probe(self, job_id: str, tenant: str, reason: PauseReason) -> ProbeAnswer:
         """Whether a paused job's cause is gone (a refused credential or a denied app waits for a person)."""
-        if reason == PauseReason.NO_FREE_SEAT:
+        if reason is PauseReason.NO_FREE_SEAT:
             return ProbeAnswer(self._seats_free(job_id, tenant))
-        if reason == PauseReason.GRAPH_UNAVAILABLE:
+        if reason is PauseReason.GRAPH_UNAVAILABLE:
             return self._graph_answers(tenant)
         return ProbeAnswer(False)
 
@@ -114,10 +115,9 @@ class WorkerRuntime(ChunkContext):
             catalog = self.catalogs.get(tenant, max_age_s=0)
         except CatalogUnavailable:
             return False
-        needed = [key[5:] for key in self.store.plan_counters(job_id) if key.startswith("need:")]
-        others = self.seats.held_by_others(tenant, job_id)
-        return any(catalog.get(sku) is not None and catalog.free_seats(sku) - others.get(sku, 0) > 0
-                   for sku in needed)
+        needed = self.store.plan_counters(job_id).needed
+        lines = seat_lines(needed, {}, catalog, self.seats.held_by_others(tenant, job_id))
+        return any(line.free > 0 for line in lines)
 
     def _graph_answers(self, tenant: str) -> ProbeAnswer:
         """Whether Graph answers the tenant again: its breaker is closed, or this probe closes it.

@@ -6,15 +6,16 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from api.context import ApiContext
 from api.deps import Authenticated, Context, ScopedJob
 from api.errors import OUTAGES, ApiError
-from api.schemas import JobAccepted, error_responses
+from api.schemas import JobAccepted, accepted, error_responses
+from jobs import control
 from jobs.audit import AuditAction
-from jobs.models import SeatPolicy
+from jobs.models import JobStatus, SeatPolicy
 
 log = logging.getLogger(__name__)
 
@@ -26,33 +27,29 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 async def run(job: ScopedJob, context: Context, who: Authenticated,
               on_seat_shortage: Annotated[SeatPolicy, Query()] = SeatPolicy.FAIL) -> Response:
     """Start the real job of a finished dry run (it reads every user again: the tenant may have moved on)."""
-    accepted = await run_in_threadpool(context.submitter.run_planned, job.id, owner=who.name,
-                                       seat_policy=on_seat_shortage)
-    undone = context.store.job_fields(accepted.id, "rollback_of").get("rollback_of")
-    if undone is None:  # a job submitted from a dry run's input
-        await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.SUBMITTED, accepted.id,
-                                {"planned_from": job.id, "rows": accepted.total, "dry_run": False,
+    submitted = await run_in_threadpool(context.submitter.run_planned, job.id, owner=who.name,
+                                        seat_policy=on_seat_shortage)
+    if submitted.rollback_of is None:  # a job submitted from a dry run's input
+        await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.SUBMITTED, submitted.id,
+                                {"planned_from": job.id, "rows": submitted.total, "dry_run": False,
                                  "on_seat_shortage": on_seat_shortage.value})
     else:  # the run of a rollback's preview is that rollback
-        await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED, undone,
-                                {"rollback_job": accepted.id, "users": accepted.total, "dry_run": False,
-                                 "planned_from": job.id})
-    answer = JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings))
-    return JSONResponse(status_code=202, content=answer.model_dump(), headers={"Location": f"/v1/jobs/{accepted.id}"})
+        await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED,
+                                submitted.rollback_of, {"rollback_job": submitted.id, "users": submitted.total,
+                                                        "dry_run": False, "planned_from": job.id})
+    return accepted(JobAccepted.of(submitted).model_dump(mode="json"))
 
 
 @router.post("/{job_id}/resume", status_code=202, responses=error_responses(401, 404, 409))
 def resume(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, Any]:
     """Resume a paused job now (after buying seats or fixing the tenant profile)."""
-    reason = context.store.job_fields(job.id, "paused_reason").get("paused_reason")
-    chunks = context.store.resume(job.id)
-    if chunks is None:
+    record = context.store.job(job.id)
+    reason = record.pause.reason.value if record is not None and record.pause is not None else None
+    if control.resume(context.store, context.send, job.id) is None:
         raise ApiError(409, f"job {job.id} is not paused")
-    for n in chunks:
-        context.send(job.id, n, 0.0)
     _audit(context, job.tenant, who.name, AuditAction.RESUMED, job.id, {"reason": reason, "by": "request"})
     progress = context.store.progress(job.id)
-    return {"id": job.id, "resumed": True, "status": progress.status.value if progress else "running"}
+    return {"id": job.id, "resumed": True, "status": (progress.status if progress else JobStatus.RUNNING).value}
 
 
 @router.post("/{job_id}/rollback", status_code=202, response_model=JobAccepted,
@@ -69,13 +66,11 @@ async def rollback(
     job is still running (cancel it first), is a dry run, changed no user, or was rolled back already.
     """
     await run_in_threadpool(context.check_broker)  # before anything is written
-    accepted = await run_in_threadpool(context.submitter.rollback, job.id, owner=who.name, dry_run=dry_run,
-                                       seat_policy=on_seat_shortage)
-    details = {"rollback_job": accepted.id, "users": accepted.total, "dry_run": accepted.dry_run}
+    submitted = await run_in_threadpool(context.submitter.rollback, job.id, owner=who.name, dry_run=dry_run,
+                                        seat_policy=on_seat_shortage)
+    details = {"rollback_job": submitted.id, "users": submitted.total, "dry_run": submitted.dry_run}
     await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED, job.id, details)
-    answer = JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings),
-                         dry_run=accepted.dry_run)
-    return JSONResponse(status_code=202, content=answer.model_dump(), headers={"Location": f"/v1/jobs/{accepted.id}"})
+    return accepted(JobAccepted.of(submitted).model_dump(mode="json"))
 
 
 def _audit(context: ApiContext, tenant: str, actor: str, action: AuditAction, job_id: str,

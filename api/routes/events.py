@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.context import ApiContext
 from api.deps import Context, ScopedJob, VisibleJob
-from api.plan_view import with_seats
+from api.plan_view import job_json
 from api.schemas import error_responses
 from jobs.models import TERMINAL_JOB_STATUSES
 
@@ -107,7 +107,7 @@ def progress_reader(context: ApiContext, job: VisibleJob) -> Callable[[], Awaita
 
     def read() -> dict[str, Any] | None:
         progress = context.store.progress(job.id, ceiling_rate_per_s=context.ceiling_for(job.tenant))
-        return None if progress is None else with_seats(progress.to_json(), context, job.tenant)
+        return None if progress is None else job_json(progress, context)
 
     return lambda: run_in_threadpool(read)
 

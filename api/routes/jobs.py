@@ -7,14 +7,16 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from api.deps import Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions
-from api.plan_view import known_catalog, with_seats
+from api.plan_view import job_json, known_catalog
 from api.results import csv_lines, json_lines, result_rows
-from api.schemas import JobAccepted, error_responses
+from api.schemas import JobAccepted, JobOut, accepted, error_responses
 from api.submissions import accept_submission
+from jobs import control
 from jobs.audit import AuditAction
+from jobs.models import JobStatus
 
 CANCEL_WAIT_S = 30.0
 CANCEL_POLL_S = 0.05
@@ -52,8 +54,7 @@ async def submit(request: Request, context: Context, who: Authenticated, tenant:
     different request is refused (409).
     """
     receipt = await accept_submission(request, context, who, tenant, idempotency_key, options)
-    return JSONResponse(status_code=200 if receipt.replayed else 202, content=receipt.answer,
-                        headers={"Location": f"/v1/jobs/{receipt.answer['id']}"})
+    return accepted(receipt.answer, 200 if receipt.replayed else 202)
 
 
 @router.get("", responses=error_responses(401))
@@ -70,13 +71,14 @@ def list_jobs(context: Context, who: Authenticated,
     return {"value": out}
 
 
-@router.get("/{job_id}", responses=error_responses(401, 404))
+@router.get("/{job_id}", response_model=JobOut, response_model_exclude_unset=True,
+            responses=error_responses(401, 404))
 def get_job(job: ScopedJob, context: Context) -> dict[str, Any]:
-    """A job's progress: counters, status, current rate and ETA."""
+    """A job's progress: counters, status, current rate and ETA, and what its plan found."""
     progress = context.store.progress(job.id, ceiling_rate_per_s=context.ceiling_for(job.tenant))
     if progress is None:
         raise HTTPException(404, f"job {job.id} not found")
-    return with_seats(progress.to_json(), context, job.tenant)
+    return job_json(progress, context)
 
 
 @router.get("/{job_id}/results", responses=error_responses(401, 404))
@@ -99,21 +101,16 @@ def results(
 async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, Any]:
     """Cancel a job: returns once no write for it can still go out."""
     store = context.store
-    store.request_cancel(job.id)
+    control.cancel(store, context.send, job.id)
     context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id)
-    # Parked chunks of a paused job run once more, only to record their users as cancelled.
-    for n in store.resume(job.id) or ():
-        context.send(job.id, n, 0.0)
     deadline = time.monotonic() + CANCEL_WAIT_S
     while store.writes_in_flight(job.id) and time.monotonic() < deadline:
         await asyncio.sleep(CANCEL_POLL_S)
-    in_flight = store.writes_in_flight(job.id)
-    if not in_flight:
-        context.seats.release_all(job.tenant, job.id)
+    in_flight = control.settle_cancel(store, context.seats, job.id, job.tenant)
     progress = store.progress(job.id)
     return {
         "id": job.id,
         "cancel_requested": True,
         "writes_in_flight": in_flight,
-        "status": progress.status.value if progress else "cancelled",
+        "status": (progress.status if progress else JobStatus.CANCELLED).value,
     }

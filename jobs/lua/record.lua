@@ -1,12 +1,13 @@
 -- Record terminal results: each row at most once; counters move only for first writes.
--- KEYS: job hash, results hash. ARGV: now, ttl_s, this second's counter key, then per result:
--- row, status, result JSON. Returns how many rows were new.
+-- KEYS: job hash, results hash. ARGV: now, ttl_s, this second's counter key, k, the k user counters
+-- (one per status, named like it: jobs.counters.USER_COUNTERS), then per result: row, status,
+-- result JSON. Returns how many rows were new.
 local job, res = KEYS[1], KEYS[2]
-local now, ttl, sec_key = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local now, ttl, sec_key, k = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 -- A chunk still running when its job expired must not bring the job back without an expiry.
 if redis.call('EXISTS', job) == 0 then return 0 end
 local added = 0
-for i = 4, #ARGV, 3 do
+for i = 5 + k, #ARGV, 3 do
   if redis.call('HSETNX', res, ARGV[i], ARGV[i + 2]) == 1 then
     redis.call('HINCRBY', job, ARGV[i + 1], 1)
     added = added + 1
@@ -20,9 +21,7 @@ if added > 0 then
     redis.call('HSET', job, 'started_at', ARGV[1])
   end
 end
--- Every user status has a counter of its own name (jobs.models.USER_COUNTERS).
-local c = redis.call('HMGET', job, 'total', 'succeeded', 'failed', 'cancelled', 'unchanged', 'would_change',
-                     'would_fail')
+local c = redis.call('HMGET', job, 'total', unpack(ARGV, 5, 4 + k))
 local total = tonumber(c[1]) or 0
 local terminal = 0
 for i = 2, #c do terminal = terminal + (tonumber(c[i]) or 0) end

@@ -95,8 +95,8 @@ def finish(redis_client: redis.Redis, job_id: str, outcomes: dict[str, tuple[Use
     """Record every user's result and drop the job's seat reservations, as a worker would have."""
     store = store_of(redis_client)
     rows = {op.user: op.row for op in store.iter_operations(job_id)}
-    store.record(job_id, [UserResult(row=rows[u], user=u, status=s, before=b, after=a, attempts=1, updated_at=1.0)
-                          for u, (s, b, a) in outcomes.items()])
+    store.record_results(job_id, [UserResult(row=rows[u], user=u, status=s, before=b, after=a, attempts=1,
+                                             updated_at=1.0) for u, (s, b, a) in outcomes.items()])
     SeatLedger(redis_client, retention_s=3600).release_all("sim", job_id)
 
 

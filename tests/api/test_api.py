@@ -101,7 +101,7 @@ def test_unknown_job_is_404(client: TestClient) -> None:
 def test_results_csv_is_neutralised_and_resubmittable(client: TestClient, redis_client: redis.Redis) -> None:
     job = submit_csv(client)
     store = JobStore(redis_client, retention_s=3600)
-    store.record(job["id"], [
+    store.record_results(job["id"], [
         UserResult(row=2, user="ada@contoso.example", status=UserStatus.SUCCEEDED, attempts=1, updated_at=1.0),
         UserResult(row=3, user="grace@contoso.example", status=UserStatus.FAILED, reason="no_free_seat",
                    graph_code="Request_BadRequest", graph_message="=cmd|' /C calc'!A0", http_status=400,
@@ -130,7 +130,8 @@ def test_cancel_flags_the_job(client: TestClient, redis_client: redis.Redis) -> 
     response = client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth())
     assert response.status_code == 202
     assert response.json()["cancel_requested"] is True
-    assert JobStore(redis_client, retention_s=3600).is_cancelled(job["id"])
+    record = JobStore(redis_client, retention_s=3600).job(job["id"])
+    assert record is not None and record.cancel_requested
 
 
 def test_wrong_content_type_is_415(client: TestClient, redis_client: redis.Redis) -> None:
@@ -207,7 +208,7 @@ def test_csv_for_a_tenant_the_key_may_not_use_is_403_with_the_error_body(client:
 
 def test_results_and_progress_share_one_timestamp_format(client: TestClient, redis_client: redis.Redis) -> None:
     job = submit_csv(client)
-    JobStore(redis_client, retention_s=3600).record(job["id"], [
+    JobStore(redis_client, retention_s=3600).record_results(job["id"], [
         UserResult(row=2, user="ada@contoso.example", status=UserStatus.SUCCEEDED, attempts=1, updated_at=1.25),
     ])
     rows = client.get(f"/v1/jobs/{job['id']}/results", headers=auth()).json()["value"]

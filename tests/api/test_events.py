@@ -72,10 +72,10 @@ def test_stream_sends_each_change_once_with_increasing_ids_then_end(fast: TestCl
     job_id = submit(fast)
     seen: list[Event] = []
     steps = [
-        lambda: store.record(job_id, [result(2)]),
+        lambda: store.record_results(job_id, [result(2)]),
         lambda: store.bump(job_id, throttled=1),  # a 429 is a change too, without a result
-        lambda: store.record(job_id, [result(3, UserStatus.FAILED)]),
-        lambda: store.record(job_id, [result(4)]),
+        lambda: store.record_results(job_id, [result(3, UserStatus.FAILED)]),
+        lambda: store.record_results(job_id, [result(4)]),
     ]
     with fast.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth()) as response:
         assert response.status_code == 200
@@ -106,7 +106,7 @@ def test_stream_sends_each_change_once_with_increasing_ids_then_end(fast: TestCl
 
 def test_last_event_id_resumes_without_repeating_what_was_seen(fast: TestClient, store: JobStore) -> None:
     job_id = submit(fast)
-    store.record(job_id, [result(2)])
+    store.record_results(job_id, [result(2)])
     with fast.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth()) as response:
         first = next_event(frames(response.iter_lines()))
     assert first["data"]["succeeded"] == 1
@@ -117,12 +117,12 @@ def test_last_event_id_resumes_without_repeating_what_was_seen(fast: TestClient,
         # Polled and found nothing new: keep-alives only, the seen state is not sent again.
         assert next(stream) == {"retry": "500"}
         assert next(stream) == {"comment": "keep-alive"}
-        store.record(job_id, [result(3)])
+        store.record_results(job_id, [result(3)])
         again = next_event(stream)
     assert again["event"] == "progress" and again["data"]["succeeded"] == 2
     assert int(again["id"]) > int(first["id"])
 
-    store.record(job_id, [result(4)])
+    store.record_results(job_id, [result(4)])
     with fast.stream("GET", f"/v1/jobs/{job_id}/events", headers=auth()) as response:
         fresh = [f for f in frames(response.iter_lines()) if "event" in f]
     assert [f["event"] for f in fresh] == ["progress", "end"]

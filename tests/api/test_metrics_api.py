@@ -52,7 +52,7 @@ def scrape_while_jobs_run(client: TestClient, redis_client: redis.Redis) -> None
     assert sum(before.values()) == 0
 
     done, queued = submit_csv(client)["id"], submit_csv(client)["id"]
-    JobStore(redis_client, retention_s=3600).record(done, [
+    JobStore(redis_client, retention_s=3600).record_results(done, [
         UserResult(row=r, user=f"u{r}", status=UserStatus.SUCCEEDED) for r in (2, 3, 4)])
     redis_client.rpush(QUEUE, b"a", b"b", b"c")
     redis_client.hset("unacked", "tag", b"m")

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from fastapi.testclient import TestClient
 
-from jobs.models import UserStatus
+from jobs.models import PauseReason, UserStatus
 from jobs.seats import SeatLedger
 from tests.api.helpers import (
     ALL_KEY,
@@ -63,7 +63,7 @@ def test_a_rollback_is_a_new_job_undoing_the_changed_users(client: TestClient, r
         ((E3,), []), ((E5,), [(E1, ())]), ((), [(EMS, ())])]
     assert [op.expect.licenses if op.expect else None for op in ops] == [((E3, (SWAY,)),), ((E5, ()),), ()]
     # Seats for the re-adds are reserved as for any real job.
-    assert SeatLedger(redis_client, retention_s=3600).held(back_id) == {E1: 1, EMS: 1}
+    assert SeatLedger(redis_client, retention_s=3600).held_by_others("sim") == {E1: 1, EMS: 1}
 
     results = client.get(f"/v1/jobs/{back_id}/results", headers=auth()).json()["value"]
     assert [(r["user"], r["status"], r["add"], r["remove"]) for r in results] == [
@@ -138,7 +138,7 @@ def test_a_dry_run_of_the_rollback_reserves_nothing_and_its_run_is_the_rollback(
     record = client.get(f"/v1/jobs/{preview['id']}", headers=auth()).json()
     assert (record["kind"], record["rollback_of"], record["dry_run"]) == ("rollback", job_id, True)
     assert client.get(f"/v1/jobs/{job_id}", headers=auth()).json().get("rolled_back_by") is None
-    assert SeatLedger(redis_client, retention_s=3600).held(preview["id"]) == {}
+    assert SeatLedger(redis_client, retention_s=3600).held_by_others("sim") == {}
 
     # The preview planned; running it is the rollback, and the job counts as rolled back.
     finish(redis_client, preview["id"], {u: (UserStatus.WOULD_CHANGE, a, None)
@@ -189,7 +189,7 @@ def test_rollbacks_and_resumes_are_audited_with_the_key_name(client: TestClient,
     preview = rollback(client, job_id, key=SIM_KEY, dry_run="true").json()["id"]
     back = rollback(client, job_id).json()["id"]
     store = store_of(redis_client)
-    assert store.pause(back, "auth_failed", "AADSTS7000215: Invalid client secret provided.")
+    assert store.pause(back, PauseReason.AUTH_FAILED, "AADSTS7000215: Invalid client secret provided.")
     assert client.post(f"/v1/jobs/{back}/resume", headers=auth(SIM_KEY)).status_code == 202
 
     events = [e for e in audit_events(client) if e["action"] in ("rollback_requested", "resumed")]

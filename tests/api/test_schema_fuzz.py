@@ -98,7 +98,7 @@ CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
 def test_no_operation_answers_5xx(api_app: Any, real_job: str, redis_client: redis.Redis, method: str, path: str,
                                   mode: GenerationMode) -> None:
     if path.endswith("/events"):  # a job's event stream lasts until the job ends: end it first
-        JobStore(redis_client, retention_s=3600).record(real_job, [
+        JobStore(redis_client, retention_s=3600).record_results(real_job, [
             UserResult(row=row, user=f"u{row}@contoso.example", status=UserStatus.SUCCEEDED) for row in (2, 3)])
     schema = schemathesis.openapi.from_asgi("/openapi.json", api_app)
     operation = schema[path][method]

@@ -24,6 +24,7 @@ from config.logs import (
 from jobs.chunks import execute_chunk
 from jobs.executor import ChunkDeps
 from jobs.models import Operation
+from jobs.record import JobSpec
 from jobs.store import JobStore
 from tests.jobs.helpers import Ctx
 
@@ -141,7 +142,7 @@ def test_short_values_are_not_masked_everywhere() -> None:
 def test_a_chunk_runs_inside_its_job_chunk_and_tenant_context(redis_client: redis.Redis) -> None:
     store = JobStore(redis_client, retention_s=3600)
     store.stage("j7", "contoso", [Operation(row=2, user="u@x", remove=("sku",))], 10)
-    store.commit("j7", source="csv")
+    store.commit("j7", JobSpec(source="csv"))
     seen: list[dict[str, object]] = []
 
     def deps_for(tenant: str) -> ChunkDeps:

@@ -13,6 +13,7 @@ from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
 from jobs.executor import ChunkDeps
 from jobs.models import LicenseAdd, Operation, UserResult
+from jobs.record import JobSpec, Pause
 from jobs.store import JobStore
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle, Tenant
 
@@ -45,8 +46,26 @@ def make_deps(store: JobStore, tenant: Tenant, clock: FakeClock, *, max_attempts
 
 def job(store: JobStore, ops: list[Operation]) -> str:
     store.stage("job", "sim", ops, 100)
-    store.commit("job", source="csv")
+    store.commit("job", JobSpec(source="csv"))
     return "job"
+
+
+def pause_of(store: JobStore, job_id: str) -> Pause | None:
+    """The job's pause, if it is paused."""
+    record = store.job(job_id)
+    return None if record is None else record.pause
+
+
+def reason_of(store: JobStore, job_id: str) -> str | None:
+    """Why the job is paused (None: it is not)."""
+    pause = pause_of(store, job_id)
+    return None if pause is None else pause.reason.value
+
+
+def next_probe_of(store: JobStore, job_id: str) -> float | None:
+    """When the paused job is probed next."""
+    pause = pause_of(store, job_id)
+    return None if pause is None else pause.next_probe_at
 
 
 def results(store: JobStore, job_id: str) -> dict[str, UserResult]:
@@ -82,6 +101,6 @@ def dispatched_job(store: JobStore, users: int = 4, chunk_size: int = 2, tenant:
     """A committed job whose first chunk has been dispatched, as the API leaves it."""
     ops = [Operation(row=i + 2, user=f"u{i}@x", add=(LicenseAdd("sku"),)) for i in range(users)]
     store.stage("j", tenant, ops, chunk_size)
-    store.commit("j", source="csv")
+    store.commit("j", JobSpec(source="csv"))
     assert store.next_chunk("j") == 0
     return "j"

@@ -80,7 +80,7 @@ def test_an_unknown_tenant_fails_the_chunks_pending_users(store: JobStore, clock
 
     ctx = Ctx(store, unknown)
     # One user already ended before (an earlier run): its result stays as it was.
-    store.record(job_id, [UserResult(row=2, user="u0@x", status=UserStatus.SUCCEEDED, updated_at=clock())])
+    store.record_results(job_id, [UserResult(row=2, user="u0@x", status=UserStatus.SUCCEEDED, updated_at=clock())])
 
     assert execute_chunk(ctx, job_id, 0, clock=clock) == "done"
 

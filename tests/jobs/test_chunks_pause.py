@@ -15,7 +15,7 @@ from jobs.executor import ChunkDeps
 from jobs.models import Reason
 from jobs.store import JobStore
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
-from tests.jobs.helpers import UNLICENSED, Ctx, dispatched_job, results
+from tests.jobs.helpers import UNLICENSED, Ctx, dispatched_job, reason_of, results
 
 DENIED = {"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges."}}
 UNAVAILABLE = {"error": {"code": "serviceNotAvailable", "message": "try later"}}
@@ -57,7 +57,7 @@ def test_a_parked_chunk_keeps_the_budget_it_used_and_the_pause_is_not_charged(re
 
     # 40 s of its retry budget used by earlier runs, then the app is denied: the job pauses.
     assert execute_chunk(ctx, job_id, 0, clock() - 40, clock=clock) == "parked"
-    assert store.job_fields(job_id, "paused_reason") == {"paused_reason": "forbidden"}
+    assert reason_of(store, job_id) == "forbidden"
     clock.advance(10_000)  # paused for hours
     assert store.resume(job_id) == [0]
     graph.write_reply = (503, UNAVAILABLE)  # after the resume, every write fails with 503

@@ -12,8 +12,10 @@ import httpx
 import pytest
 
 from graphclient.client import GraphClient
+from jobs.counters import PlanCounters
 from jobs.events import JobEvent, Listeners
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
+from jobs.record import JobSpec
 from jobs.store import JobStore, WriteGate
 from tests.fakes import FakeClock, RecordingThrottle, Tenant
 from tests.jobs.helpers import E3, EMS, SWAY, job, make_deps, op, results, user
@@ -83,7 +85,7 @@ def test_after_a_crash_users_with_a_write_in_flight_are_read_first(store: JobSto
     assert got["a@x"].attempts == 2  # the write before the crash + the read
     assert got["a@x"].before == {"assignedLicenses": [], "usageLocation": "US"}  # as first planned
     assert tenant.writes == [("POST", "b@x")]
-    assert store.plan_counters(job_id) == {"changes": 2, f"need:{E3}": 2, "planned": 2}  # row 2 counted once
+    assert store.plan_counters(job_id) == PlanCounters(planned=2, changes=2, needed={E3: 2})  # row 2 counted once
 
 
 def test_a_redelivered_chunk_records_nothing_twice(store: JobStore, clock: FakeClock) -> None:
@@ -180,7 +182,7 @@ def test_a_dry_run_reads_and_plans_but_never_writes(store: JobStore, clock: Fake
            op(5, "d@x", remove=(EMS,)), op(6, "ghost@x", add=(E3,)), op(7, "d@x2", location="GB")]
     tenant.users["d@x2"] = user(location="US")
     store.stage("job", "sim", ops, 100)
-    store.commit("job", source="csv", options={"dry_run": "1"})
+    store.commit("job", JobSpec(source="csv", dry_run=True))
     deps, _ = make_deps(store, tenant, clock)
     assert run_users(deps, "job", 0, budget_started_at=clock()) == 6
     got = {u: (r.status.value, r.reason) for u, r in results(store, "job").items()}
@@ -191,9 +193,9 @@ def test_a_dry_run_reads_and_plans_but_never_writes(store: JobStore, clock: Fake
     a = results(store, "job")["a@x"]
     assert a.before == {"assignedLicenses": [], "usageLocation": "US", "userPrincipalName": "a@x"}
     assert a.after is None
-    assert store.plan_counters("job") == {"changes": 2, f"need:{E3}": 1, "unchanged": 1,
-                                          "fail:usage_location_missing": 1, "fail:license_not_assigned": 1,
-                                          "fail:user_not_found": 1, "planned": 6}
+    assert store.plan_counters("job") == PlanCounters(
+        planned=6, changes=2, unchanged=1, needed={E3: 1},
+        predicted_failures={"usage_location_missing": 1, "license_not_assigned": 1, "user_not_found": 1})
     progress = store.progress("job")
     assert progress is not None and progress.status.value == "planned" and progress.pending == 0
 
@@ -355,7 +357,7 @@ def test_a_location_the_job_just_set_is_waited_for_but_one_nobody_set_is_not(
 
 def test_a_dry_run_does_not_wait_for_replication(store: JobStore, clock: FakeClock) -> None:
     store.stage("job", "sim", [op(2, "new@x", add=(E3,))], 100)
-    store.commit("job", source="csv", options={"dry_run": "1"})
+    store.commit("job", JobSpec(source="csv", dry_run=True))
     deps, sleep = make_deps(store, Tenant({}), clock)
     run_users(dataclasses.replace(deps, not_found_grace_s=180), "job", 0, budget_started_at=clock())
     result = results(store, "job")["new@x"]

@@ -18,12 +18,13 @@ from graphclient.client import GraphClient
 from graphclient.errors import GraphAuthError
 from graphclient.retry import RetryPolicy
 from jobs.catalogs import CatalogUnavailable
+from jobs.control import ProbeAnswer, resume_due
 from jobs.executor import ChunkDeps, Parked, run_users
-from jobs.scheduler import ProbeAnswer, resume_due
+from jobs.models import PauseReason
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle, Tenant
-from tests.jobs.helpers import E3, job, op, results, user
+from tests.jobs.helpers import E3, job, op, reason_of, results, user
 
 DENIED = {"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the "
                     "operation."}}
@@ -158,7 +159,7 @@ def test_a_lone_403_pauses_unless_the_job_was_allowed_that_write_before(store: J
     deps = make_deps(store, Network(tenant), clock)
     with pytest.raises(Parked):  # one user, nothing allowed yet: taken as the app's
         run_users(deps, job_id, 0, budget_started_at=clock())
-    assert store.job_fields(job_id, "paused_reason") == {"paused_reason": "forbidden"}
+    assert reason_of(store, job_id) == "forbidden"
     store.resume(job_id)
     # Another chunk of the job has since assigned a license: a lone 403 now is the user's own.
     store.note_allowed(job_id, "assign")
@@ -237,13 +238,13 @@ def test_a_catalog_read_refused_for_the_tenant_pauses_instead_of_crashing(store:
 
     with pytest.raises(Parked):
         run_users(ChunkDeps(**{**deps.__dict__, "catalog": catalog}), job_id, 0, budget_started_at=clock())
-    assert store.job_fields(job_id, "paused_reason") == {"paused_reason": "auth_failed"}
+    assert reason_of(store, job_id) == "auth_failed"
 
 
 def test_a_paused_jobs_chunk_parks_before_reading(store: JobStore, clock: FakeClock) -> None:
     tenant, job_id = three_users(store)
     network = Network(tenant)
-    store.pause(job_id, "graph_unavailable", "down", next_probe_at=clock() + 2)
+    store.pause(job_id, PauseReason.GRAPH_UNAVAILABLE, "down", next_probe_at=clock() + 2)
     with pytest.raises(Parked):
         run_users(make_deps(store, network, clock), job_id, 0, budget_started_at=clock())
     assert network.sent == 0
@@ -262,5 +263,5 @@ def test_a_write_refused_by_an_open_breaker_is_not_sent_nor_charged(store: JobSt
     with pytest.raises(Parked):
         run_users(make_deps(store, network, clock, breaker), job_id, 0, budget_started_at=clock())
     assert network.sent == 1  # the reads; the writes were refused before being sent
-    assert store.job_fields(job_id, "paused_reason") == {"paused_reason": "graph_unavailable"}
+    assert reason_of(store, job_id) == "graph_unavailable"
     assert write_attempts(store, job_id) == {2: 0, 3: 0, 4: 0} and tenant.writes == []

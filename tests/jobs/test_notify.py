@@ -25,6 +25,7 @@ from jobs.notify import (
     NotifyOnEnd,
     Outcome,
 )
+from jobs.record import JobSpec
 from jobs.store import JobStore
 
 SECRET = b"webhook-secret-for-tests"
@@ -158,9 +159,8 @@ def finished_job(store: JobStore, job_id: str = "j1", callback_url: str | None =
                  tenant: str = "contoso") -> str:
     """A committed job of two users, both succeeded."""
     store.stage(job_id, tenant, [Operation(row=r, user=f"u{r}@x", remove=("sku",)) for r in (2, 3)], 10)
-    options = {"dry_run": "0"} | ({"callback_url": callback_url} if callback_url else {})
-    store.commit(job_id, source="csv", options=options)
-    store.record(job_id, [UserResult(row=r, user=f"u{r}@x", status=UserStatus.SUCCEEDED) for r in (2, 3)])
+    store.commit(job_id, JobSpec(source="csv", callback_url=callback_url))
+    store.record_results(job_id, [UserResult(row=r, user=f"u{r}@x", status=UserStatus.SUCCEEDED) for r in (2, 3)])
     return job_id
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobs.models import LicenseAdd, Operation
-from jobs.plan import Outcome, UserState, plan_user, predicted_after
+from jobs.plan import PlanOutcome, UserState, plan_user, predicted_after
 from jobs.skus import SkuCatalog
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
@@ -43,25 +43,25 @@ def op(add: tuple[LicenseAdd, ...] = (), remove: tuple[str, ...] = (), location:
 
 def test_not_found_is_a_predicted_failure(catalog: SkuCatalog) -> None:
     plan = plan_user(op(add=(LicenseAdd(E3),)), None, catalog)
-    assert (plan.outcome, plan.reason, plan.before) == (Outcome.FAIL, "user_not_found", None)
+    assert (plan.outcome, plan.reason, plan.before) == (PlanOutcome.FAIL, "user_not_found", None)
 
 
 def test_requested_state_already_holds(catalog: SkuCatalog) -> None:
     plan = plan_user(op(add=(LicenseAdd(E3, (sway(catalog),)),)), user((E3, [sway(catalog)])), catalog)
-    assert plan.outcome is Outcome.UNCHANGED
+    assert plan.outcome is PlanOutcome.UNCHANGED
     assert plan.seats_needed == () and plan.action(catalog) == "none"
 
 
 def test_held_sku_with_other_disabled_plans_is_a_change_without_a_seat(catalog: SkuCatalog) -> None:
     plan = plan_user(op(add=(LicenseAdd(E3),)), user((E3, [sway(catalog)])), catalog)
-    assert plan.outcome is Outcome.CHANGE and plan.assign
+    assert plan.outcome is PlanOutcome.CHANGE and plan.assign
     assert plan.seats_needed == ()
     assert plan.action(catalog) == "change disabled plans of ENTERPRISEPACK"
 
 
 def test_swap_takes_one_seat_and_gives_one_back(catalog: SkuCatalog) -> None:
     plan = plan_user(op(add=(LicenseAdd(E5),), remove=(E3,)), user((E3, [])), catalog)
-    assert plan.outcome is Outcome.CHANGE
+    assert plan.outcome is PlanOutcome.CHANGE
     assert (plan.seats_needed, plan.seats_released) == ((E5,), (E3,))
     assert plan.after is not None and plan.after.held() == {E5: ()}
     assert plan.action(catalog) == "add SPE_E5; remove ENTERPRISEPACK"
@@ -69,34 +69,34 @@ def test_swap_takes_one_seat_and_gives_one_back(catalog: SkuCatalog) -> None:
 
 def test_removing_an_unheld_license_fails_without_a_write(catalog: SkuCatalog) -> None:
     plan = plan_user(op(remove=(E5,)), user((E3, [])), catalog)
-    assert (plan.outcome, plan.reason) == (Outcome.FAIL, "license_not_assigned")
+    assert (plan.outcome, plan.reason) == (PlanOutcome.FAIL, "license_not_assigned")
     assert plan.message is not None and "SPE_E5" in plan.message
 
 
 def test_no_usage_location_anywhere_fails_without_a_write(catalog: SkuCatalog) -> None:
     plan = plan_user(op(add=(LicenseAdd(E3),)), user(location=None), catalog)
-    assert (plan.outcome, plan.reason) == (Outcome.FAIL, "usage_location_missing")
+    assert (plan.outcome, plan.reason) == (PlanOutcome.FAIL, "usage_location_missing")
 
 
 def test_location_from_the_row_is_set_first(catalog: SkuCatalog) -> None:
     plan = plan_user(op(add=(LicenseAdd(E3, (sway(catalog),)),), location="GB"), user(location=None), catalog)
-    assert plan.outcome is Outcome.CHANGE and plan.set_location and plan.assign
+    assert plan.outcome is PlanOutcome.CHANGE and plan.set_location and plan.assign
     assert plan.action(catalog) == "set usage location GB; add ENTERPRISEPACK (SWAY off)"
 
 
 def test_location_only_row_already_set_is_unchanged(catalog: SkuCatalog) -> None:
     plan = plan_user(op(location="US"), user((E3, [])), catalog)
-    assert plan.outcome is Outcome.UNCHANGED
+    assert plan.outcome is PlanOutcome.UNCHANGED
 
 
 def test_location_only_change_writes_no_license(catalog: SkuCatalog) -> None:
     plan = plan_user(op(location="DE"), user((E3, [])), catalog)
-    assert plan.outcome is Outcome.CHANGE and plan.set_location and not plan.assign
+    assert plan.outcome is PlanOutcome.CHANGE and plan.set_location and not plan.assign
 
 
 def test_tiers_of_one_service_in_added_and_kept_licenses_warn(catalog: SkuCatalog) -> None:
     plan = plan_user(op(add=(LicenseAdd(E3),)), user((E1, [])), catalog)
-    assert plan.outcome is Outcome.CHANGE
+    assert plan.outcome is PlanOutcome.CHANGE
     assert len(plan.warnings) == 1
     assert "ENTERPRISEPACK" in plan.warnings[0] and "STANDARDPACK" in plan.warnings[0]
 
@@ -116,6 +116,6 @@ def test_predicted_after_round_trips_through_json(catalog: SkuCatalog) -> None:
 
 def test_a_swap_already_done_is_unchanged_but_a_lone_removal_of_an_unheld_license_fails(catalog: SkuCatalog) -> None:
     done = plan_user(op(add=(LicenseAdd(E5),), remove=(E3,)), user((E5, [])), catalog)
-    assert done.outcome is Outcome.UNCHANGED
+    assert done.outcome is PlanOutcome.UNCHANGED
     half = plan_user(op(add=(LicenseAdd(E5),), remove=(E3,)), user(), catalog)
-    assert (half.outcome, half.reason) == (Outcome.FAIL, "license_not_assigned")
+    assert (half.outcome, half.reason) == (PlanOutcome.FAIL, "license_not_assigned")

@@ -27,6 +27,7 @@ from graphclient.retry import RetryPolicy
 from jobs.chunks import execute_chunk
 from jobs.executor import ChunkDeps
 from jobs.models import UserResult, UserStatus
+from jobs.record import JobSpec
 from jobs.store import JobStore, WriteGate
 
 CORPUS = Path(__file__).parent.parent / "corpus"
@@ -44,18 +45,12 @@ class FakeGraph:
     """Graph's answers: users exist unlicensed and every write succeeds, except users named `gone...`."""
 
     def batch(self, requests: Sequence[BatchRequest]) -> dict[str, BatchItemResult]:
-        return {r.id: BatchItemResult(r.id, 404, {}, None, not_found()) if "/users/gone" in r.url
-                else BatchItemResult(r.id, 200, {}, UNLICENSED if r.method == "GET" else {}) for r in requests}
+        return {r.id: self.send(r) for r in requests}
 
-    def get_user(self, user: str, select: Sequence[str]) -> dict[str, Any]:
-        if user.startswith("gone"):
-            raise not_found()
-        return dict(UNLICENSED)
-
-    def assign_license(self, user: str, add: list[dict[str, Any]], remove: list[str]) -> dict[str, Any]:
-        if user.startswith("gone"):
-            raise not_found()
-        return {}
+    def send(self, request: BatchRequest) -> BatchItemResult:
+        if "/users/gone" in request.url:
+            return BatchItemResult(request.id, 404, {}, None, not_found())
+        return BatchItemResult(request.id, 200, {}, dict(UNLICENSED) if request.method == "GET" else {})
 
 
 @dataclass
@@ -176,7 +171,7 @@ def test_the_recent_jobs_index_drops_jobs_older_than_retention(
     recent_store = JobStore(redis_client, retention_s=settings.retention_s, clock=lambda: now - RETENTION_S / 2)
     for store, job in ((old_store, "old-job"), (recent_store, "recent-job")):
         store.stage(job, "sim", [], 3)
-        store.commit(job, source="csv")
+        store.commit(job, JobSpec(source="csv"))
     redis_client.delete("bl:job:old-job")  # what its expiry did
     assert {m.decode() for m in redis_client.zrange("bl:jobs", 0, -1)} == {"old-job", "recent-job"}
 
@@ -212,7 +207,7 @@ def test_results_recorded_after_a_job_expired_leave_nothing_behind_for_ever(
     for key in redis_client.scan_iter(match=f"bl:job:{job_id}*"):
         redis_client.delete(key)  # the retention period passed while the chunk ran
     worker.store.bump(job_id, retries=1)
-    worker.store.record(job_id, [UserResult(row=op.row, user=op.user, status=UserStatus.SUCCEEDED, attempts=1,
+    worker.store.record_results(job_id, [UserResult(row=op.row, user=op.user, status=UserStatus.SUCCEEDED, attempts=1,
                                             updated_at=1.0) for op in ops])
     keys = job_keys(redis_client)
     no_expiry = sorted(k for k, ttl in keys.items() if not 0 < ttl <= RETENTION_S)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from jobs.models import ExpectedState, LicenseAdd, Operation, Reason, UserResult, UserStatus
-from jobs.plan import Outcome, UserState, plan_user
+from jobs.plan import PlanOutcome, UserState, plan_user
 from jobs.rollback import LOCATION_KEPT, SeatDemand, SeatOrder, rollback_operations, seat_order, undo
 from jobs.skus import SkuCatalog
 
@@ -130,7 +130,7 @@ def test_a_user_as_the_job_left_it_is_planned_back_to_before(catalog: SkuCatalog
     sway = plan_id(catalog, E1, "SWAY")
     before, after = state((E1, [sway]), location="GB"), state((E3, []), location="NL")
     plan = plan_user(back(catalog, before, after), UserState.from_json(after), catalog)
-    assert plan.outcome is Outcome.CHANGE and plan.assign and plan.set_location
+    assert plan.outcome is PlanOutcome.CHANGE and plan.assign and plan.set_location
     assert plan.after is not None and plan.after.same_as(UserState.from_json(before))
     assert plan.seats_needed == (E1,) and plan.seats_released == (E3,)
 
@@ -138,7 +138,7 @@ def test_a_user_as_the_job_left_it_is_planned_back_to_before(catalog: SkuCatalog
 def test_drift_is_refused_naming_every_difference(catalog: SkuCatalog) -> None:
     op = back(catalog, state(location="US"), state((BI, []), location="GB"))
     plan = plan_user(op, current((BI, []), (EMS, []), location="DE"), catalog)
-    assert (plan.outcome, plan.reason) == (Outcome.FAIL, Reason.DRIFTED)
+    assert (plan.outcome, plan.reason) == (PlanOutcome.FAIL, Reason.DRIFTED)
     assert plan.message == ("changed since the job: usage location is DE, the job left GB; "
                             "holds EMS, which the job did not leave")
 
@@ -166,12 +166,12 @@ def test_another_account_under_the_same_name_is_drift(catalog: SkuCatalog) -> No
 def test_a_user_already_back_is_unchanged(catalog: SkuCatalog) -> None:
     op = back(catalog, state((E1, [])), state((E3, [])))
     plan = plan_user(op, current((E1, [])), catalog)
-    assert plan.outcome is Outcome.UNCHANGED and plan.reason is None
+    assert plan.outcome is PlanOutcome.UNCHANGED and plan.reason is None
 
 
 def test_an_operation_without_expectation_plans_as_before(catalog: SkuCatalog) -> None:
     plain = Operation(row=2, user="ada@contoso.example", add=(LicenseAdd(EMS),))
-    assert plan_user(plain, current((BI, []), location="DE"), catalog).outcome is Outcome.CHANGE
+    assert plan_user(plain, current((BI, []), location="DE"), catalog).outcome is PlanOutcome.CHANGE
 
 
 # --- the order of a rollback's operations, and its seats -----------------------------------------------

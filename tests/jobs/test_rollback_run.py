@@ -13,6 +13,7 @@ import pytest
 from jobs.executor import ChunkDeps, run_users
 from jobs.models import Operation, Reason, UserResult, UserStatus
 from jobs.plan import UserState
+from jobs.record import JobKind, JobSpec
 from jobs.rollback import LOCATION_KEPT, rollback_operations
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, WriteGate
@@ -65,7 +66,7 @@ def rollback_job(store: JobStore, catalog: SkuCatalog, *, dry_run: bool = False)
                                                             before=stored(BEFORE[upn]), after=stored(AFTER[upn])))
                 for i, upn in enumerate(BEFORE)]
     store.stage("rb", "sim", rollback_operations(lambda: original, catalog), 100)
-    store.commit("rb", source="rollback", options={"dry_run": "1" if dry_run else "0", "kind": "rollback"})
+    store.commit("rb", JobSpec(source="rollback", dry_run=dry_run, kind=JobKind.ROLLBACK))
     return "rb"
 
 
@@ -139,7 +140,7 @@ def test_after_a_crash_the_read_back_keeps_the_rollback_order(
                  UserResult(row=2, user="moved@x", status=UserStatus.SUCCEEDED,
                             before=stored(BEFORE["moved@x"]), after=stored(AFTER["moved@x"])))]
     store.stage("rb", "sim", rollback_operations(lambda: original, catalog), 100)
-    store.commit("rb", source="rollback", options={"kind": "rollback"})
+    store.commit("rb", JobSpec(source="rollback", kind=JobKind.ROLLBACK))
     # A previous worker planned the user and sent its first write; then it died.
     store.save_plans("rb", [(2, {**stored(AFTER["moved@x"]), "userPrincipalName": "moved@x"}, ["changes"])])
     assert store.begin_writes("rb", "dead-batch", clock() + 30, [2]) is WriteGate.FIRST

@@ -6,6 +6,7 @@ import redis
 
 from config import Settings
 from jobs.models import Operation, UserResult, UserStatus
+from jobs.record import JobSpec
 from jobs.scheduler import dispatch, reap
 from jobs.store import JobStore
 
@@ -26,12 +27,12 @@ def test_a_worker_killed_between_finishing_a_chunk_and_dispatching_the_next_does
     ops = [Operation(row=i + 2, user=f"user{i:03d}@contoso.example", remove=("efccb6f7-5641-4e0e-bd10-b4976e1bf68e",))
            for i in range(30)]
     store.stage("job1", "sim", ops, chunk_size=10)
-    assert store.commit("job1", source="csv") == (30, 3)
+    assert store.commit("job1", JobSpec(source="csv")) == (30, 3)
     sent: list[int] = []
     assert dispatch(store, lambda _j, n, _c: sent.append(n), "job1", 1) == 1  # a window of one chunk
     assert store.claim_chunk("job1", 0, "dead-worker") == "ok"
     store.heartbeat("dead-worker", 20, ["job1:0"])
-    store.record("job1", [UserResult(row=op.row, user=op.user, status=UserStatus.SUCCEEDED, attempts=1)
+    store.record_results("job1", [UserResult(row=op.row, user=op.user, status=UserStatus.SUCCEEDED, attempts=1)
                           for op in store.load_chunk("job1", 0)])
     assert store.complete_chunk("job1", 0)[:3] == (True, 1, 3)
     # kill -9 here: `dispatch(...)` for the next chunk never runs. Then the lease lapses.

@@ -15,16 +15,16 @@ def test_second_job_cannot_count_on_seats_the_first_reserved(redis_client: redis
     ledger = SeatLedger(redis_client, retention_s=60)
     assert ledger.reserve("contoso", "job-a", {E3: 8}, {E3: 10}) == {}
     assert ledger.reserve("contoso", "job-b", {E3: 3}, {E3: 10}) == {E3: 1}
-    assert ledger.held("job-b") == {}  # a refused job holds nothing
+    assert ledger.held_by_others("contoso", "job-a") == {}  # a refused job holds nothing
     assert ledger.held_by_others("contoso", "job-b") == {E3: 8}
 
 
 def test_reservation_shrinks_and_is_dropped(redis_client: redis.Redis) -> None:
     ledger = SeatLedger(redis_client, retention_s=60)
     ledger.reserve("contoso", "job-a", {E3: 2}, {E3: 2})
-    assert ledger.release("job-a", E3) == 1
-    assert ledger.release("job-a", E3, 5) == 0
-    assert ledger.held("job-a") == {}
+    assert ledger.release_many("job-a", {E3: 1}) == 1
+    assert ledger.release_many("job-a", {E3: 5}) == 0
+    assert ledger.held_by_others("contoso") == {}
     ledger.reserve("contoso", "job-a", {E3: 2}, {E3: 2})
     ledger.release_all("contoso", "job-a")
     assert ledger.held_by_others("contoso") == {}
@@ -33,7 +33,7 @@ def test_reservation_shrinks_and_is_dropped(redis_client: redis.Redis) -> None:
 def test_forced_reservation_queues_ahead_of_later_jobs(redis_client: redis.Redis) -> None:
     ledger = SeatLedger(redis_client, retention_s=60)
     assert ledger.reserve("contoso", "job-a", {E3: 12}, {E3: 10}, force=True) == {E3: 2}
-    assert ledger.held("job-a") == {E3: 12}
+    assert ledger.held_by_others("contoso") == {E3: 12}
     assert ledger.reserve("contoso", "job-b", {E3: 1}, {E3: 10}) == {E3: 1}
 
 

@@ -7,6 +7,7 @@ import json
 import redis
 
 from jobs.models import JobStatus, LicenseAdd, Operation, UserResult, UserStatus
+from jobs.record import JobSpec
 from jobs.scheduler import dispatch, reap
 from jobs.store import JobStore, WriteGate
 
@@ -25,7 +26,7 @@ def ops(n: int) -> list[Operation]:
 
 def committed(store: JobStore, n: int = 10, chunk: int = 4, job: str = "j1") -> str:
     store.stage(job, "sim", ops(n), chunk)
-    store.commit(job, source="csv")
+    store.commit(job, JobSpec(source="csv"))
     return job
 
 
@@ -53,13 +54,34 @@ def test_staged_job_is_invisible_and_discard_removes_everything(redis_client: re
     assert redis_client.keys("bl:job:j2*") == []
 
 
+def test_a_chunk_is_read_in_one_step_with_what_is_known_of_its_rows(redis_client: redis.Redis) -> None:
+    store = JobStore(redis_client, retention_s=3600)
+    job = committed(store, n=2500, chunk=2500)  # more rows than one HMGET of the script takes
+    store.record_results(job, [result(2), result(2501)])
+    store.save_plans(job, [(3, {"usageLocation": "US", "assignedLicenses": []}, ["changes"]), (4, None, ["fail:x"])])
+    assert store.begin_writes(job, "b1", 1e12, [3, 2500]) is WriteGate.FIRST
+    store.save_budget(job, 0, 12.5)
+    view = store.chunk_view(job, 0, count_run=True, take_budget=True)
+    assert view.record is not None and (view.record.id, view.record.total, view.record.chunks) == (job, 2500, 1)
+    assert view.ops == tuple(ops(2500))
+    assert view.done_rows == {2, 2501}
+    assert len(view.pending) == 2498 and view.pending[0].row == 3
+    assert view.befores == {3: {"usageLocation": "US", "assignedLicenses": []}, 4: None}
+    assert view.attempts == {3: 1, 2500: 1}
+    assert (view.runs, view.budget_used_s) == (1, 12.5)
+    again = store.chunk_view(job, 0, count_run=True, take_budget=True)
+    assert (again.runs, again.budget_used_s) == (2, None)  # counted again; the budget was taken
+    assert store.chunk_view(job, 0).runs == 0  # a plain read counts nothing
+    assert store.chunk_view(job, 7).ops == ()  # no such chunk
+
+
 def test_a_result_is_recorded_once_and_counters_agree(redis_client: redis.Redis) -> None:
     store = JobStore(redis_client, retention_s=3600)
     job = committed(store, n=3)
-    assert store.record(job, [result(2), result(3, UserStatus.FAILED)]) == 2
+    assert store.record_results(job, [result(2), result(3, UserStatus.FAILED)]) == 2
     # The same rows again (a redelivered chunk) change nothing, even with another status.
-    assert store.record(job, [result(2, UserStatus.FAILED), result(3)]) == 0
-    assert store.record(job, [result(4, UserStatus.CANCELLED)]) == 1
+    assert store.record_results(job, [result(2, UserStatus.FAILED), result(3)]) == 0
+    assert store.record_results(job, [result(4, UserStatus.CANCELLED)]) == 1
     progress = store.progress(job)
     assert progress is not None
     assert (progress.succeeded, progress.failed, progress.cancelled, progress.pending) == (1, 1, 1, 0)
@@ -153,7 +175,7 @@ def test_progress_rate_and_eta(redis_client: redis.Redis) -> None:
     job = committed(store, n=100, chunk=10)
     for second in range(10):
         clock.t += 1
-        store.record(job, [result(2 + second * 5 + i) for i in range(5)])
+        store.record_results(job, [result(2 + second * 5 + i) for i in range(5)])
     clock.t += 1
     progress = store.progress(job, ceiling_rate_per_s=20)
     assert progress is not None
@@ -165,6 +187,6 @@ def test_progress_rate_and_eta(redis_client: redis.Redis) -> None:
 def test_job_keys_expire_after_retention(redis_client: redis.Redis) -> None:
     store = JobStore(redis_client, retention_s=1234)
     job = committed(store, n=3)
-    store.record(job, [result(2)])
+    store.record_results(job, [result(2)])
     for key in redis_client.keys(f"bl:job:{job}*"):
         assert 0 < redis_client.ttl(key) <= 1234, key

@@ -24,6 +24,7 @@ from celery.worker.consumer import Consumer
 from cli.localstack import EmbeddedRedis
 from config import Settings
 from jobs.models import Operation, UserStatus
+from jobs.record import JobSpec
 from jobs.store import JobStore
 from worker.celery_app import create_celery_app
 from worker.producer import CHUNK_TASK, QUEUE, ChunkProducer
@@ -101,7 +102,7 @@ def test_a_chunk_sent_by_name_runs_in_a_worker_whose_signals_start_and_stop_the_
     store = JobStore(redis_client, retention_s=settings.retention_s)
     ops = [Operation(row=i + 2, user=f"user{i}@contoso.example", remove=(EMS,)) for i in range(3)]
     store.stage("job1", UNCONFIGURED_TENANT, ops, chunk_size=10)
-    assert store.commit("job1", source="csv") == (3, 1)
+    assert store.commit("job1", JobSpec(source="csv")) == (3, 1)
     assert store.next_chunk("job1") == 0  # dispatched, as the API does before sending it
     assert heartbeats(redis_client) == [] and runtime_threads() == []
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import redis
 
 from graphclient.breaker import BreakerState, RedisBreaker
-from jobs.models import LicenseAdd, Operation
-from jobs.scheduler import ProbeAnswer, pause_unreachable, resume_due
+from jobs.control import ProbeAnswer, pause_unreachable, resume_due
+from jobs.models import LicenseAdd, Operation, PauseReason
+from jobs.record import JobSpec
 from jobs.store import JobStore
 from tests.fakes import FakeClock
+from tests.jobs.helpers import next_probe_of, pause_of, reason_of
 
 
 def new_job(store: JobStore, job_id: str, tenant: str) -> str:
     store.stage(job_id, tenant, [Operation(row=2, user="u@x", add=(LicenseAdd("sku"),))], 10)
-    store.commit(job_id, source="csv")
+    store.commit(job_id, JobSpec(source="csv"))
     return job_id
 
 
@@ -27,7 +29,7 @@ def test_the_running_jobs_of_an_unreachable_tenant_are_paused(store: JobStore, c
     cancelled = new_job(store, "cancelled", "down")
     store.request_cancel(cancelled)
     seats = new_job(store, "seats", "down")
-    store.pause(seats, "no_free_seat", "no seat", next_probe_at=clock() + 60)
+    store.pause(seats, PauseReason.NO_FREE_SEAT, "no seat", next_probe_at=clock() + 60)
     asked: list[str] = []
 
     def state(tenant: str) -> BreakerState | None:
@@ -36,13 +38,13 @@ def test_the_running_jobs_of_an_unreachable_tenant_are_paused(store: JobStore, c
 
     assert pause_unreachable(store, state) == 1
     assert sorted(asked) == ["down", "up"]  # once per tenant, whatever its number of jobs
-    fields = store.job_fields(running, "paused_reason", "paused_message", "next_probe_at")
-    assert fields["paused_reason"] == "graph_unavailable"
-    assert float(fields["next_probe_at"]) == breakers["down"].state().next_probe_at
-    assert fields["paused_message"].startswith("Graph does not answer for tenant profile 'down'")
-    assert store.job_fields(other_tenant, "paused_reason") == {}
-    assert store.job_fields(cancelled, "paused_reason") == {}
-    assert store.job_fields(seats, "paused_reason") == {"paused_reason": "no_free_seat"}  # its own pause stays
+    pause = pause_of(store, running)
+    assert pause is not None and pause.reason == "graph_unavailable"
+    assert pause.next_probe_at == breakers["down"].state().next_probe_at
+    assert (pause.message or "").startswith("Graph does not answer for tenant profile 'down'")
+    assert pause_of(store, other_tenant) is None
+    assert pause_of(store, cancelled) is None
+    assert reason_of(store, seats) == "no_free_seat"  # its own pause stays
     assert pause_unreachable(store, state) == 0  # already paused
 
 
@@ -50,8 +52,9 @@ def test_a_probe_sets_the_next_probe_time_and_a_failing_one_holds_back_no_other(
                                                                                clock: FakeClock) -> None:
     a, b, c = (new_job(store, j, "t") for j in ("a", "b", "c"))
     for job_id in (a, b, c):
-        store.pause(job_id, "graph_unavailable", "down", next_probe_at=clock())
-    store.pause(new_job(store, "manual", "t"), "auth_failed", "AADSTS7000215")  # no probe time: a person resumes
+        store.pause(job_id, PauseReason.GRAPH_UNAVAILABLE, "down", next_probe_at=clock())
+    # No probe time: a person resumes it.
+    store.pause(new_job(store, "manual", "t"), PauseReason.AUTH_FAILED, "AADSTS7000215")
     probed: list[str] = []
 
     def probe(job_id: str, tenant: str, reason: str) -> ProbeAnswer:
@@ -64,6 +67,6 @@ def test_a_probe_sets_the_next_probe_time_and_a_failing_one_holds_back_no_other(
     assert resume_due(store, lambda j, n, cd, bs=None: sent.append((j, n)), probe, now=clock(),
                       retry_in_s=60) == 1
     assert probed == [a, b, c]
-    assert float(store.job_fields(a, "next_probe_at")["next_probe_at"]) == clock() + 60  # the usual interval
-    assert float(store.job_fields(b, "next_probe_at")["next_probe_at"]) == clock() + 8  # the probe's
-    assert store.job_fields(c, "paused_reason") == {} and store.paused_jobs() == ["a", "b", "manual"]
+    assert next_probe_of(store, a) == clock() + 60  # the usual interval
+    assert next_probe_of(store, b) == clock() + 8  # the probe's
+    assert pause_of(store, c) is None and store.paused_jobs() == ["a", "b", "manual"]

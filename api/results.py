@@ -8,13 +8,16 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from jobs.models import FORMULA_START, SOURCE_COLUMNS, Operation, UserResult, iso_time
+from jobs.models import FORMULA_START, SOURCE_COLUMNS, Operation, UserResult, UserStatus, iso_time
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 
 RESULT_COLUMNS = ("status", "reason", "graph_code", "graph_message", "http_status", "attempts", "updated_at",
                   "detail", "action", "before", "after", "warnings")
 CSV_COLUMNS = ("row", "user", *SOURCE_COLUMNS, *RESULT_COLUMNS)
+# The status a user without a terminal result yet shows in the results; every status one can filter on.
+PENDING = "pending"
+RESULT_STATUSES = (*(s.value for s in UserStatus), PENDING)
 
 Row = tuple[Operation, UserResult | None]
 
@@ -22,7 +25,7 @@ Row = tuple[Operation, UserResult | None]
 def result_rows(store: JobStore, job_id: str, status: str | None) -> Iterator[Row]:
     """A job's operations with their results (None while pending), only those in `status` if given."""
     for op, res in store.iter_results(job_id):
-        current = res.status.value if res is not None else "pending"
+        current = res.status.value if res is not None else PENDING
         if status is None or status == current:
             yield op, res
 
@@ -84,7 +87,7 @@ def _row_dict(op: Operation, res: UserResult | None) -> dict[str, Any]:
         "row": op.row,
         "user": op.user,
         **{col: source.get(col, "") for col in SOURCE_COLUMNS},
-        "status": res.status.value if res else "pending",
+        "status": res.status.value if res else PENDING,
         "reason": res.reason if res else None,
         "graph_code": res.graph_code if res else None,
         "graph_message": res.graph_message if res else None,

@@ -127,10 +127,6 @@ class UserStatus(StrEnum):
     WOULD_FAIL = "would_fail"
 
 
-# The job-record counter each user status moves (one per status, named like it).
-USER_COUNTERS = tuple(s.value for s in UserStatus)
-
-
 class JobStatus(StrEnum):
     """States of a job as reported by the progress endpoint."""
 
@@ -142,7 +138,6 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     CANCELLED = "cancelled"
-    FAILED = "failed"
 
     @property
     def is_terminal(self) -> bool:
@@ -151,7 +146,7 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_JOB_STATUSES = frozenset(
-    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.CANCELLED, JobStatus.FAILED, JobStatus.PLANNED}
+    {JobStatus.COMPLETED, JobStatus.COMPLETED_WITH_ERRORS, JobStatus.CANCELLED, JobStatus.PLANNED}
 )
 
 

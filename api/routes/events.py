@@ -17,16 +17,15 @@ from api.context import ApiContext
 from api.deps import Context, ScopedJob, VisibleJob
 from api.plan_view import job_json
 from api.schemas import error_responses
-from jobs.models import TERMINAL_JOB_STATUSES
+from jobs.counters import JOB_COUNTERS
+from jobs.models import TERMINAL_JOB_STATUSES, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-# Counters that never go down while a job lives: their sum orders its states.
-MONOTONIC_COUNTERS = ("succeeded", "failed", "cancelled", "unchanged", "would_change", "would_fail", "throttled",
-                      "retries")
 # Each status's place in a job's life (a dry run ends `planned`, a terminal status; running it
 # starts a new job); a status not listed counts as running.
-STAGES = {"queued": 0, "planning": 1, "running": 2, "paused": 3}
+STAGES = {JobStatus.QUEUED.value: 0, JobStatus.PLANNING.value: 1, JobStatus.RUNNING.value: 2,
+          JobStatus.PAUSED.value: 3}
 TERMINAL_STAGE = 5
 STAGE_SLOTS = 8  # > every stage, so one more counted result outranks any status change
 TERMINAL = frozenset(status.value for status in TERMINAL_JOB_STATUSES)
@@ -56,9 +55,9 @@ def sequence(job: Mapping[str, Any]) -> int:
     Derived from the state alone, so any API process gives the same id to the same state and a
     reconnect with `Last-Event-ID` skips what the client has seen.
     """
-    counted = sum(int(job.get(name) or 0) for name in MONOTONIC_COUNTERS)
+    counted = sum(int(job.get(name) or 0) for name in JOB_COUNTERS)  # none of them ever goes down
     status = str(job.get("status"))
-    stage = TERMINAL_STAGE if status in TERMINAL else STAGES.get(status, STAGES["running"])
+    stage = TERMINAL_STAGE if status in TERMINAL else STAGES.get(status, STAGES[JobStatus.RUNNING.value])
     return counted * STAGE_SLOTS + stage
 
 

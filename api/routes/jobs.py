@@ -11,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.deps import Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions
 from api.plan_view import job_json, known_catalog
-from api.results import csv_lines, json_lines, result_rows
+from api.results import RESULT_STATUSES, csv_lines, json_lines, result_rows
 from api.schemas import JobAccepted, JobOut, accepted, error_responses
 from api.submissions import accept_submission
 from jobs import control
@@ -22,7 +22,7 @@ CANCEL_WAIT_S = 30.0
 CANCEL_POLL_S = 0.05
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-RESULT_STATUS_PATTERN = "^(succeeded|failed|cancelled|unchanged|would_change|would_fail|pending)$"
+RESULT_STATUS_PATTERN = f"^({'|'.join(RESULT_STATUSES)})$"
 
 # The body is read by hand (three formats, streamed), so the schema is declared here.
 SUBMIT_BODY: dict[str, Any] = {

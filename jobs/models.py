@@ -10,27 +10,31 @@ from typing import Any
 
 
 @dataclass(frozen=True)
-class LicenseAdd:
-    """One license to add, by skuId, with the servicePlanIds to disable in it."""
+class License:
+    """A license by skuId, with the servicePlanIds disabled in it: one a row adds, or one a user holds."""
 
     sku_id: str
     disabled_plans: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Graph's shape, `{"skuId", "disabledPlans"}`."""
+        return {"skuId": self.sku_id, "disabledPlans": list(self.disabled_plans)}
 
 
 @dataclass(frozen=True)
 class ExpectedState:
     """The state a user must still be in for an operation to be safe (a rollback's guard against drift).
 
-    Licenses are (skuId, disabled servicePlanIds) pairs; `user_id` is the account the name stood for.
+    `user_id` is the account the name stood for.
     """
 
-    licenses: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    licenses: tuple[License, ...] = ()
     usage_location: str | None = None
     user_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""
-        data: dict[str, Any] = {"l": [[sku, list(plans)] for sku, plans in self.licenses]}
+        data: dict[str, Any] = {"l": [[lic.sku_id, list(lic.disabled_plans)] for lic in self.licenses]}
         if self.usage_location:
             data["u"] = self.usage_location
         if self.user_id:
@@ -40,7 +44,7 @@ class ExpectedState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ExpectedState:
         """Inverse of `to_json`."""
-        return cls(licenses=tuple((str(s), tuple(p)) for s, p in data.get("l", ())),
+        return cls(licenses=tuple(License(str(s), tuple(p)) for s, p in data.get("l", ())),
                    usage_location=data.get("u"), user_id=data.get("i"))
 
 
@@ -59,7 +63,7 @@ class Operation:
 
     row: int
     user: str
-    add: tuple[LicenseAdd, ...] = ()
+    add: tuple[License, ...] = ()
     remove: tuple[str, ...] = ()
     usage_location: str | None = None
     extra: tuple[tuple[str, str], ...] = ()
@@ -95,7 +99,7 @@ class Operation:
         return cls(
             row=int(data["r"]),
             user=str(data["u"]),
-            add=tuple(LicenseAdd(str(s), tuple(p)) for s, p in data.get("a", ())),
+            add=tuple(License(str(s), tuple(p)) for s, p in data.get("a", ())),
             remove=tuple(data.get("x", ())),
             usage_location=data.get("l"),
             extra=tuple((str(k), str(v)) for k, v in data.get("e", ())),
@@ -207,7 +211,7 @@ class UserResult:
     row: int
     user: str
     status: UserStatus
-    reason: str | None = None
+    reason: Reason | None = None
     graph_code: str | None = None
     graph_message: str | None = None
     http_status: int | None = None
@@ -233,7 +237,9 @@ class UserResult:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UserResult:
         """Inverse of `to_json`."""
-        return cls(**{**data, "status": UserStatus(data["status"]), "warnings": tuple(data.get("warnings", ()))})
+        return cls(**{**data, "status": UserStatus(data["status"]),
+                      "reason": Reason(data["reason"]) if data.get("reason") else None,
+                      "warnings": tuple(data.get("warnings", ()))})
 
 
 @dataclass(frozen=True)

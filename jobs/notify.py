@@ -188,24 +188,24 @@ class Delivery:
     """One notification on its way: the job and event, then (from the first attempt) its exact body."""
 
     job_id: str
-    event: str
+    event: JobEvent
     attempt: int = 1
     body: str | None = None
     delivery_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The task's argument."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None} | {"event": self.event.value}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Delivery:
         """Inverse of `to_json`."""
-        return cls(job_id=str(data["job_id"]), event=str(data["event"]), attempt=int(data.get("attempt", 1)),
+        return cls(job_id=str(data["job_id"]), event=JobEvent(data["event"]), attempt=int(data.get("attempt", 1)),
                    body=data.get("body"), delivery_id=data.get("delivery_id"))
 
 
-class Outcome(StrEnum):
-    """What became of one attempt."""
+class DeliveryOutcome(StrEnum):
+    """What became of one attempt to deliver a notification."""
 
     DELIVERED = "delivered"
     RETRYING = "retrying"
@@ -223,7 +223,7 @@ class Notifier:
     def __init__(self, store: JobStore, *, secret: bytes | None, policy: CallbackPolicy, http: httpx.Client,
                  send_later: SendLater, tenant_urls: Mapping[str, str | None] | None = None,
                  max_attempts: int = 5, backoff_base_s: float = 10.0, rng: random.Random | None = None,
-                 observe: Callable[[Outcome], None] = lambda _: None) -> None:
+                 observe: Callable[[DeliveryOutcome], None] = lambda _: None) -> None:
         self.store = store
         self._secret = secret
         self._policy = policy
@@ -237,7 +237,7 @@ class Notifier:
 
     @classmethod
     def from_settings(cls, settings: Settings, store: JobStore, send_later: SendLater, *,
-                      observe: Callable[[Outcome], None] = lambda _: None) -> Notifier:
+                      observe: Callable[[DeliveryOutcome], None] = lambda _: None) -> Notifier:
         """A notifier with its own HTTP client (receivers verified against BULKLICENSE_WEBHOOK_CA_FILE too)."""
         verify: ssl.SSLContext | bool = True
         if settings.webhook_ca_file is not None:
@@ -253,47 +253,47 @@ class Notifier:
         """Release the HTTP connections."""
         self._http.close()
 
-    def deliver(self, delivery: Delivery) -> Outcome:
+    def deliver(self, delivery: Delivery) -> DeliveryOutcome:
         """Make one attempt; queue the next when this one may succeed later. Never raises for the receiver."""
         with log_context(job=delivery.job_id):
             outcome = self._attempt(delivery)
         self._observe(outcome)
         return outcome
 
-    def _attempt(self, delivery: Delivery) -> Outcome:
+    def _attempt(self, delivery: Delivery) -> DeliveryOutcome:
         job = self.store.job(delivery.job_id)
         url = None if job is None else job.spec.callback_url or self._tenant_urls.get(job.tenant)
         if not url:
-            return Outcome.SKIPPED
+            return DeliveryOutcome.SKIPPED
         if self._secret is None:
             log.warning("job %s has a callback URL but BULKLICENSE_WEBHOOK_SECRET is unset: not notified",
                         delivery.job_id)
-            return Outcome.SKIPPED
+            return DeliveryOutcome.SKIPPED
         if delivery.body is None:
             body = self._render(delivery.job_id)
             if body is None:
-                return Outcome.SKIPPED
+                return DeliveryOutcome.SKIPPED
             delivery = replace(delivery, body=body, delivery_id=uuid.uuid4().hex)
         try:
             target = self._policy.target(url)
         except CallbackRefused as exc:
             log.warning("notification of job %s (%s) not sent: %s", delivery.job_id, delivery.event, exc)
-            return Outcome.REFUSED
+            return DeliveryOutcome.REFUSED
         problem = self._post(target, delivery)
         if problem is None:
             log.info("notification of job %s (%s) delivered to %s (attempt %d)", delivery.job_id, delivery.event,
                      target.display, delivery.attempt)
-            return Outcome.DELIVERED
+            return DeliveryOutcome.DELIVERED
         retryable, why = problem
         if not retryable or delivery.attempt >= self._max_attempts:
             log.warning("notification of job %s (%s) to %s failed after %d attempt(s): %s", delivery.job_id,
                         delivery.event, target.display, delivery.attempt, why)
-            return Outcome.FAILED
+            return DeliveryOutcome.FAILED
         wait_s = self._backoff_s(delivery.attempt)
         log.info("notification of job %s (%s) to %s: %s; attempt %d in %.1fs", delivery.job_id, delivery.event,
                  target.display, why, delivery.attempt + 1, wait_s)
         self._send_later(replace(delivery, attempt=delivery.attempt + 1), wait_s)
-        return Outcome.RETRYING
+        return DeliveryOutcome.RETRYING
 
     def _render(self, job_id: str) -> str | None:
         """The job as GET /v1/jobs/{id} shows it; a plan's seat table, which needs Graph, is left to that call."""
@@ -309,7 +309,7 @@ class Notifier:
         assert self._secret is not None and delivery.body is not None
         body = delivery.body.encode()
         headers = {"Content-Type": "application/json", "User-Agent": "bulk-license",
-                   SIGNATURE_HEADER: signature(self._secret, body), EVENT_HEADER: delivery.event,
+                   SIGNATURE_HEADER: signature(self._secret, body), EVENT_HEADER: delivery.event.value,
                    DELIVERY_HEADER: delivery.delivery_id or ""}
         extensions: dict[str, Any] = {}
         if target.host_header is not None and target.server_name is not None:
@@ -341,7 +341,7 @@ class NotifyOnEnd:
     def job_event(self, job_id: str, _tenant: str, event: JobEvent, _details: Mapping[str, Any]) -> None:
         """Queue the notification task; whether the job has a callback is for the task to find out."""
         if event in self.events:
-            self.enqueue(Delivery(job_id, event.value), 0.0)
+            self.enqueue(Delivery(job_id, event), 0.0)
 
     def users_finished(self, _job_id: str, _tenant: str, _results: Sequence[UserResult]) -> None:
         """Not notified."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from jobs.models import ExpectedState, LicenseAdd, Operation, Reason
+from jobs.models import ExpectedState, License, Operation, Reason
 from jobs.skus import SkuCatalog
 
 
@@ -27,20 +27,8 @@ class PlanOutcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class License:
-    """A license a user holds: skuId and the servicePlanIds disabled in it (both lower-case)."""
-
-    sku_id: str
-    disabled_plans: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        """Graph's shape, `{"skuId", "disabledPlans"}`."""
-        return {"skuId": self.sku_id, "disabledPlans": list(self.disabled_plans)}
-
-
-@dataclass(frozen=True)
 class UserState:
-    """The license-relevant state of one user, as read from Graph (or as a plan predicts it)."""
+    """The license-relevant state of one user, as read from Graph (or as a plan predicts it); ids lower-case."""
 
     licenses: tuple[License, ...] = ()
     usage_location: str | None = None
@@ -168,8 +156,8 @@ def _guard(op: Operation, state: UserState, catalog: SkuCatalog) -> UserPlan | N
 def expected_state(expect: ExpectedState) -> UserState:
     """The state an operation expects, as a UserState (ids lower-case, sorted)."""
     return UserState(
-        licenses=tuple(sorted((License(sku.lower(), tuple(sorted(p.lower() for p in plans)))
-                               for sku, plans in expect.licenses), key=lambda lic: lic.sku_id)),
+        licenses=tuple(sorted((License(lic.sku_id.lower(), tuple(sorted(p.lower() for p in lic.disabled_plans)))
+                               for lic in expect.licenses), key=lambda lic: lic.sku_id)),
         usage_location=expect.usage_location or None,
         user_id=expect.user_id,
     )
@@ -217,7 +205,7 @@ def predicted_after(op: Operation, state: UserState) -> UserState:
     )
 
 
-def _plans(add: LicenseAdd) -> tuple[str, ...]:
+def _plans(add: License) -> tuple[str, ...]:
     return tuple(sorted(p.lower() for p in add.disabled_plans))
 
 

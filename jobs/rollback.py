@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 
-from jobs.models import ExpectedState, LicenseAdd, Operation, UserResult, UserStatus
+from jobs.models import ExpectedState, License, Operation, UserResult, UserStatus
 from jobs.plan import UserState, plan_name
 from jobs.skus import SkuCatalog
 
@@ -38,7 +38,7 @@ def undo(op: Operation, result: UserResult | None, catalog: SkuCatalog) -> Opera
     if before.same_as(after):
         return None
     old, new = before.held(), after.held()
-    add = tuple(LicenseAdd(sku, plans) for sku, plans in old.items() if new.get(sku) != plans)
+    add = tuple(License(sku, plans) for sku, plans in old.items() if new.get(sku) != plans)
     remove = tuple(sku for sku in new if sku not in old)
     location, note = None, None
     if after.usage_location != before.usage_location:
@@ -49,8 +49,7 @@ def undo(op: Operation, result: UserResult | None, catalog: SkuCatalog) -> Opera
     return Operation(
         row=op.row, user=op.user, add=add, remove=remove, usage_location=location, extra=op.extra,
         source=_source(add, remove, location, catalog),
-        expect=ExpectedState(tuple((lic.sku_id, lic.disabled_plans) for lic in after.licenses),
-                             after.usage_location, after.user_id or before.user_id),
+        expect=ExpectedState(after.licenses, after.usage_location, after.user_id or before.user_id),
         location_last=location is not None, note=note,
     )
 
@@ -91,11 +90,11 @@ class SeatDemand:
 
 def _seats_needed(op: Operation) -> list[str]:
     """SKUs the operation adds that the user does not hold in the expected state (each takes a seat)."""
-    held = {sku.lower() for sku, _ in op.expect.licenses} if op.expect else set()
+    held = {lic.sku_id.lower() for lic in op.expect.licenses} if op.expect else set()
     return [a.sku_id.lower() for a in op.add if a.sku_id.lower() not in held]
 
 
-def _source(add: tuple[LicenseAdd, ...], remove: tuple[str, ...], location: str | None,
+def _source(add: tuple[License, ...], remove: tuple[str, ...], location: str | None,
             catalog: SkuCatalog) -> tuple[tuple[str, str], ...]:
     """The operation as a CSV row would say it (part numbers, plan names), shown in the results."""
     plans = dict.fromkeys(plan_name(catalog, a.sku_id, p) for a in add for p in a.disabled_plans)

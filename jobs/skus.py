@@ -23,8 +23,8 @@ class UnknownName(ValueError):
 
 
 @dataclass(frozen=True)
-class Plan:
-    """A service plan inside a SKU."""
+class ServicePlan:
+    """A service plan inside a SKU (Exchange, SharePoint, Teams ...): what `disabledPlans` names."""
 
     plan_id: str
     name: str
@@ -40,7 +40,7 @@ class Sku:
     capability_status: str
     enabled_units: int
     consumed_units: int
-    plans: tuple[Plan, ...] = ()
+    plans: tuple[ServicePlan, ...] = ()
 
 
 def normalize_name(text: str) -> str:
@@ -104,7 +104,7 @@ class SkuCatalog:
         for item in items:
             prepaid = item.get("prepaidUnits") or {}
             plans = tuple(
-                Plan(plan_id=str(p["servicePlanId"]).lower(), name=str(p.get("servicePlanName") or ""))
+                ServicePlan(plan_id=str(p["servicePlanId"]).lower(), name=str(p.get("servicePlanName") or ""))
                 for p in item.get("servicePlans") or ()
                 if p.get("servicePlanId")
             )

@@ -115,8 +115,7 @@ def request(item_id: str, work: UserWork) -> BatchRequest:
         return BatchRequest.get_user(item_id, op.user, USER_SELECT)
     if work.step is Step.PATCH:
         return BatchRequest.update_user(item_id, op.user, {"usageLocation": op.usage_location})
-    adds = [{"skuId": a.sku_id, "disabledPlans": list(a.disabled_plans)} for a in op.add]
-    return BatchRequest.assign_license(item_id, op.user, adds, list(op.remove))
+    return BatchRequest.assign_license(item_id, op.user, [a.to_json() for a in op.add], list(op.remove))
 
 
 def known_answer(work: UserWork) -> Answer | None:

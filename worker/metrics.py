@@ -27,7 +27,7 @@ from config import Settings
 from graphclient.client import GraphAnswer, GraphObserver
 from jobs.events import JobEvent
 from jobs.models import UserResult
-from jobs.notify import Outcome
+from jobs.notify import DeliveryOutcome
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,9 @@ class WorkerMetrics:
 
         return observe
 
-    def notified(self, outcome: Outcome) -> None:
+    def notified(self, outcome: DeliveryOutcome) -> None:
         """Count a notification attempt (skipped ones, for jobs without a callback, are not)."""
-        if outcome is not Outcome.SKIPPED:
+        if outcome is not DeliveryOutcome.SKIPPED:
             self.notifications.labels(outcome.value).inc()
 
     # -- serving -----------------------------------------------------------------------------

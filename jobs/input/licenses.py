@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from jobs.input.rules import Wording
-from jobs.models import FieldError, LicenseAdd
+from jobs.models import FieldError, License
 from jobs.skus import Sku, SkuCatalog, UnknownName
 
 
@@ -35,7 +35,7 @@ class AddName:
 class Licenses:
     """The license part of one row or operation, resolved; its errors carry no row (the caller has it)."""
 
-    add: tuple[LicenseAdd, ...] = ()
+    add: tuple[License, ...] = ()
     remove: tuple[str, ...] = ()
     errors: tuple[FieldError, ...] = ()
 
@@ -78,7 +78,7 @@ class _Resolver:
             # license would be reported as "not in any added SKU", which is misleading.
             self._disable(plans_for_all, self._added)
         return Licenses(
-            add=tuple(LicenseAdd(s.sku_id, tuple(self._disabled[s.sku_id])) for s in self._added),
+            add=tuple(License(s.sku_id, tuple(self._disabled[s.sku_id])) for s in self._added),
             remove=tuple(removed),
             errors=tuple(self._errors),
         )

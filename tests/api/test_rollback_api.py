@@ -8,7 +8,7 @@ from typing import Any
 import redis
 from fastapi.testclient import TestClient
 
-from jobs.models import PauseReason, UserStatus
+from jobs.models import License, PauseReason, UserStatus
 from jobs.seats import SeatLedger
 from tests.api.helpers import (
     ALL_KEY,
@@ -61,7 +61,8 @@ def test_a_rollback_is_a_new_job_undoing_the_changed_users(client: TestClient, r
         ("ada@contoso.example", 2), ("grace@contoso.example", 3), ("linus@contoso.example", 4)]
     assert [(op.remove, [(a.sku_id, a.disabled_plans) for a in op.add]) for op in ops] == [
         ((E3,), []), ((E5,), [(E1, ())]), ((), [(EMS, ())])]
-    assert [op.expect.licenses if op.expect else None for op in ops] == [((E3, (SWAY,)),), ((E5, ()),), ()]
+    assert [op.expect.licenses if op.expect else None for op in ops] == [
+        (License(E3, (SWAY,)),), (License(E5),), ()]
     # Seats for the re-adds are reserved as for any real job.
     assert SeatLedger(redis_client, retention_s=3600).held_by_others("sim") == {E1: 1, EMS: 1}
 

@@ -12,7 +12,7 @@ import httpx
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
 from jobs.executor import ChunkDeps
-from jobs.models import LicenseAdd, Operation, UserResult
+from jobs.models import License, Operation, UserResult
 from jobs.record import JobSpec, Pause
 from jobs.store import JobStore
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle, Tenant
@@ -28,7 +28,7 @@ def user(*skus: str, location: str | None = "US") -> dict[str, Any]:
 
 def op(row: int, upn: str, add: tuple[str, ...] = (), remove: tuple[str, ...] = (), location: str | None = None,
        plans: tuple[str, ...] = ()) -> Operation:
-    return Operation(row=row, user=upn, add=tuple(LicenseAdd(s, plans) for s in add), remove=remove,
+    return Operation(row=row, user=upn, add=tuple(License(s, plans) for s in add), remove=remove,
                      usage_location=location)
 
 
@@ -99,7 +99,7 @@ class Ctx:
 
 def dispatched_job(store: JobStore, users: int = 4, chunk_size: int = 2, tenant: str = "sim") -> str:
     """A committed job whose first chunk has been dispatched, as the API leaves it."""
-    ops = [Operation(row=i + 2, user=f"u{i}@x", add=(LicenseAdd("sku"),)) for i in range(users)]
+    ops = [Operation(row=i + 2, user=f"u{i}@x", add=(License("sku"),)) for i in range(users)]
     store.stage("j", tenant, ops, chunk_size)
     store.commit("j", JobSpec(source="csv"))
     assert store.next_chunk("j") == 0

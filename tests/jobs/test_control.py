@@ -6,7 +6,7 @@ import redis
 
 from graphclient.breaker import BreakerState, RedisBreaker
 from jobs.control import ProbeAnswer, pause_unreachable, resume_due
-from jobs.models import LicenseAdd, Operation, PauseReason
+from jobs.models import License, Operation, PauseReason
 from jobs.record import JobSpec
 from jobs.store import JobStore
 from tests.fakes import FakeClock
@@ -14,7 +14,7 @@ from tests.jobs.helpers import next_probe_of, pause_of, reason_of
 
 
 def new_job(store: JobStore, job_id: str, tenant: str) -> str:
-    store.stage(job_id, tenant, [Operation(row=2, user="u@x", add=(LicenseAdd("sku"),))], 10)
+    store.stage(job_id, tenant, [Operation(row=2, user="u@x", add=(License("sku"),))], 10)
     store.commit(job_id, JobSpec(source="csv"))
     return job_id
 

@@ -21,9 +21,9 @@ from jobs.notify import (
     CallbackPolicy,
     CallbackRefused,
     Delivery,
+    DeliveryOutcome,
     Notifier,
     NotifyOnEnd,
-    Outcome,
 )
 from jobs.record import JobSpec
 from jobs.store import JobStore
@@ -165,7 +165,8 @@ def finished_job(store: JobStore, job_id: str = "j1", callback_url: str | None =
 
 
 def notifier(store: JobStore, receiver: Receiver, later: Later, *, policy: CallbackPolicy = POLICY,
-             tenant_urls: dict[str, str | None] | None = None, outcomes: list[Outcome] | None = None) -> Notifier:
+             tenant_urls: dict[str, str | None] | None = None,
+             outcomes: list[DeliveryOutcome] | None = None) -> Notifier:
     seen = outcomes if outcomes is not None else []
     return Notifier(store, secret=SECRET, policy=policy, http=httpx.Client(transport=httpx.MockTransport(receiver)),
                     send_later=later, tenant_urls=tenant_urls, max_attempts=3, backoff_base_s=10.0,
@@ -175,9 +176,9 @@ def notifier(store: JobStore, receiver: Receiver, later: Later, *, policy: Callb
 def test_the_job_is_posted_signed_and_pinned_to_the_checked_address(store: JobStore) -> None:
     job_id = finished_job(store)
     receiver, later, outcomes = Receiver(204), Later(), []
-    assert notifier(store, receiver, later, outcomes=outcomes).deliver(Delivery(job_id, "finished")) \
-        is Outcome.DELIVERED
-    assert outcomes == [Outcome.DELIVERED] and later == []
+    assert notifier(store, receiver, later, outcomes=outcomes).deliver(Delivery(job_id, JobEvent.FINISHED)) \
+        is DeliveryOutcome.DELIVERED
+    assert outcomes == [DeliveryOutcome.DELIVERED] and later == []
     (request,) = receiver.requests
     assert request.method == "POST" and str(request.url) == f"https://{PUBLIC_V4}/h"
     assert request.headers["host"] == "hooks.example.com"
@@ -200,16 +201,16 @@ def test_a_5xx_is_retried_later_with_the_same_body_and_backoff(store: JobStore) 
     job_id = finished_job(store)
     receiver, later = Receiver(500, httpx.ConnectError("refused"), 200), Later()
     notify = notifier(store, receiver, later)
-    assert notify.deliver(Delivery(job_id, "finished")) is Outcome.RETRYING
+    assert notify.deliver(Delivery(job_id, JobEvent.FINISHED)) is DeliveryOutcome.RETRYING
     (second, wait_s), = later
     assert second.attempt == 2 and 8.0 <= wait_s <= 12.0  # 10 s ± 20 %
     assert second.body == receiver.requests[0].content.decode()
     assert second.delivery_id == receiver.requests[0].headers[DELIVERY_HEADER]
 
-    assert notify.deliver(second) is Outcome.RETRYING  # a connection error: retried too
+    assert notify.deliver(second) is DeliveryOutcome.RETRYING  # a connection error: retried too
     third, wait_s = later[1]
     assert third.attempt == 3 and 24.0 <= wait_s <= 36.0
-    assert notify.deliver(third) is Outcome.DELIVERED
+    assert notify.deliver(third) is DeliveryOutcome.DELIVERED
     bodies = {r.content for r in receiver.requests}
     signatures = {r.headers[SIGNATURE_HEADER] for r in receiver.requests}
     assert len(receiver.requests) == 3 and len(bodies) == 1 and len(signatures) == 1
@@ -218,12 +219,13 @@ def test_a_5xx_is_retried_later_with_the_same_body_and_backoff(store: JobStore) 
 def test_out_of_attempts_or_a_4xx_gives_up(store: JobStore) -> None:
     job_id = finished_job(store)
     later = Later()
-    assert notifier(store, Receiver(503), later).deliver(Delivery(job_id, "finished", attempt=3, body="{}",
-                                                                  delivery_id="d")) is Outcome.FAILED
-    assert notifier(store, Receiver(404), later).deliver(Delivery(job_id, "finished")) is Outcome.FAILED
-    assert notifier(store, Receiver(302), later).deliver(Delivery(job_id, "finished")) is Outcome.FAILED
+    assert notifier(store, Receiver(503), later).deliver(Delivery(job_id, JobEvent.FINISHED, attempt=3, body="{}",
+                                                                  delivery_id="d")) is DeliveryOutcome.FAILED
+    assert notifier(store, Receiver(404), later).deliver(Delivery(job_id, JobEvent.FINISHED)) is DeliveryOutcome.FAILED
+    assert notifier(store, Receiver(302), later).deliver(Delivery(job_id, JobEvent.FINISHED)) is DeliveryOutcome.FAILED
     assert later == []
-    assert notifier(store, Receiver(429), later).deliver(Delivery(job_id, "finished")) is Outcome.RETRYING
+    assert notifier(store, Receiver(429), later).deliver(Delivery(job_id, JobEvent.FINISHED)) \
+        is DeliveryOutcome.RETRYING
 
 
 def test_a_name_that_now_resolves_inside_is_refused_at_send_time(store: JobStore) -> None:
@@ -232,7 +234,8 @@ def test_a_name_that_now_resolves_inside_is_refused_at_send_time(store: JobStore
     assert public.problem("https://rebind.example.com/h") is None  # what the submission saw
     rebound = CallbackPolicy(True, resolve=resolver({"rebind.example.com": ["127.0.0.1"]}))
     receiver, later = Receiver(), Later()
-    assert notifier(store, receiver, later, policy=rebound).deliver(Delivery(job_id, "finished")) is Outcome.REFUSED
+    assert notifier(store, receiver, later, policy=rebound).deliver(Delivery(job_id, JobEvent.FINISHED)) \
+        is DeliveryOutcome.REFUSED
     assert receiver.requests == [] and later == []
 
 
@@ -240,18 +243,19 @@ def test_the_tenant_default_is_used_when_the_job_names_none(store: JobStore) -> 
     job_id = finished_job(store, callback_url=None)
     receiver = Receiver(200)
     notify = notifier(store, receiver, Later(), tenant_urls={"contoso": f"https://{PUBLIC_V4}/tenant-hook"})
-    assert notify.deliver(Delivery(job_id, "finished")) is Outcome.DELIVERED
+    assert notify.deliver(Delivery(job_id, JobEvent.FINISHED)) is DeliveryOutcome.DELIVERED
     assert str(receiver.requests[0].url) == f"https://{PUBLIC_V4}/tenant-hook"
 
 
 def test_nothing_is_sent_without_a_callback_or_a_secret(store: JobStore) -> None:
     receiver, later = Receiver(), Later()
-    assert notifier(store, receiver, later).deliver(Delivery(finished_job(store, "j2", None), "finished")) \
-        is Outcome.SKIPPED
-    assert notifier(store, receiver, later).deliver(Delivery("no-such-job", "finished")) is Outcome.SKIPPED
+    assert notifier(store, receiver, later).deliver(Delivery(finished_job(store, "j2", None), JobEvent.FINISHED)) \
+        is DeliveryOutcome.SKIPPED
+    assert notifier(store, receiver, later).deliver(Delivery("no-such-job", JobEvent.FINISHED)) \
+        is DeliveryOutcome.SKIPPED
     unsigned = Notifier(store, secret=None, policy=POLICY, http=httpx.Client(transport=httpx.MockTransport(receiver)),
                         send_later=later)
-    assert unsigned.deliver(Delivery(finished_job(store, "j3"), "finished")) is Outcome.SKIPPED
+    assert unsigned.deliver(Delivery(finished_job(store, "j3"), JobEvent.FINISHED)) is DeliveryOutcome.SKIPPED
     assert receiver.requests == [] and later == []
 
 
@@ -259,15 +263,15 @@ def test_a_dry_run_plan_is_sent_without_the_seat_table(store: JobStore, redis_cl
     job_id = finished_job(store)
     redis_client.hset(f"bl:job:{job_id}:plan", mapping={"changes": 2, "need:sku": 2, "planned": 2})
     receiver = Receiver(200)
-    notifier(store, receiver, Later()).deliver(Delivery(job_id, "finished"))
+    notifier(store, receiver, Later()).deliver(Delivery(job_id, JobEvent.FINISHED))
     plan = json.loads(receiver.requests[0].content)["plan"]
     assert plan["changes"] == 2 and plan["seats"] is None and "needed" not in plan
 
 
 def test_delivery_round_trips_as_a_task_argument() -> None:
-    delivery = Delivery("j", "paused", attempt=2, body='{"id":"j"}', delivery_id="abc")
+    delivery = Delivery("j", JobEvent.PAUSED, attempt=2, body='{"id":"j"}', delivery_id="abc")
     assert Delivery.from_json(json.loads(json.dumps(delivery.to_json()))) == delivery
-    assert Delivery("j", "finished").to_json() == {"job_id": "j", "event": "finished", "attempt": 1}
+    assert Delivery("j", JobEvent.FINISHED).to_json() == {"job_id": "j", "event": "finished", "attempt": 1}
 
 
 def test_the_job_side_trigger_only_queues_on_end_and_pause() -> None:
@@ -276,4 +280,4 @@ def test_the_job_side_trigger_only_queues_on_end_and_pause() -> None:
     for event in JobEvent:
         trigger.job_event("j", "contoso", event, {})
     trigger.users_finished("j", "contoso", [UserResult(row=2, user="u", status=UserStatus.SUCCEEDED)])
-    assert later == [(Delivery("j", "paused"), 0.0), (Delivery("j", "finished"), 0.0)]
+    assert later == [(Delivery("j", JobEvent.PAUSED), 0.0), (Delivery("j", JobEvent.FINISHED), 0.0)]

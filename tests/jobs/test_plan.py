@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.models import LicenseAdd, Operation
+from jobs.models import License, Operation
 from jobs.plan import PlanOutcome, UserState, plan_user, predicted_after
 from jobs.skus import SkuCatalog
 
@@ -37,30 +37,30 @@ def user(*licenses: tuple[str, list[str]], location: str | None = "US") -> UserS
     })
 
 
-def op(add: tuple[LicenseAdd, ...] = (), remove: tuple[str, ...] = (), location: str | None = None) -> Operation:
+def op(add: tuple[License, ...] = (), remove: tuple[str, ...] = (), location: str | None = None) -> Operation:
     return Operation(row=2, user="ada@contoso.example", add=add, remove=remove, usage_location=location)
 
 
 def test_not_found_is_a_predicted_failure(catalog: SkuCatalog) -> None:
-    plan = plan_user(op(add=(LicenseAdd(E3),)), None, catalog)
+    plan = plan_user(op(add=(License(E3),)), None, catalog)
     assert (plan.outcome, plan.reason, plan.before) == (PlanOutcome.FAIL, "user_not_found", None)
 
 
 def test_requested_state_already_holds(catalog: SkuCatalog) -> None:
-    plan = plan_user(op(add=(LicenseAdd(E3, (sway(catalog),)),)), user((E3, [sway(catalog)])), catalog)
+    plan = plan_user(op(add=(License(E3, (sway(catalog),)),)), user((E3, [sway(catalog)])), catalog)
     assert plan.outcome is PlanOutcome.UNCHANGED
     assert plan.seats_needed == () and plan.action(catalog) == "none"
 
 
 def test_held_sku_with_other_disabled_plans_is_a_change_without_a_seat(catalog: SkuCatalog) -> None:
-    plan = plan_user(op(add=(LicenseAdd(E3),)), user((E3, [sway(catalog)])), catalog)
+    plan = plan_user(op(add=(License(E3),)), user((E3, [sway(catalog)])), catalog)
     assert plan.outcome is PlanOutcome.CHANGE and plan.assign
     assert plan.seats_needed == ()
     assert plan.action(catalog) == "change disabled plans of ENTERPRISEPACK"
 
 
 def test_swap_takes_one_seat_and_gives_one_back(catalog: SkuCatalog) -> None:
-    plan = plan_user(op(add=(LicenseAdd(E5),), remove=(E3,)), user((E3, [])), catalog)
+    plan = plan_user(op(add=(License(E5),), remove=(E3,)), user((E3, [])), catalog)
     assert plan.outcome is PlanOutcome.CHANGE
     assert (plan.seats_needed, plan.seats_released) == ((E5,), (E3,))
     assert plan.after is not None and plan.after.held() == {E5: ()}
@@ -74,12 +74,12 @@ def test_removing_an_unheld_license_fails_without_a_write(catalog: SkuCatalog) -
 
 
 def test_no_usage_location_anywhere_fails_without_a_write(catalog: SkuCatalog) -> None:
-    plan = plan_user(op(add=(LicenseAdd(E3),)), user(location=None), catalog)
+    plan = plan_user(op(add=(License(E3),)), user(location=None), catalog)
     assert (plan.outcome, plan.reason) == (PlanOutcome.FAIL, "usage_location_missing")
 
 
 def test_location_from_the_row_is_set_first(catalog: SkuCatalog) -> None:
-    plan = plan_user(op(add=(LicenseAdd(E3, (sway(catalog),)),), location="GB"), user(location=None), catalog)
+    plan = plan_user(op(add=(License(E3, (sway(catalog),)),), location="GB"), user(location=None), catalog)
     assert plan.outcome is PlanOutcome.CHANGE and plan.set_location and plan.assign
     assert plan.action(catalog) == "set usage location GB; add ENTERPRISEPACK (SWAY off)"
 
@@ -95,27 +95,27 @@ def test_location_only_change_writes_no_license(catalog: SkuCatalog) -> None:
 
 
 def test_tiers_of_one_service_in_added_and_kept_licenses_warn(catalog: SkuCatalog) -> None:
-    plan = plan_user(op(add=(LicenseAdd(E3),)), user((E1, [])), catalog)
+    plan = plan_user(op(add=(License(E3),)), user((E1, [])), catalog)
     assert plan.outcome is PlanOutcome.CHANGE
     assert len(plan.warnings) == 1
     assert "ENTERPRISEPACK" in plan.warnings[0] and "STANDARDPACK" in plan.warnings[0]
 
 
 def test_no_warning_when_the_clashing_license_is_removed_or_unrelated(catalog: SkuCatalog) -> None:
-    assert plan_user(op(add=(LicenseAdd(E3),), remove=(E1,)), user((E1, [])), catalog).warnings == ()
-    assert plan_user(op(add=(LicenseAdd(BI),)), user((E1, [])), catalog).warnings == ()
+    assert plan_user(op(add=(License(E3),), remove=(E1,)), user((E1, [])), catalog).warnings == ()
+    assert plan_user(op(add=(License(BI),)), user((E1, [])), catalog).warnings == ()
 
 
 def test_predicted_after_round_trips_through_json(catalog: SkuCatalog) -> None:
     before = user((E3, [sway(catalog)]), (E1, []))
-    after = predicted_after(op(add=(LicenseAdd(E5),), remove=(E1,), location="NL"), before)
+    after = predicted_after(op(add=(License(E5),), remove=(E1,), location="NL"), before)
     again = UserState.from_json(json.loads(json.dumps(after.to_json())))
     assert again.same_as(after) and again.held() == {E3: (sway(catalog),), E5: ()}
     assert again.usage_location == "NL"
 
 
 def test_a_swap_already_done_is_unchanged_but_a_lone_removal_of_an_unheld_license_fails(catalog: SkuCatalog) -> None:
-    done = plan_user(op(add=(LicenseAdd(E5),), remove=(E3,)), user((E5, [])), catalog)
+    done = plan_user(op(add=(License(E5),), remove=(E3,)), user((E5, [])), catalog)
     assert done.outcome is PlanOutcome.UNCHANGED
-    half = plan_user(op(add=(LicenseAdd(E5),), remove=(E3,)), user(), catalog)
+    half = plan_user(op(add=(License(E5),), remove=(E3,)), user(), catalog)
     assert (half.outcome, half.reason) == (PlanOutcome.FAIL, "license_not_assigned")

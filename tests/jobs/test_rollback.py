@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jobs.models import ExpectedState, LicenseAdd, Operation, Reason, UserResult, UserStatus
+from jobs.models import ExpectedState, License, Operation, Reason, UserResult, UserStatus
 from jobs.plan import PlanOutcome, UserState, plan_user
 from jobs.rollback import LOCATION_KEPT, SeatDemand, SeatOrder, rollback_operations, seat_order, undo
 from jobs.skus import SkuCatalog
@@ -56,7 +56,7 @@ def test_licenses_the_job_added_are_removed(catalog: SkuCatalog) -> None:
     sway = plan_id(catalog, E3, "SWAY")
     op = back(catalog, state(), state((E3, [sway]), (EMS, [])))
     assert (op.add, op.remove, op.usage_location, op.location_last, op.note) == ((), (E3, EMS), None, False, None)
-    assert op.expect == ExpectedState(((E3, (sway,)), (EMS, ())), "US", "id-ada")
+    assert op.expect == ExpectedState((License(E3, (sway,)), License(EMS)), "US", "id-ada")
     assert (op.row, op.user, op.extra) == (2, "ada@contoso.example", (("employeeId", "E2"),))  # as in the job
     assert dict(op.source) == {"remove": "ENTERPRISEPACK;EMS"}
 
@@ -64,21 +64,21 @@ def test_licenses_the_job_added_are_removed(catalog: SkuCatalog) -> None:
 def test_licenses_the_job_removed_come_back_with_their_disabled_plans(catalog: SkuCatalog) -> None:
     sway, teams = plan_id(catalog, E1, "SWAY"), plan_id(catalog, E1, "TEAMS1")
     op = back(catalog, state((E1, [teams, sway]), (EMS, [])), state((EMS, [])))
-    assert op.add == (LicenseAdd(E1, tuple(sorted((sway, teams)))),) and op.remove == ()
+    assert op.add == (License(E1, tuple(sorted((sway, teams)))),) and op.remove == ()
     assert dict(op.source) == {"add": "STANDARDPACK", "disabled_plans": ";".join(
         "SWAY" if p == sway else "TEAMS1" for p in sorted((sway, teams)))}
 
 
 def test_a_swap_is_swapped_back_in_one_operation(catalog: SkuCatalog) -> None:
     op = back(catalog, state((E1, [])), state((E3, [])))
-    assert (op.add, op.remove) == ((LicenseAdd(E1, ()),), (E3,))
+    assert (op.add, op.remove) == ((License(E1, ()),), (E3,))
     assert seat_order(op) is SeatOrder.SWAP
 
 
 def test_changed_disabled_plans_are_restored_without_a_seat(catalog: SkuCatalog) -> None:
     sway = plan_id(catalog, E3, "SWAY")
     op = back(catalog, state((E3, [sway])), state((E3, [])))
-    assert (op.add, op.remove) == ((LicenseAdd(E3, (sway,)),), ())
+    assert (op.add, op.remove) == ((License(E3, (sway,)),), ())
     assert seat_order(op) is SeatOrder.NO_SEAT
 
 
@@ -170,7 +170,7 @@ def test_a_user_already_back_is_unchanged(catalog: SkuCatalog) -> None:
 
 
 def test_an_operation_without_expectation_plans_as_before(catalog: SkuCatalog) -> None:
-    plain = Operation(row=2, user="ada@contoso.example", add=(LicenseAdd(EMS),))
+    plain = Operation(row=2, user="ada@contoso.example", add=(License(EMS),))
     assert plan_user(plain, current((BI, []), location="DE"), catalog).outcome is PlanOutcome.CHANGE
 
 

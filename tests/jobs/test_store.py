@@ -6,7 +6,7 @@ import json
 
 import redis
 
-from jobs.models import JobStatus, LicenseAdd, Operation, UserResult, UserStatus
+from jobs.models import JobStatus, License, Operation, UserResult, UserStatus
 from jobs.record import JobSpec
 from jobs.scheduler import dispatch, reap
 from jobs.store import JobStore, WriteGate
@@ -21,7 +21,7 @@ class FakeClock:
 
 
 def ops(n: int) -> list[Operation]:
-    return [Operation(row=i + 2, user=f"u{i}@contoso.example", add=(LicenseAdd("sku-a"),)) for i in range(n)]
+    return [Operation(row=i + 2, user=f"u{i}@contoso.example", add=(License("sku-a"),)) for i in range(n)]
 
 
 def committed(store: JobStore, n: int = 10, chunk: int = 4, job: str = "j1") -> str:

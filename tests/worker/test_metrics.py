@@ -13,7 +13,7 @@ from config import Settings
 from graphclient.client import GraphAnswer
 from jobs.events import JobEvent
 from jobs.models import Reason, UserResult, UserStatus
-from jobs.notify import Outcome
+from jobs.notify import DeliveryOutcome
 from tests.helpers import samples
 from worker.celery_app import create_celery_app
 from worker.metrics import WorkerMetrics
@@ -37,7 +37,7 @@ def test_users_graph_answers_and_notifications_are_counted() -> None:
     for answer in (GraphAnswer("$batch", 200), GraphAnswer("POST", 200), GraphAnswer("POST", 429, True, 4.0),
                    GraphAnswer("GET", 503, True, None), GraphAnswer("GET", 0)):
         observe(answer)
-    for outcome in (Outcome.DELIVERED, Outcome.RETRYING, Outcome.SKIPPED):
+    for outcome in (DeliveryOutcome.DELIVERED, DeliveryOutcome.RETRYING, DeliveryOutcome.SKIPPED):
         metrics.notified(outcome)
     got = samples(generate_latest(metrics.registry).decode())
     tenant = ("tenant", "contoso")

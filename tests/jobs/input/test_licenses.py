@@ -12,7 +12,7 @@ import pytest
 from jobs.input import Limits, parse_csv, parse_json
 from jobs.input.licenses import AddName, Name, resolve_licenses
 from jobs.input.rules import CSV_WORDING
-from jobs.models import FieldError, InputRejected, LicenseAdd, Operation
+from jobs.models import FieldError, InputRejected, License, Operation
 from jobs.skus import SkuCatalog
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
@@ -95,13 +95,13 @@ def run(fmt: str, catalog: SkuCatalog, names: Names) -> tuple[list[Operation], l
 VALID = [
     pytest.param(
         Names(add=("ENTERPRISEPACK",), remove=("EMS",), plans=("SWAY", TEAMS1)),
-        (LicenseAdd(E3, (SWAY, TEAMS1)),),
+        (License(E3, (SWAY, TEAMS1)),),
         (EMS,),
         id="names-and-ids",
     ),
     pytest.param(
         Names(add=(E5.upper(), " power_bi_pro "), remove=("ems",), plans=(" sway",)),
-        (LicenseAdd(E5, (SWAY,)), LicenseAdd("f8a1db68-be16-40ed-86d5-cb42ce701560")),
+        (License(E5, (SWAY,)), License("f8a1db68-be16-40ed-86d5-cb42ce701560")),
         (EMS,),
         id="case-and-spaces",
     ),
@@ -111,7 +111,7 @@ VALID = [
 @pytest.mark.parametrize("fmt", ["csv", "json"])
 @pytest.mark.parametrize(("names", "add", "remove"), VALID)
 def test_the_same_names_resolve_the_same(
-    fmt: str, catalog: SkuCatalog, names: Names, add: tuple[LicenseAdd, ...], remove: tuple[str, ...]
+    fmt: str, catalog: SkuCatalog, names: Names, add: tuple[License, ...], remove: tuple[str, ...]
 ) -> None:
     ops, errors = run(fmt, catalog, names)
     assert errors == []
@@ -197,7 +197,7 @@ def test_plans_for_all_are_disabled_in_every_added_license_holding_them(catalog:
         [Name("sway", "disabled_plans"), Name(BI_AZURE_P2.upper(), "disabled_plans")],
     )
     assert licenses.errors == ()
-    assert licenses.add == (LicenseAdd(E3, (SWAY,)), LicenseAdd(EMS), LicenseAdd(E5, (SWAY, BI_AZURE_P2)))
+    assert licenses.add == (License(E3, (SWAY,)), License(EMS), License(E5, (SWAY, BI_AZURE_P2)))
 
 
 def test_plans_for_all_need_licenses_to_add(catalog: SkuCatalog) -> None:

@@ -13,7 +13,7 @@ import pytest
 from config.settings import Settings
 from jobs.input import CsvParse, Limits, parse_csv, parse_json
 from jobs.input.errors import MAX_KEPT_ERRORS
-from jobs.models import FieldError, InputRejected, JobOptions, LicenseAdd, Operation
+from jobs.models import FieldError, InputRejected, JobOptions, License, Operation
 from jobs.skus import SkuCatalog
 from tests.corpus.generators import GENERATORS
 
@@ -88,7 +88,7 @@ def test_full_featured_csv(catalog: SkuCatalog) -> None:
     assert ops[0] == Operation(
         row=2,
         user="ada@contoso.com",
-        add=(LicenseAdd(E3, (SWAY,)), LicenseAdd(E5, (SWAY,))),
+        add=(License(E3, (SWAY,)), License(E5, (SWAY,))),
         remove=(EMS,),
         usage_location="GB",
         extra=(("EmployeeId", "E-1001"),),
@@ -102,7 +102,7 @@ def test_full_featured_csv(catalog: SkuCatalog) -> None:
     assert ops[1].row == 4 and ops[1].add == () and ops[1].remove == (EMS,)
     assert ops[2].row == 5
     assert ops[2].user == "2b1c6c0e-33a4-4c1d-8b5b-3f5b7c2e9a10"
-    assert ops[2].add == (LicenseAdd(PBI), LicenseAdd("18181a46-0d4e-45cd-891e-60aabd171b4e"))
+    assert ops[2].add == (License(PBI), License("18181a46-0d4e-45cd-891e-60aabd171b4e"))
     assert ops[2].extra == (("EmployeeId", "E-1003\n(night shift)"),)
     assert ops[3].row == 7  # the quoted cell above spans two lines
     assert ops[3].usage_location == "FR" and ops[3].extra == (("EmployeeId", "+44 20 7946 0000"),)
@@ -114,7 +114,7 @@ def test_swap_is_one_operation_with_plans_by_name_and_id(catalog: SkuCatalog) ->
         Operation(
             row=2,
             user="ada@contoso.com",
-            add=(LicenseAdd(E5, (INTUNE_A, SWAY)),),
+            add=(License(E5, (INTUNE_A, SWAY)),),
             remove=(E3,),
             source=(("add", "SPE_E5"), ("remove", "ENTERPRISEPACK"), ("disabled_plans", f"{INTUNE_A};Sway")),
         )
@@ -123,7 +123,7 @@ def test_swap_is_one_operation_with_plans_by_name_and_id(catalog: SkuCatalog) ->
 
 def test_sku_ids_and_aliases(catalog: SkuCatalog) -> None:
     ops = csv_ops(catalog, f"ID,SKU,removeLicenses\nada@contoso.com,{E3.upper()},{EMS}\n")
-    assert ops[0].add == (LicenseAdd(E3),) and ops[0].remove == (EMS,)
+    assert ops[0].add == (License(E3),) and ops[0].remove == (EMS,)
 
 
 def test_results_csv_columns_are_ignored_on_resubmission(catalog: SkuCatalog) -> None:
@@ -457,7 +457,7 @@ def test_json_valid_including_a_graph_shaped_body(catalog: SkuCatalog) -> None:
     assert ops[0] == Operation(
         row=1,
         user="ada@contoso.com",
-        add=(LicenseAdd(E3, (SWAY, TEAMS1)),),
+        add=(License(E3, (SWAY, TEAMS1)),),
         remove=(EMS,),
         usage_location="DE",
         extra=(("EmployeeId", "1001"),),
@@ -468,8 +468,8 @@ def test_json_valid_including_a_graph_shaped_body(catalog: SkuCatalog) -> None:
             ("usage_location", "DE"),
         ),
     )
-    assert ops[1].row == 2 and ops[1].add == (LicenseAdd(E5, (SWAY,)),)
-    assert ops[2].add == (LicenseAdd(PBI),)
+    assert ops[1].row == 2 and ops[1].add == (License(E5, (SWAY,)),)
+    assert ops[2].add == (License(PBI),)
 
 
 def test_json_type_and_field_errors(catalog: SkuCatalog) -> None:
@@ -539,7 +539,7 @@ def test_json_sku_id_must_be_a_guid(catalog: SkuCatalog) -> None:
         )
     ]
     body = json_body([{"user": "ada@contoso.com", "addLicenses": [{"skuId": f" {EMS.upper()} "}]}])
-    assert parse_json(body, {"sim": catalog}.__getitem__, LIMITS)[1][0].add == (LicenseAdd(EMS),)
+    assert parse_json(body, {"sim": catalog}.__getitem__, LIMITS)[1][0].add == (License(EMS),)
 
 
 def test_json_limits(catalog: SkuCatalog) -> None:

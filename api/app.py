@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 import redis
@@ -58,7 +59,7 @@ def create_app(
     submitter = Submitter(settings, store, catalogs, sender, seats)
     app = FastAPI(
         title="bulk-license",
-        version="0.1.0",
+        version=metadata.version("bulk-license"),  # also the console's cache-busting tag
         description="Bulk Microsoft 365 license assignment through Microsoft Graph, as resumable jobs.",
         exception_handlers=exception_handlers(),
     )

@@ -1,4 +1,4 @@
-"""Records of the job domain: operations in, per-user results out."""
+"""The job domain's values: operations in, per-user results out, and the closed sets (statuses, reasons)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 // The console: sign in with an API key, pick a tenant, upload a CSV, watch jobs.
 
 import { call, callJson, detailOf, hooks, jsonOf, session } from "./api.js";
-import * as features from "./features.js";
+import * as vocabulary from "./vocabulary.js";
 import { JobView } from "./job.js";
 import { age, byId, count, fillRows, setText, statusText } from "./render.js";
 
 const JOBS_SHOWN = 20;
-const state = { previews: false, file: null };
+const state = { file: null };
 const jobView = new JobView({ onChange: () => loadJobs(), onOpen: (id) => openJob(id) });
 
 // --- signing in -------------------------------------------------------------------------------
@@ -29,9 +29,6 @@ async function enter() {
   }
   const tenants = (result.data.value ?? []).map((t) => t.name);
   fillTenants(tenants);
-  state.previews = await features.serverPreviews();
-  byId("preview-note").hidden = !state.previews;
-  setText(byId("upload"), state.previews ? "Upload and preview" : "Upload and run");
   byId("sign-in-error").hidden = true;
   byId("sign-in").hidden = true;
   byId("workspace").hidden = false;
@@ -100,7 +97,7 @@ async function upload(event) {
   button.disabled = true;
   setText(byId("upload-status"), "Uploading…");
   try {
-    const response = await call(`/v1/jobs?${features.submitQuery(tenant, state.previews)}`, {
+    const response = await call(`/v1/jobs?${vocabulary.submitQuery(tenant)}`, {
       method: "POST", body: state.file, headers: { "Content-Type": "text/csv" },
     });
     const body = await jsonOf(response);

@@ -1,7 +1,7 @@
 // One job's view: live progress from the event stream, failures by reason, actions and downloads.
 
 import { callJson, detailOf, download } from "./api.js";
-import * as features from "./features.js";
+import * as vocabulary from "./vocabulary.js";
 import { byId, count, duration, fillRows, setText, statusText } from "./render.js";
 import { follow } from "./sse.js";
 
@@ -9,7 +9,6 @@ import { follow } from "./sse.js";
 // goes through every row of the job).
 const failuresEveryMs = (total) => Math.max(2000, (total ?? 0) / 2);
 const FAILED_ROWS_SHOWN = 100;
-const COUNTERS = ["succeeded", "failed", "cancelled", "pending", "throttled", "retries"];
 
 const jobPath = (id, tail = "") => `/v1/jobs/${encodeURIComponent(id)}${tail}`;
 
@@ -26,7 +25,7 @@ export class JobView {
     byId("resume").addEventListener("click", () => this.act("/resume", "Resuming…"));
     byId("rollback").addEventListener("click", () => this.act("/rollback", "Rolling back…"));
     byId("run").addEventListener("click", () =>
-      this.act(`/run${features.runQuery(byId("wait-for-seats").checked)}`, "Starting…"));
+      this.act(`/run${vocabulary.runQuery(byId("wait-for-seats").checked)}`, "Starting…"));
     byId("download-results").addEventListener("click", () => this.download("", "results"));
     byId("download-failed").addEventListener("click", () => this.download("&status=failed", "failed"));
   }
@@ -85,7 +84,7 @@ export class JobView {
     setText(paused, job.paused_reason ? `paused: ${statusText(job.paused_reason)}` : "");
     this.showProgress(job);
     this.showActions(job);
-    const preview = features.isPreview(job) && job.plan;
+    const preview = vocabulary.isPreview(job) && job.plan;
     byId("preview").hidden = !preview;
     if (preview) this.showPlan(job);
     if ((job.failed ?? 0) !== this.failures.shownFor) this.scheduleFailures();
@@ -99,18 +98,16 @@ export class JobView {
     bar.value = done;
     bar.setAttribute("aria-valuetext", `${count(done)} of ${count(total)} users done`);
     setText(byId("job-percent"), total ? `${Math.floor((100 * done) / total)}%` : "–");
-    for (const name of COUNTERS) setText(byId(`count-${name}`), count(job[name] ?? 0));
-    byId("unchanged-box").hidden = job.unchanged === undefined;
-    setText(byId("count-unchanged"), count(job.unchanged ?? 0));
+    for (const name of vocabulary.COUNTERS) setText(byId(`count-${name}`), count(job[name] ?? 0));
     setText(byId("job-rate"), job.rate_per_s ? `${job.rate_per_s.toFixed(1)} users/s` : "–");
-    setText(byId("job-eta"), features.isTerminal(job) ? "done" : duration(job.eta_s));
+    setText(byId("job-eta"), vocabulary.isTerminal(job) ? "done" : duration(job.eta_s));
   }
 
   showActions(job) {
-    const planning = job.status === "planning"; // nothing to download before the plan exists
-    byId("cancel").hidden = features.isTerminal(job);
-    byId("resume").hidden = !features.canResume(job);
-    byId("rollback").hidden = !features.canRollback(job);
+    const planning = vocabulary.isPlanning(job); // nothing to download before the plan exists
+    byId("cancel").hidden = vocabulary.isTerminal(job);
+    byId("resume").hidden = !vocabulary.canResume(job);
+    byId("rollback").hidden = !vocabulary.canRollback(job);
     byId("download-results").hidden = planning;
     byId("download-failed").hidden = planning;
   }
@@ -125,8 +122,8 @@ export class JobView {
     const seats = (plan.seats ?? []).map((s) => [s.sku || s.sku_id, count(s.needed), count(s.released),
       count(s.free), count(s.shortfall)]);
     fillRows(byId("plan-seats").tBodies[0], seats, (_, i) => (Number(plan.seats[i].shortfall) > 0 ? "short" : ""));
-    byId("seat-choice").hidden = !features.seatsShort(plan);
-    byId("run").hidden = !features.canRun(job);
+    byId("seat-choice").hidden = !vocabulary.seatsShort(plan);
+    byId("run").hidden = !vocabulary.canRun(job);
   }
 
   scheduleFailures() {

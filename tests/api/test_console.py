@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from api.console import console_router
+from api.console import console_router, vocabulary
 from api.security import CONTENT_SECURITY_POLICY
+from jobs.models import TERMINAL_JOB_STATUSES, JobStatus
 from tests.api.helpers import ALL_KEY, OTHER_KEY, SIM_KEY, auth
 
 STATIC = Path(__file__).parents[2] / "api" / "static"
@@ -32,11 +34,23 @@ def test_console_page_is_served_with_a_strict_policy(client: TestClient) -> None
     assert response.headers["referrer-policy"] == "no-referrer"
     page = response.text
     assert '<label for="api-key">API key</label>' in page
-    # No inline script or style, and nothing from another origin.
-    assert re.findall(r"<script[^>]*>", page) == ['<script type="module" src="/static/console.js?v=0.1.0">']
+    # No inline script or style, and nothing from another origin; the one inline block is data, never run.
+    assert re.findall(r"<script[^>]*>", page) == ['<script type="application/json" id="vocabulary">',
+                                                  '<script type="module" src="/static/console.js?v=0.1.0">']
     assert "<style" not in page and not re.search(r"\sstyle=", page)
     assert not re.search(r"\son[a-z]+\s*=", page)  # no inline event handlers
     assert "http://" not in page and "https://" not in page
+
+
+def test_the_page_hands_the_scripts_the_servers_vocabulary(client: TestClient) -> None:
+    block = re.search(r'<script type="application/json" id="vocabulary">(.*?)</script>', client.get("/").text, re.S)
+    assert block is not None
+    words = json.loads(block.group(1))
+    assert words == vocabulary()
+    assert set(words["terminal"]) == {s.value for s in TERMINAL_JOB_STATUSES}  # `planned` included
+    assert words["statuses"]["PLANNING"] == JobStatus.PLANNING.value
+    page = client.get("/").text
+    assert all(f'id="count-{name}"' in page for name in words["counters"])
 
 
 def test_every_label_names_a_field_on_the_page(client: TestClient) -> None:

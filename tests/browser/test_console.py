@@ -279,7 +279,7 @@ ROLLED_BACK = "r0" * 16
 
 
 def fake_job(job_id: str, status: str, **fields: Any) -> dict[str, Any]:
-    """A job JSON as GET /v1/jobs/{id} gives it, with the fields a newer server adds."""
+    """A job JSON as GET /v1/jobs/{id} gives it."""
     return {"id": job_id, "tenant": "sim", "status": status, "total": 3, "succeeded": 0, "failed": 0,
             "cancelled": 0, "pending": 3, "throttled": 0, "retries": 0, "created_at": "2030-01-01T00:00:00Z",
             "started_at": None, "finished_at": None, "rate_per_s": 0.0, "eta_s": None, "source": "csv",
@@ -294,23 +294,16 @@ PLAN = {"changes": 2, "unchanged": 1, "predicted_failures": {"user_not_found": 1
                    "free": 4, "shortfall": 0}]}
 
 
-class NewerServer:
-    """Answers, inside the browser, the calls of a server that has dry runs, resume and rollback."""
+class ScriptedServer:
+    """Answers, inside the browser, the calls of a job that is previewed, paused, resumed and rolled back."""
 
     def __init__(self) -> None:
         self.jobs = {PLANNED: fake_job(PLANNED, "planned", dry_run=True, unchanged=1, plan=PLAN)}
         self.posts: list[str] = []
 
     def install(self, tab: Any) -> None:
-        tab.route(lambda url: url.endswith("/openapi.json"), self.openapi)
         tab.route(lambda url: "/v1/jobs?" in url and "dry_run=true" in url, self.submit)
         tab.route(lambda url: any(f"/v1/jobs/{job_id}" in url for job_id in (PLANNED, ROLLED_BACK)), self.job)
-
-    def openapi(self, route: Any) -> None:
-        doc = route.fetch().json()
-        doc["paths"]["/v1/jobs"]["post"].setdefault("parameters", []).append(
-            {"name": "dry_run", "in": "query", "required": False, "schema": {"type": "boolean"}})
-        route.fulfill(json=doc)
 
     def submit(self, route: Any) -> None:
         self.posts.append(route.request.url)
@@ -347,11 +340,11 @@ class NewerServer:
         return {"id": job_id, "status": self.jobs[job_id]["status"]}
 
 
-def test_preview_resume_and_rollback_appear_when_the_server_reports_them(stack: Stack,
-                                                                          page: tuple[Any, Watch]) -> None:
+def test_preview_resume_and_rollback_appear_when_the_job_offers_them(stack: Stack,
+                                                                      page: tuple[Any, Watch]) -> None:
     tab, watch = page
-    newer = NewerServer()
-    newer.install(tab)
+    server = ScriptedServer()
+    server.install(tab)
     sign_in(tab, stack)
     assert tab.locator("#upload").inner_text() == "Upload and preview"
     assert tab.locator("#preview-note").is_visible()
@@ -361,7 +354,7 @@ def test_preview_resume_and_rollback_appear_when_the_server_reports_them(stack: 
 
     # The plan, with the choice to wait for seats since one license is short.
     tab.locator("#run").wait_for(state="visible")
-    assert newer.posts[0].endswith("/v1/jobs?tenant=sim&dry_run=true")
+    assert server.posts[0].endswith("/v1/jobs?tenant=sim&dry_run=true")
     assert tab.locator("#job-status").inner_text() == "planned"
     assert [tab.locator(f"#plan-{name}").inner_text() for name in ("changes", "unchanged", "conflicts")] == [
         "2", "1", "1"]
@@ -375,18 +368,18 @@ def test_preview_resume_and_rollback_appear_when_the_server_reports_them(stack: 
 
     # Paused for seats: the reason, and Resume.
     tab.locator("#resume").wait_for(state="visible")
-    assert newer.posts[1].endswith(f"/v1/jobs/{PLANNED}/run?on_seat_shortage=wait")
+    assert server.posts[1].endswith(f"/v1/jobs/{PLANNED}/run?on_seat_shortage=wait")
     assert tab.locator("#job-paused").inner_text() == "paused: seat shortage"
     assert tab.locator("#preview").is_hidden()
     tab.locator("#resume").click()
 
     # Finished: Rollback, which opens the job that undoes it.
     tab.locator("#rollback").wait_for(state="visible")
-    assert newer.posts[2].endswith(f"/v1/jobs/{PLANNED}/resume")
+    assert server.posts[2].endswith(f"/v1/jobs/{PLANNED}/resume")
     assert tab.locator("#cancel").is_hidden()
     tab.locator("#rollback").click()
     tab.locator("#job-id").filter(has_text=ROLLED_BACK).wait_for()
-    assert newer.posts[3].endswith(f"/v1/jobs/{PLANNED}/rollback")
+    assert server.posts[3].endswith(f"/v1/jobs/{PLANNED}/rollback")
     tab.locator("#job-status").filter(has_text=re.compile(r"^completed$")).wait_for()
     assert watch.dialogs == [] and watch.errors == []
 
@@ -401,6 +394,23 @@ def test_a_refused_key_is_said_so_and_kept_nowhere(stack: Stack, page: tuple[Any
     assert tab.evaluate("sessionStorage.length + localStorage.length") == 0
     assert tab.get_by_label("API key").input_value() == ""
     assert not [url for url in watch.urls if "not-a-key-of-ours" in url]
+
+
+def test_only_a_dry_run_is_shown_as_a_preview(stack: Stack, page: tuple[Any, Watch]) -> None:
+    """The console's status rules use the server's vocabulary: a real job reading its users is no preview."""
+    tab, _ = page
+    tab.goto(f"{stack.api_url}/")
+    shown = tab.evaluate("""async () => {
+        const rules = await import("/static/vocabulary.js");
+        const job = (status, dry_run) => ({ status, dry_run, succeeded: 1 });
+        return {
+            preview: [rules.isPreview(job("planning", true)), rules.isPreview(job("planned", true)),
+                      rules.isPreview(job("planning", false)), rules.isPreview(job("running", false))],
+            terminal: ["planned", "completed", "cancelled", "running", "paused"].map(
+                (status) => rules.isTerminal(job(status, false))),
+        };
+    }""")
+    assert shown == {"preview": [True, True, False, False], "terminal": [True, True, True, False, False]}
 
 
 def test_the_console_reads_event_streams_split_anywhere(stack: Stack, page: tuple[Any, Watch]) -> None:

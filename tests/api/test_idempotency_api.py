@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from config import Settings
-from jobs.idempotency import IdempotencyStore
+from jobs.idempotency import Claim, IdempotencyStore
 from tests.api.helpers import GOOD_CSV, OTHER_KEY, SIM_KEY, Sent, auth
 
 WAIT_S = 10.0
@@ -147,17 +147,41 @@ def test_a_request_waiting_too_long_for_the_first_is_409_in_progress(
 def test_a_long_submission_keeps_its_claim(
     settings: Settings, redis_client: redis.Redis, subscribed_skus: list[dict[str, Any]],
 ) -> None:
-    """The claim lapses after 1 s unless renewed; the first submission takes 3 s and still holds it."""
-    def slow_fetch(_tenant: str) -> list[dict[str, Any]]:
-        time.sleep(3.0)
+    """The claim lapses after 1 s unless renewed; the first submission outlives it twice over and still holds it."""
+    release = threading.Event()
+
+    def held_fetch(_tenant: str) -> list[dict[str, Any]]:
+        assert release.wait(WAIT_S)  # the first submission goes on only once the second was answered
         return subscribed_skus
 
-    store = IdempotencyStore(redis_client, pending_ttl_s=1.0, wait_s=0.0)
+    store = RenewalWatch(redis_client, pending_ttl_s=1.0, wait_s=0.0)
     app = create_app(settings, redis_client=redis_client, send=lambda job, n, countdown: None,
-                     fetch_skus=slow_fetch, ceiling_for=lambda tenant: 20.0, idempotency=store)
+                     fetch_skus=held_fetch, ceiling_for=lambda tenant: 20.0, idempotency=store)
     with TestClient(app) as client, ThreadPoolExecutor(max_workers=1) as pool:
         first = pool.submit(post_csv, client, "order-46")
-        time.sleep(2.0)  # twice the claim's lifetime
+        assert store.outlived.wait(WAIT_S)  # renewed past twice the claim's lifetime
         assert post_csv(client, "order-46").status_code == 409  # still held: in progress
+        release.set()
         assert first.result(WAIT_S).status_code == 202
     assert len(job_ids(redis_client)) == 1
+
+
+class RenewalWatch(IdempotencyStore):
+    """The real store; `outlived` is set once a claim was kept alive past twice its lifetime."""
+
+    def __init__(self, client: redis.Redis, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.outlived = threading.Event()
+        self._claimed_at: float | None = None
+
+    def claim(self, scope: str, key: str) -> Claim:
+        claim = super().claim(scope, key)
+        if claim.owned and self._claimed_at is None:
+            self._claimed_at = time.monotonic()
+        return claim
+
+    def keep(self, claim: Claim) -> bool:
+        kept = super().keep(claim)
+        if kept and self._claimed_at is not None and time.monotonic() - self._claimed_at > 2 * self.pending_ttl_s:
+            self.outlived.set()
+        return kept

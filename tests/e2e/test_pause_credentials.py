@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.stack import API_KEY, Stack, sim_profile
+from worker.runtime import RESUME_CHECK_INTERVAL_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -121,8 +122,10 @@ def test_a_refused_credential_pauses_the_job_until_the_profile_is_fixed_and_it_i
     assert job["next_probe_at"] is None and job["eta_s"] is None and job["rate_per_s"] == 0
     assert job["failed"] == 0 and job["pending"] > 0, job
 
-    # Nothing resumes it by itself: it waits, and says so.
-    time.sleep(3)
+    # Nothing resumes it by itself: it waits, and says so. A deliberate negative window (what is shown
+    # is that nothing happens): the resumer looks at paused jobs every RESUME_CHECK_INTERVAL_S, and
+    # three of its passes go by.
+    time.sleep(3 * RESUME_CHECK_INTERVAL_S)
     still = poll(stack, job_id, lambda j: True, 5)
     assert still["status"] == "paused" and still["succeeded"] == job["succeeded"], still
     shown = cli(stack, "status", job_id)
@@ -159,7 +162,7 @@ def test_an_app_without_write_permission_pauses_as_forbidden_then_finishes_once_
     assert "403 Authorization_RequestDenied: Insufficient privileges to complete the operation." in (
         job["paused_message"])
     assert job["next_probe_at"] is None and job["failed"] == 0 and job["succeeded"] == 0, job
-    time.sleep(3)
+    time.sleep(3 * RESUME_CHECK_INTERVAL_S)  # a deliberate negative window, as above: no resumer pass resumes it
     assert poll(stack, job_id, lambda j: True, 5)["status"] == "paused"
 
     # The permission is granted (here: the profile is pointed at an app that has it), then resumed.

@@ -20,7 +20,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -243,6 +243,29 @@ class ReplicationWaits:
         work.waited = None
 
 
+class AllowedSteps:
+    """The steps Graph let the job's app do, as far as this run knows; each is noted in the store once."""
+
+    def __init__(self, store: JobStore, job: JobRecord) -> None:
+        self._store = store
+        self._job_id = job.id
+        self._known = {step for step in Step if step.value in job.allowed}
+
+    def judge(self, answers: Iterable[tuple[Step, GraphError | None]]) -> Judgement:
+        """Judge a round's answers (jobs.faults), noting the steps it showed allowed."""
+        judgement = faults.judge_round(answers, self._ever)
+        for step in sorted(judgement.allowed - self._known, key=lambda s: s.value):
+            self._store.note_allowed(self._job_id, step.value)
+            self._known.add(step)
+        return judgement
+
+    def _ever(self, step: Step) -> bool:
+        """Whether a call of `step` got past Graph's authorization in this job (any run, any worker)."""
+        if step not in self._known and self._store.is_allowed(self._job_id, step.value):
+            self._known.add(step)
+        return step in self._known
+
+
 @dataclass
 class _RoundTally:
     """What one round's answers added up to."""
@@ -267,8 +290,7 @@ class RoundDriver:
         self.waits = ReplicationWaits(deps.store, job.id, 0.0 if job.spec.dry_run else deps.not_found_grace_s)
         self.written = 0
         self.pause: Fault | None = None
-        # Steps Graph let the job's app do, as far as this run knows (kept in the store once each).
-        self.allowed = {step for step in Step if step.value in job.allowed}
+        self.allowed = AllowedSteps(deps.store, job)
         self._pool: ThreadPoolExecutor | None = None  # for overlapping reads, made on first use
 
     def drain(self, works: list[UserWork]) -> int:
@@ -385,7 +407,7 @@ class RoundDriver:
         """Apply a round's answers user by user, then keep what the round did; returns the rows that ended."""
         tally = _RoundTally()
         breaker = _OncePerRound(self.deps.breaker.state)
-        judgement = self._judge(works, answers)
+        judgement = self.allowed.judge((w.step, answers[w.row].error) for w in works)
         for work in works:
             self._apply_one(work, answers[work.row], judgement, breaker, tally)
         self._save_plans(tally.new_plans)
@@ -393,20 +415,6 @@ class RoundDriver:
         self._write(tally.ended)
         self.seats.flush()  # one step for the whole round's users
         return {result.row for result in tally.ended}
-
-    def _judge(self, works: Sequence[UserWork], answers: Mapping[int, Answer]) -> Judgement:
-        """Note the steps Graph allowed in the round, and judge its 403s (jobs.faults)."""
-        judgement = faults.judge_round(((w.step, answers[w.row].error) for w in works), self._ever_allowed)
-        for step in sorted(judgement.allowed - self.allowed, key=lambda s: s.value):
-            self.deps.store.note_allowed(self.job.id, step.value)
-            self.allowed.add(step)
-        return judgement
-
-    def _ever_allowed(self, step: Step) -> bool:
-        """Whether a call of `step` got past Graph's authorization in this job (any run, any worker)."""
-        if step not in self.allowed and self.deps.store.is_allowed(self.job.id, step.value):
-            self.allowed.add(step)
-        return step in self.allowed
 
     def _apply_one(self, work: UserWork, answer: Answer, judgement: Judgement, breaker: _OncePerRound,
                    tally: _RoundTally) -> None:

@@ -21,13 +21,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from importlib import resources
 from typing import Any, cast
 
 import redis
 
 from config import Settings
 from jobs.models import iso_time
+from jobs.scripts import lua_script
 
 SYSTEM_ACTOR = "system"  # the actor of events the workers record
 MAX_DETAILS_BYTES = 4096
@@ -91,8 +91,7 @@ class AuditLog:
         self.retention_s = retention_s
         self.clock = clock
         self.page_size = page_size
-        script = (resources.files("jobs") / "lua" / "audit_append.lua").read_text(encoding="utf-8")
-        self._append = client.register_script(script)
+        self._append = lua_script(client, "audit_append")
 
     @classmethod
     def from_settings(cls, client: redis.Redis, settings: Settings) -> AuditLog:

@@ -23,10 +23,11 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import redis
+
+from jobs.scripts import lua_script
 
 TTL_S = 24 * 3600
 PENDING_TTL_S = 20  # a claim not kept alive for this long is abandoned
@@ -85,8 +86,7 @@ class IdempotencyStore:
         self.poll_s = poll_s
         self.clock = clock
         self.sleep = sleep
-        script = (resources.files("jobs") / "lua" / "idempotency_claim.lua").read_text(encoding="utf-8")
-        self._pending_claim = client.register_script(script)
+        self._pending_claim = lua_script(client, "idempotency_claim")
 
     @property
     def keep_alive_s(self) -> float:

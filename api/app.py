@@ -14,6 +14,7 @@ from api.broker import broker_check, send_after_commit
 from api.console import add_console
 from api.context import ApiContext, TenantGraphs
 from api.errors import exception_handlers
+from api.key_attempts import FailedKeyAttempts
 from api.metrics import add_metrics
 from api.routes import audit, control, events, health, jobs, tenants
 from api.security import SecurityHeaders
@@ -66,7 +67,7 @@ def create_app(
         settings=settings, redis=client, store=store, submitter=submitter,
         audit=AuditLog.from_settings(client, settings), idempotency=idempotency or IdempotencyStore(client),
         ceiling_for=ceiling_for or graphs.write_ceiling, check_broker=check_broker or broker_check(settings),
-        catalogs=catalogs, seats=seats, send=sender,
+        catalogs=catalogs, seats=seats, send=sender, key_attempts=FailedKeyAttempts.from_settings(settings),
     )
     app.include_router(health.router)
     app.include_router(jobs.router)

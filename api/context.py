@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from api.key_attempts import FailedKeyAttempts
 from config import Settings
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
@@ -39,6 +40,7 @@ class ApiContext:
     seats: SeatLedger
     send: Send
     check_broker: Callable[[], None]  # raises when the broker does not answer
+    key_attempts: FailedKeyAttempts  # failed API key attempts, to throttle guessing
 
 
 class TenantGraphs:

@@ -83,14 +83,15 @@ class Submitter:
         Options given as query parameters (`options`) add to those in the body.
         """
         def catalog_for(tenant: str) -> SkuCatalog:
-            if tenant not in self.settings.tenants:
-                raise KeyError(tenant)
+            # Allowed first: a key learns nothing of the profiles it may not use, not even whether they exist.
             if not allowed(tenant):
                 raise InputRejected(
                     [FieldError(f"this API key may not submit jobs for tenant '{tenant}'", column="tenant",
                                 value=tenant)],
                     status_code=403,
                 )
+            if tenant not in self.settings.tenants:
+                raise KeyError(tenant)
             return self.catalogs.get(tenant)
 
         tenant, ops, in_body = parse_json(body, catalog_for, self.limits)
@@ -110,21 +111,23 @@ class Submitter:
 
         The run of a rollback's dry run is that rollback: it is refused if its job was rolled back meanwhile.
         """
-        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "run_as", "kind", "rollback_of",
+        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "kind", "rollback_of",
                                        "callback_url")
         progress = self.store.progress(planned_id)
         if fields.get("dry_run") != "1" or progress is None or progress.status is not JobStatus.PLANNED:
             raise NotRunnable("only a finished dry run (status planned) can be run")
-        if "run_as" in fields:
-            raise NotRunnable(f"this dry run was already run as job {fields['run_as']}")
         tenant = fields["tenant"]
         job_id = new_job_id()
+        # Claimed before anything is staged, atomically: of requests racing to run one dry run, one wins.
+        ran_as = self.store.link_once(planned_id, "run_as", job_id)
+        if ran_as is not None:
+            raise NotRunnable(f"this dry run was already run as job {ran_as}")
         options = {"dry_run": "0", "seat_policy": seat_policy.value, "seat_basis": "plan", "planned_from": planned_id}
         undone = fields.get("rollback_of")
-        if undone is not None:
-            self._claim_rollback(undone, job_id)
-            options.update(kind=fields.get("kind", "rollback"), rollback_of=undone)
         try:
+            if undone is not None:
+                self._claim_rollback(undone, job_id)
+                options.update(kind=fields.get("kind", "rollback"), rollback_of=undone)
             self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
             counters = self.store.plan_counters(planned_id)
             demand = {
@@ -134,13 +137,13 @@ class Submitter:
             self._reserve(tenant, job_id, demand, seat_policy)
         except BaseException:
             self.store.discard(job_id)
+            self.store.unlink(planned_id, "run_as", job_id)
             if undone is not None:
                 self.store.unlink(undone, "rolled_back_by", job_id)
             raise
         if "callback_url" in fields:  # the run reports where its dry run did
             options["callback_url"] = fields["callback_url"]
         total, chunks = self.store.commit(job_id, source=fields.get("source", ""), owner=owner, options=options)
-        self.store.link(planned_id, "run_as", job_id)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=())

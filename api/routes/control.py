@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.context import ApiContext
-from api.deps import Authenticated, Context, ScopedJob
+from api.deps import WRITES, Authenticated, Context, ScopedJob
 from api.errors import OUTAGES, ApiError
 from api.schemas import JobAccepted, error_responses
 from jobs.audit import AuditAction
@@ -21,8 +21,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("/{job_id}/run", status_code=202, response_model=JobAccepted,
-             responses=error_responses(401, 404, 409, 503))
+@router.post("/{job_id}/run", status_code=202, response_model=JobAccepted, dependencies=[WRITES],
+             responses=error_responses(401, 403, 404, 409, 503))
 async def run(job: ScopedJob, context: Context, who: Authenticated,
               on_seat_shortage: Annotated[SeatPolicy, Query()] = SeatPolicy.FAIL) -> Response:
     """Start the real job of a finished dry run (it reads every user again: the tenant may have moved on)."""
@@ -41,7 +41,7 @@ async def run(job: ScopedJob, context: Context, who: Authenticated,
     return JSONResponse(status_code=202, content=answer.model_dump(), headers={"Location": f"/v1/jobs/{accepted.id}"})
 
 
-@router.post("/{job_id}/resume", status_code=202, responses=error_responses(401, 404, 409))
+@router.post("/{job_id}/resume", status_code=202, dependencies=[WRITES], responses=error_responses(401, 403, 404, 409))
 def resume(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, Any]:
     """Resume a paused job now (after buying seats or fixing the tenant profile)."""
     reason = context.store.job_fields(job.id, "paused_reason").get("paused_reason")
@@ -55,8 +55,8 @@ def resume(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, An
     return {"id": job.id, "resumed": True, "status": progress.status.value if progress else "running"}
 
 
-@router.post("/{job_id}/rollback", status_code=202, response_model=JobAccepted,
-             responses=error_responses(401, 404, 409, 503))
+@router.post("/{job_id}/rollback", status_code=202, response_model=JobAccepted, dependencies=[WRITES],
+             responses=error_responses(401, 403, 404, 409, 503))
 async def rollback(
     job: ScopedJob, context: Context, who: Authenticated,
     dry_run: Annotated[bool, Query(description="Plan the rollback only: read every user, write nothing.")] = False,

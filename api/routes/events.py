@@ -65,7 +65,8 @@ def sequence(job: Mapping[str, Any]) -> int:
 def last_seen(header: str | None) -> int:
     """The `Last-Event-ID` a client resumes from; -1 (nothing seen) when absent or not ours."""
     value = (header or "").strip()
-    return int(value) if value.isdigit() else -1
+    # ASCII digits only: "²" and other Unicode digits pass isdigit() but not int().
+    return int(value) if value.isascii() and value.isdigit() else -1
 
 
 def frame(event: str, event_id: int, job: Mapping[str, Any]) -> bytes:

@@ -16,6 +16,7 @@ from api.context import ApiContext, TenantGraphs
 from api.errors import exception_handlers
 from api.key_attempts import FailedKeyAttempts
 from api.metrics import add_metrics
+from api.reference import add_reference
 from api.routes import audit, control, events, health, jobs, tenants
 from api.security import SecurityHeaders
 from config import Settings
@@ -62,6 +63,8 @@ def create_app(
         version="0.1.0",
         description="Bulk Microsoft 365 license assignment through Microsoft Graph, as resumable jobs.",
         exception_handlers=exception_handlers(),
+        # /docs and /redoc are served by api.reference, from the package's own files.
+        docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
     )
     app.state.context = ApiContext(
         settings=settings, redis=client, store=store, submitter=submitter,
@@ -76,6 +79,7 @@ def create_app(
     app.include_router(tenants.router)
     app.include_router(audit.router)
     add_console(app)
+    policies = add_reference(app)
     add_metrics(app)
-    app.add_middleware(SecurityHeaders, csp_exempt=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
+    app.add_middleware(SecurityHeaders, policies=policies)
     return app

@@ -46,6 +46,14 @@ def test_api_keys_are_scoped() -> None:
     assert all(k.scope is KeyScope.WRITE and k.may_write for k in keys)
 
 
+def test_an_empty_metrics_token_means_none() -> None:
+    """Compose passes `${BULKLICENSE_METRICS_TOKEN:-}`: empty must not become a token anyone can send."""
+    assert get_settings(metrics_token="").metrics_token is None
+    assert get_settings(metrics_token="  ").metrics_token is None
+    token = get_settings(metrics_token="scrape-token-123").metrics_token
+    assert token is not None and token.get_secret_value() == "scrape-token-123"
+
+
 def test_a_key_may_be_read_only() -> None:
     keys = parse_api_keys("audit=s3cret-audit-0001:contoso|fabrikam:read,ops=s3cret-ops-00002:*:write,"
                           "s3cret-legacy-0003:*:read")

@@ -76,6 +76,11 @@ class FailedKeyAttempts:
             return Failure(address_throttled=in_window == self.per_address,
                            all_throttled=not was_all and self._all_throttled(now))
 
+    @property
+    def remembered(self) -> int:
+        """How many addresses are remembered (bounded by `max_addresses`)."""
+        return len(self._by_address)
+
     def _all_throttled(self, now: float) -> bool:
         """Whether all addresses together failed `total` times within the window."""
         return len(self._all) == self.total and now - self._all[0] < self.window_s

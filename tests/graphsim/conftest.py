@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from graphsim.config import SimConfig
+from graphsim.fixture import GROUPS_ADMIN_CLIENT_ID
 from graphsim.server import SimServer
 from tests.fakes import FakeClock
 
@@ -30,6 +31,8 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "fault_503": 0, "fault_504": 0, "fault_reset": 0, "fault_reset_after_apply": 0, "fault_slow": 0,
     "fault_malformed": 0, "slow_s": 5, "force_429": None, "token_lifetime_s": 3600,
     "read_limit": "none", "charge_refused": True, "replication_lag_s": 0, "outage_s": 0,
+    # Group changes are processed on the next request: asynchronous, but tests need not wait for a clock.
+    "group_license_delay_s": 0, "premium": True,
 }
 
 
@@ -75,6 +78,54 @@ def graph(sim: SimServer, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=f"{sim.graph_url}/v1.0", verify=tls, headers=headers,
                       timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def admin(sim: SimServer, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
+    """A Graph client authenticated as the fixture's groups administrator (may change groups)."""
+    with graph_client(sim, tls, GROUPS_ADMIN_CLIENT_ID) as client:
+        yield client
+
+
+def graph_client(sim: SimServer, tls: ssl.SSLContext, client_id: str | None = None) -> httpx.Client:
+    """A v1.0 Graph client with a token for one of the fixture's apps (the main app by default)."""
+    headers = {"Authorization": f"Bearer {sim.issue_token(client_id)}"}
+    return httpx.Client(base_url=f"{sim.graph_url}/v1.0", verify=tls, headers=headers, timeout=10)
+
+
+def bind(*ids: str) -> dict[str, list[str]]:
+    """A PATCH body adding members by directoryObjects URL."""
+    return {"members@odata.bind": [f"https://graph.microsoft.com/v1.0/directoryObjects/{i}" for i in ids]}
+
+
+def new_group(admin: httpx.Client, name: str = "Licensed group") -> str:
+    """Create a security group through Graph; its id."""
+    response = admin.post("/groups", json={"displayName": name, "mailNickname": name.replace(" ", ""),
+                                           "mailEnabled": False, "securityEnabled": True})
+    assert response.status_code == 201, response.text
+    group_id: str = response.json()["id"]
+    return group_id
+
+
+def processing_state(client: httpx.Client, group_id: str) -> str:
+    """The group's licenseProcessingState.state (reading it also lets due processing run)."""
+    body = client.get(f"/groups/{group_id}?$select=licenseProcessingState").json()
+    state: str = body["licenseProcessingState"]["state"]
+    return state
+
+
+def free_users(sim: SimServer, n: int) -> list[str]:
+    """Ids of `n` users with a usageLocation and no license at all."""
+    users = [u.id for u in sim.state.user_order if u.usage_location and not u.licenses and not u.inherited][:n]
+    assert len(users) == n
+    return users
+
+
+def states(client: httpx.Client, user: str) -> list[dict[str, Any]]:
+    """A user's licenseAssignmentStates through Graph."""
+    body = client.get(f"/users/{user}?$select=licenseAssignmentStates").json()
+    value: list[dict[str, Any]] = body["licenseAssignmentStates"]
+    return value
 
 
 def licensed_user(sim: SimServer, part: str | None = None, *, location: bool = True) -> str:

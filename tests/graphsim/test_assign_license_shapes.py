@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from graphsim.graph import DEFAULT_USER_PROPERTIES
 from graphsim.server import SimServer
+from graphsim.users_api import DEFAULT_USER_PROPERTIES
 
 from .conftest import SKU, assign_body, licensed_user, trust
 

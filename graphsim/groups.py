@@ -169,9 +169,12 @@ def generate_groups(user_ids: Sequence[str], direct: Sequence[frozenset[str]], s
 
 
 def group_from_json(raw: Mapping[str, Any], rng: random.Random, resolve_member: Mapping[str, str]) -> GroupDef:
-    """A licensed group from a JSON fixture; members by id or userPrincipalName (KeyError when unknown)."""
+    """A licensed group from a JSON fixture; members by id or userPrincipalName (ValueError when unknown)."""
     licenses = tuple((str(lic["skuId"]).lower(), tuple(str(p).lower() for p in lic.get("disabledPlans", ())))
                      for lic in raw.get("assignedLicenses", ()))
+    unknown = [m for m in raw.get("members", ()) if str(m).lower() not in resolve_member]
+    if unknown:
+        raise ValueError(f"group {raw.get('displayName')!r} names members that are no users: {unknown}")
     members = tuple(resolve_member[str(m).lower()] for m in raw.get("members", ()))
     return GroupDef(str(raw.get("id") or uuid.UUID(int=rng.getrandbits(128), version=4)).lower(),
                     raw["displayName"], licenses, members)

@@ -37,6 +37,8 @@ from graphsim.wire import (
 MAX_LINK_CHANGES = 20
 LINK_LIMIT_MESSAGE = f"A resource cannot contain more than {MAX_LINK_CHANGES} link changes"
 ALREADY_MEMBER = "One or more added object references already exist for the following modified properties: 'members'."
+# Graph's text, capital C and grammar included, for distribution lists and mail-enabled security groups.
+MAIL_ENABLED_REFUSED = "Cannot Create a mail-enabled security groups and or distribution list."
 LICENSED_GROUP_DELETE = "The group cannot be deleted because it has licenses assigned. Remove its licenses first."
 
 # GET /groups/{id} without $select (the v1.0 list-groups example's properties).
@@ -392,11 +394,10 @@ def _creation_refusal(call: Call, body: dict[str, Any], endpoint: str) -> Reply 
     if body.get("description") is not None and not isinstance(body["description"], str):
         return bad_request(call, "Invalid value specified for property 'description' of resource 'Group'.",
                            endpoint)
-    if body["mailEnabled"]:
-        return bad_request(call, "Cannot create a mail-enabled security groups and or distribution list.",
-                           endpoint)
-    if not body["securityEnabled"] or body.get("groupTypes") not in (None, []):
+    if body.get("groupTypes") not in (None, []):
         return bad_request(call, "graphsim models security groups only (securityEnabled true, groupTypes []).",
                            endpoint)
+    if body["mailEnabled"] or not body["securityEnabled"]:
+        return bad_request(call, MAIL_ENABLED_REFUSED, endpoint)
     return None
 

@@ -8,9 +8,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from graphsim.config import SimConfig
 from graphsim.groups import Group, MemberKind
-from graphsim.licensing import GroupLicensing
 from graphsim.lifecycle import iso
 from graphsim.permissions import (
     ASSIGN_GROUP_LICENSES,
@@ -20,7 +18,8 @@ from graphsim.permissions import (
     WRITE_MEMBERS,
 )
 from graphsim.query import FilterSpec, compile_filter, next_link, parse_select
-from graphsim.tenant import Tenant, User
+from graphsim.routes import TenantRoutes
+from graphsim.tenant import User
 from graphsim.users_api import USER_PROPERTY_NAMES, page_size, parse_license_changes, sign_in_refusal, user_json
 from graphsim.wire import (
     BAD_JSON,
@@ -99,15 +98,8 @@ GROUP_FILTER = FilterSpec(
 )
 
 
-class GroupsApi:
-    """The group routes against one tenant; license changes reach members through `licensing`."""
-
-    def __init__(self, tenant: Tenant, licensing: GroupLicensing, base_url: str,
-                 config: Callable[[], SimConfig]) -> None:
-        self.tenant = tenant
-        self.licensing = licensing
-        self.base_url = base_url
-        self._config = config
+class GroupsApi(TenantRoutes):
+    """The group routes; license changes reach members through `licensing`."""
 
     def _json(self, group: Group, select: Sequence[str] | None) -> dict[str, Any]:
         return group_json(group, select, lambda g: self.licensing.state(g).value)

@@ -99,7 +99,14 @@ def _comparison(m: re.Match[str], spec: FilterSpec) -> tuple[Predicate, bool] | 
 
 
 def _term(text: str, spec: FilterSpec) -> tuple[Predicate, bool] | None:
-    """One `and`-joined term as (predicate, reads signInActivity), or None when unsupported."""
+    """One `and`-joined term as (predicate, reads signInActivity), or None when unsupported or invalid."""
+    try:
+        return _parse_term(text, spec)
+    except ValueError:  # a date-time that does not exist, such as 2024-02-30
+        return None
+
+
+def _parse_term(text: str, spec: FilterSpec) -> tuple[Predicate, bool] | None:
     negated = _NOT.match(text)
     if negated is not None:
         inner = _term(negated["inner"], spec)

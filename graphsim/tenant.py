@@ -301,9 +301,9 @@ class Tenant:
 
     # -- direct assignment -----------------------------------------------------------------------------
 
-    def assign_license(self, user: User, add: list[tuple[str, tuple[str, ...]]], remove: list[str],
-                       usage_location: str | None) -> LicenseError | None:
-        """Apply one assignLicense call all-or-nothing (with the usageLocation it sees); the error if refused."""
+    def _request_refusal(self, user: User, add: list[tuple[str, tuple[str, ...]]], remove: list[str],
+                         usage_location: str | None) -> LicenseError | None:
+        """What is wrong with an assignLicense request on its own: removals, SKUs, plans, usageLocation."""
         for sku_id in remove:
             if sku_id not in user.licenses:
                 return _bad(INHERITED_REMOVAL if user.inherits(sku_id)
@@ -320,7 +320,14 @@ class Tenant:
                                 f"License {sku_id}.")
         if add and not usage_location:
             return _bad("License assignment cannot be done for user with invalid usage location.")
+        return None
 
+    def assign_license(self, user: User, add: list[tuple[str, tuple[str, ...]]], remove: list[str],
+                       usage_location: str | None) -> LicenseError | None:
+        """Apply one assignLicense call all-or-nothing (with the usageLocation it sees); the error if refused."""
+        refusal = self._request_refusal(user, add, remove, usage_location)
+        if refusal is not None:
+            return refusal
         result = {s: p for s, p in user.licenses.items() if s not in remove}
         result.update(add)
         inherited = user.inherited_holdings()

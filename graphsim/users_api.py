@@ -6,13 +6,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from graphsim.config import SimConfig
 from graphsim.fixture import ISO_COUNTRIES
-from graphsim.licensing import GroupLicensing
 from graphsim.lifecycle import SIGN_IN_FIELDS, iso, parse_time
 from graphsim.permissions import ASSIGN_LICENSES, READ_SIGN_INS, READ_USERS, WRITE_LIFECYCLE, WRITE_USERS
 from graphsim.query import FilterSpec, compile_filter, next_link, parse_select
-from graphsim.tenant import Tenant, User
+from graphsim.routes import TenantRoutes
+from graphsim.tenant import User
 from graphsim.wire import (
     BAD_JSON,
     DEFAULT_PAGE_SIZE,
@@ -143,19 +142,19 @@ def parse_license_changes(call: Call, endpoint: str, resource: str, *, user: str
     return add, list(dict.fromkeys(str(s).lower() for s in remove_raw))
 
 
-class UsersApi:
-    """The user routes against one tenant; `config` is read on every call (it changes at run time)."""
-
-    def __init__(self, tenant: Tenant, licensing: GroupLicensing, base_url: str,
-                 config: Callable[[], SimConfig]) -> None:
-        self.tenant = tenant
-        self.licensing = licensing
-        self.base_url = base_url
-        self._config = config
+class UsersApi(TenantRoutes):
+    """The user routes."""
 
     def _user(self, key: str) -> User | None:
         """A user as Graph sees it now (users not yet replicated are absent)."""
         return self.tenant.visible_user(key, self._config().clock())
+
+    def _allowed_user(self, call: Call, key: str, endpoint: str, roles: frozenset[str]) -> User | Reply:
+        """The user a call names, or its 403 (no role among `roles`) or 404."""
+        if not call.app.roles & roles:
+            return denied(call, endpoint, user=key)
+        user = self._user(key)
+        return not_found(call, key, endpoint, user=key) if user is None else user
 
     def _select(self, call: Call, endpoint: str) -> tuple[str, ...] | None | Reply:
         select = parse_select(call.query.get("$select"), USER_PROPERTY_NAMES)
@@ -189,11 +188,9 @@ class UsersApi:
     def license_details(self, call: Call, key: str) -> Reply:
         """GET /users/{id}/licenseDetails: direct and inherited licenses, one per SKU."""
         endpoint = "licenseDetails"
-        if not call.app.roles & READ_USERS:
-            return denied(call, endpoint, user=key)
-        user = self._user(key)
-        if user is None:
-            return not_found(call, key, endpoint, user=key)
+        user = self._allowed_user(call, key, endpoint, READ_USERS)
+        if isinstance(user, Reply):
+            return user
         value = []
         for sku_id, disabled in user.effective_licenses().items():
             sku = self.tenant.skus[sku_id]
@@ -292,11 +289,9 @@ class UsersApi:
     def reprocess(self, call: Call, key: str) -> Reply:
         """POST /users/{id}/reprocessLicenseAssignment: queue the user in each of its licensing groups."""
         endpoint = "reprocessLicenseAssignment"
-        if not call.app.roles & ASSIGN_LICENSES:
-            return denied(call, endpoint, user=key)
-        user = self._user(key)
-        if user is None:
-            return not_found(call, key, endpoint, user=key)
+        user = self._allowed_user(call, key, endpoint, ASSIGN_LICENSES)
+        if isinstance(user, Reply):
+            return user
         self.licensing.reprocess_user(user)
         return self._updated_user(call, user, endpoint, key)
 

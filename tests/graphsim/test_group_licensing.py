@@ -280,8 +280,9 @@ def test_license_details_include_inherited_licenses(sim: SimServer, admin: httpx
     details = graph.get(f"/users/{user}/licenseDetails").json()["value"]
     assert [d["skuPartNumber"] for d in details] == ["POWER_BI_PRO"]
     filtered = graph.get(f"/users?$filter=assignedLicenses/any(x:x/skuId eq {SKU['POWER_BI_PRO']})"
-                         "&$select=id&$top=999").json()["value"]
-    assert user in {u["id"] for u in filtered}
+                         "&$select=id,licenseAssignmentStates&$top=999").json()["value"]
+    listed = next(u for u in filtered if u["id"] == user)
+    assert [(s["assignedByGroup"], s["state"]) for s in listed["licenseAssignmentStates"]] == [(group_id, "Active")]
 
 
 def test_removing_a_group_license_and_deleting_the_group(sim: SimServer, admin: httpx.Client,

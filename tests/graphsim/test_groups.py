@@ -196,3 +196,40 @@ def test_group_calls_in_a_batch(sim: SimServer, admin: httpx.Client, control: ht
     assert [m["id"] for m in responses["2"]["body"]["value"]] == [user]
     logged = control.get("/writes", params={"group": group_id}).json()["value"]
     assert [(e["method"], e["path"].rsplit("/", 1)[-1]) for e in logged] == [("POST", "groups"), ("POST", "$ref")]
+
+
+def test_odd_input_is_refused_never_a_500(sim: SimServer, admin: httpx.Client, control: httpx.Client) -> None:
+    group_id, user = new_group(admin), free_users(sim, 1)[0]
+    bodies = [b"", b"{", b"[]", b"1", b'{"members@odata.bind": 5}', b'{"members@odata.bind": [5]}',
+              b'{"@odata.id": 5}', b'{"addLicenses": [1], "removeLicenses": []}', b'{"displayName": null}',
+              b'{"description": 5}', b'{"employeeHireDate": "2024-02-30"}', b'{"add": 5, "queue": 1}',
+              b'{"signInActivity": {"lastSignInDateTime": 5}}', b'{"licenses": [{"sku": 5}]}']
+    paths = ["/groups", f"/groups/{group_id}", f"/groups/{group_id}/members/$ref",
+             f"/groups/{group_id}/members/{user}/$ref", f"/groups/{group_id}/assignLicense", f"/users/{user}",
+             "/groups/nope/members/$ref"]
+    queries = ["", "?$top=x", "?$filter=createdDateTime ge 2024-02-30T00:00:00Z", "?$filter=not(", "?$skiptoken=!"]
+    statuses = set()
+    for path in paths:
+        for query in queries:
+            statuses.add(admin.get(path + query).status_code)
+        for method in ("POST", "PATCH"):
+            for body in bodies:
+                statuses.add(admin.request(method, path, content=body,
+                                           headers={"Content-Type": "application/json"}).status_code)
+    for path in ("/groups", f"/users/{user}", "/groups/nope/members"):
+        for body in bodies:
+            statuses.add(control.request("PATCH" if path.startswith("/users") else "POST", path,
+                                         content=body).status_code)
+    assert max(statuses) < 500 and {400, 404, 405} <= statuses
+
+
+def test_group_writes_share_the_write_limits(sim: SimServer, admin: httpx.Client, control: httpx.Client) -> None:
+    group_id = new_group(admin)
+    users = free_users(sim, 2)
+    assert control.post("/config", json={"write_limit": "1/1000"}).status_code == 200
+    assert admin.patch(f"/groups/{group_id}", json=bind(users[0])).status_code == 204
+    refused = admin.patch(f"/groups/{group_id}", json=bind(users[1]))
+    assert refused.status_code == 429 and refused.headers["x-ms-throttle-information"] == "WriteLimitExceeded"
+    assert _members(admin, group_id) == [users[0]]
+    logged = control.get("/writes", params={"group": group_id}).json()["value"]
+    assert [e["status"] for e in logged] == [201, 204, 429]

@@ -330,3 +330,27 @@ def test_nested_groups_get_no_licenses(sim: SimServer, admin: httpx.Client, grap
     assert _license_group(admin, outer, ["EMS"]).status_code == 202
     assert _skus(graph, direct_member) == {SKU["EMS"]: []}
     assert _skus(graph, nested_member) == {}
+
+
+def test_changes_while_pending_join_the_pending_run(clocked: ClockedSim) -> None:
+    server, clock = clocked.server, clocked.clock
+    assert clocked.control.post("/config", json={"group_license_delay_s": 10}).status_code == 200
+    with graph_client(server, trust(server), GROUPS_ADMIN_CLIENT_ID) as admin:
+        group_id = new_group(admin)
+        first, late = [u.id for u in server.state.user_order if u.usage_location and not u.licenses][:2]
+        assert admin.patch(f"/groups/{group_id}", json=bind(first)).status_code == 204
+        assert _license_group(admin, group_id, ["EMS"]).status_code == 202
+        clock.advance(6)
+        assert processing_state(admin, group_id) == "ProcessingInProgress"
+        assert admin.patch(f"/groups/{group_id}", json=bind(late)).status_code == 204
+        clock.advance(3.9)
+        assert processing_state(admin, group_id) == "ProcessingInProgress"
+        assert _skus(clocked.graph, first) == {} and _skus(clocked.graph, late) == {}
+        clock.advance(0.1)
+        assert processing_state(admin, group_id) == "ProcessingComplete"
+        assert _skus(clocked.graph, first) == _skus(clocked.graph, late) == {SKU["EMS"]: []}
+        # The next change starts a new run with its own delay.
+        assert admin.delete(f"/groups/{group_id}/members/{late}/$ref").status_code == 204
+        assert processing_state(admin, group_id) == "QueuedForProcessing"
+        clock.advance(10)
+        assert _skus(clocked.graph, late) == {}

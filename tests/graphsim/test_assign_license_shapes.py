@@ -6,8 +6,7 @@ import httpx
 
 from graphsim.server import SimServer
 from graphsim.users_api import DEFAULT_USER_PROPERTIES
-
-from .conftest import SKU, assign_body, licensed_user, trust
+from tests.graphsim.helpers import SKU, assign_body, licensed_user, trust
 
 
 def test_both_lists_empty_is_400(sim: SimServer, graph: httpx.Client, control: httpx.Client) -> None:

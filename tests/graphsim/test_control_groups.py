@@ -7,8 +7,7 @@ from typing import Any
 import httpx
 
 from graphsim.server import SimServer
-
-from .conftest import SKU, assign_body, free_users, licensed_user, processing_state
+from tests.graphsim.helpers import SKU, assign_body, free_users, licensed_user, processing_state
 
 
 def _effective(control: httpx.Client) -> dict[str, list[dict[str, Any]]]:

@@ -9,8 +9,7 @@ import httpx
 
 from graphsim.fixture import GROUPS_ADMIN_CLIENT_ID
 from graphsim.server import SimServer
-
-from .conftest import (
+from tests.graphsim.helpers import (
     SKU,
     ClockedSim,
     assign_body,

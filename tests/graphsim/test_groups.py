@@ -7,8 +7,7 @@ import ssl
 import httpx
 
 from graphsim.server import SimServer
-
-from .conftest import SKU, bind, free_users, graph_client, new_group
+from tests.graphsim.helpers import SKU, bind, free_users, graph_client, new_group
 
 LINK_LIMIT = "A resource cannot contain more than 20 link changes"
 ALREADY = "One or more added object references already exist for the following modified properties: 'members'."

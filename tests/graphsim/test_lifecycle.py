@@ -14,8 +14,7 @@ from graphsim.fixture import READONLY_CLIENT_ID, build_fixture
 from graphsim.lifecycle import SUCCESSFUL_SIGN_IN_SINCE, iso
 from graphsim.server import SimServer
 from graphsim.tenant import Tenant
-
-from .conftest import graph_client
+from tests.graphsim.helpers import graph_client
 
 NO_AUDIT_LOG = "Calling principal does not have required MSGraph permissions AuditLog.Read.All"
 NOT_PREMIUM = "Neither tenant is B2C or tenant doesn't have premium license"

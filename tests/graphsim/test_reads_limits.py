@@ -10,8 +10,7 @@ from graphsim.config import AUTO, SimConfig, WriteLimit, apply_updates, resolve_
 from graphsim.server import SimServer
 from graphsim.throttle import Throttler, resource_units
 from tests.fakes import FakeClock
-
-from .conftest import ClockedSim, assign_body
+from tests.graphsim.helpers import ClockedSim, assign_body
 
 
 @pytest.mark.parametrize(("method", "path", "query", "cost"), [

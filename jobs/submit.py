@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from config import Settings
 from jobs.catalogs import CatalogCache
-from jobs.input import Limits, parse_csv, parse_json
+from jobs.input import Limits, parse_csv, read_json_job
 from jobs.input.rules import clip
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
 from jobs.notify import CallbackPolicy
@@ -93,7 +93,8 @@ class Submitter:
                 )
             return self.catalogs.get(tenant)
 
-        tenant, ops, in_body = parse_json(body, catalog_for, self.limits)
+        parse = read_json_job(body, catalog_for, self.limits)  # the body's syntax, limits, tenant and options
+        in_body = parse.options
         if options.callback_url and in_body.callback_url and options.callback_url != in_body.callback_url:
             raise InputRejected([FieldError("callback_url is given twice (query and body), differently",
                                             column="callback_url", value=in_body.callback_url)])
@@ -103,7 +104,8 @@ class Submitter:
             else SeatPolicy.FAIL,
             callback_url=options.callback_url or in_body.callback_url,
         )
-        return self._stage_and_commit(tenant, ops, lambda: ([], 0), source="json", owner=owner, options=merged)
+        return self._stage_and_commit(parse.tenant, parse, lambda: (parse.errors, parse.total_errors), source="json",
+                                      owner=owner, options=merged, status=lambda: parse.status_code)
 
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
         """Start the real job of a finished dry run, from the same input (it reads the users again).

@@ -13,6 +13,7 @@ from jobs.input import Limits, parse_csv, read_json_job
 from jobs.input.rules import clip
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
 from jobs.notify import CallbackPolicy
+from jobs.quotas import QuotaLedger
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine
@@ -54,7 +55,7 @@ class Submitter:
     """Turns an uploaded CSV or JSON body into a committed, enqueued job, or refuses it whole."""
 
     def __init__(self, settings: Settings, store: JobStore, catalogs: CatalogCache, send: Send,
-                 seats: SeatLedger, callbacks: CallbackPolicy | None = None) -> None:
+                 seats: SeatLedger, callbacks: CallbackPolicy | None = None, quotas: QuotaLedger | None = None) -> None:
         self.settings = settings
         self.store = store
         self.catalogs = catalogs
@@ -62,6 +63,7 @@ class Submitter:
         self.seats = seats
         self.limits = Limits.from_settings(settings)
         self.callbacks = callbacks or CallbackPolicy.from_settings(settings)
+        self.quotas = quotas or QuotaLedger.from_settings(store.redis, settings)
 
     def submit_csv(self, tenant: str, chunks: Iterable[bytes], *, owner: str = "",
                    options: JobOptions = JobOptions()) -> Submitted:
@@ -127,7 +129,8 @@ class Submitter:
             self._claim_rollback(undone, job_id)
             options.update(kind=fields.get("kind", "rollback"), rollback_of=undone)
         try:
-            self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            self.quotas.take(tenant, owner, job_id, total)
             counters = self.store.plan_counters(planned_id)
             demand = {
                 key[5:]: max(0, n - counters.get(f"release:{key[5:]}", 0))
@@ -162,8 +165,10 @@ class Submitter:
         demand = SeatDemand()
         try:
             ops = demand.count(rollback_operations(lambda: self.store.iter_results(job_id), catalog))
-            if self.store.stage(new_id, tenant, ops, self.settings.chunk_size) == 0:
+            total = self.store.stage(new_id, tenant, ops, self.settings.chunk_size)
+            if total == 0:
                 raise NotRunnable(f"job {job_id} changed no user: there is nothing to roll back")
+            self.quotas.take(tenant, owner, new_id, total)
             warnings = () if dry_run else self._reserve(tenant, new_id, demand.net(), seat_policy)
         except BaseException:
             self.store.discard(new_id)
@@ -230,6 +235,7 @@ class Submitter:
                 raise InputRejected(found, count, status())
             if total == 0:
                 raise InputRejected([FieldError("the input has no operations")])
+            self.quotas.take(tenant, owner, job_id, total)  # dropped by the next check if refused below
             warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy)
         except BaseException:
             self.store.discard(job_id)

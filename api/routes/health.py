@@ -13,10 +13,13 @@ router = APIRouter(tags=["ops"])
 
 
 @router.get("/healthz")
-def healthz(context: Context) -> JSONResponse:
-    """Liveness: the API is up and Redis answers."""
+async def healthz(context: Context) -> JSONResponse:
+    """Liveness: the API is up and Redis answers (pinged on threads of its own, never the busy shared pool)."""
     try:
-        context.redis.ping()
+        await context.lanes.health(context.redis.ping)
+    except TimeoutError:
+        return JSONResponse(status_code=503, content={"status": "unavailable", "redis": "no answer in time"},
+                            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)})
     except redis.RedisError as exc:
         return JSONResponse(status_code=503, content={"status": "unavailable", "redis": str(exc)},
                             headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)})

@@ -59,13 +59,10 @@ class Receipt:
 async def accept_submission(request: Request, context: ApiContext, who: Caller, tenant: str | None,
                             idempotency_key: str | None, options: JobOptions) -> Receipt:
     """Run the submission, or answer what the earlier request with the same idempotency key got."""
-    with context.lanes.submissions_per_key.hold(who.name):
-        if tenant is not None:  # a JSON body's tenant is known once it is read: checked at commit only
-            await run_in_threadpool(context.quotas.check, tenant, who.name)
-        if idempotency_key is None:
-            answer, _ = await _submit(request, context, who, tenant, options)
-            return Receipt(answer)
-        return await _idempotent(request, context, who, tenant, idempotency_key, options)
+    if idempotency_key is None:
+        answer, _ = await _submit(request, context, who, tenant, options)
+        return Receipt(answer)
+    return await _idempotent(request, context, who, tenant, idempotency_key, options)
 
 
 async def _idempotent(request: Request, context: ApiContext, who: Caller, tenant: str | None, idempotency_key: str,
@@ -115,7 +112,15 @@ async def _claim(context: ApiContext, scope: str, key: str) -> Claim:
 
 async def _submit(request: Request, context: ApiContext, who: Caller, tenant: str | None,
                   options: JobOptions) -> tuple[dict[str, Any], str]:
-    """Validate, commit and enqueue the upload; returns the answer and the request's fingerprint."""
+    """Validate, commit and enqueue the upload (one of the key's few at once); the answer and the fingerprint."""
+    with context.lanes.submissions_per_key.hold(who.name):
+        if tenant is not None:  # before the body is read; a JSON body's tenant is checked at commit only
+            await run_in_threadpool(context.quotas.check, tenant, who.name)
+        return await _read_and_submit(request, context, who, tenant, options)
+
+
+async def _read_and_submit(request: Request, context: ApiContext, who: Caller, tenant: str | None,
+                           options: JobOptions) -> tuple[dict[str, Any], str]:
     submitter, lane = context.submitter, context.lanes.submission
     await lane(context.check_broker)  # before anything is written
     if tenant is None:  # a JSON body names its own tenant, checked against the key while parsing

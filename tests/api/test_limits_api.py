@@ -19,6 +19,7 @@ from api.app import create_app
 from api.routes.events import Pacing, pacing
 from config import Settings
 from jobs.idempotency import IdempotencyStore
+from jobs.models import UserStatus
 from tests.api.helpers import ALL_KEY, GOOD_CSV, JOB_CSV, OUTCOMES, SIM_KEY, Sent, auth, finish, served
 
 BOUNDARY = "b0undary"
@@ -237,3 +238,19 @@ def test_one_key_may_have_a_few_progress_streams_open(settings: Settings, redis_
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert again.status_code == 200
+
+
+def test_the_run_of_a_dry_run_counts_against_the_quotas(settings: Settings, redis_client: redis.Redis,
+                                                        subscribed_skus: list[dict[str, Any]]) -> None:
+    """A finished dry run's rows still count (for the hold); its run would hold as many again."""
+    app = app_with(settings, redis_client, subscribed_skus, quota_key_rows=7)
+    with TestClient(app) as client:
+        planned = client.post("/v1/jobs?tenant=sim&dry_run=true", content=JOB_CSV.encode(),
+                              headers={**auth(), "Content-Type": "text/csv"}).json()["id"]
+        finish(redis_client, planned, {u: (UserStatus.WOULD_CHANGE, b, None) for u, (_, b, _) in OUTCOMES.items()})
+        refused = client.post(f"/v1/jobs/{planned}/run", headers=auth())
+    assert refused.status_code == 429
+    assert {k: refused.json()[k] for k in ("quota", "in_use", "limit", "requested")} == {
+        "quota": "key_rows", "in_use": 4, "limit": 7, "requested": 4}
+    assert redis_client.zcard("bl:jobs") == 1
+    assert redis_client.hget(f"bl:job:{planned}", "run_as") is None

@@ -46,7 +46,7 @@ class KeyGate:
     @contextlib.contextmanager
     def hold(self, key: str) -> Iterator[None]:
         """Count one more in progress for `key` while the block runs; QuotaExceeded when it has `cap` already."""
-        if self.cap and self._held[key] >= self.cap:
+        if self.full(key):
             raise QuotaExceeded(QuotaUse(self.quota, in_use=self._held[key], limit=self.cap),
                                 retry_after_s=self.retry_after_s)
         self._held[key] += 1
@@ -57,9 +57,9 @@ class KeyGate:
             if not self._held[key]:
                 del self._held[key]
 
-    def in_use(self, key: str) -> int:
-        """How many `key` has in progress."""
-        return self._held[key]
+    def full(self, key: str) -> bool:
+        """Whether `key` has as many in progress as the cap allows."""
+        return bool(self.cap) and self._held[key] >= self.cap
 
 
 class Lanes:

@@ -39,7 +39,6 @@ from jobs.idempotency import (
     request_fingerprint,
 )
 from jobs.models import FieldError, JobOptions
-from jobs.quotas import QuotaExceeded
 from jobs.submit import Submitted
 
 log = logging.getLogger(__name__)
@@ -97,16 +96,15 @@ async def _claim(context: ApiContext, scope: str, key: str) -> Claim:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + store.wait_s
     delay = store.poll_s
-    try:
-        with context.lanes.idempotency_waiters.hold(store.record_key(scope, key)):
+    waiters, record = context.lanes.idempotency_waiters, store.record_key(scope, key)
+    if not waiters.full(record):  # else enough requests wait for this key already: this one is told at once
+        with waiters.hold(record):
             while loop.time() < deadline:
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                 delay = min(delay * 2, MAX_POLL_S)
                 claim = await run_in_threadpool(store.try_claim, scope, key)
                 if claim is not None:
                     return claim
-    except QuotaExceeded:
-        pass  # enough requests wait for this key already: this one is told at once
     raise IdempotencyInProgress("a request with this idempotency key is still being processed")
 
 

@@ -50,19 +50,19 @@ class BodyStream:
         self._slack_bytes = slack_bytes  # framing allowed on top (multipart boundaries and part headers)
         self.received = 0
 
-    def refuse_declared(self) -> None:
+    def _refuse_declared(self) -> None:
         """413 before reading anything when the Content-Length already exceeds the limit."""
         length = self._request.headers.get("content-length", "")
         if length.isascii() and length.isdigit() and int(length) > self.limit_bytes + self._slack_bytes:
-            raise self.too_big()
+            raise self._too_big()
 
-    def too_big(self) -> ApiError:
+    def _too_big(self) -> ApiError:
         """The 413 refusal."""
         return ApiError(413, self._refusal, headers=CLOSE)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body's chunks as they arrive; 413 past the limit, 408 when it arrives too slowly."""
-        self.refuse_declared()
+        self._refuse_declared()
         loop = asyncio.get_running_loop()
         started = loop.time()
         stream = self._request.stream().__aiter__()
@@ -78,7 +78,7 @@ class BodyStream:
                                     " to arrive; send it again", headers=CLOSE) from None
             self.received += len(chunk)
             if self.received > self.limit_bytes + self._slack_bytes:
-                raise self.too_big()
+                raise self._too_big()
             if chunk:
                 yield chunk
 

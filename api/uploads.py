@@ -113,7 +113,6 @@ async def csv_upload(request: Request, limit_bytes: int, pace: BodyPace) -> Asyn
     body = _body(request, kind, limit_bytes, pace)
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
         if kind is UploadKind.MULTIPART:
-            body.refuse_declared()
             form = await FormReader(request.headers.get("content-type", ""), spool).read(body.chunks())
             if not form.has_file:
                 raise ApiError(422, f"multipart upload needs a file field named '{FILE_FIELD}'",

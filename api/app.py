@@ -10,11 +10,13 @@ from fastapi import FastAPI
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from api.bodies import BodyPace
 from api.broker import broker_check, send_after_commit
 from api.console import add_console
 from api.context import ApiContext, TenantGraphs
 from api.errors import exception_handlers
 from api.key_attempts import FailedKeyAttempts
+from api.lanes import Lanes
 from api.metrics import add_metrics
 from api.reference import add_reference
 from api.routes import audit, control, events, health, jobs, tenants
@@ -23,6 +25,7 @@ from config import Settings
 from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
 from jobs.idempotency import IdempotencyStore
+from jobs.quotas import QuotaLedger
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
@@ -57,7 +60,9 @@ def create_app(
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
     seats = SeatLedger(client, retention_s=settings.retention_s)
     sender = send_after_commit(send or ChunkProducer.from_settings(settings).send)
-    submitter = Submitter(settings, store, catalogs, sender, seats)
+    quotas = QuotaLedger.from_settings(client, settings)
+    submitter = Submitter(settings, store, catalogs, sender, seats, quotas=quotas)
+    lanes = Lanes.from_settings(settings)
     app = FastAPI(
         title="bulk-license",
         version="0.1.0",
@@ -71,6 +76,7 @@ def create_app(
         audit=AuditLog.from_settings(client, settings), idempotency=idempotency or IdempotencyStore(client),
         ceiling_for=ceiling_for or graphs.write_ceiling, check_broker=check_broker or broker_check(settings),
         catalogs=catalogs, seats=seats, send=sender, key_attempts=FailedKeyAttempts.from_settings(settings),
+        lanes=lanes, pace=BodyPace(settings.api_body_timeout_s, settings.api_body_min_rate_bytes_s), quotas=quotas,
     )
     app.include_router(health.router)
     app.include_router(jobs.router)

@@ -50,7 +50,8 @@ class VisibleJob:
     tenant: str
 
 
-def api_context(request: Request) -> ApiContext:
+# The two dependencies every route has are async (no I/O in them): they never wait for the thread pool.
+async def api_context(request: Request) -> ApiContext:
     """The app's collaborators."""
     context: ApiContext = request.app.state.context
     return context
@@ -59,7 +60,7 @@ def api_context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(api_context)]
 
 
-def caller(request: Request, context: Context) -> Caller:
+async def caller(request: Request, context: Context) -> Caller:
     """The caller's API key, from `Authorization: Bearer`; 401 when missing or unknown, 429 after many failures."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:

@@ -248,7 +248,8 @@ class Settings(BaseSettings):
     max_rows: int = Field(default=1_000_000, ge=1)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     max_cell_chars: int = Field(default=1024, ge=64)
-    max_json_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # A JSON body is read whole (then checked without being built): larger jobs go as CSV.
+    max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     sku_cache_ttl_s: float = Field(default=60.0, ge=0)
 
     # Execution.
@@ -301,6 +302,23 @@ class Settings(BaseSettings):
     # Failed API key attempts a minute, from one client address and from all: beyond them, 429.
     auth_failures_per_address: int = Field(default=10, ge=1)
     auth_failures_total: int = Field(default=100, ge=1)
+    # A request body has this long to arrive, plus 1 s per `api_body_min_rate_bytes_s` bytes received (408).
+    api_body_timeout_s: float = Field(default=20.0, gt=0)
+    api_body_min_rate_bytes_s: int = Field(default=16 * 1024, ge=1)
+    # Threads that parse and stage submissions (apart from the pool that serves reads), and how many
+    # submissions one API key may have in progress at once in one API process (0: no cap).
+    api_submission_threads: int = Field(default=4, ge=1, le=64)
+    api_submissions_per_key: int = Field(default=4, ge=0)
+    # Progress streams (SSE) one API key may have open at once in one API process (0: no cap).
+    api_event_streams_per_key: int = Field(default=20, ge=0)
+
+    # Quotas (0: none): jobs active at once (queued, planning, running or paused) and rows they hold
+    # in Redis, per tenant and per API key; a finished dry run's rows count for `quota_dry_run_hold_hours`.
+    quota_tenant_active_jobs: int = Field(default=50, ge=0)
+    quota_tenant_rows: int = Field(default=5_000_000, ge=0)
+    quota_key_active_jobs: int = Field(default=20, ge=0)
+    quota_key_rows: int = Field(default=2_000_000, ge=0)
+    quota_dry_run_hold_hours: float = Field(default=24.0, ge=0)
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
 
@@ -362,6 +380,10 @@ class Settings(BaseSettings):
             raise ValueError("visibility_timeout_s must be well above max_inline_wait_s")
         if self.heartbeat_interval_s * 2 > self.lease_ttl_s:
             raise ValueError("lease_ttl_s must be at least twice heartbeat_interval_s")
+        for name in ("quota_tenant_rows", "quota_key_rows"):
+            if 0 < getattr(self, name) < self.max_rows:
+                raise ValueError(f"{name} must be 0 (no quota) or at least max_rows ({self.max_rows:,}): a job of"
+                                 " max_rows rows could never start")
         return self
 
     @property

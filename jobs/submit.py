@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from config import Settings
 from jobs.catalogs import CatalogCache
-from jobs.input import Limits, parse_csv, parse_json
+from jobs.input import Limits, parse_csv, read_json_job
 from jobs.input.rules import clip
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
 from jobs.notify import CallbackPolicy
+from jobs.quotas import QuotaLedger
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine
@@ -54,7 +55,7 @@ class Submitter:
     """Turns an uploaded CSV or JSON body into a committed, enqueued job, or refuses it whole."""
 
     def __init__(self, settings: Settings, store: JobStore, catalogs: CatalogCache, send: Send,
-                 seats: SeatLedger, callbacks: CallbackPolicy | None = None) -> None:
+                 seats: SeatLedger, callbacks: CallbackPolicy | None = None, quotas: QuotaLedger | None = None) -> None:
         self.settings = settings
         self.store = store
         self.catalogs = catalogs
@@ -62,6 +63,7 @@ class Submitter:
         self.seats = seats
         self.limits = Limits.from_settings(settings)
         self.callbacks = callbacks or CallbackPolicy.from_settings(settings)
+        self.quotas = quotas or QuotaLedger.from_settings(store.redis, settings)
 
     def submit_csv(self, tenant: str, chunks: Iterable[bytes], *, owner: str = "",
                    options: JobOptions = JobOptions()) -> Submitted:
@@ -94,7 +96,8 @@ class Submitter:
                 raise KeyError(tenant)
             return self.catalogs.get(tenant)
 
-        tenant, ops, in_body = parse_json(body, catalog_for, self.limits)
+        parse = read_json_job(body, catalog_for, self.limits)  # the body's syntax, limits, tenant and options
+        in_body = parse.options
         if options.callback_url and in_body.callback_url and options.callback_url != in_body.callback_url:
             raise InputRejected([FieldError("callback_url is given twice (query and body), differently",
                                             column="callback_url", value=in_body.callback_url)])
@@ -104,7 +107,8 @@ class Submitter:
             else SeatPolicy.FAIL,
             callback_url=options.callback_url or in_body.callback_url,
         )
-        return self._stage_and_commit(tenant, ops, lambda: ([], 0), source="json", owner=owner, options=merged)
+        return self._stage_and_commit(parse.tenant, parse, lambda: (parse.errors, parse.total_errors), source="json",
+                                      owner=owner, options=merged, status=lambda: parse.status_code)
 
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
         """Start the real job of a finished dry run, from the same input (it reads the users again).
@@ -128,7 +132,8 @@ class Submitter:
             if undone is not None:
                 self._claim_rollback(undone, job_id)
                 options.update(kind=fields.get("kind", "rollback"), rollback_of=undone)
-            self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            self.quotas.take(tenant, owner, job_id, total)
             counters = self.store.plan_counters(planned_id)
             demand = {
                 key[5:]: max(0, n - counters.get(f"release:{key[5:]}", 0))
@@ -163,8 +168,10 @@ class Submitter:
         demand = SeatDemand()
         try:
             ops = demand.count(rollback_operations(lambda: self.store.iter_results(job_id), catalog))
-            if self.store.stage(new_id, tenant, ops, self.settings.chunk_size) == 0:
+            total = self.store.stage(new_id, tenant, ops, self.settings.chunk_size)
+            if total == 0:
                 raise NotRunnable(f"job {job_id} changed no user: there is nothing to roll back")
+            self.quotas.take(tenant, owner, new_id, total)
             warnings = () if dry_run else self._reserve(tenant, new_id, demand.net(), seat_policy)
         except BaseException:
             self.store.discard(new_id)
@@ -231,6 +238,7 @@ class Submitter:
                 raise InputRejected(found, count, status())
             if total == 0:
                 raise InputRejected([FieldError("the input has no operations")])
+            self.quotas.take(tenant, owner, job_id, total)  # dropped by the next check if refused below
             warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy)
         except BaseException:
             self.store.discard(job_id)

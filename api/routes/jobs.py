@@ -43,7 +43,7 @@ SUBMIT_BODY: dict[str, Any] = {
 @router.post("", status_code=202, response_model=JobAccepted, openapi_extra=SUBMIT_BODY, dependencies=[WRITES],
              responses={200: {"model": JobAccepted, "description": "The job an earlier request with the same"
                                                                     " Idempotency-Key created"},
-                        **error_responses(400, 401, 403, 409, 413, 415, 422, 503)})
+                        **error_responses(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)})
 async def submit(request: Request, context: Context, who: Authenticated, tenant: CsvTenant,
                  options: SubmitOptions, idempotency_key: IdempotencyKey = None) -> Response:
     """Submit a job: a CSV (`text/csv` body or multipart field `file`, `?tenant=`) or JSON.

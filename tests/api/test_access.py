@@ -202,7 +202,8 @@ def test_a_dry_run_raced_ten_times_is_run_once(settings: Settings, redis_client:
         return subscribed_skus
 
     sent = Sent()
-    app = create_app(settings, redis_client=redis_client, send=lambda job, n, countdown: sent.append((job, n, 0.0)),
+    racing = settings.model_copy(update={"api_submissions_per_key": 0})  # all ten inside `run` at once
+    app = create_app(racing, redis_client=redis_client, send=lambda job, n, countdown: sent.append((job, n, 0.0)),
                      fetch_skus=slow_skus, ceiling_for=lambda tenant: 20.0)
     with TestClient(app) as client:
         planned = client.post("/v1/jobs?tenant=sim&dry_run=true", content=JOB_CSV.encode(),

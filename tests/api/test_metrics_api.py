@@ -124,7 +124,7 @@ def test_without_a_token_only_this_host_may_scrape(settings: Settings, redis_cli
 def test_a_scrape_costs_one_round_trip_for_the_jobs_and_scrapes_in_between_cost_nothing(
     settings: Settings, redis_client: redis.Redis, skus: list[dict[str, Any]],
 ) -> None:
-    with local(app_with(settings, redis_client, skus)) as client:
+    with local(app_with(settings, redis_client, skus, quota_key_active_jobs=0, quota_tenant_active_jobs=0)) as client:
         for _ in range(60):
             submit_csv(client)
 

@@ -130,3 +130,11 @@ def test_bad_tenant_files_name_the_problem(tmp_path: Path, body: str, message: s
     with pytest.raises(ConfigError, match="BULKLICENSE_TENANTS_FILE") as exc:
         load_tenants(path)
     assert message in str(exc.value)
+
+
+def test_a_rows_quota_below_the_row_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BULKLICENSE_QUOTA_KEY_ROWS", "10")
+    with pytest.raises(ConfigError, match="quota_key_rows must be 0 .no quota. or at least max_rows"):
+        get_settings()
+    monkeypatch.setenv("BULKLICENSE_MAX_ROWS", "10")
+    assert get_settings().quota_key_rows == 10

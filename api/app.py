@@ -25,6 +25,7 @@ from jobs.scheduler import Send
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
 from jobs.submit import Submitter
+from webhooks.policy import CallbackPolicy
 from worker.producer import ChunkProducer
 
 
@@ -46,6 +47,7 @@ def create_app(
     ceiling_for: Callable[[str], float | None] | None = None,
     check_broker: Callable[[], None] | None = None,
     idempotency: IdempotencyStore | None = None,
+    callbacks: CallbackPolicy | None = None,
 ) -> FastAPI:
     """Build the API; collaborators default to the real ones built from `settings`."""
     client = api_redis(settings.redis_url, **settings.redis_options(settings.redis_url)) if redis_client is None \
@@ -55,7 +57,7 @@ def create_app(
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
     seats = SeatLedger(client, retention_s=settings.retention_s)
     sender = send_after_commit(send or ChunkProducer.from_settings(settings).send)
-    submitter = Submitter(settings, store, catalogs, sender, seats)
+    submitter = Submitter(settings, store, catalogs, sender, seats, callbacks)
     app = FastAPI(
         title="bulk-license",
         version="0.1.0",

@@ -12,14 +12,14 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote
 
-from config.settings import LogFormat, Settings
+from config.settings import LogFormat, Settings, TenantProfile
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("job", "tenant", "chunk")
@@ -74,14 +74,39 @@ class _HideHttpLines(logging.Filter):
 
 
 class Redactor:
-    """Replaces secret values and URL passwords in text with `***`."""
+    """Replaces secret values and URL passwords in text with `***`.
+
+    Built with `following`, it takes the secrets again whenever their version changes (tenant
+    profiles reload: a secret a reload brings is masked from then on).
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets = self._ordered(secrets)
+        self._version: Callable[[], int] | None = None
+        self._source: Callable[[], Iterable[str]] = lambda: ()
+        self._seen: int | None = None
+
+    @classmethod
+    def following(cls, version: Callable[[], int], secrets: Callable[[], Iterable[str]]) -> Redactor:
+        """A redactor that takes `secrets()` again each time `version()` changes."""
+        redactor = cls()
+        redactor._version, redactor._source = version, secrets
+        return redactor
+
+    @staticmethod
+    def _ordered(secrets: Iterable[str]) -> list[str]:
         # Longest first, so a secret containing another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+        return sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+
+    def _current(self) -> list[str]:
+        if self._version is not None:
+            version = self._version()
+            if version != self._seen:
+                self._secrets, self._seen = self._ordered(self._source()), version
+        return self._secrets
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in self._current():
             if secret in text:
                 text = text.replace(secret, MASK)
         return URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
@@ -124,14 +149,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Every secret value the settings hold: API keys, tokens, tenant credentials, URL passwords."""
+def secrets_of(settings: Settings, profiles: Iterable[TenantProfile] | None = None) -> list[str]:
+    """Every secret value the settings hold: API keys, tokens, tenant credentials, URL passwords.
+
+    `profiles`: the tenant profiles to take secrets from (by default the ones in force).
+    """
     values = [key.key.get_secret_value() for key in settings.api_keys]
     values += [s.get_secret_value() for s in (settings.api_key, settings.webhook_secret, settings.metrics_token)
                if s is not None]
-    for profile in settings.tenants.values():
-        values += [s.get_secret_value() for s in (profile.client_secret, profile.certificate_password)
-                   if s is not None]
+    for profile in settings.tenants.values() if profiles is None else profiles:
+        values += [s.get_secret_value() for s in (profile.client_secret, profile.certificate_password,
+                                                  profile.webhook_secret) if s is not None]
     for url in (settings.redis_url, settings.broker_url or ""):
         match = URL_PASSWORD.search(url)
         if match:
@@ -148,7 +176,11 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
 
     Calling it again replaces what an earlier call installed; other handlers are left alone.
     """
-    redact = Redactor(secrets_of(settings))
+    profiles = settings.profiles
+    _ = settings.tenants  # the first read (its errors are the caller's, not a log line's)
+    # Read without locking: a reload logs while it holds the profiles' lock.
+    redact = Redactor.following(lambda: profiles.version,
+                                lambda: secrets_of(settings, profiles.loaded().values()))
     formatter: logging.Formatter = (JsonFormatter(redact) if settings.log_format is LogFormat.JSON
                                     else TextFormatter(redact))
     handler = _Handler(stream or sys.stderr)

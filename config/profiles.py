@@ -89,6 +89,7 @@ class TenantProfiles(Generic[P]):
         self._stamp: _Stamp = ()
         self._checked_at = 0.0
         self._generations = itertools.count(1)
+        self._version = 0
 
     def current(self) -> dict[str, P]:
         """The profiles in force, looking at the files if the last look is older than the check interval.
@@ -111,6 +112,16 @@ class TenantProfiles(Generic[P]):
         with self._lock:
             entry = (self._entries or {}).get(name)
             return None if entry is None else entry.generation
+
+    @property
+    def version(self) -> int:
+        """A number that changes whenever the profiles in force change (0 before the first read)."""
+        return self._version
+
+    def loaded(self) -> dict[str, P]:
+        """The profiles in force now, without looking at the files (never blocks on a reload)."""
+        entries = self._entries  # replaced whole at each reload, never changed in place
+        return {name: entry.profile for name, entry in (entries or {}).items()}
 
     def _profiles(self) -> dict[str, P]:
         return {name: entry.profile for name, entry in (self._entries or {}).items()}
@@ -149,3 +160,4 @@ class TenantProfiles(Generic[P]):
             log.warning("tenant profile %r removed", name)
         self._stamp = stamp[:1] + files_stamp  # the files the new profiles name are watched from now on
         self._entries = entries
+        self._version += 1

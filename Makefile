@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCES := config graphclient jobs worker api cli graphsim bench tests
+SOURCES := config graphclient webhooks jobs worker api cli graphsim bench tests
 
 .PHONY: demo test test-fast lint typecheck imports check bench lock clean
 

@@ -30,6 +30,7 @@ from jobs.scheduler import Send
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
 from jobs.submit import Submitter
+from webhooks.policy import CallbackPolicy
 from worker.producer import ChunkProducer
 
 
@@ -51,6 +52,7 @@ def create_app(
     ceiling_for: Callable[[str], float | None] | None = None,
     check_broker: Callable[[], None] | None = None,
     idempotency: IdempotencyStore | None = None,
+    callbacks: CallbackPolicy | None = None,
 ) -> FastAPI:
     """Build the API; collaborators default to the real ones built from `settings`."""
     client = api_redis(settings.redis_url, **settings.redis_options(settings.redis_url)) if redis_client is None \
@@ -61,7 +63,7 @@ def create_app(
     seats = SeatLedger(client, retention_s=settings.retention_s)
     sender = send_after_commit(send or ChunkProducer.from_settings(settings).send)
     quotas = QuotaLedger.from_settings(client, settings)
-    submitter = Submitter(settings, store, catalogs, sender, seats, quotas=quotas)
+    submitter = Submitter(settings, store, catalogs, sender, seats, callbacks, quotas=quotas)
     lanes = Lanes.from_settings(settings)
     app = FastAPI(
         title="bulk-license",

@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from api.context import ApiContext
 from config import Settings
 from jobs.models import JobStatus
-from worker.producer import QUEUE
+from worker.producer import CHUNK_QUEUE, NOTIFY_QUEUE
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,10 @@ class StoreCollector(Collector):
         """Messages waiting in the broker's queue, and those taken by workers and not yet acknowledged."""
         if self._broker is None:
             return []
-        depth = GaugeMetricFamily("bulklicense_queue_messages", "Tasks waiting in the broker's queue",
+        depth = GaugeMetricFamily("bulklicense_queue_messages", "Tasks waiting in each of the broker's queues",
                                   labels=["queue"])
-        depth.add_metric([QUEUE], int(self._broker.llen(QUEUE)))
+        for queue in (CHUNK_QUEUE, NOTIFY_QUEUE):
+            depth.add_metric([queue], int(self._broker.llen(queue)))
         unacked = GaugeMetricFamily("bulklicense_queue_unacked_messages",
                                     "Tasks taken by workers and not yet acknowledged (running, or waiting for their"
                                     " countdown)")

@@ -12,12 +12,14 @@ import typer
 import uvicorn
 
 from api.app import create_app
+from cli.alongside import follow_parent, start_notifier, stop_child
 from cli.client import ApiClient, audit_events, console, err, print_audit, print_plan, print_summary, watch
 from cli.demo import run_demo
 from config import ConfigError, LogFormat, Settings, get_settings
 from config.logs import configure_logging
 from jobs.models import SeatPolicy
 from worker.celery_app import create_celery_app
+from worker.producer import CHUNK_QUEUE, NOTIFY_QUEUE
 
 app = typer.Typer(help="Bulk Microsoft 365 license assignment through Microsoft Graph.", no_args_is_help=True)
 
@@ -84,15 +86,47 @@ def api(
 def worker(
     ctx: typer.Context,
     concurrency: int = typer.Option(None, "--concurrency", "-c", help="Chunk tasks run at once (threads)."),
+    notifications: bool | None = typer.Option(None, "--notifications/--no-notifications",
+                                       help="Start a notifications worker alongside (default: when a webhook"
+                                            " secret is configured)."),
 ) -> None:
-    """Run a Celery worker (other options are passed to Celery)."""
+    """Run a Celery worker for chunks, and a notifications worker beside it (other options go to Celery)."""
     settings = _settings(need_tenants=True)
     _setup_logging(settings)
+    child = None
+    if notifications or (notifications is None and settings.webhooks_configured()):
+        child = start_notifier(os.getpid())
+    try:
+        _celery_worker(settings, CHUNK_QUEUE, concurrency or settings.worker_concurrency, ctx.args)
+    finally:
+        if child is not None:
+            stop_child(child)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def notifier(
+    ctx: typer.Context,
+    concurrency: int = typer.Option(None, "--concurrency", "-c",
+                                    help="Attempts made at once (default BULKLICENSE_WEBHOOK_CONCURRENCY)."),
+    parent_pid: int | None = typer.Option(None, hidden=True, help="Stop when this process is no longer the parent."),
+) -> None:
+    """Run a notifications worker: job notifications, a few at a time, never in a chunk's slot."""
+    settings = _settings(need_tenants=True)
+    _setup_logging(settings)
+    if parent_pid is not None:
+        follow_parent(parent_pid)
+    # Its own node name, so that it never clashes with the chunk worker's on the same host.
+    name = [] if any(a.startswith("-n") for a in ctx.args) else ["-n", f"notifier-{parent_pid or os.getpid()}@%h"]
+    _celery_worker(settings, NOTIFY_QUEUE, concurrency or settings.webhook_concurrency, [*name, *ctx.args])
+
+
+def _celery_worker(settings: Settings, queue: str, concurrency: int, extra: list[str]) -> None:
+    """Run a Celery worker (threads) on one queue."""
     celery = create_celery_app(settings)
     # Celery's start-up banner is not a log line: left out when every line must be JSON.
     quiet = ["--quiet"] if settings.log_format is LogFormat.JSON else []
-    argv = [*quiet, "worker", "-P", "threads", "-c", str(concurrency or settings.worker_concurrency),
-            "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *ctx.args]
+    argv = [*quiet, "worker", "-P", "threads", "-c", str(concurrency), "-Q", queue,
+            "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *extra]
     celery.worker_main(argv)
 
 

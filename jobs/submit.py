@@ -12,13 +12,13 @@ from jobs.catalogs import CatalogCache
 from jobs.input import Limits, parse_csv, read_json_job
 from jobs.input.rules import clip
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
-from jobs.notify import CallbackPolicy
 from jobs.quotas import QuotaLedger
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, new_job_id
+from webhooks.policy import CallbackPolicy, CallbackRefused
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class Submitter:
         options: JobOptions,
         status: Callable[[], int] = lambda: 422,
     ) -> Submitted:
-        self._check_callback(options.callback_url)
+        self._check_callback(options.callback_url, tenant, owner)
         job_id = new_job_id()
         adds: Counter[str] = Counter()
 
@@ -256,11 +256,24 @@ class Submitter:
                  " (dry run)" if options.dry_run else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run)
 
-    def _check_callback(self, url: str | None) -> None:
-        """Refuse the submission (422) when it names a callback URL notifications may not go to."""
-        problem = None if url is None else self.callbacks.problem(url)
+    def _check_callback(self, url: str | None, tenant: str, owner: str) -> None:
+        """Refuse the submission (422) when it names a callback URL notifications may not go to.
+
+        The host lookup waits a few seconds at most, a few at once per API key (CallbackCheckBusy beyond).
+        """
+        if url is None:
+            return
+        problem = None
+        if self.settings.webhook_secret_for(tenant) is None:
+            problem = ("notifications are not configured on this server (no webhook secret: set"
+                       " BULKLICENSE_WEBHOOK_SECRET or the tenant profile's webhook_secret)")
+        else:
+            try:
+                self.callbacks.check(url, caller=owner)
+            except CallbackRefused as exc:
+                problem = str(exc)
         if problem is not None:
-            raise InputRejected([FieldError(problem, column="callback_url", value=clip(url or ""))])
+            raise InputRejected([FieldError(problem, column="callback_url", value=clip(url))])
 
     def _reserve(self, tenant: str, job_id: str, demand: Mapping[str, int], policy: SeatPolicy) -> tuple[str, ...]:
         """Reserve the job's seats (fresh free counts from Graph); SeatShortage unless it may wait."""

@@ -9,15 +9,23 @@ from jobs.input.json_shape import AddLicenseIn, OperationIn, load_job, reject
 from jobs.input.licenses import AddName, Name, resolve_licenses
 from jobs.input.rules import JSON_WORDING, Limits, cell_problem, clip, quoted, usage_location_problem
 from jobs.input.users import UserCheck
-from jobs.models import InputRejected, JobOptions, Operation, SeatPolicy
+from jobs.models import InputRejected, JobOptions, LicenseMode, Operation, SeatPolicy
 from jobs.skus import SkuCatalog, is_guid, normalize_name
 
 
 def parse_json(
-    body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits
+    body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits, mode: LicenseMode | None = None
 ) -> tuple[str, list[Operation], JobOptions]:
-    """Parse and validate a JSON job body into (tenant, operations, options); InputRejected on any error."""
+    """Parse and validate a JSON job body into (tenant, operations, options); InputRejected on any error.
+
+    `mode` is the one the query chose, if any; the body may choose it too (the same one).
+    """
     job = load_job(body, limits)
+    in_body = LicenseMode.parse(job.mode) if job.mode is not None else None
+    if mode is not None and in_body is not None and mode is not in_body:
+        reject(f"mode is given twice, differently: {mode.value} in the query, {in_body.value} in the body",
+               column="mode", value=job.mode)
+    chosen = mode or in_body
     try:
         catalog = catalog_for(job.tenant)
     except KeyError:
@@ -29,23 +37,24 @@ def parse_json(
     if not job.operations:
         reject("operations is empty; give at least one operation", column="operations")
     errors = ErrorLog()
-    checks = _OperationChecks(catalog, limits.max_cell_chars, errors)
+    checks = _OperationChecks(catalog, limits.max_cell_chars, errors, chosen or LicenseMode.ADD)
     operations = [checks.operation(i, op) for i, op in enumerate(job.operations)]
     if errors.total:
         raise InputRejected(errors.kept, errors.total, 422)
     options = JobOptions(dry_run=job.dry_run, seat_policy=SeatPolicy(job.on_seat_shortage),
-                         callback_url=job.callback_url)
+                         callback_url=job.callback_url, mode=chosen)
     return job.tenant, [op for op in operations if op is not None], options
 
 
 class _OperationChecks:
     """The rules of a CSV row, applied to each JSON operation in turn."""
 
-    def __init__(self, catalog: SkuCatalog, max_chars: int, errors: ErrorLog) -> None:
+    def __init__(self, catalog: SkuCatalog, max_chars: int, errors: ErrorLog, mode: LicenseMode) -> None:
         self._catalog = catalog
         self._max_chars = max_chars
         self._errors = errors
         self._users = UserCheck(JSON_WORDING)
+        self._mode = mode
 
     def operation(self, index: int, op: OperationIn) -> Operation | None:
         """The Operation for `operations[index]`, or None after recording its errors."""
@@ -59,7 +68,9 @@ class _OperationChecks:
             self._errors.add_at(row, error)
         location = self._usage_location(op.usage_location, row, f"{base}.usageLocation")
         extra = self._extra(op.extra or {}, row, f"{base}.extra")
-        if not (op.add_licenses or op.remove_licenses or location):
+        if self._mode is LicenseMode.EXACT:
+            self._exact(op, row, base)
+        elif not (op.add_licenses or op.remove_licenses or location):
             message = "operation changes nothing: give addLicenses, removeLicenses or usageLocation"
             self._errors.add(message, row, base, None)
         if self._errors.total != before:
@@ -79,7 +90,17 @@ class _OperationChecks:
             usage_location=location.upper() or None,
             extra=extra,
             source=tuple((k, v) for k, v in source if v),
+            mode=self._mode,
         )
+
+    def _exact(self, op: OperationIn, row: int, base: str) -> None:
+        """Under mode=exact, addLicenses is every license the user should hold: given, and alone."""
+        if op.remove_licenses:
+            self._errors.add("mode=exact takes the full list of licenses in addLicenses; removeLicenses contradicts "
+                             "it (the licenses not listed are removed)", row, f"{base}.removeLicenses", None)
+        if op.add_licenses is None:
+            self._errors.add("mode=exact needs addLicenses: every license the user should hold ([] for none)", row,
+                             f"{base}.addLicenses", None)
 
     def _cell_ok(self, value: str, row: int, path: str) -> bool:
         """Whether `value` passes the checks every CSV cell gets; records the error if not."""

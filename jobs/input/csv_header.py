@@ -30,6 +30,7 @@ class Role(StrEnum):
     HELD = "held"  # the licenses a user holds (an export): their meaning depends on the job's mode
     EXTRA = "extra"  # any other named column: kept and echoed in the results
     IGNORED = "ignored"  # a column of our results CSV
+    SECRET = "secret"  # a password (the Entra bulk-create template's): neither read nor kept
     BLANK = "blank"  # a column without a name
 
 
@@ -67,6 +68,8 @@ _ADMIN_EXPORT_SIGNATURE = frozenset(
      "passwordneverexpires", "strongpasswordrequired", "oathtokenmetadata", "releasetrack",
      "lastpasswordchangetimestamp", "whencreated", "preferreddatalocation", "objectid"}
 )
+# Passwords (the Entra bulk-create template asks for one per user): never stored, never echoed.
+SECRET_COLUMNS = frozenset({"passwordprofile", "password", "initialpassword"})
 _ROLES_FROM_RESULTS = frozenset({Role.ACTION})
 _NAME_NOISE_RE = re.compile(r"[\s_-]+")
 # `Label [property] Required`: the Entra admin center's bulk templates.
@@ -164,6 +167,8 @@ def read_header(names: Sequence[str], row: int, max_cell_chars: int, max_kept_co
             label = role.value
         elif key in IGNORED_COLUMNS:
             role, label = Role.IGNORED, name
+        elif key in SECRET_COLUMNS:
+            role, label = Role.SECRET, name
         elif not key:
             role, label = Role.BLANK, f"column {len(roles) + 1}"
         else:

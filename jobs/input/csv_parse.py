@@ -27,6 +27,7 @@ _LIST_SPLIT_RE = re.compile(r"[;|]")
 _SUSPECT_RE = re.compile(rf"{CONTROL_CHARS}|\n[{re.escape(''.join(sorted(FORMULA_START)))}]")
 _LICENSE_CACHE_SIZE = 4096
 _NO_ROLES: frozenset[Role] = frozenset()
+_UNREAD = frozenset({Role.IGNORED, Role.SECRET})  # cells neither checked nor kept
 UNLICENSED = "unlicensed"  # the admin center export's word for "holds no license"
 # Cells of each kept column checked for license names (the first non-empty ones): a license column
 # under a name the service does not read shows in its first rows.
@@ -222,11 +223,13 @@ def _read_as(header: Header, i: int, options: JobOptions) -> str:
         words = "kept (keep_columns)" if acknowledged else "kept"
     elif role is Role.IGNORED:
         words = "ignored (a column of the results CSV)"
+    elif role is Role.SECRET:
+        words = "ignored (a password: never stored)"
     elif role is Role.BLANK:
         words = "ignored (no name: must stay empty)"
     else:
         words = role.value
-    if header.by_property and header.by_property[i] and role is not Role.EXTRA:
+    if header.by_property and header.by_property[i] and role not in (Role.EXTRA, *_UNREAD):
         words += " (by its [property])"
     return words
 
@@ -260,7 +263,7 @@ class _Rows:
         # Kept columns still checked for license names: position → non-empty cells checked so far.
         self._scanned = {i: 0 for i, label in self._extra_at if label.lower() not in acknowledged}
         self._scan_cache: dict[str, str | None] = {}
-        self._checked_at = [i for i, role in enumerate(roles) if role is not Role.IGNORED]
+        self._checked_at = [i for i, role in enumerate(roles) if role not in _UNREAD]
         self._blank_at = [i for i, role in enumerate(roles) if role is Role.BLANK]
         self._all_checked = len(self._checked_at) == self._width
         self._license_cache: dict[tuple[str, str, str, Role], tuple[Licenses, tuple[FieldError, ...]]] = {}
@@ -379,7 +382,7 @@ class _Rows:
         refused: set[Role] = set()
         for i, role in enumerate(self._header.roles):
             cell, label = record[i], self._header.labels[i]
-            if role is Role.IGNORED or not cell:
+            if role in _UNREAD or not cell:
                 continue
             if role is Role.BLANK:
                 if cell.strip():

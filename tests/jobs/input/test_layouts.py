@@ -353,3 +353,11 @@ def test_json_mode_given_twice_differently(catalog: SkuCatalog) -> None:
                        "operations": [{"user": "a@contoso.com", "usageLocation": "US"}]})
     with pytest.raises(InputRejected, match="mode is given twice, differently: exact in the query, add in the body"):
         parse_json(body.encode(), {"sim": catalog}.__getitem__, Limits(), LicenseMode.EXACT)
+
+
+def test_passwords_are_neither_read_nor_kept(catalog: SkuCatalog) -> None:
+    data = ("version:v1.0\nUser name [userPrincipalName] Required,Initial password [passwordProfile] Required,"
+            "Usage location [usageLocation]\nada@contoso.com,=Secret-Only!1,US\n")
+    csv, ops = parse(catalog, data)
+    assert ops[0].extra == () and "Secret" not in repr(ops[0])
+    assert "Initial password [passwordProfile] Required → ignored (a password: never stored)" in columns(csv)

@@ -329,11 +329,28 @@ class SkuCatalog:
             except UnknownName:
                 continue
             for name in names:
-                try:
-                    return self.resolve_sku(name).part_number
-                except UnknownName:
-                    continue
+                sku = self._subscribed(name)
+                if sku is not None:
+                    return sku.part_number
         return None
+
+    def _subscribed(self, text: str) -> Sku | None:
+        """The subscribed user SKU `text` names in any accepted form, or None (building no message: asked often)."""
+        key = normalize_name(text)
+        if not key:
+            return None
+        if is_guid(key):
+            sku = self._by_id.get(key.lower())
+        else:
+            sku = self._by_part.get(key)
+            match = _ACCOUNT_PREFIX_RE.fullmatch(text) if sku is None else None
+            if match is not None and match.group(1).lower() in {a.lower() for a in self.account_names}:
+                return self._subscribed(match.group(2))
+            if sku is None:
+                ids = {p.sku_id for p in self._names.named(text)}
+                found = [self._by_id[i] for i in ids if i in self._by_id]
+                sku = found[0] if len(found) == 1 else None
+        return sku if sku is not None and sku.applies_to.lower() == "user" else None
 
     def resolve_plan(self, text: str, skus: Sequence[Sku]) -> list[tuple[str, str]]:
         """(skuId, servicePlanId) for each of `skus` containing the plan named or id'd by `text`."""

@@ -266,7 +266,8 @@ class _Rows:
         self._checked_at = [i for i, role in enumerate(roles) if role not in _UNREAD]
         self._blank_at = [i for i, role in enumerate(roles) if role is Role.BLANK]
         self._all_checked = len(self._checked_at) == self._width
-        self._license_cache: dict[tuple[str, str, str, Role], tuple[Licenses, tuple[FieldError, ...]]] = {}
+        self._license_cache: dict[tuple[str, str, str, Role, bool], tuple[Licenses, tuple[FieldError, ...], bool]] = {}
+        self._source_at = self._source_columns(header)
         self.count = 0  # data rows seen
 
     def check(self, record: list[str], row: int) -> Operation | None:
@@ -418,40 +419,47 @@ class _Rows:
 
     def _licenses(self, record: list[str], row: int, refused: frozenset[Role], side: Role) -> tuple[Licenses, bool]:
         """The row's resolved licenses, and whether its licenses cell says `Unlicensed`."""
-        add_cell = "" if self._licenses_role in refused else record[self._add_at]
+        add_refused = self._licenses_role in refused
+        add_cell = "" if add_refused else record[self._add_at]
         remove_cell = "" if Role.REMOVE in refused else record[self._remove_at]
         # Plans are checked against the added SKUs: not at all when the add cell is refused.
         plans_cell = "" if refused & {self._licenses_role, Role.DISABLED_PLANS} else record[self._plans_at]
-        unlicensed = add_cell.strip().lower() == UNLICENSED
-        if unlicensed:
-            self._unlicensed(row, side)
-            add_cell = ""
-        elif self._mode is LicenseMode.EXACT and not add_cell.strip() and self._licenses_role not in refused:
-            self._errors.add(
-                f"{self._add_label()} is empty, and under mode=exact an empty list is ambiguous: write Unlicensed to "
-                "remove every license the user holds directly, or leave the user out", row, self._add_label(), "")
-        key = (add_cell, remove_cell, plans_cell, side)
+        key = (add_cell, remove_cell, plans_cell, side, add_refused)
         cached = self._license_cache.get(key)
         if cached is None:
-            cached = self._resolve(add_cell, remove_cell, plans_cell, side)
+            cached = self._read_licenses(add_cell, remove_cell, plans_cell, side, add_refused, row)
             if len(self._license_cache) >= _LICENSE_CACHE_SIZE:
                 self._license_cache.clear()
             self._license_cache[key] = cached
-        licenses, split_errors = cached
-        for error in (*split_errors, *licenses.errors):
+        licenses, errors, unlicensed = cached
+        for error in errors:
             self._errors.add_at(row, error)
         return licenses, unlicensed
 
-    def _unlicensed(self, row: int, side: Role) -> None:
-        """`Unlicensed`: read only under a chosen mode, and only as the licenses to add or hold."""
+    def _read_licenses(self, add_cell: str, remove_cell: str, plans_cell: str, side: Role, add_refused: bool,
+                       row: int) -> tuple[Licenses, tuple[FieldError, ...], bool]:
+        """One set of license cells read (cached by the caller): licenses, errors without a row, `Unlicensed`.
+
+        `row` only names where a file that needs a mode first says `Unlicensed` (that stops the parse).
+        """
+        errors: list[FieldError] = []
         label = self._add_label()
-        if self._chosen_mode is None:
-            raise Fatal(FieldError(
-                f"{label} says Unlicensed: this file lists the licenses each user holds, not changes to make; "
-                f"{_MODE_CHOICE}", row=row, column=label, value="Unlicensed"))
-        if side is Role.REMOVE:
-            self._errors.add("Unlicensed is not a license to remove; give the licenses to remove", row, label,
-                             "Unlicensed")
+        unlicensed = add_cell.strip().lower() == UNLICENSED
+        if unlicensed:
+            if self._chosen_mode is None:
+                raise Fatal(FieldError(
+                    f"{label} says Unlicensed: this file lists the licenses each user holds, not changes to make; "
+                    f"{_MODE_CHOICE}", row=row, column=label, value="Unlicensed"))
+            if side is Role.REMOVE:
+                errors.append(FieldError("Unlicensed is not a license to remove; give the licenses to remove",
+                                         None, label, "Unlicensed"))
+            add_cell = ""
+        elif self._mode is LicenseMode.EXACT and not add_cell.strip() and not add_refused:
+            errors.append(FieldError(
+                f"{label} is empty, and under mode=exact an empty list is ambiguous: write Unlicensed to remove every "
+                "license the user holds directly, or leave the user out", None, label, ""))
+        licenses, split_errors = self._resolve(add_cell, remove_cell, plans_cell, side)
+        return licenses, (*errors, *split_errors, *licenses.errors), unlicensed
 
     def _add_label(self) -> str:
         return self._header.labels[self._add_at] if self._add_at < self._width else Role.ADD.value
@@ -494,7 +502,7 @@ class _Rows:
 
     def _kept(self, record: list[str], row: int) -> tuple[tuple[str, str], ...]:
         """The row's non-empty kept cells; refuses too much kept text, and license names in a kept column."""
-        kept = tuple([(label, record[i]) for i, label in self._extra_at if record[i].strip()])
+        kept = tuple([(label, record[i]) for i, label in self._extra_at if record[i]])
         if not kept:
             return kept
         size = sum(len(value) for _, value in kept)
@@ -533,14 +541,20 @@ class _Rows:
         """Whether the add or remove cell names any license (resolvable or not)."""
         return bool(_split_names(record[self._add_at]) or _split_names(record[self._remove_at]))
 
+    @staticmethod
+    def _source_columns(header: Header) -> list[tuple[str, int]]:
+        """(results CSV column, position) of each column the row's `source` keeps, in SOURCE_COLUMNS order."""
+        licenses = Role.HELD if header.has(Role.HELD) else Role.ADD
+        roles = {Role.ADD.value: licenses, Role.REMOVE.value: Role.REMOVE,
+                 Role.DISABLED_PLANS.value: Role.DISABLED_PLANS, Role.USAGE_LOCATION.value: Role.USAGE_LOCATION}
+        return [(column, header.index(roles[column])) for column in SOURCE_COLUMNS if header.has(roles[column])]
+
     def _source(self, record: list[str], side: Role) -> tuple[tuple[str, str], ...]:
-        """The row as written, under the results CSV's columns (add, remove, disabled_plans, usage_location)."""
-        cells = []
-        if self._add_at < self._width:
-            cells.append((Role.REMOVE.value if side is Role.REMOVE else Role.ADD.value, record[self._add_at]))
-        for role, at in ((Role.REMOVE, self._remove_at), (Role.DISABLED_PLANS, self._plans_at),
-                         (Role.USAGE_LOCATION, self._location_at)):
-            if at < self._width:
-                cells.append((role.value, record[at]))
-        order = {column: i for i, column in enumerate(SOURCE_COLUMNS)}
-        return tuple(sorted(cells, key=lambda cell: order[cell[0]]))
+        """The row as written, under the results CSV's columns (add, remove, disabled_plans, usage_location).
+
+        A row whose Action is Remove lists its licenses under remove.
+        """
+        if side is Role.REMOVE:
+            return tuple([(Role.REMOVE.value if column == Role.ADD.value else column, record[i])
+                          for column, i in self._source_at])
+        return tuple([(column, record[i]) for column, i in self._source_at])

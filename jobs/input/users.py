@@ -86,9 +86,10 @@ class UserCheck:
         problem = user_problem(user, self._delimiter)
         if problem:
             return problem
-        if self._adjacent and user.lower() == self._last:
-            return None
-        self._last = user.lower()
+        if self._adjacent:
+            if user.lower() == self._last:
+                return None
+            self._last = user.lower()
         first = self._seen.add(user, row)
         if first is None:
             return None

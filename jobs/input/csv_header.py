@@ -178,18 +178,23 @@ def read_header(names: Sequence[str], row: int, max_cell_chars: int, max_kept_co
         labels.append(label)
     if Role.USER not in canonical_names:
         _no_user_column(names, row)
-    if Role.HELD in canonical_names and Role.ADD in canonical_names:
-        raise Fatal(FieldError(
-            f'columns "{canonical_names[Role.HELD]}" (the licenses users hold) and "{canonical_names[Role.ADD]}" '
-            "(licenses to add) cannot both be read; keep one of them", row=row, column=Role.HELD.value))
-    if max_kept_columns is not None and len(extra_names) > max_kept_columns:
-        raise Fatal(FieldError(
-            f"the header has {len(extra_names):,} columns the job would keep (columns it does not read, echoed in "
-            f"the results); the limit is {max_kept_columns:,} (setting max_kept_columns): remove the columns you do "
-            "not need", row=row))
+    _check_columns(canonical_names, len(extra_names), row, max_kept_columns)
     layout = _layout(keys, results, admin_export, any(bracketed for _, _, bracketed in keyed))
     return Header(tuple(roles), tuple(labels), tuple(n for n, _, _ in keyed), layout,
                   tuple(bracketed for _, _, bracketed in keyed))
+
+
+def _check_columns(canonical: dict[Role, str], kept: int, row: int, max_kept_columns: int | None) -> None:
+    """Refuse a header that lists held licenses beside licenses to add, or keeps too many columns."""
+    if Role.HELD in canonical and Role.ADD in canonical:
+        raise Fatal(FieldError(
+            f'columns "{canonical[Role.HELD]}" (the licenses users hold) and "{canonical[Role.ADD]}" '
+            "(licenses to add) cannot both be read; keep one of them", row=row, column=Role.HELD.value))
+    if max_kept_columns is not None and kept > max_kept_columns:
+        raise Fatal(FieldError(
+            f"the header has {kept:,} columns the job would keep (columns it does not read, echoed in the results); "
+            f"the limit is {max_kept_columns:,} (setting max_kept_columns): remove the columns you do not need",
+            row=row))
 
 
 def _layout(keys: set[str], results: bool, admin_export: bool, bracketed: bool) -> Layout:

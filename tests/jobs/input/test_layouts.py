@@ -361,3 +361,10 @@ def test_passwords_are_neither_read_nor_kept(catalog: SkuCatalog) -> None:
     csv, ops = parse(catalog, data)
     assert ops[0].extra == () and "Secret" not in repr(ops[0])
     assert "Initial password [passwordProfile] Required → ignored (a password: never stored)" in columns(csv)
+
+
+def test_held_licenses_beside_licenses_to_add_is_refused(catalog: SkuCatalog) -> None:
+    data = "User principal name,Licenses,Block credential,Object Id,add\nada@contoso.com,EMS,False,1,EMS\n"
+    error = errors_of(catalog, data, EXACT)[0]
+    assert error == FieldError('columns "Licenses" (the licenses users hold) and "add" (licenses to add) cannot both '
+                               "be read; keep one of them", 1, "held")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Header, HTTPException, Query, Request
 
@@ -121,8 +121,7 @@ def submit_options(
     callback_url: Annotated[str | None, Query(
         max_length=MAX_CALLBACK_URL_CHARS,
         description="https:// URL to POST the job to (signed) when it ends or pauses; default: the tenant's.")] = None,
-    mode: Annotated[str | None, Query(
-        pattern="^(?i:add|exact|sync)$",
+    mode: Annotated[Literal["add", "exact", "sync"] | None, Query(
         description="add (default): add and remove what the input says. exact (alias sync): each user ends up "
                     "holding exactly the listed licenses; the others held directly are removed. Required for a file "
                     "that lists what users hold (an admin center export).")] = None,

@@ -55,7 +55,7 @@ def test_a_json_job_says_its_format_and_mode(client: TestClient) -> None:
 
 def test_mode_sync_is_exact_and_a_made_up_mode_is_refused(client: TestClient) -> None:
     export = "User principal name,Licenses,Block credential,Object Id\nada@contoso.example,Office 365 E3,False,1\n"
-    assert post_csv(client, export, mode="SYNC")["mode"] == "exact"
+    assert post_csv(client, export, mode="sync")["mode"] == "exact"
     response = client.post("/v1/jobs", params={"tenant": "sim", "mode": "replace"}, content=export.encode(),
                            headers={**auth(), "Content-Type": "text/csv"})
     assert response.status_code == 422

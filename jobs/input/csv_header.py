@@ -70,6 +70,9 @@ _ADMIN_EXPORT_SIGNATURE = frozenset(
 )
 # Passwords (the Entra bulk-create template asks for one per user): never stored, never echoed.
 SECRET_COLUMNS = frozenset({"passwordprofile", "password", "initialpassword"})
+# An admin center export's column describing how each held license is assigned: kept, and not taken for
+# an unread column of licenses (it names the licenses the Licenses column already lists).
+ASSIGNMENT_DETAILS = "licenseassignmentdetails"
 _ROLES_FROM_RESULTS = frozenset({Role.ACTION})
 _NAME_NOISE_RE = re.compile(r"[\s_-]+")
 # `Label [property] Required`: the Entra admin center's bulk templates.

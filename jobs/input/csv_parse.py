@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from jobs.input.csv_header import Header, Layout, Role, detect_delimiter, read_header
+from jobs.input.csv_header import ASSIGNMENT_DETAILS, Header, Layout, Role, column_key, detect_delimiter, read_header
 from jobs.input.csv_layout import Preamble, is_example_row, skip_preamble
 from jobs.input.csv_lines import HEADER_CAP, LineReader, Overflow, Records, overflow_error
 from jobs.input.csv_text import CsvText
@@ -218,6 +218,8 @@ def _read_as(header: Header, i: int, options: JobOptions) -> str:
         words = "add or remove, by the Action column"
     elif role is Role.ACTION:
         words = "action (Add or Remove)"
+    elif role is Role.EXTRA and _describes_held(header, i):
+        words = "kept (how the held licenses are assigned; not read)"
     elif role is Role.EXTRA:
         acknowledged = header.names[i].lower() in {c.strip().lower() for c in options.keep_columns}
         words = "kept (keep_columns)" if acknowledged else "kept"
@@ -232,6 +234,11 @@ def _read_as(header: Header, i: int, options: JobOptions) -> str:
     if header.by_property and header.by_property[i] and role not in (Role.EXTRA, *_UNREAD):
         words += " (by its [property])"
     return words
+
+
+def _describes_held(header: Header, i: int) -> bool:
+    """Whether column `i` is the admin center export's description of how the held licenses are assigned."""
+    return header.layout is Layout.ADMIN_EXPORT and column_key(header.names[i])[0] == ASSIGNMENT_DETAILS
 
 
 class _Rows:
@@ -261,7 +268,8 @@ class _Rows:
         self._extra_at = [(i, labels[i]) for i, role in enumerate(roles) if role is Role.EXTRA]
         acknowledged = {c.strip().lower() for c in options.keep_columns}
         # Kept columns still checked for license names: position → non-empty cells checked so far.
-        self._scanned = {i: 0 for i, label in self._extra_at if label.lower() not in acknowledged}
+        self._scanned = {i: 0 for i, label in self._extra_at
+                         if label.lower() not in acknowledged and not _describes_held(header, i)}
         self._scan_cache: dict[str, str | None] = {}
         self._checked_at = [i for i, role in enumerate(roles) if role not in _UNREAD]
         self._blank_at = [i for i, role in enumerate(roles) if role is Role.BLANK]

@@ -368,3 +368,14 @@ def test_held_licenses_beside_licenses_to_add_is_refused(catalog: SkuCatalog) ->
     error = errors_of(catalog, data, EXACT)[0]
     assert error == FieldError('columns "Licenses" (the licenses users hold) and "add" (licenses to add) cannot both '
                                "be read; keep one of them", 1, "held")
+
+
+def test_an_exports_assignment_details_are_kept_not_taken_for_licenses(catalog: SkuCatalog) -> None:
+    data = ("User principal name,Licenses,License assignment details,Block credential,Object Id\n"
+            "ada@contoso.com,Office 365 E3,Office 365 E3,False,1\n")
+    csv, ops = parse(catalog, data, EXACT)
+    assert ops[0].add == (LicenseAdd(E3),)
+    assert "License assignment details → kept (how the held licenses are assigned; not read)" in columns(csv)
+    # The same column in a file that is not an export is checked like any other.
+    plain = "user,usage_location,License assignment details\nada@contoso.com,US,Office 365 E3\n"
+    assert errors_of(catalog, plain)[0].column == "License assignment details"

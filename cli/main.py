@@ -13,7 +13,17 @@ import uvicorn
 
 from api.app import create_app
 from cli.alongside import follow_parent, start_notifier, stop_child
-from cli.client import ApiClient, audit_events, console, err, print_audit, print_plan, print_summary, watch
+from cli.client import (
+    ApiClient,
+    audit_events,
+    console,
+    err,
+    print_audit,
+    print_plan,
+    print_reading,
+    print_summary,
+    watch,
+)
 from cli.demo import run_demo
 from config import ConfigError, LogFormat, Settings, get_settings
 from config.logs import configure_logging
@@ -148,9 +158,20 @@ def _upload(client: ApiClient, file: Path, tenant: str | None, params: dict[str,
                                                   headers=headers).json()
     kind = "dry run" if accepted.get("dry_run") else "job"
     console.print(f"{kind} [bold]{accepted['id']}[/bold] accepted: {accepted['total']} users")
+    print_reading(accepted)
     for warning in accepted.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     return accepted
+
+
+def _reading_params(mode: str | None, keep_columns: str | None) -> dict[str, str]:
+    """The query parameters that say how to read the file."""
+    return {**({"mode": mode} if mode else {}), **({"keep_columns": keep_columns} if keep_columns else {})}
+
+
+MODE_HELP = ("add (default): add and remove what the file says. exact (alias sync): each user ends up holding exactly "
+             "the listed licenses (others held directly are removed); needed for admin center exports.")
+KEEP_HELP = "Comma-separated columns to keep unread although their values name licenses."
 
 
 def _finish(client: ApiClient, job_id: str) -> None:
@@ -171,11 +192,14 @@ def submit(
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan only: read every user, write nothing."),
     on_seat_shortage: SeatPolicy = typer.Option(SeatPolicy.FAIL, help="fail: refuse when seats are short; "
                                                 "wait: start, pause when they run out, go on when they appear."),
+    mode: str = typer.Option(None, help=MODE_HELP),
+    keep_columns: str = typer.Option(None, help=KEEP_HELP),
     api_url: str = typer.Option(None, help="API base URL (default BULKLICENSE_API_URL)."),
     api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Submit a job; with --wait, exit 0 only if every user succeeded (or already held what was asked)."""
-    params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {})}
+    params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {}),
+              **_reading_params(mode, keep_columns)}
     with _client(_settings(), api_url, api_key) as client:
         accepted = _upload(client, file, tenant, params)
         if wait or dry_run:
@@ -186,12 +210,14 @@ def submit(
 def plan(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV or JSON file."),
     tenant: str = typer.Option(None, help="Tenant profile (CSV uploads)."),
+    mode: str = typer.Option(None, help=MODE_HELP),
+    keep_columns: str = typer.Option(None, help=KEEP_HELP),
     api_url: str = typer.Option(None),
     api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
-    """Dry-run a file: what would change, what already holds, what would fail, and the seats it needs."""
+    """Dry-run a file: how it was read, what would change, what already holds, what would fail, the seats it needs."""
     with _client(_settings(), api_url, api_key) as client:
-        accepted = _upload(client, file, tenant, {"dry_run": "true"})
+        accepted = _upload(client, file, tenant, {"dry_run": "true", **_reading_params(mode, keep_columns)})
         _finish(client, accepted["id"])
 
 
@@ -245,6 +271,7 @@ def status(
         record = watch(client, job) if watch_ else client.request("GET", f"/v1/jobs/{job}").json()
     print_summary(record)
     if record.get("plan"):
+        print_reading(record)
         print_plan(record)
     console.print_json(data=record)
 

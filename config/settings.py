@@ -285,6 +285,9 @@ class Settings(BaseSettings):
     max_cell_chars: int = Field(default=1024, ge=64)
     # A JSON body is read whole (then checked without being built): larger jobs go as CSV.
     max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Columns a CSV job keeps (not read, echoed in the results), and what one row may store in them.
+    max_kept_columns: int = Field(default=50, ge=0, le=1000)
+    max_kept_chars_per_row: int = Field(default=4096, ge=0)
     sku_cache_ttl_s: float = Field(default=60.0, ge=0)
 
     # Execution.

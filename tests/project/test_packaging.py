@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # Files read with importlib.resources or served by the API: each must be package data.
 PACKAGES = ("config", "graphclient", "webhooks", "jobs", "worker", "api", "cli", "graphsim")
-RUNTIME_FILES = ("*.lua", "api/templates/*.html", "api/static/*.js", "api/static/*.css", "graphsim/data/*.json")
+RUNTIME_FILES = ("*.lua", "api/templates/*.html", "api/static/*.js", "api/static/*.css", "graphsim/data/*.json",
+                 "jobs/data/*.json")
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from jobs.models import TERMINAL_JOB_STATUSES, JobStatus
+from jobs.models import TERMINAL_JOB_STATUSES, JobStatus, UserStatus
 
 PACKAGE_DIR = Path(__file__).parent
 STATIC_PATH = "/static"
@@ -27,6 +27,7 @@ def vocabulary() -> dict[str, Any]:
     return {
         "statuses": {status.name: status.value for status in JobStatus},
         "terminal": sorted(status.value for status in TERMINAL_JOB_STATUSES),
+        "results": {status.name: status.value for status in UserStatus},
         "counters": [name for name, _ in USER_COUNTS + CALL_COUNTS],
     }
 

@@ -8,9 +8,28 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from jobs.models import JobStatus, PauseReason
+from jobs.models import JobStatus, LicenseMode, PauseReason
 from jobs.record import JobKind
 from jobs.submit import Submitted
+
+
+class ColumnRead(BaseModel):
+    """What one column of an upload was read as (`AccountSkuId` → `add`)."""
+
+    column: str
+    read_as: str
+
+
+class InputRead(BaseModel):
+    """How an upload was read: format, mode, encoding, layout, each column, and lines skipped."""
+
+    format: str
+    mode: str
+    encoding: str | None = None
+    delimiter: str | None = None
+    layout: str | None = None
+    columns: list[ColumnRead] = []
+    notes: list[str] = []
 
 
 class JobAccepted(BaseModel):
@@ -21,12 +40,15 @@ class JobAccepted(BaseModel):
     total: int
     warnings: list[str] = []
     dry_run: bool = False
+    mode: str = "add"
+    input: InputRead | None = None
 
     @classmethod
     def of(cls, submitted: Submitted) -> JobAccepted:
         """The answer for a job just accepted."""
         return cls(id=submitted.id, status=JobStatus.QUEUED, total=submitted.total,
-                   warnings=list(submitted.warnings), dry_run=submitted.dry_run)
+                   warnings=list(submitted.warnings), dry_run=submitted.dry_run, mode=submitted.mode.value,
+                   input=InputRead.model_validate(submitted.reading) if submitted.reading else None)
 
 
 def accepted(answer: Mapping[str, Any], status_code: int = 202) -> JSONResponse:
@@ -89,6 +111,8 @@ class JobOut(BaseModel):
     paused_message: str | None
     paused_at: str | None
     next_probe_at: str | None
+    mode: LicenseMode = Field(description="What the input's licenses mean: `add` (and remove), or `exact`.")
+    input: InputRead | None = Field(description="How the upload was read; null for a job without one.")
     would_change: int | None = None
     would_fail: int | None = None
     planned_from: str | None = None

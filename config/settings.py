@@ -60,8 +60,10 @@ class TenantProfile(BaseModel):
     # and over 500 users. The default suits any tenant. Reads get what the writes leave. None = unlimited.
     read_capacity_ru: int | None = Field(default=GRAPH_READ_CAPACITY_RU, ge=1)
     read_period_s: float = Field(default=GRAPH_READ_PERIOD_S, gt=0)
-    # Where this tenant's jobs are reported when they end or pause, unless a job names its own.
+    # Where this tenant's jobs are reported when they end or pause (a job's own callback is told too).
     callback_url: str | None = None
+    # Signs this tenant's notifications; without it, BULKLICENSE_WEBHOOK_SECRET does.
+    webhook_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> TenantProfile:
@@ -101,7 +103,9 @@ class TenantProfile(BaseModel):
 
 
 API_KEYS_SETTING = "BULKLICENSE_API_KEYS"
-MIN_API_KEY_CHARS = 8
+# A key is a bearer secret: long, and not one character repeated (`secrets.token_urlsafe(32)` gives 43).
+MIN_API_KEY_CHARS = 16
+MIN_API_KEY_DISTINCT_CHARS = 8
 # A key's name is shown in job records, audit events and logs; it never contains the key.
 API_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -111,21 +115,34 @@ def key_label(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
+class KeyScope(StrEnum):
+    """What an API key may do on its tenants."""
+
+    WRITE = "write"  # everything: submit, run, cancel, resume, roll back, and read
+    READ = "read"  # list and read jobs, results, events, audit and tenants; change nothing
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """A named API key and the tenant profiles it may act on (`*` = all)."""
+    """A named API key, the tenant profiles it may act on (`*` = all) and its scope."""
 
     name: str
     key: SecretStr
     tenants: frozenset[str]
+    scope: KeyScope = KeyScope.WRITE
 
     def allows(self, tenant: str) -> bool:
         """Whether this key may act on `tenant`."""
         return "*" in self.tenants or tenant in self.tenants
 
+    @property
+    def may_write(self) -> bool:
+        """Whether this key may change anything (submit, run, cancel, resume, roll back)."""
+        return self.scope is KeyScope.WRITE
+
 
 def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
-    """Parse `name=key:tenantA|tenantB,name2=key2:*` (or unnamed `key:tenants`) into API keys.
+    """Parse `name=key:tenantA|tenantB,name2=key2:*:read` (or unnamed `key:tenants`) into API keys.
 
     Errors are ConfigErrors naming the setting and the entry by position (or name), never the key.
     """
@@ -142,8 +159,9 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
 
 
 def _parse_key_entry(entry: str, position: int) -> ApiKey:
-    """One `name=key:tenants` or `key:tenants` entry."""
-    secret, sep, tenant_list = entry.partition(":")
+    """One `name=key:tenants[:scope]` or `key:tenants[:scope]` entry."""
+    secret, sep, rest_of_entry = entry.partition(":")
+    tenant_list, _, scope = rest_of_entry.partition(":")
     name, eq, rest = secret.partition("=")
     # `=` only as trailing padding (base64) belongs to an unnamed key; otherwise it ends the name.
     if eq and rest.strip("="):
@@ -158,10 +176,54 @@ def _parse_key_entry(entry: str, position: int) -> ApiKey:
     tenants = frozenset(t.strip() for t in tenant_list.split("|") if t.strip())
     if not sep or not secret or not tenants:
         raise ConfigError(f"{API_KEYS_SETTING}: {where}: each entry must look like NAME=KEY:tenant1|tenant2,"
-                          " NAME=KEY:* or KEY:tenants")
-    if len(secret) < MIN_API_KEY_CHARS:
-        raise ConfigError(f"{API_KEYS_SETTING}: {where}: API keys must be at least {MIN_API_KEY_CHARS} characters")
-    return ApiKey(name, SecretStr(secret), tenants)
+                          " NAME=KEY:*, NAME=KEY:tenants:read or KEY:tenants")
+    if scope.strip() not in ("", *KeyScope):
+        raise ConfigError(f"{API_KEYS_SETTING}: {where}: the scope after the tenants is 'read' or 'write'")
+    if len(secret) < MIN_API_KEY_CHARS or len(set(secret)) < MIN_API_KEY_DISTINCT_CHARS:
+        raise ConfigError(f"{API_KEYS_SETTING}: {where}: API keys must be at least {MIN_API_KEY_CHARS} characters,"
+                          f" with at least {MIN_API_KEY_DISTINCT_CHARS} different ones (generate one with"
+                          " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    return ApiKey(name, SecretStr(secret), tenants, KeyScope(scope.strip() or KeyScope.WRITE))
+
+
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+@dataclass(frozen=True)
+class WebhookOrigin:
+    """An origin callbacks may name although it is not public: scheme, host and port exactly, under a path."""
+
+    scheme: str
+    host: str  # lower case, IPv6 without brackets
+    port: int
+    path_prefix: str = "/"  # a callback's path must be this, or below it
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path_prefix.rstrip('/')}"
+
+
+def parse_webhook_origin(text: str) -> WebhookOrigin:
+    """`scheme://host[:port][/path]` as an origin (the scheme's port when none is given); ValueError if not one."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"'{text}' is not a URL") from None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"'{text}' is not an origin: give scheme://host:port, e.g. https://hr.internal:8443")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(f"'{text}': an origin has no credentials, query or fragment")
+    path = parts.path or "/"
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise ValueError(f"'{text}': the path may not contain . or .. segments")
+    return WebhookOrigin(parts.scheme, parts.hostname.lower(), port or DEFAULT_PORTS[parts.scheme],
+                         path if path.endswith("/") else path + "/")
+
+
+def parse_webhook_origins(raw: str) -> frozenset[WebhookOrigin]:
+    """A comma-separated list of origins; ValueError naming the entry that is not one."""
+    return frozenset(parse_webhook_origin(entry) for entry in (e.strip() for e in raw.split(",")) if entry)
 
 
 def load_tenants(path: Path) -> dict[str, TenantProfile]:
@@ -204,13 +266,6 @@ class LogFormat(StrEnum):
     JSON = "json"  # one JSON object per line
 
 
-def _host_list(value: object) -> object:
-    """`a.example,127.0.0.1` as a set of lower-case host names."""
-    if isinstance(value, str):
-        return frozenset(h.strip().lower().strip("[]") for h in value.split(",") if h.strip())
-    return value
-
-
 class Settings(BaseSettings):
     """Everything configurable, from the environment (BULKLICENSE_*) or a .env file."""
 
@@ -228,7 +283,11 @@ class Settings(BaseSettings):
     max_rows: int = Field(default=1_000_000, ge=1)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     max_cell_chars: int = Field(default=1024, ge=64)
-    max_json_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # A JSON body is read whole (then checked without being built): larger jobs go as CSV.
+    max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Columns a CSV job keeps (not read, echoed in the results), and what one row may store in them.
+    max_kept_columns: int = Field(default=50, ge=0, le=1000)
+    max_kept_chars_per_row: int = Field(default=4096, ge=0)
     sku_cache_ttl_s: float = Field(default=60.0, ge=0)
 
     # Execution.
@@ -269,6 +328,8 @@ class Settings(BaseSettings):
     # Audit events kept per tenant at most (approximately: trimmed in whole stream nodes); events
     # older than the retention period are dropped too.
     audit_max_events: int = Field(default=100_000, ge=100)
+    # Refused requests (`key_refused`) are kept apart, in a stream of their own per tenant, this long at most.
+    audit_max_refusals: int = Field(default=10_000, ge=100)
 
     # Celery task events (for Flower); off by default, as nothing else reads them.
     worker_task_events: bool = False
@@ -276,28 +337,62 @@ class Settings(BaseSettings):
     # API server.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Failed API key attempts a minute, from one client address and from all: beyond them, 429.
+    auth_failures_per_address: int = Field(default=10, ge=1)
+    auth_failures_total: int = Field(default=100, ge=1)
+    # A request body has this long to arrive, plus 1 s per `api_body_min_rate_bytes_s` bytes received (408).
+    api_body_timeout_s: float = Field(default=20.0, gt=0)
+    api_body_min_rate_bytes_s: int = Field(default=16 * 1024, ge=1)
+    # Threads that parse and stage submissions (apart from the pool that serves reads), and how many
+    # submissions one API key may have in progress at once in one API process (0: no cap).
+    api_submission_threads: int = Field(default=4, ge=1, le=64)
+    api_submissions_per_key: int = Field(default=4, ge=0)
+    # Progress streams (SSE) one API key may have open at once in one API process (0: no cap).
+    api_event_streams_per_key: int = Field(default=20, ge=0)
+
+    # Quotas (0: none): jobs active at once (queued, planning, running or paused) and rows they hold
+    # in Redis, per tenant and per API key; a finished dry run's rows count for `quota_dry_run_hold_hours`.
+    quota_tenant_active_jobs: int = Field(default=50, ge=0)
+    quota_tenant_rows: int = Field(default=5_000_000, ge=0)
+    quota_key_active_jobs: int = Field(default=20, ge=0)
+    quota_key_rows: int = Field(default=2_000_000, ge=0)
+    quota_dry_run_hold_hours: float = Field(default=24.0, ge=0)
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
 
-    # Prometheus metrics: `GET /metrics` on the API (behind `metrics_token` when set), and a
-    # server per worker process on the first free port of metrics_port .. + metrics_port_range - 1.
+    # Prometheus metrics: `GET /metrics` on the API (behind `metrics_token` when set, else to this
+    # host only), and a server per worker process on the first free port of metrics_port ..
+    # + metrics_port_range - 1.
     api_metrics: bool = True
     metrics_token: SecretStr | None = None
+    # The API's families are collected at most this often; scrapes in between get the same page.
+    metrics_cache_s: float = Field(default=5.0, ge=0)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_port_range: int = Field(default=16, ge=1, le=1024)
     metrics_host: str = "127.0.0.1"
     # Jobs counted by status at each scrape of the API: the most recent ones only.
     metrics_recent_jobs: int = Field(default=500, ge=1, le=100_000)
 
-    # Job notifications: signed POSTs of the job to its callback URL when it ends or pauses.
+    # Job notifications: signed POSTs of the job to its callback URLs when it ends or pauses.
+    # The secret signs them unless the tenant profile has its own.
     webhook_secret: SecretStr | None = None
-    # Hosts a callback may name although they are not public (internal receivers); http allowed there.
-    webhook_allowed_hosts: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Origins (scheme://host:port[/path]) a callback may name although they are not public; http allowed there.
+    webhook_allowed_origins: Annotated[frozenset[WebhookOrigin], NoDecode] = frozenset()
+    # Replaced by webhook_allowed_origins: refused at start, so that no host stays open on every port.
+    webhook_allowed_hosts: str | None = None
     webhook_ca_file: Path | None = None
+    # Each attempt's whole time: DNS, connect, TLS, sending and the answer, by the wall clock.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_max_attempts: int = Field(default=5, ge=1, le=20)
     # The wait before the second attempt; each later one waits three times longer (10, 30, 90, 270 s).
     webhook_backoff_base_s: float = Field(default=10.0, gt=0)
+    # Attempts a notifications worker makes at once (threads of its own, never a chunk's).
+    webhook_concurrency: int = Field(default=4, ge=1, le=64)
+    # Also send X-BulkLicense-Signature (the body alone signed) for receivers not yet checking the new one.
+    webhook_legacy_signature: bool = True
+    # Callback host lookups: each waits this long at most, and only this many run at once (2 per API key).
+    webhook_dns_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    webhook_dns_concurrency: int = Field(default=8, ge=1, le=256)
 
     # CLI client commands (submit, status, results, cancel).
     api_url: str = "http://127.0.0.1:8000"
@@ -310,10 +405,25 @@ class Settings(BaseSettings):
             return parse_api_keys(value)
         return value
 
-    @field_validator("webhook_allowed_hosts", mode="before")
+    @field_validator("metrics_token", "webhook_secret", mode="before")
     @classmethod
-    def _parse_hosts(cls, value: object) -> object:
-        return _host_list(value)
+    def _blank_is_unset(cls, value: object) -> object:
+        # An empty variable (as compose passes `${BULKLICENSE_METRICS_TOKEN:-}`) means unset: no token, never
+        # an empty one; `BULKLICENSE_WEBHOOK_SECRET=` turns notifications off.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("webhook_allowed_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        return parse_webhook_origins(value) if isinstance(value, str) else value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _renamed(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("replaced by BULKLICENSE_WEBHOOK_ALLOWED_ORIGINS, which names exact origins"
+                             " (scheme://host:port, optionally a path), e.g. https://hr.internal:8443/hooks")
+        return value
 
     @field_validator("redis_ca_file", "webhook_ca_file")
     @classmethod
@@ -328,6 +438,10 @@ class Settings(BaseSettings):
             raise ValueError("visibility_timeout_s must be well above max_inline_wait_s")
         if self.heartbeat_interval_s * 2 > self.lease_ttl_s:
             raise ValueError("lease_ttl_s must be at least twice heartbeat_interval_s")
+        for name in ("quota_tenant_rows", "quota_key_rows"):
+            if 0 < getattr(self, name) < self.max_rows:
+                raise ValueError(f"{name} must be 0 (no quota) or at least max_rows ({self.max_rows:,}): a job of"
+                                 " max_rows rows could never start")
         return self
 
     @property
@@ -366,6 +480,15 @@ class Settings(BaseSettings):
     def tenants(self) -> dict[str, TenantProfile]:
         """The tenant profiles in force, from `tenants_file` (re-read when it changes)."""
         return self.profiles.current()
+
+    def webhook_secret_for(self, tenant: str) -> SecretStr | None:
+        """The secret that signs a tenant's notifications: its profile's, else the global one (None: none)."""
+        profile = self.tenants.get(tenant)
+        return (profile.webhook_secret if profile is not None else None) or self.webhook_secret
+
+    def webhooks_configured(self) -> bool:
+        """Whether any notification can be signed: a global secret, or a profile's own."""
+        return self.webhook_secret is not None or any(p.webhook_secret for p in self.tenants.values())
 
 
 def get_settings(**overrides: Any) -> Settings:

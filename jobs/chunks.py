@@ -11,7 +11,7 @@ from typing import Protocol
 from config.logs import bind_log_fields, log_context
 from graphclient.errors import GraphError, ThrottleWaitTooLong
 from jobs.counters import USER_COUNTERS
-from jobs.events import JobEvent
+from jobs.events import JobEvent, Listeners
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
 from jobs.lifecycle import ChunkOutcome, ClaimResult
 from jobs.models import Reason, UserResult, UserStatus
@@ -34,6 +34,7 @@ class ChunkContext(Protocol):
     max_chunk_runs: int
     chunk_window: int
     send: Send
+    events: Listeners  # told when a job ends, also when its chunks could not run (tenant not configured)
 
     def deps_for(self, tenant: str) -> ChunkDeps:
         """Graph client, throttle and policy for one tenant profile (KeyError if unknown)."""
@@ -112,7 +113,7 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
     if first and nxt is not None:
         ctx.send(job_id, nxt, 0.0)
     if first and done >= chunks:
-        _finished(store, deps, job_id)
+        _finished(ctx, deps, job_id)
         log.info("job %s finished (%d chunks)", job_id, chunks)
     return ChunkOutcome.DONE
 
@@ -136,17 +137,20 @@ def _read_tenant_first(ctx: ChunkContext, deps: ChunkDeps, view: ChunkView) -> C
     return store.chunk_view(job_id, view.n)
 
 
-def _finished(store: JobStore, deps: ChunkDeps | None, job_id: str) -> None:
-    """The job's last chunk is done: drop its seat reservations, tell the listeners with its counts."""
+def _finished(ctx: ChunkContext, deps: ChunkDeps | None, job_id: str) -> None:
+    """The job's last chunk is done: drop its seat reservations, tell the listeners with its counts.
+
+    Without `deps` (the last chunk could not run: its tenant is not configured here, or it kept
+    failing), the listeners are told all the same: the job ended, and its audit and callbacks say so.
+    """
+    store = ctx.store
     tenant = store.job_tenant(job_id) or ""
-    if deps is None:
-        return
-    if deps.seats is not None:
+    if deps is not None and deps.seats is not None:
         deps.seats.release_all(tenant, job_id)
     progress = store.progress(job_id)
     if progress is not None:
         counts = {k: v for k, v in progress.to_json().items() if k in ("status", "total", *USER_COUNTERS)}
-        deps.events.job_event(job_id, tenant, JobEvent.FINISHED, counts)
+        (deps.events if deps is not None else ctx.events).job_event(job_id, tenant, JobEvent.FINISHED, counts)
 
 
 def _deps_or_fail(ctx: ChunkContext, view: ChunkView, clock: Callable[[], float]) -> ChunkDeps | None:

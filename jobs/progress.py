@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs.counters import PlanCounters
-from jobs.models import JobStatus, UserStatus, iso_time
+from jobs.models import JobStatus, LicenseMode, UserStatus, iso_time
 from jobs.record import JobRecord
 
 # Results per second are counted per wall-clock second; the current rate is the mean of the last
@@ -52,6 +52,9 @@ class JobProgress:
     paused_at: float | None = None
     next_probe_at: float | None = None
     links: tuple[tuple[str, str], ...] = ()
+    mode: str = "add"
+    # How the input was read (jobs.input.reading's `input` shape); None for jobs without an upload.
+    reading: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API's job shape."""
@@ -83,6 +86,8 @@ class JobProgress:
             "paused_at": _iso(self.paused_at),
             "next_probe_at": _iso(self.next_probe_at),
             **dict(self.links),
+            "mode": self.mode,
+            "input": self.reading,
         }
         if self.dry_run:
             data.update(would_change=self.would_change, would_fail=self.would_fail)
@@ -184,4 +189,6 @@ def job_progress(record: JobRecord, *, recent_results: int, now: float, ceiling_
         paused_at=paused.at if paused else None,
         next_probe_at=paused.next_probe_at if paused else None,
         links=record.links,
+        mode=(record.spec.mode or LicenseMode.ADD).value,
+        reading=dict(record.spec.reading) if record.spec.reading is not None else None,
     )

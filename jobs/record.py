@@ -12,9 +12,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from jobs.counters import CALL_COUNTERS
-from jobs.models import PauseReason, SeatPolicy, UserStatus
+from jobs.models import LicenseMode, PauseReason, SeatPolicy, UserStatus
 
 
 class JobState(StrEnum):
@@ -76,6 +77,11 @@ class JobSpec:
     callback_url: str | None = None
     rollback_of: str | None = None  # the job a rollback undoes
     planned_from: str | None = None  # the dry run this job is the run of
+    # How the input was read: the license mode (None: an upload's default, `add`), the reading report
+    # (jobs.input.reading, `input` in the job JSON) and the columns kept unread although they name licenses.
+    mode: LicenseMode | None = None
+    reading: Mapping[str, Any] | None = None
+    kept_columns: tuple[str, ...] = ()
 
     def to_hash(self) -> dict[str, str]:
         """The hash fields (absent ones left out)."""
@@ -83,7 +89,10 @@ class JobSpec:
                   "dry_run": _flag(self.dry_run), "seat_policy": self.seat_policy.value,
                   "seat_basis": self.seat_basis.value, "kind": self.kind.value}
         optional = {"prefetch": self.prefetch.value if self.prefetch else None, "callback_url": self.callback_url,
-                    "rollback_of": self.rollback_of, "planned_from": self.planned_from}
+                    "rollback_of": self.rollback_of, "planned_from": self.planned_from,
+                    "mode": self.mode.value if self.mode else None,
+                    "input": json.dumps(dict(self.reading)) if self.reading is not None else None,
+                    "kept_columns": json.dumps(list(self.kept_columns)) if self.kept_columns else None}
         return fields | {k: v for k, v in optional.items() if v is not None}
 
     @classmethod
@@ -98,6 +107,9 @@ class JobSpec:
             prefetch=Prefetch(raw["prefetch"]) if raw.get("prefetch") else None,
             callback_url=raw.get("callback_url"), rollback_of=raw.get("rollback_of"),
             planned_from=raw.get("planned_from"),
+            mode=LicenseMode(raw["mode"]) if raw.get("mode") else None,
+            reading=json.loads(raw["input"]) if "input" in raw else None,
+            kept_columns=tuple(json.loads(raw.get("kept_columns") or "[]")),
         )
 
 

@@ -3,7 +3,8 @@
 Graph's free seats (`prepaidUnits.enabled − consumedUnits`) do not know about jobs that are
 queued or running: two batches submitted in the same second would both count on the last seats.
 So a real job reserves its seat demand when it is accepted, in one atomic step that also checks
-free seats minus what other jobs of the tenant hold; its reservation shrinks as its users take
+free seats minus what other jobs of the tenant hold (a job that may wait for seats reserves what is
+free of its demand, no more); its reservation shrinks as its users take
 their seats (they then show in `consumedUnits`) or turn out not to need one, and is dropped when
 the job ends.
 
@@ -65,8 +66,9 @@ class SeatLedger:
     ) -> dict[str, int]:
         """Reserve `demand` seats per SKU unless free minus others' reservations is short.
 
-        Returns the shortfall per short SKU (empty when reserved). With `force` the demand is
-        reserved even when short (a job that waits for seats still queues ahead of later jobs).
+        Returns the shortfall per short SKU (empty when reserved). With `force` (a job that waits for
+        seats) what is free is reserved and the rest is not: the job takes further seats as they
+        appear, as any later job may, so that one job cannot hold a tenant's seats it cannot use yet.
         """
         args: list[str | int] = [job_id, "bl:job:", self._retention_s, 1 if force else 0]
         for sku, n in sorted(demand.items()):

@@ -115,7 +115,9 @@ def request(item_id: str, work: UserWork) -> BatchRequest:
         return BatchRequest.get_user(item_id, op.user, USER_SELECT)
     if work.step is Step.PATCH:
         return BatchRequest.update_user(item_id, op.user, {"usageLocation": op.usage_location})
-    return BatchRequest.assign_license(item_id, op.user, [a.to_json() for a in op.add], list(op.remove))
+    # The plan's lists: the operation's own, or (mode=exact) what the user's state calls for.
+    adds, removes = (work.plan.add, work.plan.remove) if work.plan is not None else (op.add, op.remove)
+    return BatchRequest.assign_license(item_id, op.user, [a.to_json() for a in adds], list(removes))
 
 
 def known_answer(work: UserWork) -> Answer | None:

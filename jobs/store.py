@@ -45,8 +45,8 @@ import redis
 
 from jobs.counters import USER_COUNTERS, PlanCounters
 from jobs.lifecycle import ClaimResult, LiveChunk, Phase, running_prefix
-from jobs.models import Operation, PauseReason, UserResult
-from jobs.progress import RATE_WINDOW_S, JobProgress, job_progress
+from jobs.models import JobStatus, Operation, PauseReason, UserResult
+from jobs.progress import RATE_WINDOW_S, JobProgress, job_progress, job_status
 from jobs.record import JobRecord, JobSpec, JobState, Prefetch, committed, decode_hash
 from jobs.scripts import lua_script
 
@@ -523,6 +523,19 @@ class JobStore:
                             ceiling_rate_per_s=ceiling_rate_per_s,
                             plan=PlanCounters.from_hash({k.decode(): int(v) for k, v in plan.items()}),
                             waiting=int(waiting))
+
+    def tenants_and_statuses(self, job_ids: Sequence[str]) -> list[tuple[str, JobStatus]]:
+        """Each committed job's tenant and status, read in one round trip (jobs gone or staging left out)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self._job_key(job_id))
+        out = []
+        for raw in cast(list[dict[bytes, bytes]], pipe.execute()):
+            fields = decode_hash(raw)
+            if committed(fields):
+                record = JobRecord.from_hash(fields)
+                out.append((record.tenant, job_status(record)))
+        return out
 
     def job_tenant(self, job_id: str) -> str | None:
         """The tenant profile a committed job belongs to."""

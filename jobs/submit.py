@@ -5,20 +5,22 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from config import Settings
 from jobs.catalogs import CatalogCache
-from jobs.input import Limits, parse_csv, parse_json
+from jobs.input import Limits, parse_csv, read_json_job
+from jobs.input.reading import Reading
 from jobs.input.rules import clip
-from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
-from jobs.notify import CallbackPolicy
-from jobs.record import JobKind, JobSpec, Prefetch, SeatBasis
+from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, LicenseMode, Operation, SeatPolicy
+from jobs.quotas import QuotaLedger
+from jobs.record import JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine, seat_lines
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, new_job_id
+from webhooks.policy import CallbackPolicy, CallbackRefused
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +35,20 @@ class Submitted:
     warnings: tuple[str, ...]
     dry_run: bool = False
     rollback_of: str | None = None  # the job it rolls back
+    mode: LicenseMode = LicenseMode.ADD
+    # How the input was read (jobs.input.reading), as the API shows it.
+    reading: dict[str, object] = field(default_factory=dict)
 
 
 class SeatShortage(Exception):
     """A real job needs more seats than the tenant has free (minus other jobs' reservations)."""
 
-    def __init__(self, lines: list[SeatLine]) -> None:
+    def __init__(self, lines: list[SeatLine], mode: LicenseMode = LicenseMode.ADD) -> None:
         short = ", ".join(f"{line.sku} short by {line.shortfall}" for line in lines if line.shortfall)
+        exact = (" (under mode=exact every listed license counts until the users are read, also those already "
+                 "held)") if mode is LicenseMode.EXACT else ""
         super().__init__(
-            f"not enough free seats: {short}. Nothing was started. Buy seats, submit with "
+            f"not enough free seats: {short}{exact}. Nothing was started. Buy seats, submit with "
             "on_seat_shortage=wait to start now and wait for seats, or make a dry run first: "
             "it counts only the users who really need a seat, and running it reserves just those"
         )
@@ -56,7 +63,7 @@ class Submitter:
     """Turns an uploaded CSV or JSON body into a committed, enqueued job, or refuses it whole."""
 
     def __init__(self, settings: Settings, store: JobStore, catalogs: CatalogCache, send: Send,
-                 seats: SeatLedger, callbacks: CallbackPolicy | None = None) -> None:
+                 seats: SeatLedger, callbacks: CallbackPolicy | None = None, quotas: QuotaLedger | None = None) -> None:
         self.settings = settings
         self.store = store
         self.catalogs = catalogs
@@ -64,6 +71,7 @@ class Submitter:
         self.seats = seats
         self.limits = Limits.from_settings(settings)
         self.callbacks = callbacks or CallbackPolicy.from_settings(settings)
+        self.quotas = quotas or QuotaLedger.from_settings(store.redis, settings)
 
     def submit_csv(self, tenant: str, chunks: Iterable[bytes], *, owner: str = "",
                    options: JobOptions = JobOptions()) -> Submitted:
@@ -71,10 +79,11 @@ class Submitter:
         if tenant not in self.settings.tenants:
             raise InputRejected([FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
         catalog = self.catalogs.get(tenant)
-        parse = parse_csv(chunks, catalog, self.limits)
+        parse = parse_csv(chunks, catalog, self.limits, options)
         return self._stage_and_commit(tenant, parse, lambda: (parse.errors, parse.total_errors),
                                       source="csv", owner=owner, options=options,
-                                      status=lambda: parse.status_code)
+                                      status=lambda: parse.status_code, reading=lambda: parse.reading,
+                                      kept_columns=lambda: parse.kept_columns)
 
     def submit_json(
         self, body: bytes, *, owner: str = "", allowed: Callable[[str], bool] = lambda _: True,
@@ -85,17 +94,20 @@ class Submitter:
         Options given as query parameters (`options`) add to those in the body.
         """
         def catalog_for(tenant: str) -> SkuCatalog:
-            if tenant not in self.settings.tenants:
-                raise KeyError(tenant)
+            # Allowed first: a key learns nothing of the profiles it may not use, not even whether they exist.
             if not allowed(tenant):
                 raise InputRejected(
                     [FieldError(f"this API key may not submit jobs for tenant '{tenant}'", column="tenant",
                                 value=tenant)],
                     status_code=403,
                 )
+            if tenant not in self.settings.tenants:
+                raise KeyError(tenant)
             return self.catalogs.get(tenant)
 
-        tenant, ops, in_body = parse_json(body, catalog_for, self.limits)
+        # The body's syntax, limits, tenant and options; `mode` from the query, or the body's.
+        parse = read_json_job(body, catalog_for, self.limits, options.mode)
+        in_body = parse.options
         if options.callback_url and in_body.callback_url and options.callback_url != in_body.callback_url:
             raise InputRejected([FieldError("callback_url is given twice (query and body), differently",
                                             column="callback_url", value=in_body.callback_url)])
@@ -104,8 +116,12 @@ class Submitter:
             seat_policy=SeatPolicy.WAIT if SeatPolicy.WAIT in (options.seat_policy, in_body.seat_policy)
             else SeatPolicy.FAIL,
             callback_url=options.callback_url or in_body.callback_url,
+            mode=in_body.mode,
         )
-        return self._stage_and_commit(tenant, ops, lambda: ([], 0), source="json", owner=owner, options=merged)
+        reading = Reading("json", mode=(in_body.mode or LicenseMode.ADD).value)
+        return self._stage_and_commit(parse.tenant, parse, lambda: (parse.errors, parse.total_errors), source="json",
+                                      owner=owner, options=merged, status=lambda: parse.status_code,
+                                      reading=lambda: reading)
 
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
         """Start the real job of a finished dry run, from the same input (it reads the users again).
@@ -116,26 +132,30 @@ class Submitter:
         progress = self.store.progress(planned_id)
         if planned is None or not planned.spec.dry_run or progress is None or progress.status is not JobStatus.PLANNED:
             raise NotRunnable("only a finished dry run (status planned) can be run")
-        if planned.run_as is not None:
-            raise NotRunnable(f"this dry run was already run as job {planned.run_as}")
         tenant, undone = planned.tenant, planned.spec.rollback_of
         job_id = new_job_id()
-        if undone is not None:
-            self._claim_rollback(undone, job_id)
+        # Claimed before anything is staged, atomically: of requests racing to run one dry run, one wins.
+        ran_as = self.store.link_once(planned_id, "run_as", job_id)
+        if ran_as is not None:
+            raise NotRunnable(f"this dry run was already run as job {ran_as}")
         try:
-            self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            if undone is not None:
+                self._claim_rollback(undone, job_id)
+            total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            self.quotas.take(tenant, owner, job_id, total)
             self._reserve(tenant, job_id, self.store.plan_counters(planned_id).seat_demand(), seat_policy)
         except BaseException:
             self.store.discard(job_id)
+            self.store.unlink(planned_id, "run_as", job_id)
             if undone is not None:
                 self.store.unlink(undone, "rolled_back_by", job_id)
             raise
-        # The run of a rollback's dry run is that rollback; the run reports where its dry run did.
-        spec = JobSpec(source=planned.spec.source, owner=owner, seat_policy=seat_policy, seat_basis=SeatBasis.PLAN,
-                       kind=planned.spec.kind if undone is not None else JobKind.JOB, rollback_of=undone,
-                       planned_from=planned_id, callback_url=planned.spec.callback_url)
+        # The run of a rollback's dry run is that rollback; the run reports where its dry run did, and
+        # keeps how its input was read.
+        spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
+                       seat_basis=SeatBasis.PLAN, kind=planned.spec.kind if undone is not None else JobKind.JOB,
+                       prefetch=None, planned_from=planned_id)
         total, chunks = self.store.commit(job_id, spec)
-        self.store.link(planned_id, "run_as", job_id)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone)
@@ -147,7 +167,8 @@ class Submitter:
         NotRunnable (nothing created) for a dry run, a job not yet ended, one already rolled back
         (by a real rollback; dry runs of it do not count) and one that changed no user.
         """
-        tenant = self._rollback_tenant(job_id)
+        undone = self._rollback_target(job_id)
+        tenant = undone.tenant
         catalog = self.catalogs.get(tenant)
         new_id = new_job_id()
         if not dry_run:
@@ -155,8 +176,10 @@ class Submitter:
         demand = SeatDemand()
         try:
             ops = demand.count(rollback_operations(lambda: self.store.iter_results(job_id), catalog))
-            if self.store.stage(new_id, tenant, ops, self.settings.chunk_size) == 0:
+            total = self.store.stage(new_id, tenant, ops, self.settings.chunk_size)
+            if total == 0:
                 raise NotRunnable(f"job {job_id} changed no user: there is nothing to roll back")
+            self.quotas.take(tenant, owner, new_id, total)
             warnings = () if dry_run else self._reserve(tenant, new_id, demand.net(), seat_policy)
         except BaseException:
             self.store.discard(new_id)
@@ -164,15 +187,16 @@ class Submitter:
                 self.store.unlink(job_id, "rolled_back_by", new_id)
             raise
         spec = JobSpec(source="rollback", owner=owner, warnings=warnings, dry_run=dry_run, seat_policy=seat_policy,
-                       seat_basis=SeatBasis.PLAN, kind=JobKind.ROLLBACK, rollback_of=job_id)
+                       seat_basis=SeatBasis.PLAN, kind=JobKind.ROLLBACK, rollback_of=job_id, mode=None,
+                       kept_columns=undone.spec.kept_columns)
         total, chunks = self.store.commit(new_id, spec)
         dispatch(self.store, self.send, new_id, self.settings.chunk_window)
         log.info("job %s accepted: the rollback%s of job %s, %d users for tenant %s", new_id,
                  " (dry run)" if dry_run else "", job_id, total, tenant)
         return Submitted(id=new_id, total=total, chunks=chunks, warnings=warnings, dry_run=dry_run, rollback_of=job_id)
 
-    def _rollback_tenant(self, job_id: str) -> str:
-        """The tenant of a job that may be rolled back; NotRunnable saying why when it may not."""
+    def _rollback_target(self, job_id: str) -> JobRecord:
+        """The record of a job that may be rolled back; NotRunnable saying why when it may not."""
         job = self.store.job(job_id)
         progress = self.store.progress(job_id)
         if job is None or progress is None or not job.tenant:
@@ -184,7 +208,7 @@ class Submitter:
                               " cancel it first")
         if job.rolled_back_by is not None:
             raise NotRunnable(f"job {job_id} was already rolled back by job {job.rolled_back_by}")
-        return job.tenant
+        return job
 
     def _claim_rollback(self, job_id: str, rollback_id: str) -> None:
         """Note `rollback_id` as the one rollback of `job_id`, atomically; NotRunnable if it has one."""
@@ -202,8 +226,10 @@ class Submitter:
         owner: str,
         options: JobOptions,
         status: Callable[[], int] = lambda: 422,
+        reading: Callable[[], Reading] | None = None,
+        kept_columns: Callable[[], tuple[str, ...]] = tuple,
     ) -> Submitted:
-        self._check_callback(options.callback_url)
+        self._check_callback(options.callback_url, tenant, owner)
         job_id = new_job_id()
         adds: Counter[str] = Counter()
 
@@ -223,29 +249,48 @@ class Submitter:
                 raise InputRejected(found, count, status())
             if total == 0:
                 raise InputRejected([FieldError("the input has no operations")])
-            warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy)
+            self.quotas.take(tenant, owner, job_id, total)  # dropped by the next check if refused below
+            mode = options.mode or LicenseMode.ADD
+            warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy, mode)
         except BaseException:
             self.store.discard(job_id)
             raise
         # A large dry run reads the tenant page by page (jobs.prefetch): its first chunk does that
         # alone, then sends the rest of the window.
         paged = options.dry_run and total >= self.settings.paged_read_min_users
+        read = reading() if reading is not None else Reading(source, mode=mode.value)
         spec = JobSpec(source=source, owner=owner, warnings=warnings, dry_run=options.dry_run,
                        seat_policy=options.seat_policy, seat_basis=SeatBasis.INPUT,
-                       prefetch=Prefetch.ASKED if paged else None, callback_url=options.callback_url or None)
+                       prefetch=Prefetch.ASKED if paged else None, callback_url=options.callback_url or None,
+                       mode=mode, reading=read.to_json(), kept_columns=kept_columns())
         total, chunks = self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else "")
-        return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run)
+        return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run,
+                         mode=mode, reading=read.to_json())
 
-    def _check_callback(self, url: str | None) -> None:
-        """Refuse the submission (422) when it names a callback URL notifications may not go to."""
-        problem = None if url is None else self.callbacks.problem(url)
+    def _check_callback(self, url: str | None, tenant: str, owner: str) -> None:
+        """Refuse the submission (422) when it names a callback URL notifications may not go to.
+
+        The host lookup waits a few seconds at most, a few at once per API key (CallbackCheckBusy beyond).
+        """
+        if url is None:
+            return
+        problem = None
+        if self.settings.webhook_secret_for(tenant) is None:
+            problem = ("notifications are not configured on this server (no webhook secret: set"
+                       " BULKLICENSE_WEBHOOK_SECRET or the tenant profile's webhook_secret)")
+        else:
+            try:
+                self.callbacks.check(url, caller=owner)
+            except CallbackRefused as exc:
+                problem = str(exc)
         if problem is not None:
-            raise InputRejected([FieldError(problem, column="callback_url", value=clip(url or ""))])
+            raise InputRejected([FieldError(problem, column="callback_url", value=clip(url))])
 
-    def _reserve(self, tenant: str, job_id: str, demand: Mapping[str, int], policy: SeatPolicy) -> tuple[str, ...]:
+    def _reserve(self, tenant: str, job_id: str, demand: Mapping[str, int], policy: SeatPolicy,
+                 mode: LicenseMode = LicenseMode.ADD) -> tuple[str, ...]:
         """Reserve the job's seats (fresh free counts from Graph); SeatShortage unless it may wait."""
         wanted = {sku: n for sku, n in demand.items() if n > 0}
         if not wanted:
@@ -259,6 +304,6 @@ class Submitter:
         lines = [replace(line, shortfall=short.get(line.sku_id, 0))
                  for line in seat_lines(wanted, {}, catalog, self.seats.held_by_others(tenant, job_id))]
         if policy is SeatPolicy.FAIL:
-            raise SeatShortage(lines)
+            raise SeatShortage(lines, mode)
         return tuple(f"{line.sku}: the job adds up to {line.needed} but only {max(line.free, 0)} seats are free;"
                      " it pauses when they run out and goes on when seats appear" for line in lines if line.shortfall)

@@ -1,4 +1,4 @@
-"""Per-process worker state: Redis, the store, tenant clients, notifier, metrics; heartbeat, reaper, resumer."""
+"""Per-process chunk worker state: Redis, the store, tenant clients, metrics; heartbeat, reaper, resumer."""
 
 from __future__ import annotations
 
@@ -28,11 +28,13 @@ from jobs.control import ProbeAnswer, pause_unreachable, resume_due
 from jobs.events import JobListener, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import PauseReason
-from jobs.notify import Notifier, NotifyOnEnd
+from jobs.notify import NotifyOnEnd
+from jobs.outbox import Outbox
 from jobs.scheduler import Send, reap
 from jobs.seats import SeatLedger, seat_lines
 from jobs.store import JobStore
 from worker.metrics import MetricsServer, WorkerMetrics
+from worker.per_process import PerProcess, worker_redis
 from worker.producer import ChunkProducer
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,7 @@ class WorkerRuntime(ChunkContext):
         self.app = app
         self.producer = ChunkProducer(app)
         self.send: Send = self.producer.send
-        self.redis = redis.Redis.from_url(
-            settings.redis_url, socket_keepalive=True, health_check_interval=30, socket_timeout=30,
-            **settings.redis_options(settings.redis_url),
-        )
+        self.redis = worker_redis(settings)
         self.store = JobStore(self.redis, retention_s=settings.retention_s)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace(":", "-")
         self.running: set[str] = set()
@@ -64,8 +63,7 @@ class WorkerRuntime(ChunkContext):
         self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
         self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)
         self.metrics = WorkerMetrics(chunks_in_flight=lambda: len(self.running))
-        self.notifier = Notifier.from_settings(settings, self.store, self.producer.notify,
-                                               observe=self.metrics.notified)
+        self.outbox = Outbox(self.redis, retention_s=settings.retention_s)
         self._metrics_server: MetricsServer | None = None
         self.events = Listeners(self._listeners())
         # A profile edit counts from the next chunk; chunks still running keep the client they had.
@@ -94,8 +92,10 @@ class WorkerRuntime(ChunkContext):
 
     def _listeners(self) -> list[JobListener]:
         """Who hears of job events in this process."""
-        return [AuditListener(AuditLog.from_settings(self.redis, self.settings)), self.metrics,
-                NotifyOnEnd(self.producer.notify)]
+        settings = self.settings
+        return [AuditListener(AuditLog.from_settings(self.redis, settings)), self.metrics,
+                NotifyOnEnd(self.outbox, self.producer.notify,
+                            enabled=lambda tenant: settings.webhook_secret_for(tenant) is not None)]
 
     def _subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
         graph = self.clients.get(tenant).graph
@@ -159,7 +159,6 @@ class WorkerRuntime(ChunkContext):
         with contextlib.suppress(redis.RedisError):
             self.store.worker_gone(self.worker_id)
         self.clients.close()
-        self.notifier.close()
         if self._metrics_server is not None:
             self._metrics_server.stop()
 
@@ -192,24 +191,14 @@ class WorkerRuntime(ChunkContext):
             self._stop.wait(RESUME_CHECK_INTERVAL_S)
 
 
-_runtime: WorkerRuntime | None = None
-_runtime_lock = threading.Lock()
+_runtimes = PerProcess(WorkerRuntime)
 
 
 def get_runtime(settings: Settings, app: Celery) -> WorkerRuntime:
-    """The runtime of this process, created (and its threads started) on first use."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None or _runtime.app is not app:
-            _runtime = WorkerRuntime(settings, app)
-            _runtime.start()
-        return _runtime
+    """The chunk runtime of this process, created (and its threads started) on first use."""
+    return _runtimes.get(settings, app)
 
 
 def stop_runtime(**_: Any) -> None:
-    """Stop this process's runtime, if any."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is not None:
-            _runtime.stop()
-            _runtime = None
+    """Stop this process's chunk runtime, if any."""
+    _runtimes.stop()

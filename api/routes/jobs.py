@@ -9,9 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api.deps import Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions
+from api.context import ApiContext
+from api.deps import WRITES, Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions, VisibleJob
+from api.errors import ApiError
 from api.plan_view import job_json, known_catalog
-from api.results import RESULT_STATUSES, csv_lines, json_lines, result_rows
+from api.results import RESULT_STATUSES, Page, csv_lines, json_lines, result_rows
 from api.schemas import JobAccepted, JobOut, accepted, error_responses
 from api.submissions import accept_submission
 from jobs import control
@@ -20,6 +22,7 @@ from jobs.models import JobStatus
 
 CANCEL_WAIT_S = 30.0
 CANCEL_POLL_S = 0.05
+MAX_RESULTS_PAGE = 1000
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 RESULT_STATUS_PATTERN = f"^({'|'.join(RESULT_STATUSES)})$"
@@ -40,10 +43,10 @@ SUBMIT_BODY: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=202, response_model=JobAccepted, openapi_extra=SUBMIT_BODY,
+@router.post("", status_code=202, response_model=JobAccepted, openapi_extra=SUBMIT_BODY, dependencies=[WRITES],
              responses={200: {"model": JobAccepted, "description": "The job an earlier request with the same"
                                                                     " Idempotency-Key created"},
-                        **error_responses(400, 401, 403, 409, 413, 415, 422, 503)})
+                        **error_responses(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)})
 async def submit(request: Request, context: Context, who: Authenticated, tenant: CsvTenant,
                  options: SubmitOptions, idempotency_key: IdempotencyKey = None) -> Response:
     """Submit a job: a CSV (`text/csv` body or multipart field `file`, `?tenant=`) or JSON.
@@ -87,20 +90,30 @@ def results(
     context: Context,
     status: Annotated[str | None, Query(pattern=RESULT_STATUS_PATTERN)] = None,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    offset: Annotated[int, Query(ge=0, le=2**31, description="Rows to skip (of those in `status`).")] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_RESULTS_PAGE,
+                                       description="At most this many rows; JSON then gives `next_offset`.")] = None,
 ) -> Response:
-    """One row per user; `?status=failed&format=csv` gives a file that can be fixed and resubmitted."""
-    rows = result_rows(context.store, job.id, status)
+    """One row per user; `?status=failed&format=csv` gives a file that can be fixed and resubmitted.
+
+    `?limit=50&offset=100` pages through them (the console's plan preview does).
+    """
+    rows = Page(result_rows(context.store, job.id, status), offset, limit)
     catalog = known_catalog(context, job.tenant)
     if format == "csv":
-        return StreamingResponse(csv_lines(rows, catalog), media_type="text/csv; charset=utf-8",
+        record = context.store.job(job.id)
+        columns = list(record.spec.kept_columns) if record is not None and record.spec.kept_columns else None
+        return StreamingResponse(csv_lines(rows, catalog, columns), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{job.id}-results.csv"'})
     return StreamingResponse(json_lines(rows, catalog), media_type="application/json")
 
 
-@router.post("/{job_id}/cancel", status_code=202, responses=error_responses(401, 404, 503))
+@router.post("/{job_id}/cancel", status_code=202, dependencies=[WRITES],
+             responses=error_responses(401, 403, 404, 409, 503))
 async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, Any]:
-    """Cancel a job: returns once no write for it can still go out."""
+    """Cancel a job: returns once no write for it can still go out; 409 when it has ended already."""
     store = context.store
+    _refuse_if_ended(context, job)
     control.cancel(store, context.send, job.id)
     context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id)
     deadline = time.monotonic() + CANCEL_WAIT_S
@@ -114,3 +127,10 @@ async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[s
         "writes_in_flight": in_flight,
         "status": (progress.status if progress else JobStatus.CANCELLED).value,
     }
+
+
+def _refuse_if_ended(context: ApiContext, job: VisibleJob) -> None:
+    """409 for a job that has ended: there is nothing to cancel, and nothing is recorded."""
+    progress = context.store.progress(job.id)
+    if progress is not None and progress.status.is_terminal:
+        raise ApiError(409, f"job {job.id} has ended ({progress.status.value}): there is nothing to cancel")

@@ -13,8 +13,22 @@ const TERMINAL = new Set(VOCABULARY.terminal);
 
 export const isTerminal = (job) => TERMINAL.has(job.status);
 
-/** The upload's query string: every upload is a dry run first, previewed before anything is written. */
-export const submitQuery = (tenant) => new URLSearchParams({ tenant, dry_run: "true" }).toString();
+/** A user's result statuses by name (`RESULT.WOULD_FAIL` is "would_fail"). */
+export const RESULT = Object.freeze(VOCABULARY.results);
+
+/**
+ * The upload's query string: every upload is a dry run first, previewed before anything is written;
+ * the mode and the columns to keep unread when chosen.
+ */
+export function submitQuery(tenant, { mode = "", keepColumns = "" } = {}) {
+  const query = new URLSearchParams({ tenant, dry_run: "true" });
+  if (mode) query.set("mode", mode);
+  if (keepColumns.trim()) query.set("keep_columns", keepColumns.trim());
+  return query.toString();
+}
+
+/** A dry run whose plan is complete: its progress bar would only say 100 %, so the plan is shown instead. */
+export const isPlanned = (job) => Boolean(job.dry_run) && job.status === STATUS.PLANNED;
 
 /** Whether the job is a dry run not yet run: its plan is shown, with a Run button once planned. */
 export const isPreview = (job) => Boolean(job.dry_run)

@@ -18,8 +18,10 @@ from api.metrics import add_metrics
 from api.routes import audit, control, events, health, jobs, tenants
 from api.security import SecurityHeaders
 from config import Settings
+from config.redis_clients import redis_client as config_redis_client
 from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
+from jobs.due import DueSet
 from jobs.idempotency import IdempotencyStore
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
@@ -27,14 +29,15 @@ from jobs.store import JobStore
 from jobs.submit import Submitter
 from worker.producer import ChunkProducer
 
+# A few quick retries ride out a blip; an outage is answered (503) within a second.
+API_REDIS_OPTIONS: dict[str, Any] = {
+    "health_check_interval": 30, "socket_connect_timeout": 2.0,
+    "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3)}
+
 
 def api_redis(url: str, **options: Any) -> redis.Redis:
-    """The API's Redis client: a few quick retries ride out a blip; an outage is answered (503) within a second.
-
-    `options` are further connection options (TLS for a `rediss://` URL: `Settings.redis_options`).
-    """
-    return redis.Redis.from_url(url, health_check_interval=30, socket_connect_timeout=2.0,
-                                retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3), **options)
+    """An API Redis client to `url` (`options`: further connection options, e.g. `Settings.redis_options`)."""
+    return redis.Redis.from_url(url, **API_REDIS_OPTIONS, **options)
 
 
 def create_app(
@@ -48,13 +51,12 @@ def create_app(
     idempotency: IdempotencyStore | None = None,
 ) -> FastAPI:
     """Build the API; collaborators default to the real ones built from `settings`."""
-    client = api_redis(settings.redis_url, **settings.redis_options(settings.redis_url)) if redis_client is None \
-        else redis_client
+    client = redis_client or config_redis_client(settings, **API_REDIS_OPTIONS)
     graphs = TenantGraphs(settings, client)
     store = JobStore(client, retention_s=settings.retention_s)
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
     seats = SeatLedger(client, retention_s=settings.retention_s)
-    sender = send_after_commit(send or ChunkProducer.from_settings(settings).send)
+    sender = send_after_commit(send or ChunkProducer.from_settings(settings, DueSet(client)).send)
     submitter = Submitter(settings, store, catalogs, sender, seats)
     app = FastAPI(
         title="bulk-license",

@@ -127,7 +127,8 @@ class JsonFormatter(logging.Formatter):
 def secrets_of(settings: Settings) -> list[str]:
     """Every secret value the settings hold: API keys, tokens, tenant credentials, URL passwords."""
     values = [key.key.get_secret_value() for key in settings.api_keys]
-    values += [s.get_secret_value() for s in (settings.api_key, settings.webhook_secret, settings.metrics_token)
+    values += [s.get_secret_value() for s in (settings.api_key, settings.webhook_secret, settings.metrics_token,
+                                              settings.redis_sentinel_password)
                if s is not None]
     for profile in settings.tenants.values():
         values += [s.get_secret_value() for s in (profile.client_secret, profile.certificate_password)

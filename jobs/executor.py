@@ -67,6 +67,8 @@ from jobs.store import JobStore, WriteGate
 log = logging.getLogger(__name__)
 
 USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses")
+# A write round a Redis replica did not confirm in time goes again after this.
+UNREPLICATED_RETRY_S = 1.0
 
 # Results that carry the operation's note: the user was (or would be) taken as far as it goes.
 _NOTED = frozenset({UserStatus.SUCCEEDED, UserStatus.UNCHANGED, UserStatus.WOULD_CHANGE})
@@ -135,6 +137,9 @@ class ChunkDeps:
     rng: random.Random = field(default_factory=random.Random)
     # The tenant's circuit breaker (the one `graph` reports to), asked whether Graph is unreachable.
     breaker: Breaker = ALWAYS_CLOSED
+    # A run this long hands the chunk back between two rounds (None: never), so that no broker
+    # message is held for longer than this and one round.
+    max_run_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +260,7 @@ class _RoundLoop:
         self.uncharged_writes: Counter[int] = Counter()
         self.outage_writes: Counter[int] = Counter()
         self._pool: ThreadPoolExecutor | None = None
+        self.started_at = deps.clock()
         # Seats per SKU the round's users gave back (taken, or not needed), released together.
         self.freed_seats: Counter[str] = Counter()  # for overlapping reads, made on first use
 
@@ -269,8 +275,12 @@ class _RoundLoop:
     def _drain(self, work: list[_Work]) -> int:
         deps = self.deps
         pending = work
+        rounds = 0
         while pending:
             now = deps.clock()
+            if rounds and deps.max_run_s is not None and now - self.started_at >= deps.max_run_s:
+                raise HandBack(0.0)  # long enough on this message: the rest goes back to the queue
+            rounds += 1
             ready = [w for w in pending if w.not_before <= now]
             if not ready:
                 wait_s = min(w.not_before for w in pending) - now
@@ -351,6 +361,12 @@ class _RoundLoop:
             if gate is WriteGate.PAUSED:
                 self._give_back_attempts(None)
                 raise Parked("paused")
+            if gate is WriteGate.UNREPLICATED:  # nothing sent, nothing charged: the round goes again shortly
+                log.warning("job %s: a Redis replica did not confirm the job's state; writes wait", self.job_id)
+                retry_at = deps.clock() + UNREPLICATED_RETRY_S
+                for w in round_work:
+                    w.not_before = retry_at
+                return set()
             if gate is WriteGate.FIRST:
                 deps.events.job_event(self.job_id, self.job.tenant, JobEvent.STARTED, {})
         try:

@@ -54,11 +54,18 @@ class WriteGate(Enum):
     FIRST = "first"
     CANCELLED = "cancelled"
     PAUSED = "paused"
+    # Not registered: a connected Redis replica did not confirm what the job recorded in time.
+    UNREPLICATED = "unreplicated"
 
 
 def _lua(name: str) -> str:
     """The source of one of the store's Lua scripts (package files under jobs/lua)."""
     return (resources.files("jobs") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _gate(verdict: int) -> WriteGate:
+    """What begin_writes.lua answered."""
+    return {2: WriteGate.FIRST, 1: WriteGate.OPEN, 0: WriteGate.CANCELLED}.get(verdict, WriteGate.PAUSED)
 
 
 def new_job_id() -> str:
@@ -69,10 +76,14 @@ def new_job_id() -> str:
 class JobStore:
     """Every Redis read and write of the job domain goes through here."""
 
-    def __init__(self, client: redis.Redis, *, retention_s: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: redis.Redis, *, retention_s: int, clock: Callable[[], float] = time.time,
+                 wait_replicas: int = 0, wait_timeout_s: float = 1.0) -> None:
         self.redis = client
         self.retention_s = retention_s
         self.clock = clock
+        # Replicas a write batch waits for before it may go out (Redis WAIT); 0: none.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = max(1, int(wait_timeout_s * 1000))
         self._record = client.register_script(_lua("record"))
         self._claim = client.register_script(_lua("claim_chunk"))
         self._complete = client.register_script(_lua("complete_chunk"))
@@ -273,14 +284,39 @@ class JobStore:
         return bool(self.redis.hexists(self._job_key(job_id), "cancel_requested"))
 
     def begin_writes(self, job_id: str, batch_id: str, deadline: float, rows: Sequence[int]) -> WriteGate:
-        """Register a write batch for these rows, unless the job is cancelled or paused (nothing sent)."""
-        verdict = int(
-            self._begin_writes(
-                keys=[self._job_key(job_id), self._subkey(job_id, "inflight"), self._subkey(job_id, "att")],
-                args=[deadline, batch_id, self.retention_s, self.clock(), *rows],
-            )
-        )
-        return {2: WriteGate.FIRST, 1: WriteGate.OPEN, 0: WriteGate.CANCELLED}.get(verdict, WriteGate.PAUSED)
+        """Register a write batch for these rows, unless the job is cancelled or paused (nothing sent).
+
+        With replicas to wait for, the batch is registered only once they hold everything recorded
+        up to it (the rows' plans and `before` states, their attempts): a failover then cannot lose
+        what a user's write relies on. A replica that does not confirm in time leaves the batch
+        unregistered (UNREPLICATED); replicas that are not connected are not waited for.
+        """
+        keys = [self._job_key(job_id), self._subkey(job_id, "inflight"), self._subkey(job_id, "att")]
+        args: list[str | float | int] = [deadline, batch_id, self.retention_s, self.clock(), *rows]
+        if self.wait_replicas <= 0:
+            return _gate(int(self._begin_writes(keys=keys, args=args)))
+        pipe = self.redis.pipeline(transaction=False)
+        self._begin_writes(keys=keys, args=args, client=pipe)
+        pipe.wait(self.wait_replicas, self.wait_timeout_ms)  # on this connection: covers every write before it
+        verdict, acked = pipe.execute()
+        gate = _gate(int(verdict))
+        if gate not in (WriteGate.OPEN, WriteGate.FIRST) or int(acked) >= self._replicas_to_wait_for():
+            return gate
+        undo = self.redis.pipeline(transaction=True)
+        undo.zrem(keys[1], batch_id)
+        for row in rows:
+            undo.hincrby(keys[2], str(row), -1)
+        if gate is WriteGate.FIRST:
+            undo.hdel(keys[0], "first_write_at")
+        undo.execute()
+        return WriteGate.UNREPLICATED
+
+    def _replicas_to_wait_for(self) -> int:
+        """`wait_replicas`, or fewer when fewer replicas are connected and in sync now."""
+        info: dict[str, Any] = self.redis.info("replication")
+        online = sum(1 for key, value in info.items()
+                     if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online")
+        return min(self.wait_replicas, online)
 
     def end_writes(self, job_id: str, batch_id: str) -> None:
         """The write batch has been answered (or abandoned)."""

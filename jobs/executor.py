@@ -261,6 +261,7 @@ class _RoundLoop:
         self.outage_writes: Counter[int] = Counter()
         self._pool: ThreadPoolExecutor | None = None
         self.started_at = deps.clock()
+        self.unreplicated = 0  # write rounds held back because a Redis replica did not confirm
         # Seats per SKU the round's users gave back (taken, or not needed), released together.
         self.freed_seats: Counter[str] = Counter()  # for overlapping reads, made on first use
 
@@ -362,7 +363,9 @@ class _RoundLoop:
                 self._give_back_attempts(None)
                 raise Parked("paused")
             if gate is WriteGate.UNREPLICATED:  # nothing sent, nothing charged: the round goes again shortly
-                log.warning("job %s: a Redis replica did not confirm the job's state; writes wait", self.job_id)
+                log.log(logging.DEBUG if self.unreplicated else logging.WARNING,
+                        "job %s: a Redis replica did not confirm the job's state; writes wait", self.job_id)
+                self.unreplicated += 1
                 retry_at = deps.clock() + UNREPLICATED_RETRY_S
                 for w in round_work:
                     w.not_before = retry_at

@@ -45,6 +45,8 @@ from jobs.models import Operation, UserResult
 from jobs.progress import RATE_WINDOW_S, JobProgress, job_progress
 
 STAGING_TTL_S = 3600
+# How long the number of Redis replicas online is taken as known before it is asked again.
+REPLICAS_RECHECK_S = 5.0
 
 
 class WriteGate(Enum):
@@ -84,6 +86,7 @@ class JobStore:
         # Replicas a write batch waits for before it may go out (Redis WAIT); 0: none.
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = max(1, int(wait_timeout_s * 1000))
+        self._replicas_seen: tuple[float, int] | None = None  # (monotonic time, replicas online then)
         self._record = client.register_script(_lua("record"))
         self._claim = client.register_script(_lua("claim_chunk"))
         self._complete = client.register_script(_lua("complete_chunk"))
@@ -293,14 +296,15 @@ class JobStore:
         """
         keys = [self._job_key(job_id), self._subkey(job_id, "inflight"), self._subkey(job_id, "att")]
         args: list[str | float | int] = [deadline, batch_id, self.retention_s, self.clock(), *rows]
-        if self.wait_replicas <= 0:
+        wanted = self._replicas_to_wait_for(max_age_s=REPLICAS_RECHECK_S)
+        if wanted <= 0:
             return _gate(int(self._begin_writes(keys=keys, args=args)))
         pipe = self.redis.pipeline(transaction=False)
         self._begin_writes(keys=keys, args=args, client=pipe)
-        pipe.wait(self.wait_replicas, self.wait_timeout_ms)  # on this connection: covers every write before it
+        pipe.wait(wanted, self.wait_timeout_ms)  # on this connection: covers every write before it
         verdict, acked = pipe.execute()
         gate = _gate(int(verdict))
-        if gate not in (WriteGate.OPEN, WriteGate.FIRST) or int(acked) >= self._replicas_to_wait_for():
+        if gate not in (WriteGate.OPEN, WriteGate.FIRST) or int(acked) >= self._replicas_to_wait_for(max_age_s=0):
             return gate
         undo = self.redis.pipeline(transaction=True)
         undo.zrem(keys[1], batch_id)
@@ -311,12 +315,20 @@ class JobStore:
         undo.execute()
         return WriteGate.UNREPLICATED
 
-    def _replicas_to_wait_for(self) -> int:
-        """`wait_replicas`, or fewer when fewer replicas are connected and in sync now."""
-        info: dict[str, Any] = self.redis.info("replication")
-        online = sum(1 for key, value in info.items()
-                     if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online")
-        return min(self.wait_replicas, online)
+    def _replicas_to_wait_for(self, *, max_age_s: float) -> int:
+        """`wait_replicas`, or fewer when fewer replicas are connected and in sync (as seen at most `max_age_s` ago).
+
+        WAIT for a replica that is not there would take its whole timeout, for every write batch.
+        """
+        if self.wait_replicas <= 0:
+            return 0
+        now = time.monotonic()
+        if self._replicas_seen is None or now - self._replicas_seen[0] > max_age_s:
+            info: dict[str, Any] = self.redis.info("replication")
+            online = sum(1 for key, value in info.items()
+                         if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online")
+            self._replicas_seen = (now, online)
+        return min(self.wait_replicas, self._replicas_seen[1])
 
     def end_writes(self, job_id: str, batch_id: str) -> None:
         """The write batch has been answered (or abandoned)."""

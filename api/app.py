@@ -53,7 +53,8 @@ def create_app(
     """Build the API; collaborators default to the real ones built from `settings`."""
     client = redis_client or config_redis_client(settings, **API_REDIS_OPTIONS)
     graphs = TenantGraphs(settings, client)
-    store = JobStore(client, retention_s=settings.retention_s)
+    store = JobStore(client, retention_s=settings.retention_s, wait_replicas=settings.wait_replicas,
+                     wait_timeout_s=settings.redis_wait_timeout_s)
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
     seats = SeatLedger(client, retention_s=settings.retention_s)
     sender = send_after_commit(send or ChunkProducer.from_settings(settings, DueSet(client)).send)

@@ -14,13 +14,14 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from jobs.catalogs import CatalogUnavailable
 from jobs.models import FieldError, InputRejected
+from jobs.store import ReplicaLagging
 from jobs.submit import NotRunnable, SeatShortage
 
 log = logging.getLogger(__name__)
 
 OUTAGE_RETRY_AFTER_S = 5
 # Redis or the broker not answering is an outage, not a bug in the request: 503 and try again.
-OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
+OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable, ReplicaLagging)
 
 
 class ApiError(Exception):

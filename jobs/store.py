@@ -40,6 +40,7 @@ from importlib import resources
 from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 
 from jobs.models import Operation, UserResult
 from jobs.progress import RATE_WINDOW_S, JobProgress, job_progress
@@ -63,6 +64,10 @@ class WriteGate(Enum):
 def _lua(name: str) -> str:
     """The source of one of the store's Lua scripts (package files under jobs/lua)."""
     return (resources.files("jobs") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+class ReplicaLagging(Exception):
+    """A write that must survive a failover was not confirmed by the Redis replicas in time."""
 
 
 def _gate(verdict: int) -> WriteGate:
@@ -189,6 +194,10 @@ class JobStore:
         pipe.zadd("bl:jobs", {job_id: created_at})
         pipe.sadd("bl:active", job_id)
         pipe.execute()
+        # The job is committed; give the replicas a moment to hold it before it is reported accepted.
+        anchor = self.redis.pipeline(transaction=False)
+        anchor.expire(key, self.retention_s)
+        self._replicated(anchor)
         self._trim_job_index()
         return total, chunks
 
@@ -279,8 +288,15 @@ class JobStore:
 
     # --- cancel -------------------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> None:
-        """Flag the job as cancelled; workers send no write registered after this."""
-        self.redis.hsetnx(self._job_key(job_id), "cancel_requested", self.clock())
+        """Flag the job as cancelled; workers send no write registered after this.
+
+        ReplicaLagging when the replicas to wait for did not confirm it: a failover could lose the
+        flag, and writes would go on (asking again is harmless).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(self._job_key(job_id), "cancel_requested", self.clock())
+        if not self._replicated(pipe)[1]:
+            raise ReplicaLagging(f"a Redis replica did not confirm the cancel of job {job_id}")
 
     def is_cancelled(self, job_id: str) -> bool:
         """Whether cancel was requested."""
@@ -296,15 +312,11 @@ class JobStore:
         """
         keys = [self._job_key(job_id), self._subkey(job_id, "inflight"), self._subkey(job_id, "att")]
         args: list[str | float | int] = [deadline, batch_id, self.retention_s, self.clock(), *rows]
-        wanted = self._replicas_to_wait_for(max_age_s=REPLICAS_RECHECK_S)
-        if wanted <= 0:
-            return _gate(int(self._begin_writes(keys=keys, args=args)))
         pipe = self.redis.pipeline(transaction=False)
         self._begin_writes(keys=keys, args=args, client=pipe)
-        pipe.wait(wanted, self.wait_timeout_ms)  # on this connection: covers every write before it
-        verdict, acked = pipe.execute()
-        gate = _gate(int(verdict))
-        if gate not in (WriteGate.OPEN, WriteGate.FIRST) or int(acked) >= self._replicas_to_wait_for(max_age_s=0):
+        results, replicated = self._replicated(pipe)
+        gate = _gate(int(results[0]))
+        if replicated or gate not in (WriteGate.OPEN, WriteGate.FIRST):
             return gate
         undo = self.redis.pipeline(transaction=True)
         undo.zrem(keys[1], batch_id)
@@ -314,6 +326,20 @@ class JobStore:
             undo.hdel(keys[0], "first_write_at")
         undo.execute()
         return WriteGate.UNREPLICATED
+
+    def _replicated(self, pipe: Pipeline) -> tuple[list[Any], bool]:
+        """Run `pipe`, then wait until the replicas hold its writes; its results, and whether they did in time.
+
+        WAIT runs on the pipeline's connection after its writes, so it covers them and every write
+        made before them, by any client.
+        """
+        wanted = self._replicas_to_wait_for(max_age_s=REPLICAS_RECHECK_S)
+        if wanted > 0:
+            pipe.wait(wanted, self.wait_timeout_ms)
+        results = pipe.execute()
+        if wanted <= 0:
+            return results, True
+        return results[:-1], int(results[-1]) >= self._replicas_to_wait_for(max_age_s=0)
 
     def _replicas_to_wait_for(self, *, max_age_s: float) -> int:
         """`wait_replicas`, or fewer when fewer replicas are connected and in sync (as seen at most `max_age_s` ago).

@@ -1,7 +1,8 @@
 """A write batch goes out only once a Redis replica holds what the job recorded (WAIT), against real servers.
 
 A primary and a replica of its own (redis-server processes, started in a few milliseconds). The
-replica is made unresponsive with `DEBUG SLEEP`: it stays connected, but confirms nothing.
+replica is made unresponsive with `DEBUG SLEEP`: it stays connected, but confirms nothing. A cancel
+must reach the replica before it is answered, too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from jobs.store import JobStore, WriteGate
+from jobs.store import JobStore, ReplicaLagging, WriteGate
 from tests.e2e.sentinel import RedisProcess
 
 # They start redis-server processes; the first sleeps through the replica's 1.5 s nap.
@@ -69,13 +70,24 @@ def test_a_batch_waits_for_the_replica_and_is_held_back_while_it_confirms_nothin
     assert time.monotonic() - started >= 0.2  # it waited for the replica, in vain
     assert state(client) == ({b"2": b"0", b"3": b"0", b"4": b"0"}, 0, False)  # nothing registered or charged
     sleeper.join()
-    nap.close()
 
     # Awake again: the batch goes out, once the replica holds the plan and the attempts.
     assert store.begin_writes(job_id, "b2", time.time() + 30, ROWS) is WriteGate.FIRST
     with replica.client() as r:
         assert r.hexists("bl:job:j:before", "2") and r.hgetall("bl:job:j:att") == {b"2": b"1", b"3": b"1", b"4": b"1"}
     assert store.begin_writes(job_id, "b3", time.time() + 30, ROWS) is WriteGate.OPEN
+
+    # A cancel is answered only once a replica holds it: else a failover could let writes go on.
+    sleeper = threading.Thread(target=lambda: nap.execute_command("DEBUG", "SLEEP", 0.8))
+    sleeper.start()
+    time.sleep(0.1)
+    with pytest.raises(ReplicaLagging):
+        store.request_cancel(job_id)
+    sleeper.join()
+    store.request_cancel(job_id)  # asked again (the API answered 503): confirmed now
+    with replica.client() as r:
+        assert r.hexists("bl:job:j", "cancel_requested")
+    nap.close()
     client.close()
 
 

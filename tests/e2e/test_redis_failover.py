@@ -29,11 +29,10 @@ import pytest
 import redis
 
 from jobs.models import TERMINAL_JOB_STATUSES
-from jobs.store import JobStore
 from tests.e2e.sentinel import MASTER_NAME, SentinelGroup
 from tests.e2e.stack import Stack, check_graph_state, plan_license_changes, user_state
 
-# About 35 s (stack start included); the job's own deadline fails first, with logs.
+# About 20 s (stack start included); the job's own deadline fails first, with logs.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 USERS = 600
@@ -57,28 +56,15 @@ def stack(tmp_path: Path, group: SentinelGroup) -> Iterator[Stack]:
            "BULKLICENSE_LEASE_TTL_S": "5", "BULKLICENSE_HEARTBEAT_INTERVAL_S": "1",
            "BULKLICENSE_REAPER_INTERVAL_S": "1", "BULKLICENSE_REQUEUE_QUEUED_AFTER_S": "5"}
     env["BULKLICENSE_REDIS_SENTINELS"] = group.sentinel_setting
+    # No write budget: a batch confirmed by the replica goes out at once, never after a throttle wait.
     s = Stack(tmp_path, env=env, sim_args=["--users", "800", "--seed", "21", "--latency-ms", "30",
-                                           "--latency-jitter-ms", "10", "--tenant-write-limit", "none"])
+                                           "--latency-jitter-ms", "10", "--write-limit", "none",
+                                           "--tenant-write-limit", "none"])
     s.redis = group  # type: ignore[assignment]  # the stack starts and stops it
     try:
         yield s.start(workers=2)
     finally:
         s.stop()
-
-
-def wait_cost_us(group: SentinelGroup, rounds: int = 200) -> tuple[float, float]:
-    """Mean microseconds of registering a write batch, without and with waiting for the replica."""
-    client = group.primary.client(socket_timeout=5)
-    timings = []
-    for replicas in (0, 1):
-        store = JobStore(client, retention_s=600, wait_replicas=replicas, wait_timeout_s=1.0)
-        started = time.perf_counter()
-        for i in range(rounds):
-            store.begin_writes("wait-cost", f"batch{i}", time.time() + 60, list(range(20)))
-        timings.append((time.perf_counter() - started) / rounds * 1e6)
-    client.delete("bl:job:wait-cost", "bl:job:wait-cost:inflight", "bl:job:wait-cost:att")
-    client.close()
-    return timings[0], timings[1]
 
 
 def applied_writes(stack: Stack, since: float = 0.0) -> list[dict[str, Any]]:
@@ -99,7 +85,6 @@ def test_the_primary_is_killed_mid_job_and_no_user_is_lost_or_written_twice(
         stack: Stack, group: SentinelGroup) -> None:
     started = time.monotonic()
     assert group.replica is not None and group.proxy is not None
-    plain_us, waited_us = wait_cost_us(group)
     with stack.control() as control:
         before = control.get("/users").json()["value"]
         skus = control.get("/skus").json()["value"]
@@ -125,7 +110,7 @@ def test_the_primary_is_killed_mid_job_and_no_user_is_lost_or_written_twice(
     # 2. The held answers come back and are recorded on the primary only; no new write goes out
     #    meanwhile, since the replica confirms nothing.
     time.sleep(SLOW_S + 1.5)
-    late = [w for w in applied_writes(stack, paused_at + 1.0)]
+    late = applied_writes(stack, paused_at + 2.0)  # batches confirmed before the pause are out by then
     assert late == [], f"writes went out while the replica confirmed nothing: {late[:3]}"
     lost = lost_rows(group, job_id)
     written_in_window = {w["user"] for w in applied_writes(stack, slow_from)}
@@ -178,5 +163,4 @@ def test_the_primary_is_killed_mid_job_and_no_user_is_lost_or_written_twice(
     print(f"\n[failover] {USERS} users; {len(lost)} results lost with the primary ({len(lost_written)} of users "
           f"Graph had written); promoted {promoted_s:.1f}s after kill -9, job done {finished_s:.1f}s after it; "
           f"attempts {dict(sorted(Counter(r['attempts'] for r in results).items()))}; whole test "
-          f"{time.monotonic() - started:.1f}s; registering a write batch: {plain_us:.0f} us, "
-          f"{waited_us:.0f} us with WAIT for the replica")
+          f"{time.monotonic() - started:.1f}s")

@@ -210,6 +210,29 @@ class Stack:
         return rows
 
 
+# --- helpers of the tests ------------------------------------------------------------------------------
+POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
+
+
+def free_users(stack: Stack, count: int) -> list[dict[str, Any]]:
+    """Users with a usage location and without POWER_BI_PRO (one assignLicense each succeeds)."""
+    with stack.control() as control:
+        users = control.get("/users").json()["value"]
+    chosen = [u for u in users if u.get("usageLocation")
+              and not any(a["skuId"] == POWER_BI_PRO for a in u["assignedLicenses"])][:count]
+    assert len(chosen) == count
+    return chosen
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, stack: Stack) -> None:
+    """Poll `predicate` until it holds; fail after `timeout_s` with the workers' latest log lines."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{stack.worker_logs()[-3000:]}")
+        time.sleep(0.05)
+
+
 # --- license plans for the damage tests ------------------------------------------------------------
 UserState = tuple[str | None, dict[str, frozenset[str]]]
 

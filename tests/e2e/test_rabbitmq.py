@@ -28,26 +28,15 @@ from cli.localstack import free_port
 from config import Settings
 from jobs.due import DUE_KEY
 from tests.e2e.rabbitmq import PrivateRabbitMQ
-from tests.e2e.stack import API_KEY, Stack
+from tests.e2e.stack import API_KEY, Stack, free_users, wait_for
 from worker.queues import CHUNK_TASK, DEAD_LETTER_QUEUE, QUEUE, queue_depths, task_queues
 
 # Each runs in 5 to 15 s once the session's RabbitMQ node is up.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
 TIME_SCALE = 0.02
 RETRY_AFTER_S = 300.0
 SCALED_WAIT_S = RETRY_AFTER_S * TIME_SCALE  # 6 s
-
-
-def free_users(stack: Stack, count: int) -> list[dict[str, Any]]:
-    """Users with a usage location and without POWER_BI_PRO (one assignLicense each succeeds)."""
-    with stack.control() as control:
-        users = control.get("/users").json()["value"]
-    chosen = [u for u in users if u.get("usageLocation")
-              and not any(a["skuId"] == POWER_BI_PRO for a in u["assignedLicenses"])][:count]
-    assert len(chosen) == count
-    return chosen
 
 
 def rows_for(users: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -57,14 +46,6 @@ def rows_for(users: list[dict[str, Any]]) -> list[dict[str, str]]:
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str, stack: Stack) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{stack.worker_logs()[-3000:]}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

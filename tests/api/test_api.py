@@ -13,21 +13,7 @@ from fastapi.testclient import TestClient
 
 from jobs.models import UserResult, UserStatus
 from jobs.store import JobStore
-from tests.api.conftest import ALL_KEY, OTHER_KEY, SIM_KEY, Sent, auth
-
-GOOD_CSV = (
-    "userPrincipalName,licenses,removeLicenses,disabledPlans,usageLocation,employeeId\n"
-    "ada@contoso.example,ENTERPRISEPACK,,SWAY,GB,E1001\n"
-    "grace@contoso.example,SPE_E5,ENTERPRISEPACK,,,E1002\n"
-    "linus@contoso.example,,EMS,,,=HYPERLINK_SAFE\n"
-).replace("=HYPERLINK_SAFE", "E1003")
-
-
-def submit_csv(client: TestClient, body: str = GOOD_CSV, key: str = ALL_KEY, tenant: str = "sim") -> dict:
-    response = client.post(f"/v1/jobs?tenant={tenant}", content=body.encode(),
-                           headers={**auth(key), "Content-Type": "text/csv"})
-    assert response.status_code == 202, response.text
-    return dict(response.json())
+from tests.api.helpers import GOOD_CSV, OTHER_KEY, SIM_KEY, Sent, auth, submit_csv
 
 
 def test_healthz_needs_no_key_and_checks_redis(client: TestClient) -> None:

@@ -11,8 +11,7 @@ from fastapi.testclient import TestClient
 
 from jobs.audit import AuditAction, AuditLog
 from jobs.models import iso_time
-from tests.api.conftest import ALL_KEY, ALL_NAME, OTHER_KEY, OTHER_NAME, SIM_KEY, SIM_NAME, auth
-from tests.api.test_api import GOOD_CSV, submit_csv
+from tests.api.helpers import ALL_KEY, ALL_NAME, GOOD_CSV, OTHER_KEY, OTHER_NAME, SIM_KEY, SIM_NAME, auth, submit_csv
 from tests.fakes import FakeClock
 
 JSON_JOB = {"tenant": "sim", "operations": [

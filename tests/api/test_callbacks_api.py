@@ -12,8 +12,7 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from config import Settings
-from tests.api.conftest import ALL_KEY, SIM_KEY, Sent, auth
-from tests.api.test_api import GOOD_CSV
+from tests.api.helpers import ALL_KEY, GOOD_CSV, SIM_KEY, Sent, auth
 
 PUBLIC = "https://93.184.215.14/hr/bulk-license?token=abc"  # an address literal: no DNS needed
 INTERNAL = "http://127.0.0.1:9000/hook"

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from api.console import console_router
 from api.security import CONTENT_SECURITY_POLICY
-from tests.api.conftest import ALL_KEY, OTHER_KEY, SIM_KEY, auth
+from tests.api.helpers import ALL_KEY, OTHER_KEY, SIM_KEY, auth
 
 STATIC = Path(__file__).parents[2] / "api" / "static"
 

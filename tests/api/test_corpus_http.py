@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from config import Settings
-from tests.api.conftest import ALL_KEY, Sent, auth, write_tenants
+from tests.api.helpers import ALL_KEY, Sent, auth, write_tenants
 from tests.corpus.generators import GENERATORS
 
 CORPUS = Path(__file__).parent.parent / "corpus"

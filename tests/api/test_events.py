@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from api.routes.events import Pacing, job_events, last_seen, pacing, sequence
 from jobs.models import UserResult, UserStatus
 from jobs.store import JobStore
-from tests.api.conftest import ALL_KEY, OTHER_KEY, SIM_KEY, auth
+from tests.api.helpers import ALL_KEY, OTHER_KEY, SIM_KEY, auth
 
 THREE_USERS = "user,add\nada@contoso.example,EMS\ngrace@contoso.example,EMS\nlinus@contoso.example,EMS\n"
 FAST = Pacing(poll_s=0.01, keepalive_s=0.05, max_stream_s=60.0, retry_ms=500)

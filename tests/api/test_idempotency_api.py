@@ -17,8 +17,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from config import Settings
 from jobs.idempotency import IdempotencyStore
-from tests.api.conftest import OTHER_KEY, SIM_KEY, Sent, auth
-from tests.api.test_api import GOOD_CSV
+from tests.api.helpers import GOOD_CSV, OTHER_KEY, SIM_KEY, Sent, auth
 
 WAIT_S = 10.0
 

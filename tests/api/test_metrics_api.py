@@ -14,9 +14,8 @@ from cli.localstack import free_port
 from config import Settings
 from jobs.models import JobStatus, UserResult, UserStatus
 from jobs.store import JobStore
-from tests.api.conftest import Sent, auth
-from tests.api.test_api import submit_csv
-from tests.worker.test_metrics import samples
+from tests.api.helpers import Sent, auth, submit_csv
+from tests.helpers import samples
 from worker.producer import QUEUE
 
 

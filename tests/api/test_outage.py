@@ -15,8 +15,7 @@ from api.app import api_redis, create_app
 from cli.localstack import EmbeddedRedis, free_port
 from config import Settings
 from jobs.idempotency import IdempotencyStore
-from tests.api.conftest import ALL_KEY, Sent, auth, write_tenants
-from tests.api.test_api import GOOD_CSV
+from tests.api.helpers import ALL_KEY, GOOD_CSV, Sent, auth, write_tenants
 
 JSON_JOB = {"tenant": "sim", "operations": [{"user": "ada@contoso.example", "addLicenses": [{"sku": "EMS"}]}]}
 

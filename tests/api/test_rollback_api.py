@@ -8,60 +8,28 @@ from typing import Any
 import redis
 from fastapi.testclient import TestClient
 
-from jobs.models import UserResult, UserStatus
-from jobs.plan import UserState
+from jobs.models import UserStatus
 from jobs.seats import SeatLedger
-from jobs.store import JobStore
-from tests.api.conftest import ALL_KEY, ALL_NAME, OTHER_KEY, SIM_KEY, SIM_NAME, Sent, auth
-from tests.api.test_api import submit_csv
-
-E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"  # ENTERPRISEPACK
-E5 = "06ebc4ee-1bb5-47dd-8120-11324bc54e06"  # SPE_E5
-E1 = "18181a46-0d4e-45cd-891e-60aabd171b4e"  # STANDARDPACK
-EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
-SWAY = "a23b959c-7ce8-4e57-9140-b90eb88a9e97"
-
-JOB_CSV = (
-    "user,add,remove,disabled_plans,usage_location\n"
-    "ada@contoso.example,ENTERPRISEPACK,,SWAY,\n"
-    "grace@contoso.example,SPE_E5,STANDARDPACK,,\n"
-    "linus@contoso.example,,EMS,,\n"
-    "ken@contoso.example,EMS,,,\n"
+from tests.api.helpers import (
+    ALL_KEY,
+    ALL_NAME,
+    E1,
+    E3,
+    E5,
+    EMS,
+    JOB_CSV,
+    OTHER_KEY,
+    OUTCOMES,
+    SIM_KEY,
+    SIM_NAME,
+    SWAY,
+    Sent,
+    auth,
+    finish,
+    finished_job,
+    store_of,
+    submit_csv,
 )
-
-
-def state(*licenses: tuple[str, list[str]], location: str = "US") -> dict[str, Any]:
-    return UserState.from_graph({"usageLocation": location, "assignedLicenses": [
-        {"skuId": sku, "disabledPlans": plans} for sku, plans in licenses]}).to_json()
-
-
-# What the job above did to each user: (status, before, after).
-OUTCOMES = {
-    "ada@contoso.example": (UserStatus.SUCCEEDED, state(), state((E3, [SWAY]))),
-    "grace@contoso.example": (UserStatus.SUCCEEDED, state((E1, [])), state((E5, []))),
-    "linus@contoso.example": (UserStatus.SUCCEEDED, state((EMS, [])), state()),
-    "ken@contoso.example": (UserStatus.UNCHANGED, state((EMS, [])), None),
-}
-
-
-def store_of(redis_client: redis.Redis) -> JobStore:
-    return JobStore(redis_client, retention_s=3600)
-
-
-def finish(redis_client: redis.Redis, job_id: str, outcomes: dict[str, tuple[UserStatus, Any, Any]]) -> None:
-    """Record every user's result and drop the job's seat reservations, as a worker would have."""
-    store = store_of(redis_client)
-    rows = {op.user: op.row for op in store.iter_operations(job_id)}
-    store.record(job_id, [UserResult(row=rows[u], user=u, status=s, before=b, after=a, attempts=1, updated_at=1.0)
-                          for u, (s, b, a) in outcomes.items()])
-    SeatLedger(redis_client, retention_s=3600).release_all("sim", job_id)
-
-
-def finished_job(client: TestClient, redis_client: redis.Redis, key: str = ALL_KEY) -> str:
-    job_id = str(submit_csv(client, JOB_CSV, key=key)["id"])
-    finish(redis_client, job_id, OUTCOMES)
-    assert client.get(f"/v1/jobs/{job_id}", headers=auth()).json()["status"] == "completed"
-    return job_id
 
 
 def rollback(client: TestClient, job_id: str, key: str = ALL_KEY, **params: str) -> Any:

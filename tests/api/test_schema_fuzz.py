@@ -25,7 +25,7 @@ from api.app import create_app
 from config import Settings
 from jobs.models import UserResult, UserStatus
 from jobs.store import JobStore
-from tests.api.conftest import ALL_KEY, SIM_KEY, Sent, auth
+from tests.api.helpers import ALL_KEY, SIM_KEY, Sent, auth
 
 MAX_EXAMPLES = 50
 

@@ -22,7 +22,7 @@ from cli.localstack import free_port
 from jobs.models import TERMINAL_JOB_STATUSES
 from tests.e2e.stack import Stack
 from tests.e2e.tls import WebhookReceiver, pki, verify
-from tests.worker.test_metrics import samples
+from tests.helpers import samples
 
 # Each test runs in 2 to 6 s; the first also starts the module's stack. Inner deadlines fail first.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.e2e.leaks import needles_for
 from tests.e2e.stack import Stack
-from tests.e2e.test_secrets import needles_for
 from tests.e2e.tls import TlsProxy, TlsRedis, pki
 
 # The run takes 5-10 s, most of it starting the processes.

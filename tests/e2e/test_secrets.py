@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
 import redis
 
+from tests.e2e.leaks import needles_for
 from tests.e2e.stack import API_KEY, OTHER_KEY, SIM_KEY, Stack, sim_profile
 
 # Each test runs in 1 to 3 s; the first also starts the module's stack. Inner deadlines fail first.
@@ -188,18 +188,6 @@ def snapshotter(stack: Stack, snapshots: list[tuple[str, bytes]]) -> Callable[[d
             snapshots.append((f"{where} (while job {job['id'][:8]} {job['status']})", data))
 
     return take
-
-
-def needles_for(secret: str) -> list[bytes]:
-    """A secret as it is, URL-encoded, and in base64 at every alignment (HTTP Basic, Celery bodies)."""
-    raw = secret.encode()
-    out = {raw, quote(secret, safe="").encode(), quote_plus(secret).encode()}
-    for pad in range(3):
-        for enc in (base64.b64encode, base64.urlsafe_b64encode):
-            text = enc(b"\0" * pad + raw)
-            start = -(-pad * 4 // 3) + 1
-            out.add(text[start:-4])
-    return sorted(out)
 
 
 def assert_clean(hay: Haystack, secrets: dict[str, str]) -> None:

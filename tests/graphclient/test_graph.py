@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,39 +20,12 @@ from graphclient.errors import (
     GraphThrottled,
     GraphTransientError,
 )
-from tests.fakes import RecordingThrottle
+from tests.fakes import FakeGraph, RecordingThrottle, Reply
 
 TOKEN_1 = "eyJ0eXAi.SECRET-TOKEN-ONE.sig"
 TOKEN_2 = "eyJ0eXAi.SECRET-TOKEN-TWO.sig"
 NOW = datetime(2015, 10, 21, 7, 27, 30, tzinfo=UTC)
 SKU = "6fd2c87f-b296-42f0-b197-1e91e994b900"
-
-Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
-
-
-class FakeGraph:
-    """A MockTransport handler: records requests and answers from a script (default 200 {})."""
-
-    def __init__(self, *replies: Reply) -> None:
-        self.replies = list(replies)
-        self.requests: list[httpx.Request] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        request.read()
-        # A copy: the auth flow edits and resends the same request object after a 401.
-        self.requests.append(
-            httpx.Request(request.method, request.url, headers=request.headers.copy(), content=request.content)
-        )
-        reply = self.replies.pop(0) if self.replies else httpx.Response(200, json={})
-        if isinstance(reply, Exception):
-            raise reply
-        if isinstance(reply, httpx.Response):
-            return reply
-        return reply(request)
-
-    def body(self, i: int = -1) -> Any:
-        return json.loads(self.requests[i].content)
-
 
 class FakeTokens:
     """A TokenProvider that hands out TOKEN_1, then TOKEN_2 after a forced refresh."""

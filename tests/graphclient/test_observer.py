@@ -9,8 +9,7 @@ import pytest
 
 from graphclient.client import BatchRequest, GraphAnswer, GraphClient
 from graphclient.errors import GraphThrottled, GraphTransientError
-from tests.fakes import RecordingThrottle
-from tests.graphclient.test_graph import FakeGraph
+from tests.fakes import FakeGraph, RecordingThrottle
 
 NOW = datetime(2015, 10, 21, 7, 27, 30, tzinfo=UTC)
 

@@ -8,22 +8,16 @@ import httpx
 import pytest
 from celery import signals
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
 from graphclient.client import GraphAnswer
 from jobs.events import JobEvent
 from jobs.models import Reason, UserResult, UserStatus
 from jobs.notify import Outcome
+from tests.helpers import samples
 from worker.celery_app import create_celery_app
 from worker.metrics import WorkerMetrics
 from worker.producer import CHUNK_TASK, NOTIFY_TASK
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of an exposition, by name and sorted labels."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def settings(**values: object) -> Settings:

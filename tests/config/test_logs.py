@@ -25,7 +25,7 @@ from jobs.chunks import execute_chunk
 from jobs.executor import ChunkDeps
 from jobs.models import Operation
 from jobs.store import JobStore
-from tests.unit.test_chunks import Ctx
+from tests.jobs.helpers import Ctx
 
 API_KEY = "api-key-0123456789"
 CLIENT_SECRET = "tenant~client~secret~value"

@@ -12,7 +12,7 @@ from jobs.input import Limits, parse_csv, parse_json
 from jobs.models import FieldError, InputRejected, Operation
 from jobs.skus import SkuCatalog
 
-CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 
 

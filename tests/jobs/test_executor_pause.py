@@ -22,8 +22,8 @@ from jobs.executor import ChunkDeps, Parked, run_users
 from jobs.scheduler import ProbeAnswer, resume_due
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore
-from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
-from tests.unit.test_executor import E3, Tenant, job, op, results, user
+from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle, Tenant
+from tests.jobs.helpers import E3, job, op, results, user
 
 DENIED = {"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges to complete the "
                     "operation."}}

@@ -16,8 +16,8 @@ from jobs.plan import UserState
 from jobs.rollback import LOCATION_KEPT, rollback_operations
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, WriteGate
-from tests.fakes import FakeClock
-from tests.unit.test_executor import Tenant, make_deps
+from tests.fakes import FakeClock, Tenant
+from tests.jobs.helpers import make_deps
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"  # ENTERPRISEPACK

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import httpx
 import pytest
@@ -14,46 +13,10 @@ from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
 from jobs.chunks import execute_chunk
 from jobs.executor import ChunkDeps
-from jobs.models import LicenseAdd, Operation, Reason, UserResult, UserStatus
+from jobs.models import Reason, UserResult, UserStatus
 from jobs.store import JobStore
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
-
-Sent = tuple[str, int, float, float | None]
-UNLICENSED = {"usageLocation": "US", "assignedLicenses": []}
-
-
-@dataclass
-class Ctx:
-    """A worker's ChunkContext with the real store; `deps_for` answers through `deps_for_tenant`."""
-
-    store: JobStore
-    deps_for_tenant: Callable[[str], ChunkDeps]
-    worker_id: str = "w1"
-    running: set[str] = field(default_factory=set)
-    max_countdown_s: float = 60.0
-    max_chunk_runs: int = 3
-    sent: list[Sent] = field(default_factory=list)
-    asked_for: list[str] = field(default_factory=list)
-
-    def deps_for(self, tenant: str) -> ChunkDeps:
-        self.asked_for.append(tenant)
-        return self.deps_for_tenant(tenant)
-
-    def send(self, job_id: str, n: int, countdown_s: float, budget_started_at: float | None = None) -> None:
-        self.sent.append((job_id, n, countdown_s, budget_started_at))
-
-
-def job(store: JobStore, users: int = 4, chunk_size: int = 2, tenant: str = "sim") -> str:
-    """A committed job whose first chunk has been dispatched, as the API leaves it."""
-    ops = [Operation(row=i + 2, user=f"u{i}@x", add=(LicenseAdd("sku"),)) for i in range(users)]
-    store.stage("j", tenant, ops, chunk_size)
-    store.commit("j", source="csv")
-    assert store.next_chunk("j") == 0
-    return "j"
-
-
-def results(store: JobStore, job_id: str) -> dict[str, UserResult]:
-    return {op.user: res for op, res in store.iter_results(job_id) if res is not None}
+from tests.jobs.helpers import UNLICENSED, Ctx, dispatched_job, results
 
 
 def graph_answering(reply: Callable[[dict[str, object]], dict[str, object]]) -> GraphClient:
@@ -76,7 +39,7 @@ def deps(store: JobStore, graph: GraphClient, clock: FakeClock) -> ChunkDeps:
 
 
 def test_a_finished_chunk_is_completed_and_the_next_one_sent(store: JobStore, clock: FakeClock) -> None:
-    job_id = job(store)
+    job_id = dispatched_job(store)
     graph = graph_answering(lambda item: {"status": 200, "body": UNLICENSED if item["method"] == "GET" else {}})
     ctx = Ctx(store, lambda tenant: deps(store, graph, clock))
     assert execute_chunk(ctx, job_id, 0, clock=clock) == "done"
@@ -89,7 +52,7 @@ def test_a_finished_chunk_is_completed_and_the_next_one_sent(store: JobStore, cl
 
 
 def test_a_chunk_that_must_wait_long_is_handed_back_with_its_budget(store: JobStore, clock: FakeClock) -> None:
-    job_id = job(store)
+    job_id = dispatched_job(store)
     throttled = {"status": 429, "headers": {"Retry-After": "300"},
                  "body": {"error": {"code": "TooManyRequests", "message": "slow down"}}}
     ctx = Ctx(store, lambda tenant: deps(store, graph_answering(lambda item: throttled), clock))
@@ -110,7 +73,7 @@ def test_a_chunk_that_must_wait_long_is_handed_back_with_its_budget(store: JobSt
 
 
 def test_an_unknown_tenant_fails_the_chunks_pending_users(store: JobStore, clock: FakeClock) -> None:
-    job_id = job(store, tenant="gone")
+    job_id = dispatched_job(store, tenant="gone")
 
     def unknown(tenant: str) -> ChunkDeps:
         raise KeyError(tenant)
@@ -132,7 +95,7 @@ def test_an_unknown_tenant_fails_the_chunks_pending_users(store: JobStore, clock
 
 
 def test_a_chunk_that_keeps_dying_fails_its_users_instead_of_looping(store: JobStore, clock: FakeClock) -> None:
-    job_id = job(store)
+    job_id = dispatched_job(store)
     crashes = []
 
     def crash(tenant: str) -> ChunkDeps:

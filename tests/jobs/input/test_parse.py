@@ -17,7 +17,7 @@ from jobs.models import FieldError, InputRejected, JobOptions, LicenseAdd, Opera
 from jobs.skus import SkuCatalog
 from tests.corpus.generators import GENERATORS
 
-CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 MANIFEST: dict[str, Any] = json.loads((CORPUS / "cases.json").read_text(encoding="utf-8"))
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"

@@ -15,7 +15,7 @@ from jobs.executor import ChunkDeps
 from jobs.models import Reason
 from jobs.store import JobStore
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
-from tests.unit.test_chunks import UNLICENSED, Ctx, job, results
+from tests.jobs.helpers import UNLICENSED, Ctx, dispatched_job, results
 
 DENIED = {"error": {"code": "Authorization_RequestDenied", "message": "Insufficient privileges."}}
 UNAVAILABLE = {"error": {"code": "serviceNotAvailable", "message": "try later"}}
@@ -43,7 +43,7 @@ class Graph:
 def test_a_parked_chunk_keeps_the_budget_it_used_and_the_pause_is_not_charged(redis_client: redis.Redis) -> None:
     clock = FakeClock()
     store = JobStore(redis_client, retention_s=3600, clock=clock)
-    job_id = job(store)
+    job_id = dispatched_job(store)
     graph = Graph()
     graph.write_reply = (403, DENIED)
     http = httpx.Client(transport=httpx.MockTransport(graph))

@@ -15,7 +15,7 @@ from jobs.input.rules import CSV_WORDING
 from jobs.models import FieldError, InputRejected, LicenseAdd, Operation
 from jobs.skus import SkuCatalog
 
-CORPUS = Path(__file__).resolve().parent.parent / "corpus"
+CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"

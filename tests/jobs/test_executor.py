@@ -6,116 +6,17 @@ import dataclasses
 import json
 import random
 import threading
-from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
 import pytest
 
 from graphclient.client import GraphClient
-from graphclient.retry import RetryPolicy
 from jobs.events import JobEvent, Listeners
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
-from jobs.models import LicenseAdd, Operation, UserResult
 from jobs.store import JobStore, WriteGate
-from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
-
-EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
-E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
-SWAY = "a23b959c-7ce8-4e57-9140-b90eb88a9e97"
-
-Fault = Callable[[str, str], httpx.Response | Exception | None]
-
-
-class Tenant:
-    """A tiny Graph: users with licenses and usageLocation, assignLicense/PATCH/GET, and $batch."""
-
-    def __init__(self, users: dict[str, dict[str, Any]]) -> None:
-        self.users = users
-        self.writes: list[tuple[str, str]] = []  # (method, user) of every write that reached us
-        self.faults: list[Fault] = []  # consulted per item: (method, user) -> reply, or None
-        self.batch_fault: Callable[[], Exception | None] | None = None
-        self.after_round: Callable[[], None] | None = None
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        path = unquote(request.url.path)
-        if path.endswith("/$batch"):
-            items = json.loads(request.content)["requests"]
-            responses = []
-            for item in items:
-                status, headers, body = self.item(item["method"], item["url"], item.get("body"))
-                responses.append({"id": item["id"], "status": status, "headers": headers, "body": body})
-            if self.after_round:
-                self.after_round()
-            if self.batch_fault and (exc := self.batch_fault()) is not None:
-                raise exc
-            return httpx.Response(200, json={"responses": responses[::-1]})
-        body = json.loads(request.content) if request.content else None
-        status, headers, out = self.item(request.method, path.split("/v1.0", 1)[1], body)
-        if self.after_round:
-            self.after_round()
-        return httpx.Response(status, headers=headers, json=out) if out is not None else httpx.Response(status)
-
-    def item(self, method: str, url: str, body: Any) -> tuple[int, dict[str, str], Any]:
-        user = unquote(url.split("/users/", 1)[1].split("/")[0].split("?")[0])
-        for fault in list(self.faults):
-            reply = fault(method, user)
-            if isinstance(reply, httpx.Response):
-                return reply.status_code, dict(reply.headers), reply.json() if reply.content else None
-        state = self.users.get(user)
-        if state is None:
-            missing = f"Resource '{user}' does not exist"
-            return 404, {}, {"error": {"code": "Request_ResourceNotFound", "message": missing}}
-        if method == "GET":
-            return 200, {}, {"userPrincipalName": user, **state}
-        self.writes.append((method, user))
-        if method == "PATCH":
-            state["usageLocation"] = body["usageLocation"]
-            return 204, {}, None
-        held = {a["skuId"]: a for a in state["assignedLicenses"]}
-        for sku in body["removeLicenses"]:
-            if sku not in held:
-                return 400, {}, {"error": {"code": "Request_BadRequest",
-                                           "message": "User does not have a corresponding license."}}
-        for sku in body["removeLicenses"]:
-            held.pop(sku)
-        for add in body["addLicenses"]:
-            held[add["skuId"]] = {"skuId": add["skuId"], "disabledPlans": add["disabledPlans"]}
-        state["assignedLicenses"] = list(held.values())
-        return 200, {}, {"userPrincipalName": user, **state}
-
-
-def user(*skus: str, location: str | None = "US") -> dict[str, Any]:
-    return {"usageLocation": location, "assignedLicenses": [{"skuId": s, "disabledPlans": []} for s in skus]}
-
-
-def op(row: int, upn: str, add: tuple[str, ...] = (), remove: tuple[str, ...] = (), location: str | None = None,
-       plans: tuple[str, ...] = ()) -> Operation:
-    return Operation(row=row, user=upn, add=tuple(LicenseAdd(s, plans) for s in add), remove=remove,
-                     usage_location=location)
-
-
-def make_deps(store: JobStore, tenant: Tenant, clock: FakeClock, *, max_attempts: int = 4,
-              max_inline_wait_s: float = 30.0, batch_size: int = 20) -> tuple[ChunkDeps, RecordingSleep]:
-    sleep = RecordingSleep(clock)
-    http = httpx.Client(transport=httpx.MockTransport(tenant))
-    graph = GraphClient(http, base_url="https://graph.test", throttle=RecordingThrottle(), timeout_s=5)
-    policy = RetryPolicy(max_attempts=max_attempts, max_total_s=3600, backoff_base_s=1, backoff_max_s=8,
-                         max_inline_wait_s=max_inline_wait_s)
-    deps = ChunkDeps(store=store, graph=graph, policy=policy, batch_size=batch_size, request_deadline_s=60,
-                     clock=clock, sleep=sleep, rng=random.Random(1))
-    return deps, sleep
-
-
-def job(store: JobStore, ops: list[Operation]) -> str:
-    store.stage("job", "sim", ops, 100)
-    store.commit("job", source="csv")
-    return "job"
-
-
-def results(store: JobStore, job_id: str) -> dict[str, UserResult]:
-    return {op.user: res for op, res in store.iter_results(job_id) if res is not None}
+from tests.fakes import FakeClock, RecordingThrottle, Tenant
+from tests.jobs.helpers import E3, EMS, SWAY, job, make_deps, op, results, user
 
 
 def test_adds_removes_swaps_and_usage_location(store: JobStore, clock: FakeClock) -> None:

@@ -9,9 +9,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from cli.main import app as cli
-from tests.api.conftest import ALL_KEY, auth
-from tests.api.test_cli_audit import api_url as api_url  # the API served over HTTP (a fixture)
-from tests.api.test_rollback_api import finished_job
+from tests.api.helpers import ALL_KEY, auth, finished_job
 
 
 def rollback(url: str, *args: str) -> Any:

@@ -12,8 +12,8 @@ from jobs.events import JobEvent, Listeners
 from jobs.executor import run_users
 from jobs.models import UserResult, UserStatus
 from jobs.store import JobStore
-from tests.fakes import FakeClock
-from tests.unit.test_executor import E3, Tenant, job, make_deps, op, user
+from tests.fakes import FakeClock, Tenant
+from tests.jobs.helpers import E3, job, make_deps, op, user
 
 
 def trail(client: redis.Redis, clock: FakeClock) -> AuditLog:

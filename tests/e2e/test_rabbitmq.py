@@ -21,7 +21,6 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from kombu import Connection
-from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
 from cli.localstack import free_port
@@ -29,6 +28,7 @@ from config import Settings
 from jobs.due import DUE_KEY
 from tests.e2e.rabbitmq import PrivateRabbitMQ
 from tests.e2e.stack import API_KEY, Stack, free_users, wait_for
+from tests.helpers import samples
 from worker.queues import CHUNK_TASK, DEAD_LETTER_QUEUE, QUEUE, queue_depths, task_queues
 
 # Each runs in 5 to 15 s once the session's RabbitMQ node is up.
@@ -41,11 +41,6 @@ SCALED_WAIT_S = RETRY_AFTER_S * TIME_SCALE  # 6 s
 
 def rows_for(users: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{"user": u["userPrincipalName"], "add": "POWER_BI_PRO"} for u in users]
-
-
-def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 @pytest.fixture
@@ -98,12 +93,12 @@ def test_a_long_retry_after_waits_in_redis_and_holds_no_rabbitmq_message(
     assert queues[DEAD_LETTER_QUEUE]["type"] == "quorum"  # declared by the worker at start
     # The API reads the queues over AMQP, and the due set from Redis.
     with stack.api() as api:
-        samples = metric_samples(api.get("/metrics").text)
-    assert samples[("bulklicense_queue_messages", (("queue", QUEUE),))] == 0
-    assert samples[("bulklicense_queue_messages", (("queue", DEAD_LETTER_QUEUE),))] == 0
-    assert samples[("bulklicense_delayed_tasks", ())] == 1
-    assert samples[("bulklicense_redis_up", ())] == 1
-    assert not any(name == "bulklicense_queue_unacked_messages" for name, _ in samples)
+        scraped = samples(api.get("/metrics").text)
+    assert scraped[("bulklicense_queue_messages", (("queue", QUEUE),))] == 0
+    assert scraped[("bulklicense_queue_messages", (("queue", DEAD_LETTER_QUEUE),))] == 0
+    assert scraped[("bulklicense_delayed_tasks", ())] == 1
+    assert scraped[("bulklicense_redis_up", ())] == 1
+    assert not any(name == "bulklicense_queue_unacked_messages" for name, _ in scraped)
 
     job = stack.wait_job(job_id, timeout_s=60)
     assert (job["status"], job["succeeded"]) == ("completed", 4), job
@@ -185,4 +180,4 @@ def test_an_unreachable_rabbitmq_is_503_before_anything_is_written(
         page = client.get("/metrics").text
     assert redis_client.keys("bl:job*") == []
     # The metrics say the broker did not answer, instead of failing the scrape.
-    assert metric_samples(page)[("bulklicense_redis_up", ())] == 0
+    assert samples(page)[("bulklicense_redis_up", ())] == 0

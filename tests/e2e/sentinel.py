@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -104,8 +105,10 @@ class ReplicationProxy:
 class RedisProcess:
     """One redis-server (or sentinel) on 127.0.0.1 with its own directory and log."""
 
-    def __init__(self, name: str, workdir: Path, args: list[str], *, sentinel_conf: str | None = None) -> None:
+    def __init__(self, name: str, workdir: Path, args: list[str], *, sentinel_conf: str | None = None,
+                 password: str | None = None) -> None:
         self.name = name
+        self.password = password  # what clients authenticate with (`requirepass`)
         self.port = free_port()
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +141,7 @@ class RedisProcess:
             client.close()
 
     def client(self, **options: float) -> redis.Redis:
-        return redis.Redis(port=self.port, **options)
+        return redis.Redis(port=self.port, password=self.password, **options)
 
     def kill(self) -> None:
         """SIGKILL (kill -9) and reap."""
@@ -160,20 +163,29 @@ class RedisProcess:
 
 
 class SentinelGroup:
-    """A primary, one replica and three sentinels; the primary is known (and replicated from) through a relay."""
+    """A primary, one replica and three sentinels; the primary is known (and replicated from) through a relay.
 
-    def __init__(self, workdir: Path) -> None:
+    With `password`, Redis requires it (the replica too: it may become the primary); with
+    `sentinel_password`, so do the sentinels.
+    """
+
+    def __init__(self, workdir: Path, *, password: str | None = None, sentinel_password: str | None = None) -> None:
         self.workdir = workdir
-        self.primary = RedisProcess("primary", workdir, [])
+        self.password = password
+        self.sentinel_password = sentinel_password
+        self.auth = ["--requirepass", password, "--masterauth", password] if password else []
+        self.primary = RedisProcess("primary", workdir, self.auth, password=password)
         self.proxy: ReplicationProxy | None = None
         self.replica: RedisProcess | None = None
         # Their configuration is written at start, once the relay's port is known.
-        self.sentinels = [RedisProcess(f"sentinel{i}", workdir, [], sentinel_conf="") for i in range(1, 4)]
+        self.sentinels = [RedisProcess(f"sentinel{i}", workdir, [], sentinel_conf="", password=sentinel_password)
+                          for i in range(1, 4)]
 
     @property
     def url(self) -> str:
         """BULKLICENSE_REDIS_URL with Sentinel: its scheme, credentials and database count, not its address."""
-        return f"redis://127.0.0.1:{self.primary.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.primary.port}/0"
 
     @property
     def sentinel_setting(self) -> str:
@@ -184,7 +196,8 @@ class SentinelGroup:
         """Start everything; wait until the replica is in sync and every sentinel knows all the others."""
         self.primary.start()
         self.proxy = ReplicationProxy(self.primary.port)
-        self.replica = RedisProcess("replica", self.workdir, ["--replicaof", "127.0.0.1", str(self.proxy.port)])
+        self.replica = RedisProcess("replica", self.workdir, [*self.auth, "--replicaof", "127.0.0.1",
+                                                               str(self.proxy.port)], password=self.password)
         self.replica.start()
         self._wait(lambda: self._online_replicas() == 1, timeout_s, "the replica to sync")
         for sentinel in self.sentinels:
@@ -192,7 +205,9 @@ class SentinelGroup:
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.proxy.port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n"
                 f"sentinel failover-timeout {MASTER_NAME} {FAILOVER_TIMEOUT_MS}\n"
-                f"sentinel parallel-syncs {MASTER_NAME} 1\n")
+                f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+                + (f"sentinel auth-pass {MASTER_NAME} {self.password}\n" if self.password else "")
+                + (f"requirepass {self.sentinel_password}\n" if self.sentinel_password else ""))
             sentinel.start()
         self._wait(self._sentinels_ready, timeout_s, "the sentinels to see the replica and each other")
         return self

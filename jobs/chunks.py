@@ -105,7 +105,14 @@ def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: floa
             store.take_budget(job_id, n)
             ctx.send(job_id, n, 0.0, budget_started_at)  # resumed meanwhile: run again at once
             return "resumed"
-    first, done, chunks, nxt = store.complete_chunk(job_id, n)
+    completion = store.complete_chunk(job_id, n, [op.row for op in store.load_chunk(job_id, n)])
+    if completion is None:  # results this run recorded are gone (a Redis failover): run it again
+        store.release_chunk(job_id, n, ctx.worker_id)
+        ctx.send(job_id, n, 0.0)
+        log.warning("chunk %s of job %s: users without a result after its run (Redis lost them); running it again",
+                    n, job_id)
+        return "incomplete"
+    first, done, chunks, nxt = completion
     if first and nxt is not None:
         ctx.send(job_id, nxt, 0.0)
     if first and done >= chunks:

@@ -238,16 +238,21 @@ class JobStore:
             )
         )
 
-    def complete_chunk(self, job_id: str, n: int) -> tuple[bool, int, int, int | None]:
+    def complete_chunk(self, job_id: str, n: int,
+                       rows: Sequence[int] = ()) -> tuple[bool, int, int, int | None] | None:
         """Mark chunk n finished; returns (first completion, chunks done, chunks, next chunk to send).
 
         The next chunk is reserved in the same atomic step, so a worker that dies before sending it
-        leaves it queued for the reaper instead of losing it.
+        leaves it queued for the reaper instead of losing it. None, and nothing marked, when one of
+        `rows` has no result (Redis lost it in a failover while the chunk ran): it must run again.
         """
         first, done, chunks, nxt = self._complete(
-            keys=[self._job_key(job_id), self._subkey(job_id, "done"), self._subkey(job_id, "live"), "bl:active"],
-            args=[n, job_id, self.retention_s, self.clock()],
+            keys=[self._job_key(job_id), self._subkey(job_id, "done"), self._subkey(job_id, "live"), "bl:active",
+                  self._subkey(job_id, "res")],
+            args=[n, job_id, self.retention_s, self.clock(), *rows],
         )
+        if int(first) < 0:
+            return None
         return bool(first), int(done), int(chunks), (None if int(nxt) < 0 else int(nxt))
 
     def load_chunk(self, job_id: str, n: int) -> list[Operation]:

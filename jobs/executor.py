@@ -362,14 +362,8 @@ class _RoundLoop:
             if gate is WriteGate.PAUSED:
                 self._give_back_attempts(None)
                 raise Parked("paused")
-            if gate is WriteGate.UNREPLICATED:  # nothing sent, nothing charged: the round goes again shortly
-                log.log(logging.DEBUG if self.unreplicated else logging.WARNING,
-                        "job %s: a Redis replica did not confirm the job's state; writes wait", self.job_id)
-                self.unreplicated += 1
-                retry_at = deps.clock() + UNREPLICATED_RETRY_S
-                for w in round_work:
-                    w.not_before = retry_at
-                return set()
+            if gate is WriteGate.UNREPLICATED:
+                return self._hold_back(round_work)
             if gate is WriteGate.FIRST:
                 deps.events.job_event(self.job_id, self.job.tenant, JobEvent.STARTED, {})
         try:
@@ -381,6 +375,16 @@ class _RoundLoop:
             if write_rows:
                 store.end_writes(self.job_id, batch_id)
         return self._apply_outcomes(by_id, outcomes)
+
+    def _hold_back(self, round_work: list[_Work]) -> set[int]:
+        """No Redis replica confirmed the job's state: nothing is sent or charged; the round goes again shortly."""
+        log.log(logging.DEBUG if self.unreplicated else logging.WARNING,
+                "job %s: a Redis replica did not confirm the job's state; writes wait", self.job_id)
+        self.unreplicated += 1
+        retry_at = self.deps.clock() + UNREPLICATED_RETRY_S
+        for w in round_work:
+            w.not_before = retry_at
+        return set()
 
     @staticmethod
     def _request(rid: str, w: _Work) -> BatchRequest:

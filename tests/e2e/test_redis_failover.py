@@ -10,11 +10,12 @@ replication allows. While replication stands still, no new write batch may go ou
 until a replica holds the plans it relies on (Redis WAIT), so what is lost is only results of
 writes Graph already applied, and plans of users not yet written.
 
-Then, user by user: the job goes on after the promotion and completes; every user has exactly one
-result and the counters add up; graphsim applied exactly one write per user (none twice); each
-user whose recorded result was lost was read again and found done (`already in the requested
-state`) with the `before` state it had in the seed, so a rollback would still undo it. Redis and the
-sentinels require passwords, and neither appears in any log.
+Then, user by user (the API having answered 503 while there was no primary): the job goes on after
+the promotion and completes; every user has exactly one result and the counters add up; graphsim
+applied exactly one write per user (none twice), each one registered on the replica before it went
+out; each user whose recorded result was lost was read again and found done (`already in the
+requested state`) with the `before` state it had in the seed, so a rollback would still undo it.
+Redis and the sentinels require passwords, and neither appears in any log.
 """
 
 from __future__ import annotations
@@ -122,6 +123,9 @@ def test_the_primary_is_killed_mid_job_and_no_user_is_lost_or_written_twice(
     group.primary.kill()
     group.proxy.close()
     killed_at = time.monotonic()
+    with stack.api() as api:  # no primary for a second or two: an outage, answered as one
+        during = api.get(f"/v1/jobs/{job_id}")
+    assert (during.status_code, during.headers.get("retry-after")) == (503, "5"), during.text
     with stack.control() as control:
         control.post("/config", json={"fault_slow": 0.0})
     while group.master_port() != group.replica.port:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
@@ -13,6 +14,8 @@ from jobs.notify import Delivery
 from worker.producer import celery_options
 from worker.queues import CHUNK_TASK, NOTIFY_TASK, declare_dead_letter_queue
 from worker.runtime import get_runtime, stop_runtime
+
+log = logging.getLogger(__name__)
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -48,8 +51,11 @@ def create_celery_app(settings: Settings) -> Celery:
 
     def _ready(**_: Any) -> None:
         if settings.broker_is_amqp:  # where RabbitMQ moves a message at its delivery limit
-            with app.connection_for_write() as connection:
-                declare_dead_letter_queue(connection)
+            try:
+                with app.connection_for_write() as connection:
+                    declare_dead_letter_queue(connection)
+            except Exception as exc:  # the worker still runs; such messages are then dropped, not kept
+                log.warning("the dead-letter queue could not be declared: %s", exc)
         get_runtime(settings, app)
 
     def _setup_logging(**_: Any) -> None:

@@ -10,11 +10,15 @@ from fastapi import FastAPI
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from api.bodies import BodyPace
 from api.broker import broker_check, send_after_commit
 from api.console import add_console
 from api.context import ApiContext, TenantGraphs
 from api.errors import exception_handlers
+from api.key_attempts import FailedKeyAttempts
+from api.lanes import Lanes
 from api.metrics import add_metrics
+from api.reference import add_reference
 from api.routes import audit, control, events, health, jobs, tenants
 from api.security import SecurityHeaders
 from config import Settings
@@ -23,6 +27,7 @@ from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
 from jobs.due import DueSet
 from jobs.idempotency import IdempotencyStore
+from jobs.quotas import QuotaLedger
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
@@ -58,18 +63,23 @@ def create_app(
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
     seats = SeatLedger(client, retention_s=settings.retention_s)
     sender = send_after_commit(send or ChunkProducer.from_settings(settings, DueSet(client)).send)
-    submitter = Submitter(settings, store, catalogs, sender, seats)
+    quotas = QuotaLedger.from_settings(client, settings)
+    submitter = Submitter(settings, store, catalogs, sender, seats, quotas=quotas)
+    lanes = Lanes.from_settings(settings)
     app = FastAPI(
         title="bulk-license",
         version="0.1.0",
         description="Bulk Microsoft 365 license assignment through Microsoft Graph, as resumable jobs.",
         exception_handlers=exception_handlers(),
+        # /docs and /redoc are served by api.reference, from the package's own files.
+        docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
     )
     app.state.context = ApiContext(
         settings=settings, redis=client, store=store, submitter=submitter,
         audit=AuditLog.from_settings(client, settings), idempotency=idempotency or IdempotencyStore(client),
         ceiling_for=ceiling_for or graphs.write_ceiling, check_broker=check_broker or broker_check(settings),
-        catalogs=catalogs, seats=seats, send=sender,
+        catalogs=catalogs, seats=seats, send=sender, key_attempts=FailedKeyAttempts.from_settings(settings),
+        lanes=lanes, pace=BodyPace(settings.api_body_timeout_s, settings.api_body_min_rate_bytes_s), quotas=quotas,
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
@@ -78,6 +88,7 @@ def create_app(
     app.include_router(tenants.router)
     app.include_router(audit.router)
     add_console(app)
+    policies = add_reference(app)
     add_metrics(app)
-    app.add_middleware(SecurityHeaders, csp_exempt=(app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url))
+    app.add_middleware(SecurityHeaders, policies=policies)
     return app

@@ -10,12 +10,16 @@ from typing import Any
 
 import redis
 
+from api.bodies import BodyPace
+from api.key_attempts import FailedKeyAttempts
+from api.lanes import Lanes
 from config import Settings
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClient, build_tenant_client
 from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
 from jobs.idempotency import IdempotencyStore
+from jobs.quotas import QuotaLedger
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
@@ -39,6 +43,10 @@ class ApiContext:
     seats: SeatLedger
     send: Send
     check_broker: Callable[[], None]  # raises when the broker does not answer
+    key_attempts: FailedKeyAttempts  # failed API key attempts, to throttle guessing
+    lanes: Lanes  # where blocking work runs, and what each key may have in progress
+    pace: BodyPace  # how fast request bodies must arrive
+    quotas: QuotaLedger
 
 
 class TenantGraphs:

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, NoReturn
 
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, Header, HTTPException, Path, Query, Request
 
 from api.context import ApiContext
 from api.errors import ApiError
 from api.uploads import UploadKind, upload_kind
 from config import ApiKey
-from jobs.audit import AuditAction
 from jobs.idempotency import VALID_KEY
 from jobs.models import FieldError, JobOptions, SeatPolicy
 
-MAX_JOB_ID_CHARS = 64
+log = logging.getLogger(__name__)
+
+# Job ids are uuid4().hex: anything else is refused before it reaches a Redis key name.
+JOB_ID_PATTERN = "^[0-9a-f]{32}$"
+JOB_ID_HELP = "A job's id: 32 lower-case hex digits"
 MAX_CALLBACK_URL_CHARS = 2048
+READ_ONLY = ("this API key is read-only: it may list and read jobs, results, events, the audit trail and tenants,"
+             " but not submit, run, cancel, resume or roll back jobs")
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ class VisibleJob:
     tenant: str
 
 
-def api_context(request: Request) -> ApiContext:
+# The two dependencies every route has are async (no I/O in them): they never wait for the thread pool.
+async def api_context(request: Request) -> ApiContext:
     """The app's collaborators."""
     context: ApiContext = request.app.state.context
     return context
@@ -53,29 +60,59 @@ def api_context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(api_context)]
 
 
-def caller(request: Request, context: Context) -> Caller:
-    """The caller's API key, from `Authorization: Bearer`; 401 when missing or unknown."""
+async def caller(request: Request, context: Context) -> Caller:
+    """The caller's API key, from `Authorization: Bearer`; 401 when missing or unknown, 429 after many failures."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise HTTPException(401, "missing bearer API key", headers={"WWW-Authenticate": "Bearer"})
+    address = request.client.host if request.client else "unknown"
+    wait_s = context.key_attempts.wait_s(address)
+    if wait_s:  # the key is not even looked at
+        raise ApiError(429, f"too many failed API key attempts from this address; retry in {wait_s} s",
+                       headers={"Retry-After": str(wait_s)})
     found: ApiKey | None = None
     given = token.strip().encode()
     for key in context.settings.api_keys:  # compare against every key, in constant time each
         if hmac.compare_digest(key.key.get_secret_value().encode(), given):
             found = key
     if found is None:
-        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        _refuse_key(context, address, request)
     return Caller(found)
+
+
+def _refuse_key(context: ApiContext, address: str, request: Request) -> NoReturn:
+    """Count and log a failed attempt (never the key), then answer 401."""
+    failure = context.key_attempts.failed(address)
+    log.warning("invalid API key from %s for %s %s", address, request.method, request.url.path)
+    if failure.address_throttled:
+        log.warning("failed API key attempts from %s throttled: %d in %.0f s", address,
+                    context.key_attempts.per_address, context.key_attempts.window_s)
+    if failure.all_throttled:
+        log.warning("failed API key attempts from all addresses throttled: %d in %.0f s",
+                    context.key_attempts.total, context.key_attempts.window_s)
+    raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
 
 Authenticated = Annotated[Caller, Depends(caller)]
 
 
-def visible_job(job_id: str, context: Context, who: Authenticated) -> VisibleJob:
+def writer(who: Authenticated) -> Caller:
+    """The caller, if its key may change things; 403 for a read-only key."""
+    if not who.key.may_write:
+        raise ApiError(403, READ_ONLY)
+    return who
+
+
+# Routes that change anything list this in `dependencies=`: it runs before any other check of theirs.
+WRITES = Depends(writer)
+JobId = Annotated[str, Path(pattern=JOB_ID_PATTERN, description=JOB_ID_HELP)]
+
+
+def visible_job(job_id: JobId, context: Context, who: Authenticated) -> VisibleJob:
     """The job in the path; 404 when it does not exist or belongs to a tenant the key may not use."""
-    tenant = context.store.job_tenant(job_id) if len(job_id) <= MAX_JOB_ID_CHARS else None
+    tenant = context.store.job_tenant(job_id)
     if tenant is None or not who.allows(tenant):
-        raise HTTPException(404, f"job {job_id[:MAX_JOB_ID_CHARS]} not found")
+        raise HTTPException(404, f"job {job_id} not found")
     return VisibleJob(job_id, tenant)
 
 
@@ -83,12 +120,17 @@ ScopedJob = Annotated[VisibleJob, Depends(visible_job)]
 
 
 def permits(context: ApiContext, who: Caller, tenant: str, request: str) -> bool:
-    """Whether the caller may act on a tenant; a refusal for a configured tenant is audited there."""
+    """Whether the caller may act on a tenant; a refusal for a configured tenant is audited there (collapsed)."""
     if who.allows(tenant):
         return True
     if tenant in context.settings.tenants:  # not for made-up names: they would each get a stream
-        context.audit.append(tenant, who.name, AuditAction.KEY_REFUSED, details={"request": request})
+        context.audit.refused(tenant, who.name, {"request": request})
     return False
+
+
+def tenant_refused(tenant: str, doing: str) -> ApiError:
+    """The 403 for a tenant the key may not use, the same whether the profile exists or not."""
+    return ApiError(403, f"this API key may not {doing} tenant '{tenant}'")
 
 
 def csv_tenant(
@@ -102,12 +144,18 @@ def csv_tenant(
     if not tenant:
         raise ApiError(422, "a CSV submission needs ?tenant=<profile>",
                        [FieldError("required for CSV uploads", column="tenant")])
-    if tenant not in context.settings.tenants:
-        raise ApiError(422, f"unknown tenant profile '{tenant}'",
-                       [FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
+    # Allowed first: a key learns nothing of the profiles it may not use, not even whether they exist.
     if not permits(context, who, tenant, "POST /v1/jobs"):
-        raise ApiError(403, f"this API key may not submit jobs for tenant '{tenant}'")
+        raise tenant_refused(tenant, "submit jobs for")
+    if tenant not in context.settings.tenants:
+        raise unknown_tenant(tenant)
     return tenant
+
+
+def unknown_tenant(tenant: str) -> ApiError:
+    """The 422 for a profile that does not exist (told only to keys that may use it if it did)."""
+    return ApiError(422, f"unknown tenant profile '{tenant}'",
+                    [FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
 
 
 CsvTenant = Annotated[str | None, Depends(csv_tenant)]

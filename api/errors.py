@@ -14,6 +14,7 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from jobs.catalogs import CatalogUnavailable
 from jobs.models import FieldError, InputRejected
+from jobs.quotas import QuotaExceeded
 from jobs.store import ReplicaLagging
 from jobs.submit import NotRunnable, SeatShortage
 
@@ -75,6 +76,12 @@ async def _short(_: Request, exc: SeatShortage) -> Response:
 
 async def _not_runnable(_: Request, exc: NotRunnable) -> Response:
     return error_response(409, str(exc))
+
+
+async def _over_quota(_: Request, exc: QuotaExceeded) -> Response:
+    body = {"detail": str(exc), "errors": [FieldError(str(exc)).to_json()], "total_errors": 1, **exc.use.to_json()}
+    return JSONResponse(status_code=429, content=body, headers={"Retry-After": str(exc.retry_after_s)})
+
 async def _outage(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: the job store or the broker is unreachable: %s", request.method, request.url.path, exc)
     response = error_response(503, "the job store or the broker is unreachable; retry in a few seconds")
@@ -91,5 +98,6 @@ def exception_handlers() -> dict[int | type[Exception], Callable[[Request, Any],
         CatalogUnavailable: _no_catalog,
         SeatShortage: _short,
         NotRunnable: _not_runnable,
+        QuotaExceeded: _over_quota,
         **dict.fromkeys(OUTAGES, _outage),
     }

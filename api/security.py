@@ -1,8 +1,9 @@
-"""Response headers that keep browsers strict: a Content-Security-Policy, no MIME sniffing, no referrer."""
+"""Response headers that keep browsers strict: a Content-Security-Policy on every response, no MIME sniffing,
+no referrer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,26 +17,24 @@ ALWAYS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
 class SecurityHeaders:
-    """ASGI middleware: every HTTP response gets the headers; the CSP too, except on `csp_exempt` paths."""
+    """ASGI middleware: every HTTP response gets the headers, and a CSP: the strict one, or its path's own."""
 
-    def __init__(self, app: ASGIApp, csp_exempt: Iterable[str | None] = ()) -> None:
+    def __init__(self, app: ASGIApp, policies: Mapping[str, str] | None = None) -> None:
         self.app = app
-        # The interactive API docs load Swagger UI from its CDN with an inline script: no CSP there.
-        self.csp_exempt = frozenset(path for path in csp_exempt if path)
+        self.policies = dict(policies or {})  # path -> its policy (the API reference's pages)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        with_csp = scope["path"] not in self.csp_exempt
+        policy = self.policies.get(scope["path"], CONTENT_SECURITY_POLICY)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 for name, value in ALWAYS.items():
                     headers[name] = value
-                if with_csp:
-                    headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+                headers["Content-Security-Policy"] = policy
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

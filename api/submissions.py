@@ -3,7 +3,12 @@
 With an `Idempotency-Key`, the first request claims the key (Redis SET NX, scoped by API key name)
 and renews the claim while it runs; a concurrent request with the same key waits for the first one's
 answer (up to a few seconds, then 409 "in progress") and a later one gets it again (200) if its body,
-tenant and options are the same, 409 if not. A refused submission gives the key back.
+tenant and options are the same, 409 if not. A refused submission gives the key back. Waiting is
+`await` between short Redis reads, never a thread, and only a few requests may wait on one key.
+
+Each API key may have a few submissions in progress at once (429 past that), whose blocking steps
+run in the submissions lane (api.lanes); the tenant's and the key's quotas are checked before the
+body is read, and taken atomically when the job is committed (jobs.quotas).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from jobs.submit import Submitted
 log = logging.getLogger(__name__)
 
 IN_PROGRESS_RETRY_AFTER_S = 2
+MAX_POLL_S = 0.5  # waits between looks at the first request's claim grow up to this
 
 
 @dataclass(frozen=True)
@@ -55,9 +61,15 @@ async def accept_submission(request: Request, context: ApiContext, who: Caller, 
     if idempotency_key is None:
         answer, _ = await _submit(request, context, who, tenant, options)
         return Receipt(answer)
+    return await _idempotent(request, context, who, tenant, idempotency_key, options)
+
+
+async def _idempotent(request: Request, context: ApiContext, who: Caller, tenant: str | None, idempotency_key: str,
+                      options: JobOptions) -> Receipt:
+    """The submission under its idempotency key: run once, replayed after, refused when the key is reused."""
     store = context.idempotency
     try:
-        claim = await run_in_threadpool(store.claim, who.name, idempotency_key)
+        claim = await _claim(context, who.name, idempotency_key)
     except IdempotencyInProgress as exc:
         raise ApiError(409, str(exc), headers={"Retry-After": str(IN_PROGRESS_RETRY_AFTER_S)}) from None
     if not claim.owned:
@@ -75,23 +87,50 @@ async def accept_submission(request: Request, context: ApiContext, who: Caller, 
     return Receipt(answer)
 
 
+async def _claim(context: ApiContext, scope: str, key: str) -> Claim:
+    """Claim the idempotency key, or the earlier request's answer; waits (awaiting) while that request runs."""
+    store = context.idempotency
+    claim = await run_in_threadpool(store.try_claim, scope, key)
+    if claim is not None:
+        return claim
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + store.wait_s
+    delay = store.poll_s
+    waiters, record = context.lanes.idempotency_waiters, store.record_key(scope, key)
+    if not waiters.full(record):  # else enough requests wait for this key already: this one is told at once
+        with waiters.hold(record):
+            while loop.time() < deadline:
+                await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+                delay = min(delay * 2, MAX_POLL_S)
+                claim = await run_in_threadpool(store.try_claim, scope, key)
+                if claim is not None:
+                    return claim
+    raise IdempotencyInProgress("a request with this idempotency key is still being processed")
+
+
 async def _submit(request: Request, context: ApiContext, who: Caller, tenant: str | None,
                   options: JobOptions) -> tuple[dict[str, Any], str]:
-    """Validate, commit and enqueue the upload; returns the answer and the request's fingerprint."""
-    submitter = context.submitter
-    await run_in_threadpool(context.check_broker)  # before anything is written
+    """Validate, commit and enqueue the upload (one of the key's few at once); the answer and the fingerprint."""
+    with context.lanes.submissions_per_key.hold(who.name):
+        if tenant is not None:  # before the body is read; a JSON body's tenant is checked at commit only
+            await run_in_threadpool(context.quotas.check, tenant, who.name)
+        return await _read_and_submit(request, context, who, tenant, options)
+
+
+async def _read_and_submit(request: Request, context: ApiContext, who: Caller, tenant: str | None,
+                           options: JobOptions) -> tuple[dict[str, Any], str]:
+    submitter, lane = context.submitter, context.lanes.submission
+    await lane(context.check_broker)  # before anything is written
     if tenant is None:  # a JSON body names its own tenant, checked against the key while parsing
-        upload = await read_json(request, context.settings.max_json_bytes)
-        accepted = await run_in_threadpool(submitter.submit_json, upload.body, owner=who.name,
-                                           allowed=lambda name: permits(context, who, name, "POST /v1/jobs"),
-                                           options=options)
+        upload = await read_json(request, context.settings.max_json_bytes, context.pace)
+        accepted = await lane(submitter.submit_json, upload.body, owner=who.name,
+                              allowed=lambda name: permits(context, who, name, "POST /v1/jobs"), options=options)
         sha256, filename, form_url = upload.sha256, upload.filename, None
     else:
-        async with csv_upload(request, context.settings.max_upload_bytes) as csv:
+        async with csv_upload(request, context.settings.max_upload_bytes, context.pace) as csv:
             options = _with_form_callback(options, csv.callback_url)
-            accepted = await run_in_threadpool(submitter.submit_csv, tenant, csv.chunks, owner=who.name,
-                                               options=options)
-            sha256, filename = await run_in_threadpool(csv.chunks.hexdigest), csv.filename
+            accepted = await lane(submitter.submit_csv, tenant, csv.chunks, owner=who.name, options=options)
+            sha256, filename = await lane(csv.chunks.hexdigest), csv.filename
             form_url = csv.callback_url
     details = {"file": filename, "sha256": sha256, "rows": accepted.total, "dry_run": accepted.dry_run,
                "on_seat_shortage": options.seat_policy.value}
@@ -102,10 +141,10 @@ async def _submit(request: Request, context: ApiContext, who: Caller, tenant: st
 async def _fingerprint_only(request: Request, context: ApiContext, tenant: str | None) -> str:
     """The request's fingerprint, reading its body without submitting it."""
     if tenant is None:
-        sha256 = (await read_json(request, context.settings.max_json_bytes)).sha256
+        sha256 = (await read_json(request, context.settings.max_json_bytes, context.pace)).sha256
     else:
-        async with csv_upload(request, context.settings.max_upload_bytes) as csv:
-            sha256 = _with_form_fields(await run_in_threadpool(csv.chunks.hexdigest), csv.callback_url)
+        async with csv_upload(request, context.settings.max_upload_bytes, context.pace) as csv:
+            sha256 = _with_form_fields(await context.lanes.submission(csv.chunks.hexdigest), csv.callback_url)
     return _fingerprint(request, sha256)
 
 

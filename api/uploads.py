@@ -1,8 +1,9 @@
 """Reads a submission's body: JSON in memory, a CSV (`text/csv` or multipart field `file`) as byte chunks.
 
-Either way the upload's SHA-256 is taken as its bytes go by (for the audit trail and idempotency),
-and its file name is the multipart part's `filename` or, for a bare body, the `filename` parameter of
-a `Content-Disposition` header.
+Either way the body arrives through api.bodies (one size limit, a deadline), the upload's SHA-256
+is taken as its bytes go by (for the audit trail and idempotency), and its file name is the
+multipart part's `filename` or, for a bare body, the `filename` parameter of a
+`Content-Disposition` header.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from enum import StrEnum
 from typing import IO
 
 from fastapi import Request
-from starlette.datastructures import FormData, UploadFile
 
+from api.bodies import BodyPace, BodyStream, size_text
 from api.errors import ApiError
+from api.multipart import FILE_FIELD, FormReader
 from jobs.models import FieldError
 
 READ_CHUNK_BYTES = 64 * 1024
 SPOOL_MEMORY_BYTES = 8 * 1024 * 1024  # a CSV body beyond this goes to a temporary file
-MULTIPART_OVERHEAD_BYTES = 1024 * 1024  # room for a multipart body's boundaries and part headers
+MULTIPART_OVERHEAD_BYTES = 64 * 1024  # room for a multipart body's boundaries, part headers and short fields
 MAX_FILENAME_CHARS = 255
 
 
@@ -91,36 +93,48 @@ class CsvUpload:
     callback_url: str | None = None
 
 
-async def read_json(request: Request, limit_bytes: int) -> JsonUpload:
-    """The whole JSON body; 413 as soon as it is known to exceed the limit."""
-    _refuse_declared_size(request, UploadKind.JSON, limit_bytes)
-    body = bytearray()
+async def read_json(request: Request, limit_bytes: int, pace: BodyPace) -> JsonUpload:
+    """The whole JSON body; 413 as soon as it is known to exceed the limit, 408 when it comes too slowly."""
+    parts: list[bytes] = []
     sha256 = hashlib.sha256()
-    async for part in request.stream():
-        body += part
+    async for part in _body(request, UploadKind.JSON, limit_bytes, pace).chunks():
+        parts.append(part)
         sha256.update(part)
-        if len(body) > limit_bytes:
-            raise _too_big(UploadKind.JSON, limit_bytes)
-    return JsonUpload(bytes(body), sha256.hexdigest(), _disposition_filename(request))
+    return JsonUpload(b"".join(parts), sha256.hexdigest(), _disposition_filename(request))
 
 
 @asynccontextmanager
-async def csv_upload(request: Request, limit_bytes: int) -> AsyncIterator[CsvUpload]:
-    """The CSV upload as byte chunks, from a temporary spool or the multipart file; both closed on exit."""
-    _refuse_declared_size(request, UploadKind.CSV, limit_bytes, slack_bytes=MULTIPART_OVERHEAD_BYTES)
-    if upload_kind(request) is UploadKind.MULTIPART:
-        form = await _read_form(request, limit_bytes)
-        try:
-            part = _form_file(form.get("file"))
-            callback = form.get("callback_url")
-            yield CsvUpload(DigestedChunks(_chunks(part.file)), _clean_filename(part.filename),
-                            callback if isinstance(callback, str) and callback else None)
-        finally:
-            await form.close()
-    else:
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
-            await _spool(request, spool, limit_bytes)
+async def csv_upload(request: Request, limit_bytes: int, pace: BodyPace) -> AsyncIterator[CsvUpload]:
+    """The CSV upload as byte chunks, from a temporary spool (the bare body, or the multipart file); closed on exit.
+
+    Nothing is spooled past the limit: the body is refused (413) as soon as it passes it.
+    """
+    kind = upload_kind(request)
+    body = _body(request, kind, limit_bytes, pace)
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spool:
+        if kind is UploadKind.MULTIPART:
+            form = await FormReader(request.headers.get("content-type", ""), spool).read(body.chunks())
+            if not form.has_file:
+                raise ApiError(422, f"multipart upload needs a file field named '{FILE_FIELD}'",
+                               [FieldError("missing", column=FILE_FIELD)])
+            callback = form.fields.get("callback_url")
+            yield CsvUpload(DigestedChunks(_chunks(spool)), _clean_filename(form.filename), callback or None)
+        else:
+            async for part in body.chunks():
+                spool.write(part)
+            spool.seek(0)
             yield CsvUpload(DigestedChunks(_chunks(spool)), _disposition_filename(request))
+
+
+def _body(request: Request, kind: UploadKind, limit_bytes: int, pace: BodyPace) -> BodyStream:
+    """The request's body within the limit for its kind (a multipart one with room for its framing)."""
+    if kind is UploadKind.JSON:
+        refusal = f"the JSON body is more than the limit of {size_text(limit_bytes)} per request"
+    else:
+        refusal = f"the upload is larger than {size_text(limit_bytes)}, the limit per request"
+    slack = MULTIPART_OVERHEAD_BYTES if kind is UploadKind.MULTIPART else 0
+    return BodyStream(request, limit_bytes, pace, what="the JSON body" if kind is UploadKind.JSON else "the upload",
+                      refusal=f"{refusal}; split it into several jobs", slack_bytes=slack)
 
 
 def _disposition_filename(request: Request) -> str | None:
@@ -142,53 +156,5 @@ def _clean_filename(name: str | None) -> str | None:
     return printable[:MAX_FILENAME_CHARS] or None
 
 
-def _refuse_declared_size(request: Request, kind: UploadKind, limit_bytes: int, slack_bytes: int = 0) -> None:
-    """413 before reading anything when the Content-Length already exceeds the limit (plus framing slack)."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit_bytes + slack_bytes:
-        raise _too_big(kind, limit_bytes)
-
-
-def _too_big(kind: UploadKind, limit_bytes: int) -> ApiError:
-    """The 413 refusal, worded as the parser words the same refusal."""
-    if kind is UploadKind.JSON:
-        message = f"the JSON body is more than the limit of {_size(limit_bytes)} per request"
-    else:
-        message = f"the upload is larger than {_size(limit_bytes)}, the limit per request"
-    return ApiError(413, f"{message}; split it into several jobs")
-
-
-async def _read_form(request: Request, limit_bytes: int) -> FormData:
-    try:
-        return await request.form(max_files=1, max_fields=10, max_part_size=limit_bytes)
-    except Exception as exc:  # malformed multipart bodies
-        raise ApiError(400, f"malformed multipart body: {exc}") from exc
-
-
-def _form_file(field: UploadFile | str | None) -> UploadFile:
-    if not isinstance(field, UploadFile):
-        raise ApiError(422, "multipart upload needs a file field named 'file'", [FieldError("missing", column="file")])
-    field.file.seek(0)
-    return field
-
-
-async def _spool(request: Request, spool: IO[bytes], limit_bytes: int) -> None:
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit_bytes:
-            raise _too_big(UploadKind.CSV, limit_bytes)
-        spool.write(part)
-    spool.seek(0)
-
-
 def _chunks(source: IO[bytes]) -> Iterator[bytes]:
     return iter(lambda: source.read(READ_CHUNK_BYTES), b"")
-
-
-def _size(n_bytes: int) -> str:
-    """A byte count for people: whole GB, MB or KB when exact."""
-    for unit, factor in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if n_bytes >= factor and n_bytes % factor == 0:
-            return f"{n_bytes // factor} {unit}"
-    return f"{n_bytes:,} bytes"

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from jobs.models import TERMINAL_JOB_STATUSES
 
@@ -44,7 +45,7 @@ class ApiClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            err.print(f"[red]cannot reach the API at {self.http.base_url}:[/red] {exc}")
+            err.print(f"[red]cannot reach the API at {self.http.base_url}:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from None
         if response.status_code >= 400:
             _print_api_error(response)
@@ -62,7 +63,7 @@ class ApiClient:
                     raise typer.Exit(1)
                 yield from (line for line in response.iter_lines() if line.strip())
         except httpx.HTTPError as exc:
-            err.print(f"[red]cannot reach the API at {self.http.base_url}:[/red] {exc}")
+            err.print(f"[red]cannot reach the API at {self.http.base_url}:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from None
 
 
@@ -82,8 +83,9 @@ def print_audit(events: Iterable[dict[str, Any]], *, as_json: bool = False) -> N
     table = Table("time", "tenant", "actor", "action", "job", "details", title="audit trail (oldest first)")
     for event in events:
         details = ", ".join(f"{k}={v}" for k, v in (event.get("details") or {}).items())
-        table.add_row(event["time"], event["tenant"], event["actor"], event["action"], event.get("job") or "",
-                      details)
+        # Values are other people's (file names, tenant names): shown as text, never as rich markup.
+        table.add_row(*(Text(str(value)) for value in (event["time"], event["tenant"], event["actor"],
+                                                        event["action"], event.get("job") or "", details)))
     console.print(table if table.row_count else "no audit events")
 
 
@@ -91,15 +93,15 @@ def _print_api_error(response: httpx.Response) -> None:
     try:
         body = response.json()
     except ValueError:
-        err.print(f"[red]HTTP {response.status_code}[/red] {response.text[:500]}")
+        err.print(f"[red]HTTP {response.status_code}[/red] {escape(response.text[:500])}")
         return
-    err.print(f"[red]HTTP {response.status_code}:[/red] {body.get('detail')}")
+    err.print(f"[red]HTTP {response.status_code}:[/red] {escape(str(body.get('detail')))}")
     errors = body.get("errors") or []
     if errors:
         table = Table("row", "column", "value", "message", title=f"{body.get('total_errors', len(errors))} error(s)")
         for item in errors[:50]:
             cells = (item.get(k) for k in ("row", "column", "value", "message"))
-            table.add_row(*("" if cell is None else str(cell) for cell in cells))
+            table.add_row(*(Text("" if cell is None else str(cell)) for cell in cells))  # the file's values, as text
         err.print(table)
 
 

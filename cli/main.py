@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,27 @@ def _setup_logging(settings: Settings) -> None:
     configure_logging(settings)
 
 
+# A key given as an option shows in `ps` and in the shell's history: the variable or the prompt do not.
+API_KEY_HELP = "API key; better BULKLICENSE_API_KEY, or type it when asked (an option shows in `ps`)."
+
+
+def api_key_for(option: str | None, settings: Settings, *, interactive: bool,
+                ask: Callable[[], str]) -> str | None:
+    """The API key: the option, else BULKLICENSE_API_KEY (environment or .env), else asked for on a terminal."""
+    if option:
+        return option
+    if settings.api_key is not None:
+        return settings.api_key.get_secret_value()
+    if not interactive:
+        return None
+    return ask().strip() or None
+
+
 def _client(settings: Settings, api_url: str | None, api_key: str | None) -> ApiClient:
-    key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
+    key = api_key_for(api_key, settings, interactive=sys.stdin.isatty(),
+                      ask=lambda: str(typer.prompt("API key", hide_input=True, err=True)))
     if not key:
-        err.print("[red]no API key:[/red] pass --api-key or set BULKLICENSE_API_KEY")
+        err.print("[red]no API key:[/red] set BULKLICENSE_API_KEY (or pass --api-key, which shows in `ps`)")
         raise typer.Exit(2)
     return ApiClient(api_url or settings.api_url, key)
 
@@ -120,7 +138,7 @@ def submit(
     on_seat_shortage: SeatPolicy = typer.Option(SeatPolicy.FAIL, help="fail: refuse when seats are short; "
                                                 "wait: start, pause when they run out, go on when they appear."),
     api_url: str = typer.Option(None, help="API base URL (default BULKLICENSE_API_URL)."),
-    api_key: str = typer.Option(None, help="API key (default BULKLICENSE_API_KEY)."),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Submit a job; with --wait, exit 0 only if every user succeeded (or already held what was asked)."""
     params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {})}
@@ -135,7 +153,7 @@ def plan(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV or JSON file."),
     tenant: str = typer.Option(None, help="Tenant profile (CSV uploads)."),
     api_url: str = typer.Option(None),
-    api_key: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Dry-run a file: what would change, what already holds, what would fail, and the seats it needs."""
     with _client(_settings(), api_url, api_key) as client:
@@ -149,7 +167,7 @@ def run(
     wait: bool = typer.Option(False, "--wait", help="Show live progress until the job ends."),
     on_seat_shortage: SeatPolicy = typer.Option(SeatPolicy.FAIL, help="fail or wait, as for submit."),
     api_url: str = typer.Option(None),
-    api_key: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Run a dry run for real (it reads every user again: the tenant may have moved on)."""
     with _client(_settings(), api_url, api_key) as client:
@@ -167,7 +185,7 @@ def rollback(
     wait: bool = typer.Option(False, "--wait", help="Show live progress until the rollback ends."),
     on_seat_shortage: SeatPolicy = typer.Option(SeatPolicy.FAIL, help="fail or wait, as for submit."),
     api_url: str = typer.Option(None),
-    api_key: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Return every user a job changed to its state before the job; users changed since are left alone (drifted)."""
     params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {})}
@@ -186,7 +204,7 @@ def status(
     job: str,
     watch_: bool = typer.Option(False, "--watch", help="Follow until the job ends."),
     api_url: str = typer.Option(None),
-    api_key: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Show a job's progress."""
     with _client(_settings(), api_url, api_key) as client:
@@ -204,7 +222,7 @@ def results(
                                                       "would_fail or pending."),
     output: Path = typer.Option(None, "-o", "--output", help="Write CSV here (default: stdout)."),
     api_url: str = typer.Option(None),
-    api_key: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Download per-user results as CSV."""
     params: dict[str, str] = {"format": "csv"}
@@ -220,7 +238,8 @@ def results(
 
 
 @app.command()
-def cancel(job: str, api_url: str = typer.Option(None), api_key: str = typer.Option(None)) -> None:
+def cancel(job: str, api_url: str = typer.Option(None),
+           api_key: str = typer.Option(None, help=API_KEY_HELP)) -> None:
     """Cancel a job; returns once no further write for it can be sent."""
     with _client(_settings(), api_url, api_key) as client:
         console.print_json(data=client.request("POST", f"/v1/jobs/{job}/cancel").json())
@@ -234,7 +253,7 @@ def audit(
     job: str = typer.Option(None, help="Only this job's events."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
     api_url: str = typer.Option(None),
-    api_key: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Show the audit trail (submissions, cancels, refused keys, job events), oldest first."""
     filters = {"tenant": tenant, "since": since, "until": until, "job": job}
@@ -243,7 +262,8 @@ def audit(
 
 
 @app.command()
-def resume(job: str, api_url: str = typer.Option(None), api_key: str = typer.Option(None)) -> None:
+def resume(job: str, api_url: str = typer.Option(None),
+           api_key: str = typer.Option(None, help=API_KEY_HELP)) -> None:
     """Resume a paused job (after fixing the tenant profile, granting the app's permission or buying seats)."""
     client = _client(_settings(), api_url, api_key)
     console.print_json(data=client.request("POST", f"/v1/jobs/{job}/resume").json())

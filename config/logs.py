@@ -2,7 +2,8 @@
 
 `log_context(job=..., chunk=...)` names what the current thread works on; every line logged inside
 it carries those fields (in JSON: `job`, `tenant`, `chunk`). Whatever the format, the values of the
-configured secrets and the passwords of URLs are replaced by `***` before a line is written.
+configured secrets and the passwords of URLs are replaced by `***` before a line is written; the
+tenant profiles' secrets (every secret field of a profile) follow the profiles file as it is reloaded.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote
+
+from pydantic import BaseModel, SecretStr
 
 from config.settings import LogFormat, Settings
 
@@ -74,17 +77,44 @@ class _HideHttpLines(logging.Filter):
 
 
 class Redactor:
-    """Replaces secret values and URL passwords in text with `***`."""
+    """Replaces secret values and URL passwords in text with `***`.
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret containing another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True)
+    With `profiles`, the secrets of the tenant profiles it returns are masked too, followed as the
+    profiles are reloaded; a secret once seen stays masked (a rotated one may still be in flight).
+    """
+
+    def __init__(self, secrets: Iterable[str] = (), *,
+                 profiles: Callable[[], Mapping[str, BaseModel]] | None = None) -> None:
+        self._known = {s for s in secrets if len(s) >= MIN_SECRET_CHARS}
+        self._profiles = profiles
+        self._seen: Mapping[str, BaseModel] | None = None
+        self._secrets = self._ordered()
 
     def __call__(self, text: str) -> str:
+        self._follow_profiles()
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, MASK)
         return URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", text)
+
+    def _follow_profiles(self) -> None:
+        """Take in the secrets of profiles loaded since the last line (cheap when nothing was reloaded)."""
+        current = None if self._profiles is None else self._profiles()
+        if current is None or current is self._seen:
+            return
+        self._seen = current
+        self._known |= {s for profile in current.values() for s in profile_secrets(profile)
+                        if len(s) >= MIN_SECRET_CHARS}
+        self._secrets = self._ordered()
+
+    def _ordered(self) -> list[str]:
+        """Longest first, so a secret containing another is masked whole."""
+        return sorted(self._known, key=len, reverse=True)
+
+
+def profile_secrets(profile: BaseModel) -> list[str]:
+    """Every secret a tenant profile holds: the value of each of its secret fields, whatever its name."""
+    return [value.get_secret_value() for _, value in profile if isinstance(value, SecretStr)]
 
 
 class TextFormatter(logging.Formatter):
@@ -131,8 +161,7 @@ def secrets_of(settings: Settings) -> list[str]:
                                               settings.redis_sentinel_password)
                if s is not None]
     for profile in settings.tenants.values():
-        values += [s.get_secret_value() for s in (profile.client_secret, profile.certificate_password)
-                   if s is not None]
+        values += profile_secrets(profile)
     for url in (settings.redis_url, settings.broker_url or ""):
         match = URL_PASSWORD.search(url)
         if match:
@@ -149,7 +178,7 @@ def configure_logging(settings: Settings, *, stream: Any = None) -> None:
 
     Calling it again replaces what an earlier call installed; other handlers are left alone.
     """
-    redact = Redactor(secrets_of(settings))
+    redact = Redactor(secrets_of(settings), profiles=settings.profiles.loaded)
     formatter: logging.Formatter = (JsonFormatter(redact) if settings.log_format is LogFormat.JSON
                                     else TextFormatter(redact))
     handler = _Handler(stream or sys.stderr)

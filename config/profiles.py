@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -86,6 +86,7 @@ class TenantProfiles(Generic[P]):
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry[P]] | None = None
+        self._loaded: Mapping[str, P] = {}  # replaced whole at each reload, never changed in place
         self._stamp: _Stamp = ()
         self._checked_at = 0.0
         self._generations = itertools.count(1)
@@ -106,6 +107,13 @@ class TenantProfiles(Generic[P]):
             self._check()
             return self._profiles()
 
+    def loaded(self) -> Mapping[str, P]:
+        """The profiles as last read, without looking at the files or taking the lock.
+
+        For readers that must never block nor log (a log formatter): a new mapping after each reload.
+        """
+        return self._loaded
+
     def generation(self, name: str) -> int | None:
         """A number that changes whenever profile `name` or a file it names changes; None if unknown."""
         with self._lock:
@@ -120,6 +128,7 @@ class TenantProfiles(Generic[P]):
         self._checked_at = self._clock()
         if self._path is None:
             self._entries = {}
+            self._loaded = {}
             return
         old = self._entries or {}
         stamp = _stamp([self._path, *_files_of(e.profile for e in old.values())])
@@ -149,3 +158,4 @@ class TenantProfiles(Generic[P]):
             log.warning("tenant profile %r removed", name)
         self._stamp = stamp[:1] + files_stamp  # the files the new profiles name are watched from now on
         self._entries = entries
+        self._loaded = self._profiles()

@@ -101,7 +101,9 @@ class TenantProfile(BaseModel):
 
 
 API_KEYS_SETTING = "BULKLICENSE_API_KEYS"
-MIN_API_KEY_CHARS = 8
+# A key is a bearer secret: long, and not one character repeated (`secrets.token_urlsafe(32)` gives 43).
+MIN_API_KEY_CHARS = 16
+MIN_API_KEY_DISTINCT_CHARS = 8
 # A key's name is shown in job records, audit events and logs; it never contains the key.
 API_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -111,21 +113,34 @@ def key_label(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
+class KeyScope(StrEnum):
+    """What an API key may do on its tenants."""
+
+    WRITE = "write"  # everything: submit, run, cancel, resume, roll back, and read
+    READ = "read"  # list and read jobs, results, events, audit and tenants; change nothing
+
+
 @dataclass(frozen=True)
 class ApiKey:
-    """A named API key and the tenant profiles it may act on (`*` = all)."""
+    """A named API key, the tenant profiles it may act on (`*` = all) and its scope."""
 
     name: str
     key: SecretStr
     tenants: frozenset[str]
+    scope: KeyScope = KeyScope.WRITE
 
     def allows(self, tenant: str) -> bool:
         """Whether this key may act on `tenant`."""
         return "*" in self.tenants or tenant in self.tenants
 
+    @property
+    def may_write(self) -> bool:
+        """Whether this key may change anything (submit, run, cancel, resume, roll back)."""
+        return self.scope is KeyScope.WRITE
+
 
 def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
-    """Parse `name=key:tenantA|tenantB,name2=key2:*` (or unnamed `key:tenants`) into API keys.
+    """Parse `name=key:tenantA|tenantB,name2=key2:*:read` (or unnamed `key:tenants`) into API keys.
 
     Errors are ConfigErrors naming the setting and the entry by position (or name), never the key.
     """
@@ -142,8 +157,9 @@ def parse_api_keys(raw: str) -> tuple[ApiKey, ...]:
 
 
 def _parse_key_entry(entry: str, position: int) -> ApiKey:
-    """One `name=key:tenants` or `key:tenants` entry."""
-    secret, sep, tenant_list = entry.partition(":")
+    """One `name=key:tenants[:scope]` or `key:tenants[:scope]` entry."""
+    secret, sep, rest_of_entry = entry.partition(":")
+    tenant_list, _, scope = rest_of_entry.partition(":")
     name, eq, rest = secret.partition("=")
     # `=` only as trailing padding (base64) belongs to an unnamed key; otherwise it ends the name.
     if eq and rest.strip("="):
@@ -158,10 +174,14 @@ def _parse_key_entry(entry: str, position: int) -> ApiKey:
     tenants = frozenset(t.strip() for t in tenant_list.split("|") if t.strip())
     if not sep or not secret or not tenants:
         raise ConfigError(f"{API_KEYS_SETTING}: {where}: each entry must look like NAME=KEY:tenant1|tenant2,"
-                          " NAME=KEY:* or KEY:tenants")
-    if len(secret) < MIN_API_KEY_CHARS:
-        raise ConfigError(f"{API_KEYS_SETTING}: {where}: API keys must be at least {MIN_API_KEY_CHARS} characters")
-    return ApiKey(name, SecretStr(secret), tenants)
+                          " NAME=KEY:*, NAME=KEY:tenants:read or KEY:tenants")
+    if scope.strip() not in ("", *KeyScope):
+        raise ConfigError(f"{API_KEYS_SETTING}: {where}: the scope after the tenants is 'read' or 'write'")
+    if len(secret) < MIN_API_KEY_CHARS or len(set(secret)) < MIN_API_KEY_DISTINCT_CHARS:
+        raise ConfigError(f"{API_KEYS_SETTING}: {where}: API keys must be at least {MIN_API_KEY_CHARS} characters,"
+                          f" with at least {MIN_API_KEY_DISTINCT_CHARS} different ones (generate one with"
+                          " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+    return ApiKey(name, SecretStr(secret), tenants, KeyScope(scope.strip() or KeyScope.WRITE))
 
 
 def load_tenants(path: Path) -> dict[str, TenantProfile]:
@@ -263,7 +283,8 @@ class Settings(BaseSettings):
     max_rows: int = Field(default=1_000_000, ge=1)
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     max_cell_chars: int = Field(default=1024, ge=64)
-    max_json_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # A JSON body is read whole (then checked without being built): larger jobs go as CSV.
+    max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     sku_cache_ttl_s: float = Field(default=60.0, ge=0)
 
     # Execution.
@@ -308,6 +329,8 @@ class Settings(BaseSettings):
     # Audit events kept per tenant at most (approximately: trimmed in whole stream nodes); events
     # older than the retention period are dropped too.
     audit_max_events: int = Field(default=100_000, ge=100)
+    # Refused requests (`key_refused`) are kept apart, in a stream of their own per tenant, this long at most.
+    audit_max_refusals: int = Field(default=10_000, ge=100)
 
     # Celery task events (for Flower); off by default, as nothing else reads them.
     worker_task_events: bool = False
@@ -315,13 +338,36 @@ class Settings(BaseSettings):
     # API server.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Failed API key attempts a minute, from one client address and from all: beyond them, 429.
+    auth_failures_per_address: int = Field(default=10, ge=1)
+    auth_failures_total: int = Field(default=100, ge=1)
+    # A request body has this long to arrive, plus 1 s per `api_body_min_rate_bytes_s` bytes received (408).
+    api_body_timeout_s: float = Field(default=20.0, gt=0)
+    api_body_min_rate_bytes_s: int = Field(default=16 * 1024, ge=1)
+    # Threads that parse and stage submissions (apart from the pool that serves reads), and how many
+    # submissions one API key may have in progress at once in one API process (0: no cap).
+    api_submission_threads: int = Field(default=4, ge=1, le=64)
+    api_submissions_per_key: int = Field(default=4, ge=0)
+    # Progress streams (SSE) one API key may have open at once in one API process (0: no cap).
+    api_event_streams_per_key: int = Field(default=20, ge=0)
+
+    # Quotas (0: none): jobs active at once (queued, planning, running or paused) and rows they hold
+    # in Redis, per tenant and per API key; a finished dry run's rows count for `quota_dry_run_hold_hours`.
+    quota_tenant_active_jobs: int = Field(default=50, ge=0)
+    quota_tenant_rows: int = Field(default=5_000_000, ge=0)
+    quota_key_active_jobs: int = Field(default=20, ge=0)
+    quota_key_rows: int = Field(default=2_000_000, ge=0)
+    quota_dry_run_hold_hours: float = Field(default=24.0, ge=0)
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.TEXT
 
-    # Prometheus metrics: `GET /metrics` on the API (behind `metrics_token` when set), and a
-    # server per worker process on the first free port of metrics_port .. + metrics_port_range - 1.
+    # Prometheus metrics: `GET /metrics` on the API (behind `metrics_token` when set, else to this
+    # host only), and a server per worker process on the first free port of metrics_port ..
+    # + metrics_port_range - 1.
     api_metrics: bool = True
     metrics_token: SecretStr | None = None
+    # The API's families are collected at most this often; scrapes in between get the same page.
+    metrics_cache_s: float = Field(default=5.0, ge=0)
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_port_range: int = Field(default=16, ge=1, le=1024)
     metrics_host: str = "127.0.0.1"
@@ -354,6 +400,12 @@ class Settings(BaseSettings):
     def _parse_sentinel_list(cls, value: object) -> object:
         return _parse_sentinels(value)
 
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # An empty variable (compose's `${BULKLICENSE_METRICS_TOKEN:-}`) means no token, never an empty one.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod
     def _parse_hosts(cls, value: object) -> object:
@@ -374,6 +426,10 @@ class Settings(BaseSettings):
             raise ValueError("lease_ttl_s must be at least twice heartbeat_interval_s")
         if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
             raise ValueError("redis_sentinels and redis_sentinel_master go together: set both or neither")
+        for name in ("quota_tenant_rows", "quota_key_rows"):
+            if 0 < getattr(self, name) < self.max_rows:
+                raise ValueError(f"{name} must be 0 (no quota) or at least max_rows ({self.max_rows:,}): a job of"
+                                 " max_rows rows could never start")
         return self
 
     @property

@@ -15,22 +15,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from graphsim.config import SimConfig, apply_updates, resolve_read_limit
+from graphsim.control import DirectoryControl
 from graphsim.fixture import ISO_COUNTRIES, Fixture, build_fixture
-from graphsim.graph import (
-    BAD_JSON,
-    GRAPH_JSON,
-    WRITE_METHODS,
-    Call,
-    GraphService,
-    Reply,
-    error_body,
-    parse_json_body,
-)
+from graphsim.graph import GraphService
 from graphsim.identity import IdentityService
 from graphsim.stats import Stats
 from graphsim.tenant import Tenant
 from graphsim.throttle import Throttler
 from graphsim.tokens import TokenError, TokenIssuer
+from graphsim.wire import BAD_JSON, GRAPH_JSON, WRITE_METHODS, Call, Reply, error_body, parse_json_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -238,13 +231,17 @@ class SimApp:
     def _log_write(self, method: str, path: str, reply: Reply | None, status: int | str,
                    fault: str | None = None) -> None:
         user = reply.user if reply is not None else None
-        if user is None:
-            parts = [p for p in path.split("?")[0].strip("/").split("/") if p]
-            if "users" in parts and parts.index("users") + 1 < len(parts):
-                user = parts[parts.index("users") + 1]
+        group = reply.group if reply is not None else None
+        parts = [p for p in path.split("?")[0].strip("/").split("/") if p]
+        if user is None and group is None:
+            user = _segment_after(parts, "users")
+            group = _segment_after(parts, "groups") if user is None else None
         resolved = self.state.find_user(user) if user else None
         entry: dict[str, Any] = {"user": user, "user_id": resolved.id if resolved else None, "method": method,
                                  "path": path, "status": status, "ts": time.time()}
+        if group is not None:
+            found = self.state.find_group(group)
+            entry["group"], entry["group_id"] = group, found.id if found else None
         if fault:
             entry["fault"] = fault
         self.stats.log_write(entry)
@@ -371,13 +368,15 @@ class SimApp:
     def _control_reply(self, method: str, parts: list[str], query: dict[str, list[str]],
                        body: bytes) -> tuple[int, Any]:
         """Status and JSON of one control request; ValueError means 400, (404, None) an unknown endpoint."""
+        self.graph.licensing.run_due()
+        directory = DirectoryControl(self.state, self.graph.licensing).reply(method, parts,
+                                                                             lambda: _json_object(body))
+        if directory is not None:
+            return directory
         if parts == ["users"] and method == "GET":
             return 200, {"value": [u.summary() for u in self.state.user_order]}
         if parts == ["users"] and method == "POST":
             return self._create_user(_json_object(body))
-        if len(parts) == 2 and parts[0] == "users" and method == "GET":
-            user = self.state.find_user(parts[1])
-            return (200, user.summary()) if user else (404, {"error": f"no user {parts[1]!r}"})
         if parts == ["skus"] and method == "GET":
             return 200, {"value": [self._sku_view(sku_id) for sku_id in self.state.skus]}
         if len(parts) == 2 and parts[0] == "skus" and method == "PATCH":
@@ -438,10 +437,21 @@ class SimApp:
         if "user" in query:
             wanted = query["user"][0].lower()
             entries = [e for e in entries if wanted in (str(e["user"]).lower(), str(e["user_id"]).lower())]
+        if "group" in query:
+            wanted = query["group"][0].lower()
+            entries = [e for e in entries if "group" in e
+                       and wanted in ("*", str(e["group"]).lower(), str(e["group_id"]).lower())]
         if "since" in query:
             since = float(query["since"][0])
             entries = [e for e in entries if e["ts"] >= since]
         return {"value": entries, "count": len(entries)}
+
+
+def _segment_after(parts: list[str], name: str) -> str | None:
+    """The path segment after `name` (the object id of users/{id}/... or groups/{id}/...), if any."""
+    if name in parts and parts.index(name) + 1 < len(parts):
+        return parts[parts.index(name) + 1]
+    return None
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -456,5 +466,6 @@ def create_app(config: SimConfig, base_url: str, cert_pem: bytes | None = None,
                fixture: Fixture | None = None) -> SimApp:
     """Build the simulator app for `config`, serving at `base_url` (the fixture is built unless given)."""
     if fixture is None:
-        fixture = build_fixture(config.users, config.seed, config.tenant_id, config.fixture_path, cert_pem)
+        fixture = build_fixture(config.users, config.seed, config.tenant_id, config.fixture_path, cert_pem,
+                                config.group_licensed_share)
     return SimApp(config, fixture, base_url)

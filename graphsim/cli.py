@@ -58,6 +58,12 @@ def build_parser(prog: str = "graphsim") -> argparse.ArgumentParser:
                    help="a request refused with 429 still spends the tokens of the bucket that refused it")
     p.add_argument("--replication-lag-s", type=float, default=0.0,
                    help="assignLicense sees a user's previous usageLocation this long after a PATCH")
+    p.add_argument("--group-licensed-share", type=_probability, default=0.0, metavar="SHARE",
+                   help="share of the generated users who are members of licensed groups (0: no groups)")
+    p.add_argument("--group-license-delay-s", type=float, default=1.0,
+                   help="seconds from a group license or membership change until its members are processed")
+    p.add_argument("--premium", action=argparse.BooleanOptionalAction, default=True,
+                   help="the tenant has Entra ID P1/P2 (without it signInActivity reads are refused)")
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--latency-jitter-ms", type=float, default=0.0)
     p.add_argument("--token-lifetime-s", type=float, default=3600.0,
@@ -87,6 +93,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         if isinstance(args.tenant_write_limit, str) else args.tenant_write_limit,
         read_limit=parse_read_limit(args.read_limit) if isinstance(args.read_limit, str) else args.read_limit,
         charge_refused=args.charge_refused, replication_lag_s=args.replication_lag_s,
+        group_licensed_share=args.group_licensed_share, group_license_delay_s=args.group_license_delay_s,
+        premium=args.premium,
         latency_ms=args.latency_ms, latency_jitter_ms=args.latency_jitter_ms,
         fault_503=args.fault_503, fault_504=args.fault_504, fault_reset=args.fault_reset,
         fault_reset_after_apply=args.fault_reset_after_apply, fault_slow=args.fault_slow,

@@ -130,6 +130,13 @@ class SimConfig:
     charge_refused: bool = True
     # Seconds for which assignLicense still sees a user's previous usageLocation after a PATCH changed it.
     replication_lag_s: float = 0.0
+    # Share of the generated users who are members of licensed groups (fixture; 0: no groups).
+    group_licensed_share: float = 0.0
+    # Seconds from a group license or membership change until its members are processed: queued for the
+    # first half, in progress for the second; 0 processes on the next request (still not in the same one).
+    group_license_delay_s: float = 1.0
+    # Whether the tenant has Entra ID P1/P2 (signInActivity is refused without it).
+    premium: bool = True
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
     # Fault rates: the probability (0..1) that a Graph request (or a whole $batch) meets the fault.
@@ -155,6 +162,10 @@ class SimConfig:
             raise ValueError("the fault rates must add up to at most 1")
         if self.latency_ms < 0 or self.latency_jitter_ms < 0 or self.slow_s < 0 or self.replication_lag_s < 0:
             raise ValueError("latency_ms, latency_jitter_ms, slow_s and replication_lag_s must be >= 0")
+        if self.group_license_delay_s < 0:
+            raise ValueError("group_license_delay_s must be >= 0")
+        if not 0.0 <= self.group_licensed_share <= 1.0:
+            raise ValueError("group_licensed_share must be between 0 and 1")
         if self.token_lifetime_s < 0:
             raise ValueError("token_lifetime_s must be >= 0")
         if self.users < 0:
@@ -168,6 +179,8 @@ class SimConfig:
             "read_limit": _describe_limit(self.read_limit),
             "charge_refused": self.charge_refused,
             "replication_lag_s": self.replication_lag_s,
+            "group_license_delay_s": self.group_license_delay_s,
+            "premium": self.premium,
             "latency_ms": self.latency_ms,
             "latency_jitter_ms": self.latency_jitter_ms,
             "token_lifetime_s": self.token_lifetime_s,
@@ -186,7 +199,7 @@ class SimConfig:
 # Knobs that may change while the simulator runs (POST /_sim/config).
 RUNTIME_KNOBS = frozenset(
     {"write_limit", "tenant_write_limit", "read_limit", "charge_refused", "replication_lag_s", "latency_ms",
-     "latency_jitter_ms", "token_lifetime_s", "slow_s"}
+     "latency_jitter_ms", "token_lifetime_s", "slow_s", "group_license_delay_s", "premium"}
     | set(FAULT_KNOBS)
     | {"force_429", "fault_seed"}
 )
@@ -214,7 +227,7 @@ def apply_updates(config: SimConfig, updates: Mapping[str, Any]) -> SimConfig:
                 changes[key] = _limit_value(value)
             elif key == "read_limit":
                 changes[key] = AUTO if isinstance(value, str) and value.strip().lower() == AUTO else _limit_value(value)
-            elif key == "charge_refused":
+            elif key in ("charge_refused", "premium"):
                 if not isinstance(value, bool):
                     raise ValueError("must be true or false")
                 changes[key] = value
@@ -237,3 +250,4 @@ def apply_updates(config: SimConfig, updates: Mapping[str, Any]) -> SimConfig:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"bad value for {key!r}: {exc}") from None
     return replace(config, **changes)
+

@@ -18,7 +18,7 @@ import uvicorn
 from graphsim.app import DropFilter, SimApp, create_app
 from graphsim.config import SimConfig, resolve_read_limit
 from graphsim.fixture import AppDef
-from graphsim.graph import ASSIGN_LICENSES, WRITE_USERS
+from graphsim.permissions import ASSIGN_LICENSES, WRITE_MEMBERS, WRITE_USERS
 from graphsim.pki import PkiFiles, ensure_pki, thumbprints
 from graphsim.tenant import Tenant
 
@@ -156,7 +156,8 @@ class SimServer:
         main = next((a for a in apps if a.roles & ASSIGN_LICENSES), apps[0])
         readonly: AppDef | None = next((a for a in apps if not a.roles & (ASSIGN_LICENSES | WRITE_USERS)), None)
         least: AppDef | None = next((a for a in apps if a is not main and a.roles & ASSIGN_LICENSES
-                                     and not a.roles & WRITE_USERS), None)
+                                     and not a.roles & (WRITE_USERS | WRITE_MEMBERS)), None)
+        groups_admin: AppDef | None = next((a for a in apps if a.roles & WRITE_MEMBERS), None)
         sha1, sha256 = thumbprints(pki.app_cert.read_bytes())
         tenant_id = app.fixture.tenant_id
         return {
@@ -171,6 +172,8 @@ class SimServer:
             "readonly_client_secret": readonly.secret if readonly else None,
             "license_only_client_id": least.client_id if least else None,
             "license_only_client_secret": least.secret if least else None,
+            "groups_admin_client_id": groups_admin.client_id if groups_admin else None,
+            "groups_admin_client_secret": groups_admin.secret if groups_admin else None,
             "cert_path": str(pki.app_cert),
             "key_path": str(pki.app_key),
             "cert_bundle_path": str(pki.app_bundle),
@@ -182,6 +185,7 @@ class SimServer:
             "control_url": f"{base_url}/_sim" if config.control else None,
             "port": port,
             "users": len(app.fixture.users),
+            "groups": len(app.fixture.groups),
             "seed": config.seed,
             "write_limit": str(config.write_limit) if config.write_limit else "none",
             "tenant_write_limit": str(config.tenant_write_limit) if config.tenant_write_limit else "none",

@@ -20,6 +20,8 @@ class Stats:
         self.by_status: dict[str, int] = {}
         self.requests = 0
         self.writes_accepted = 0
+        # Of those, the writes to groups (create, members, licenses, delete).
+        self.group_writes_accepted = 0
         self.reads_accepted = 0
         self.reads_by_endpoint: dict[str, int] = {}
         self.reads_throttled = 0
@@ -56,9 +58,11 @@ class Stats:
         if read:
             self.reads_throttled += 1
 
-    def accept_write(self, resource_units: int = 1) -> None:
-        """Count a write that passed throttling, in its 1-second window since start."""
+    def accept_write(self, resource_units: int = 1, *, group: bool = False) -> None:
+        """Count a write that passed throttling (a group write also on its own), in its 1-second window."""
         self.writes_accepted += 1
+        if group:
+            self.group_writes_accepted += 1
         self.spend(resource_units)
         second = int(self._clock() - self.started)
         if second >= len(self.writes_per_s):
@@ -80,6 +84,7 @@ class Stats:
             "uptime_s": round(self._clock() - self.started, 3),
             "requests": self.requests,
             "writes_accepted": self.writes_accepted,
+            "group_writes_accepted": self.group_writes_accepted,
             "reads_accepted": self.reads_accepted,
             "reads_by_endpoint": dict(self.reads_by_endpoint),
             "reads_throttled": self.reads_throttled,

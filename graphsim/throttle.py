@@ -17,6 +17,7 @@ RESOURCE_UNIT_LIMIT_EXCEEDED = "ResourceUnitLimitExceeded"
 # (throttling-limits); any other identity request, read or write, costs 1.
 _LISTED_READ_COSTS: dict[tuple[str, ...], int] = {("users",): 2, ("subscribedSkus",): 3}
 _LICENSE_DETAILS_COST = 2  # me/licenseDetails, which the table extends to users/{id}/licenseDetails
+_GROUP_MEMBERS_COST = 3  # groups/{id}/members
 _SMALL_TOP = 20  # $top below this takes one unit off
 
 
@@ -26,6 +27,8 @@ def resource_units(method: str, segments: Sequence[str], query: Mapping[str, lis
     if method == "GET":
         if len(segments) == 3 and segments[0] == "users" and segments[2] == "licenseDetails":
             cost = _LICENSE_DETAILS_COST
+        elif len(segments) == 3 and segments[0] == "groups" and segments[2] == "members":
+            cost = _GROUP_MEMBERS_COST
         else:
             cost = _LISTED_READ_COSTS.get(tuple(segments), 1)
     if query.get("$select"):

@@ -99,13 +99,22 @@ class IdempotencyStore:
         return f"bl:idem:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
 
     def claim(self, scope: str, key: str) -> Claim:
-        """Claim the key, or return what the earlier request with it answered; waits while it runs."""
-        record_key = self.record_key(scope, check_key(key))
-        token = uuid.uuid4().hex
-        pending = _pending(token)
+        """Claim the key, or return what the earlier request with it answered; waits (sleeping) while it runs."""
         deadline = self.clock() + self.wait_s
         while True:
-            if self.redis.set(record_key, pending, nx=True, px=int(self.pending_ttl_s * 1000)):
+            claim = self.try_claim(scope, key)
+            if claim is not None:
+                return claim
+            if self.clock() >= deadline:
+                raise IdempotencyInProgress("a request with this idempotency key is still being processed")
+            self.sleep(self.poll_s)
+
+    def try_claim(self, scope: str, key: str) -> Claim | None:
+        """Claim the key, or return what the earlier request with it answered; None while that one runs."""
+        record_key = self.record_key(scope, check_key(key))
+        token = uuid.uuid4().hex
+        while True:
+            if self.redis.set(record_key, _pending(token), nx=True, px=int(self.pending_ttl_s * 1000)):
                 return Claim(record_key, token)
             raw = self.redis.get(record_key)
             if raw is None:
@@ -113,9 +122,7 @@ class IdempotencyStore:
             record = json.loads(raw)
             if record.get("state") == "done":
                 return Claim(record_key, None, record["fingerprint"], record["answer"])
-            if self.clock() >= deadline:
-                raise IdempotencyInProgress("a request with this idempotency key is still being processed")
-            self.sleep(self.poll_s)
+            return None
 
     def complete(self, claim: Claim, fingerprint: str, answer: Mapping[str, Any]) -> None:
         """Record the answer to the claimed key's request, kept for `ttl_s`."""

@@ -184,6 +184,15 @@ def job_status(record: Mapping[str, str], *, pending: int, failed: int, cancelle
     return JobStatus.RUNNING
 
 
+def record_status(record: Mapping[str, str]) -> JobStatus:
+    """A committed job's status from its record alone (all a count of jobs by status needs)."""
+    counts = {name: int(record.get(name) or 0) for name in ("total", "failed", "cancelled", *USER_COUNTERS)}
+    pending = max(0, counts["total"] - sum(counts[name] for name in USER_COUNTERS))
+    started_at = float(record["started_at"]) if "started_at" in record else None
+    return job_status(record, pending=pending, failed=counts["failed"], cancelled=counts["cancelled"],
+                      started_at=started_at)
+
+
 def job_progress(job_id: str, record: Mapping[str, str], *, recent_results: int, now: float,
                  ceiling_rate_per_s: float | None = None, plan: Mapping[str, int] | None = None,
                  waiting: int = 0) -> JobProgress:

@@ -3,7 +3,8 @@
 Graph's free seats (`prepaidUnits.enabled − consumedUnits`) do not know about jobs that are
 queued or running: two batches submitted in the same second would both count on the last seats.
 So a real job reserves its seat demand when it is accepted, in one atomic step that also checks
-free seats minus what other jobs of the tenant hold; its reservation shrinks as its users take
+free seats minus what other jobs of the tenant hold (a job that may wait for seats reserves what is
+free of its demand, no more); its reservation shrinks as its users take
 their seats (they then show in `consumedUnits`) or turn out not to need one, and is dropped when
 the job ends.
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import redis
 
 # KEYS[1] the tenant's job set, KEYS[2] this job's hash; ARGV: job id, job key prefix, ttl_s,
-# force (1: reserve even when short), then sku, demand, free triples.
+# force (1: reserve what is free even when short), then sku, demand, free triples.
 # Returns a flat list of sku, shortfall for the SKUs that are short (empty: reserved).
 _RESERVE = """
 local function held_by_others(sku)
@@ -34,18 +35,19 @@ local function held_by_others(sku)
   end
   return total
 end
-local short = {}
+local short, take = {}, {}
 for i = 5, #ARGV, 3 do
   local sku, demand, free = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local available = free - held_by_others(sku)
+  local available = math.max(free - held_by_others(sku), 0)
+  take[sku] = math.min(demand, available)
   if demand > available then
     table.insert(short, sku)
-    table.insert(short, tostring(demand - math.max(available, 0)))
+    table.insert(short, tostring(demand - available))
   end
 end
 if #short > 0 and ARGV[4] ~= '1' then return short end
-for i = 5, #ARGV, 3 do
-  if tonumber(ARGV[i + 1]) > 0 then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for sku, n in pairs(take) do
+  if n > 0 then redis.call('HSET', KEYS[2], sku, n) end
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('SADD', KEYS[1], ARGV[1])
@@ -106,8 +108,9 @@ class SeatLedger:
     ) -> dict[str, int]:
         """Reserve `demand` seats per SKU unless free minus others' reservations is short.
 
-        Returns the shortfall per short SKU (empty when reserved). With `force` the demand is
-        reserved even when short (a job that waits for seats still queues ahead of later jobs).
+        Returns the shortfall per short SKU (empty when reserved). With `force` (a job that waits for
+        seats) what is free is reserved and the rest is not: the job takes further seats as they
+        appear, as any later job may, so that one job cannot hold a tenant's seats it cannot use yet.
         """
         args: list[str | int] = [job_id, "bl:job:", self._retention_s, 1 if force else 0]
         for sku, n in sorted(demand.items()):

@@ -42,8 +42,8 @@ from typing import Any, cast
 import redis
 from redis.client import Pipeline
 
-from jobs.models import Operation, UserResult
-from jobs.progress import RATE_WINDOW_S, JobProgress, job_progress
+from jobs.models import JobStatus, Operation, UserResult
+from jobs.progress import RATE_WINDOW_S, JobProgress, job_progress, record_status
 
 STAGING_TTL_S = 3600
 # How long the number of Redis replicas online is taken as known before it is asked again.
@@ -579,6 +579,18 @@ class JobStore:
         return job_progress(job_id, record, recent_results=recent_results, now=now,
                             ceiling_rate_per_s=ceiling_rate_per_s,
                             plan={k.decode(): int(v) for k, v in plan.items()}, waiting=int(waiting))
+
+    def tenants_and_statuses(self, job_ids: Sequence[str]) -> list[tuple[str, JobStatus]]:
+        """Each committed job's tenant and status, read in one round trip (jobs gone or staging left out)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self._job_key(job_id))
+        out = []
+        for raw in cast(list[dict[bytes, bytes]], pipe.execute()):
+            if raw and raw.get(b"state") != b"staging":
+                record = {k.decode(): v.decode() for k, v in raw.items()}
+                out.append((record.get("tenant", ""), record_status(record)))
+        return out
 
     def job_tenant(self, job_id: str) -> str | None:
         """The tenant profile a committed job belongs to."""

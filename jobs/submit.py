@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from config import Settings
 from jobs.catalogs import CatalogCache
-from jobs.input import Limits, parse_csv, parse_json
+from jobs.input import Limits, parse_csv, read_json_job
 from jobs.input.rules import clip
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
 from jobs.notify import CallbackPolicy
+from jobs.quotas import QuotaLedger
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine
@@ -54,7 +55,7 @@ class Submitter:
     """Turns an uploaded CSV or JSON body into a committed, enqueued job, or refuses it whole."""
 
     def __init__(self, settings: Settings, store: JobStore, catalogs: CatalogCache, send: Send,
-                 seats: SeatLedger, callbacks: CallbackPolicy | None = None) -> None:
+                 seats: SeatLedger, callbacks: CallbackPolicy | None = None, quotas: QuotaLedger | None = None) -> None:
         self.settings = settings
         self.store = store
         self.catalogs = catalogs
@@ -62,6 +63,7 @@ class Submitter:
         self.seats = seats
         self.limits = Limits.from_settings(settings)
         self.callbacks = callbacks or CallbackPolicy.from_settings(settings)
+        self.quotas = quotas or QuotaLedger.from_settings(store.redis, settings)
 
     def submit_csv(self, tenant: str, chunks: Iterable[bytes], *, owner: str = "",
                    options: JobOptions = JobOptions()) -> Submitted:
@@ -83,17 +85,19 @@ class Submitter:
         Options given as query parameters (`options`) add to those in the body.
         """
         def catalog_for(tenant: str) -> SkuCatalog:
-            if tenant not in self.settings.tenants:
-                raise KeyError(tenant)
+            # Allowed first: a key learns nothing of the profiles it may not use, not even whether they exist.
             if not allowed(tenant):
                 raise InputRejected(
                     [FieldError(f"this API key may not submit jobs for tenant '{tenant}'", column="tenant",
                                 value=tenant)],
                     status_code=403,
                 )
+            if tenant not in self.settings.tenants:
+                raise KeyError(tenant)
             return self.catalogs.get(tenant)
 
-        tenant, ops, in_body = parse_json(body, catalog_for, self.limits)
+        parse = read_json_job(body, catalog_for, self.limits)  # the body's syntax, limits, tenant and options
+        in_body = parse.options
         if options.callback_url and in_body.callback_url and options.callback_url != in_body.callback_url:
             raise InputRejected([FieldError("callback_url is given twice (query and body), differently",
                                             column="callback_url", value=in_body.callback_url)])
@@ -103,29 +107,33 @@ class Submitter:
             else SeatPolicy.FAIL,
             callback_url=options.callback_url or in_body.callback_url,
         )
-        return self._stage_and_commit(tenant, ops, lambda: ([], 0), source="json", owner=owner, options=merged)
+        return self._stage_and_commit(parse.tenant, parse, lambda: (parse.errors, parse.total_errors), source="json",
+                                      owner=owner, options=merged, status=lambda: parse.status_code)
 
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
         """Start the real job of a finished dry run, from the same input (it reads the users again).
 
         The run of a rollback's dry run is that rollback: it is refused if its job was rolled back meanwhile.
         """
-        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "run_as", "kind", "rollback_of",
+        fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "kind", "rollback_of",
                                        "callback_url")
         progress = self.store.progress(planned_id)
         if fields.get("dry_run") != "1" or progress is None or progress.status is not JobStatus.PLANNED:
             raise NotRunnable("only a finished dry run (status planned) can be run")
-        if "run_as" in fields:
-            raise NotRunnable(f"this dry run was already run as job {fields['run_as']}")
         tenant = fields["tenant"]
         job_id = new_job_id()
+        # Claimed before anything is staged, atomically: of requests racing to run one dry run, one wins.
+        ran_as = self.store.link_once(planned_id, "run_as", job_id)
+        if ran_as is not None:
+            raise NotRunnable(f"this dry run was already run as job {ran_as}")
         options = {"dry_run": "0", "seat_policy": seat_policy.value, "seat_basis": "plan", "planned_from": planned_id}
         undone = fields.get("rollback_of")
-        if undone is not None:
-            self._claim_rollback(undone, job_id)
-            options.update(kind=fields.get("kind", "rollback"), rollback_of=undone)
         try:
-            self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            if undone is not None:
+                self._claim_rollback(undone, job_id)
+                options.update(kind=fields.get("kind", "rollback"), rollback_of=undone)
+            total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            self.quotas.take(tenant, owner, job_id, total)
             counters = self.store.plan_counters(planned_id)
             demand = {
                 key[5:]: max(0, n - counters.get(f"release:{key[5:]}", 0))
@@ -134,13 +142,13 @@ class Submitter:
             self._reserve(tenant, job_id, demand, seat_policy)
         except BaseException:
             self.store.discard(job_id)
+            self.store.unlink(planned_id, "run_as", job_id)
             if undone is not None:
                 self.store.unlink(undone, "rolled_back_by", job_id)
             raise
         if "callback_url" in fields:  # the run reports where its dry run did
             options["callback_url"] = fields["callback_url"]
         total, chunks = self.store.commit(job_id, source=fields.get("source", ""), owner=owner, options=options)
-        self.store.link(planned_id, "run_as", job_id)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=())
@@ -160,8 +168,10 @@ class Submitter:
         demand = SeatDemand()
         try:
             ops = demand.count(rollback_operations(lambda: self.store.iter_results(job_id), catalog))
-            if self.store.stage(new_id, tenant, ops, self.settings.chunk_size) == 0:
+            total = self.store.stage(new_id, tenant, ops, self.settings.chunk_size)
+            if total == 0:
                 raise NotRunnable(f"job {job_id} changed no user: there is nothing to roll back")
+            self.quotas.take(tenant, owner, new_id, total)
             warnings = () if dry_run else self._reserve(tenant, new_id, demand.net(), seat_policy)
         except BaseException:
             self.store.discard(new_id)
@@ -228,6 +238,7 @@ class Submitter:
                 raise InputRejected(found, count, status())
             if total == 0:
                 raise InputRejected([FieldError("the input has no operations")])
+            self.quotas.take(tenant, owner, job_id, total)  # dropped by the next check if refused below
             warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy)
         except BaseException:
             self.store.discard(job_id)

@@ -10,7 +10,16 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.context import ApiContext
-from api.deps import Authenticated, Caller, Context, permits
+from api.deps import (
+    JOB_ID_HELP,
+    JOB_ID_PATTERN,
+    Authenticated,
+    Caller,
+    Context,
+    permits,
+    tenant_refused,
+    unknown_tenant,
+)
 from api.errors import ApiError
 from api.schemas import AuditEventOut, error_responses
 from jobs.audit import AuditEvent, parse_instant
@@ -31,7 +40,8 @@ def audit_events(
     tenant: Annotated[str | None, Query(max_length=128, description="Only this tenant profile")] = None,
     since: Annotated[str | None, Query(max_length=64, description=INSTANT_HELP)] = None,
     until: Annotated[str | None, Query(max_length=64, description=INSTANT_HELP)] = None,
-    job: Annotated[str | None, Query(max_length=64, description="Only this job's events")] = None,
+    job: Annotated[str | None, Query(pattern=JOB_ID_PATTERN, description=f"Only this job's events ({JOB_ID_HELP})")]
+    = None,
 ) -> StreamingResponse:
     """Audit events of the tenants this key may see (or of `tenant`: 403 when the key may not)."""
     tenants = _readable_tenants(context, who, tenant)
@@ -45,10 +55,9 @@ def _readable_tenants(context: ApiContext, who: Caller, tenant: str | None) -> l
     if tenant is None:
         return [name for name in context.settings.tenants if who.allows(name)]
     if not permits(context, who, tenant, "GET /v1/audit"):
-        raise ApiError(403, f"this API key may not read the audit trail of tenant '{tenant}'")
+        raise tenant_refused(tenant, "read the audit trail of")
     if tenant not in context.settings.tenants:
-        raise ApiError(422, f"unknown tenant profile '{tenant}'",
-                       [FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
+        raise unknown_tenant(tenant)
     return [tenant]
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.context import ApiContext
-from api.deps import Authenticated, Context, ScopedJob
+from api.deps import WRITES, Authenticated, Context, ScopedJob
 from api.errors import OUTAGES, ApiError
 from api.schemas import JobAccepted, error_responses
 from jobs.audit import AuditAction
@@ -21,13 +21,14 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("/{job_id}/run", status_code=202, response_model=JobAccepted,
-             responses=error_responses(401, 404, 409, 503))
+@router.post("/{job_id}/run", status_code=202, response_model=JobAccepted, dependencies=[WRITES],
+             responses=error_responses(401, 403, 404, 409, 429, 503))
 async def run(job: ScopedJob, context: Context, who: Authenticated,
               on_seat_shortage: Annotated[SeatPolicy, Query()] = SeatPolicy.FAIL) -> Response:
     """Start the real job of a finished dry run (it reads every user again: the tenant may have moved on)."""
-    accepted = await run_in_threadpool(context.submitter.run_planned, job.id, owner=who.name,
-                                       seat_policy=on_seat_shortage)
+    with context.lanes.submissions_per_key.hold(who.name):  # it stages the whole input again
+        accepted = await context.lanes.submission(context.submitter.run_planned, job.id, owner=who.name,
+                                                  seat_policy=on_seat_shortage)
     undone = context.store.job_fields(accepted.id, "rollback_of").get("rollback_of")
     if undone is None:  # a job submitted from a dry run's input
         await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.SUBMITTED, accepted.id,
@@ -41,7 +42,7 @@ async def run(job: ScopedJob, context: Context, who: Authenticated,
     return JSONResponse(status_code=202, content=answer.model_dump(), headers={"Location": f"/v1/jobs/{accepted.id}"})
 
 
-@router.post("/{job_id}/resume", status_code=202, responses=error_responses(401, 404, 409))
+@router.post("/{job_id}/resume", status_code=202, dependencies=[WRITES], responses=error_responses(401, 403, 404, 409))
 def resume(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, Any]:
     """Resume a paused job now (after buying seats or fixing the tenant profile)."""
     reason = context.store.job_fields(job.id, "paused_reason").get("paused_reason")
@@ -55,8 +56,8 @@ def resume(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, An
     return {"id": job.id, "resumed": True, "status": progress.status.value if progress else "running"}
 
 
-@router.post("/{job_id}/rollback", status_code=202, response_model=JobAccepted,
-             responses=error_responses(401, 404, 409, 503))
+@router.post("/{job_id}/rollback", status_code=202, response_model=JobAccepted, dependencies=[WRITES],
+             responses=error_responses(401, 403, 404, 409, 429, 503))
 async def rollback(
     job: ScopedJob, context: Context, who: Authenticated,
     dry_run: Annotated[bool, Query(description="Plan the rollback only: read every user, write nothing.")] = False,
@@ -69,8 +70,9 @@ async def rollback(
     job is still running (cancel it first), is a dry run, changed no user, or was rolled back already.
     """
     await run_in_threadpool(context.check_broker)  # before anything is written
-    accepted = await run_in_threadpool(context.submitter.rollback, job.id, owner=who.name, dry_run=dry_run,
-                                       seat_policy=on_seat_shortage)
+    with context.lanes.submissions_per_key.hold(who.name):  # it reads every result and stages
+        accepted = await context.lanes.submission(context.submitter.rollback, job.id, owner=who.name,
+                                                  dry_run=dry_run, seat_policy=on_seat_shortage)
     details = {"rollback_job": accepted.id, "users": accepted.total, "dry_run": accepted.dry_run}
     await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED, job.id, details)
     answer = JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.context import ApiContext
-from api.deps import Context, ScopedJob, VisibleJob
+from api.deps import Authenticated, Context, ScopedJob, VisibleJob
+from api.lanes import KeyGate
 from api.plan_view import with_seats
 from api.schemas import error_responses
 from jobs.models import TERMINAL_JOB_STATUSES
@@ -65,7 +67,8 @@ def sequence(job: Mapping[str, Any]) -> int:
 def last_seen(header: str | None) -> int:
     """The `Last-Event-ID` a client resumes from; -1 (nothing seen) when absent or not ours."""
     value = (header or "").strip()
-    return int(value) if value.isdigit() else -1
+    # ASCII digits only: "²" and other Unicode digits pass isdigit() but not int().
+    return int(value) if value.isascii() and value.isdigit() else -1
 
 
 def frame(event: str, event_id: int, job: Mapping[str, Any]) -> bytes:
@@ -74,8 +77,18 @@ def frame(event: str, event_id: int, job: Mapping[str, Any]) -> bytes:
 
 
 async def job_events(request: Request, read: Callable[[], Awaitable[dict[str, Any] | None]], seen: int,
-                     pace: Pacing) -> AsyncIterator[bytes]:
-    """Progress events while the job changes, `end` once it is terminal; stops when the client leaves."""
+                     pace: Pacing, gate: KeyGate | None = None, key: str = "") -> AsyncIterator[bytes]:
+    """Progress events while the job changes, `end` once it is terminal; stops when the client leaves.
+
+    With a gate, the stream counts as one of the key's open streams while it runs.
+    """
+    with gate.hold(key) if gate is not None else contextlib.nullcontext():
+        async for event in _events(request, read, seen, pace):
+            yield event
+
+
+async def _events(request: Request, read: Callable[[], Awaitable[dict[str, Any] | None]], seen: int,
+                  pace: Pacing) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     started = quiet_since = loop.time()
     yield f"retry: {pace.retry_ms}\n\n".encode()
@@ -115,11 +128,17 @@ def progress_reader(context: ApiContext, job: VisibleJob) -> Callable[[], Awaita
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "`progress` events (the job JSON) on change, then `end`"},
-                       **error_responses(401, 404)})
+                       **error_responses(401, 404, 429)})
 async def events(
-    request: Request, job: ScopedJob, context: Context, pace: Annotated[Pacing, Depends(pacing)],
+    request: Request, job: ScopedJob, context: Context, who: Authenticated, pace: Annotated[Pacing, Depends(pacing)],
     last_event_id: Annotated[str | None, Header(max_length=40)] = None,
 ) -> StreamingResponse:
-    """The job's progress as Server-Sent Events; `Last-Event-ID` resumes without repeating a seen state."""
-    stream = job_events(request, progress_reader(context, job), last_seen(last_event_id), pace)
+    """The job's progress as Server-Sent Events; `Last-Event-ID` resumes without repeating a seen state.
+
+    `429` when the API key has `BULKLICENSE_API_EVENT_STREAMS_PER_KEY` streams open already.
+    """
+    gate = context.lanes.streams_per_key
+    with gate.hold(who.name):  # refused now (429) rather than once the response has started
+        pass
+    stream = job_events(request, progress_reader(context, job), last_seen(last_event_id), pace, gate, who.name)
     return StreamingResponse(stream, media_type="text/event-stream", headers=STREAM_HEADERS)

@@ -9,7 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from api.deps import Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions
+from api.context import ApiContext
+from api.deps import WRITES, Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions, VisibleJob
+from api.errors import ApiError
 from api.plan_view import known_catalog, with_seats
 from api.results import csv_lines, json_lines, result_rows
 from api.schemas import JobAccepted, error_responses
@@ -38,10 +40,10 @@ SUBMIT_BODY: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=202, response_model=JobAccepted, openapi_extra=SUBMIT_BODY,
+@router.post("", status_code=202, response_model=JobAccepted, openapi_extra=SUBMIT_BODY, dependencies=[WRITES],
              responses={200: {"model": JobAccepted, "description": "The job an earlier request with the same"
                                                                     " Idempotency-Key created"},
-                        **error_responses(400, 401, 403, 409, 413, 415, 422, 503)})
+                        **error_responses(400, 401, 403, 408, 409, 413, 415, 422, 429, 503)})
 async def submit(request: Request, context: Context, who: Authenticated, tenant: CsvTenant,
                  options: SubmitOptions, idempotency_key: IdempotencyKey = None) -> Response:
     """Submit a job: a CSV (`text/csv` body or multipart field `file`, `?tenant=`) or JSON.
@@ -95,10 +97,12 @@ def results(
     return StreamingResponse(json_lines(rows, catalog), media_type="application/json")
 
 
-@router.post("/{job_id}/cancel", status_code=202, responses=error_responses(401, 404, 503))
+@router.post("/{job_id}/cancel", status_code=202, dependencies=[WRITES],
+             responses=error_responses(401, 403, 404, 409, 503))
 async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, Any]:
-    """Cancel a job: returns once no write for it can still go out."""
+    """Cancel a job: returns once no write for it can still go out; 409 when it has ended already."""
     store = context.store
+    _refuse_if_ended(context, job)
     store.request_cancel(job.id)
     context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id)
     # Parked chunks of a paused job run once more, only to record their users as cancelled.
@@ -117,3 +121,10 @@ async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[s
         "writes_in_flight": in_flight,
         "status": progress.status.value if progress else "cancelled",
     }
+
+
+def _refuse_if_ended(context: ApiContext, job: VisibleJob) -> None:
+    """409 for a job that has ended: there is nothing to cancel, and nothing is recorded."""
+    progress = context.store.progress(job.id)
+    if progress is not None and progress.status.is_terminal:
+        raise ApiError(409, f"job {job.id} has ended ({progress.status.value}): there is nothing to cancel")

@@ -1,7 +1,7 @@
 """Job input: CSV streams and JSON bodies parsed and validated into Operations."""
 
 from jobs.input.csv_parse import CsvParse, parse_csv
-from jobs.input.json_parse import parse_json
+from jobs.input.json_parse import JsonParse, parse_json, read_json_job
 from jobs.input.rules import Limits
 
-__all__ = ["CsvParse", "Limits", "parse_csv", "parse_json"]
+__all__ = ["CsvParse", "JsonParse", "Limits", "parse_csv", "parse_json", "read_json_job"]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from jobs.input.errors import ErrorLog
-from jobs.input.json_shape import AddLicenseIn, OperationIn, load_job, reject
+from jobs.input.json_scan import reject
+from jobs.input.json_shape import AddLicenseIn, JobBody, OperationIn, load_job
 from jobs.input.licenses import AddName, Name, resolve_licenses
 from jobs.input.rules import JSON_WORDING, Limits, cell_problem, clip, quoted, usage_location_problem
 from jobs.input.users import UserCheck
-from jobs.models import InputRejected, JobOptions, Operation, SeatPolicy
+from jobs.models import FieldError, InputRejected, JobOptions, Operation, SeatPolicy
 from jobs.skus import SkuCatalog, is_guid, normalize_name
 
 
@@ -17,25 +18,70 @@ def parse_json(
     body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits
 ) -> tuple[str, list[Operation], JobOptions]:
     """Parse and validate a JSON job body into (tenant, operations, options); InputRejected on any error."""
+    parse = read_json_job(body, catalog_for, limits)
+    operations = list(parse)
+    if parse.total_errors:
+        raise InputRejected(parse.errors, parse.total_errors, parse.status_code)
+    return parse.tenant, operations, parse.options
+
+
+def read_json_job(body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits) -> JsonParse:
+    """Check a JSON job body's syntax, limits, top-level fields and tenant; iterate the result for Operations.
+
+    `catalog_for` raises KeyError for an unknown tenant (and may refuse one the caller may not use):
+    the tenant is checked before any operation is read.
+    """
     job = load_job(body, limits)
     try:
-        catalog = catalog_for(job.tenant)
+        catalog = catalog_for(job.head.tenant)
     except KeyError:
         reject(
-            f"unknown tenant {quoted(job.tenant)}: no tenant profile has this name; use one configured on the server",
+            f"unknown tenant {quoted(job.head.tenant)}: no tenant profile has this name; use one configured on the "
+            "server",
             column="tenant",
-            value=clip(job.tenant),
+            value=clip(job.head.tenant),
         )
     if not job.operations:
         reject("operations is empty; give at least one operation", column="operations")
-    errors = ErrorLog()
-    checks = _OperationChecks(catalog, limits.max_cell_chars, errors)
-    operations = [checks.operation(i, op) for i, op in enumerate(job.operations)]
-    if errors.total:
-        raise InputRejected(errors.kept, errors.total, 422)
-    options = JobOptions(dry_run=job.dry_run, seat_policy=SeatPolicy(job.on_seat_shortage),
-                         callback_url=job.callback_url)
-    return job.tenant, [op for op in operations if op is not None], options
+    return JsonParse(job, catalog, limits)
+
+
+class JsonParse:
+    """A JSON job body being read: its tenant and options known, its operations yielded one at a time.
+
+    Iterate once for Operations, then read `errors`. As for a CSV, operations are yielded only
+    while no error has been found, and reading goes on to report every error; shape errors (wrong
+    types, unknown fields), when there are any, are reported instead of the value errors.
+    """
+
+    status_code = 422
+
+    def __init__(self, job: JobBody, catalog: SkuCatalog, limits: Limits) -> None:
+        self._job = job
+        self._shape_errors = ErrorLog()
+        self._value_errors = ErrorLog()
+        self._checks = _OperationChecks(catalog, limits.max_cell_chars, self._value_errors)
+        self.tenant = job.head.tenant
+        self.options = JobOptions(dry_run=job.head.dry_run, seat_policy=SeatPolicy(job.head.on_seat_shortage),
+                                  callback_url=job.head.callback_url)
+
+    @property
+    def errors(self) -> list[FieldError]:
+        """The errors kept, in body order."""
+        return self._shape_errors.kept if self._shape_errors.total else self._value_errors.kept
+
+    @property
+    def total_errors(self) -> int:
+        """How many errors were found in all."""
+        return self._shape_errors.total or self._value_errors.total
+
+    def __iter__(self) -> Iterator[Operation]:
+        for index, item in enumerate(self._job.items(self._shape_errors)):
+            if item is None or self._shape_errors.total:
+                continue  # with shape errors, only the shapes of the rest are checked
+            operation = self._checks.operation(index, item)
+            if operation is not None and not self._value_errors.total:
+                yield operation
 
 
 class _OperationChecks:

@@ -1,18 +1,21 @@
-"""The shape of a JSON job body: size, encoding, nesting and field types, before any rule about values."""
+"""The shape of a JSON job body: size, encoding, nesting and field types, before any rule about values.
+
+The top-level fields are checked at once; the operations one at a time as they are read (jobs.input.json_scan).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Literal, NoReturn
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.input.errors import ErrorLog
+from jobs.input.json_scan import BodyLayout, Path, json_path, operation_items, reject, row_of, scan_body
 from jobs.input.rules import Limits, clip, size_text
-from jobs.models import FieldError, InputRejected
-
-MAX_JSON_DEPTH = 32
+from jobs.models import InputRejected
 
 
 class _In(BaseModel):
@@ -56,74 +59,64 @@ _MODELS_BY_DEPTH: dict[tuple[str, ...], type[BaseModel]] = {
 }
 
 
-def reject(message: str, status_code: int = 422, column: str | None = None, value: str | None = None) -> NoReturn:
-    """Refuse the whole body for one reason."""
-    raise InputRejected([FieldError(message, None, column, value)], 1, status_code)
+@dataclass(frozen=True)
+class JobBody:
+    """A JSON job body whose encoding, syntax, limits and top-level fields are checked; its operations to read."""
+
+    head: JobIn  # the top-level fields (`operations` left empty: they are read by `items`)
+    operations: int  # how many there are
+    text: str
+    layout: BodyLayout
+
+    def items(self, errors: ErrorLog) -> Iterator[OperationIn | None]:
+        """Each operation in turn, its shape checked: None after recording its errors in `errors`."""
+        yield from _shaped_items(self.text, self.layout, errors)
 
 
-def load_job(body: bytes, limits: Limits) -> JobIn:
-    """The body as a JobIn; InputRejected unless it is a well-formed job body within the limits."""
+def load_job(body: bytes, limits: Limits) -> JobBody:
+    """The body with its top-level fields checked; InputRejected unless it is a well-formed body within the limits.
+
+    When a top-level field is wrong, the operations' shapes are checked too, so that every shape
+    error is reported at once.
+    """
     if len(body) > limits.max_json_bytes:
         reject(
             f"the JSON body is {len(body):,} bytes, more than the limit of {size_text(limits.max_json_bytes)}; "
             "split it into several jobs or upload a CSV",
             413,
         )
-    data = _decode(body)
-    _check_depth(data)
-    if isinstance(data, dict) and isinstance(data.get("operations"), list):
-        count = len(data["operations"])
-        if count > limits.max_rows:
-            reject(
-                f"operations has {count:,} items, more than the limit of {limits.max_rows:,} per job; split "
-                "it into several jobs",
-                column="operations",
-            )
+    text = _decode(body)
+    layout = scan_body(text, limits.max_rows)
+    if layout.not_an_object is not None:
+        data = layout.not_an_object[0]
+    else:  # the operations are read one at a time, later
+        data = {**layout.fields, **({"operations": []} if layout.operations_at is not None else {})}
     try:
-        return JobIn.model_validate(data)
+        head = JobIn.model_validate(data)
     except ValidationError as exc:
         errors = ErrorLog()
         _pydantic_errors(exc, errors)
+        for _ in _shaped_items(text, layout, errors):
+            pass
         raise InputRejected(errors.kept, errors.total, 422) from None
+    return JobBody(head, layout.operations, text, layout)
 
 
-def _decode(body: bytes) -> object:
-    """The body's JSON value."""
+def _shaped_items(text: str, layout: BodyLayout, errors: ErrorLog) -> Iterator[OperationIn | None]:
+    for index, item in enumerate(operation_items(text, layout)):
+        try:
+            yield OperationIn.model_validate(item)
+        except ValidationError as exc:
+            _pydantic_errors(exc, errors, ("operations", index))
+            yield None
+
+
+def _decode(body: bytes) -> str:
+    """The body's text."""
     try:
-        text = body.decode("utf-8-sig")
+        return body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         reject(f"the body is not UTF-8 text: byte 0x{body[exc.start]:02X} at byte offset {exc.start:,}")
-    try:
-        return json.loads(text)
-    except RecursionError:
-        reject(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels; a job body needs at most 6")
-    except json.JSONDecodeError as exc:
-        reject(f"the body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")
-
-
-def _check_depth(data: object) -> None:
-    """Refuse a value nested deeper than MAX_JSON_DEPTH."""
-    stack: list[tuple[object, int, tuple[int | str, ...]]] = [(data, 1, ())]
-    while stack:
-        node, depth, path = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            where = _json_path(path) or "the body"
-            message = (
-                f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels (at {clip(where)}); a job body needs at most 6"
-            )
-            raise InputRejected([FieldError(message, _row_of(path), where)])
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1, (*path, k)) for k, v in node.items() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1, (*path, i)) for i, v in enumerate(node) if isinstance(v, dict | list))
-
-
-def _json_path(loc: Sequence[int | str]) -> str:
-    """`operations[3].addLicenses[0].sku` from a pydantic location."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _json_type(value: object) -> str:
@@ -156,22 +149,15 @@ def _json_value(value: object) -> str | None:
     return clip(json.dumps(value))
 
 
-def _row_of(loc: Sequence[int | str]) -> int | None:
-    """The 1-based operation index a location is inside, if any."""
-    if len(loc) >= 2 and loc[0] == "operations" and isinstance(loc[1], int):
-        return loc[1] + 1
-    return None
-
-
-def _pydantic_errors(exc: ValidationError, errors: ErrorLog) -> None:
-    """Translate pydantic's errors into FieldErrors with JSON paths."""
+def _pydantic_errors(exc: ValidationError, errors: ErrorLog, prefix: Path = ()) -> None:
+    """Translate pydantic's errors (of the value at `prefix`) into FieldErrors with JSON paths."""
     for err in exc.errors(include_url=False):
-        loc: tuple[int | str, ...] = tuple(err["loc"])
-        path = _json_path(loc)
+        loc: Path = (*prefix, *err["loc"])
+        path = json_path(loc)
         value = None if err["type"] == "missing" else err.get("input")
         errors.add(
             _pydantic_message(err["type"], loc, path or "the body", value, err["msg"]),
-            _row_of(loc),
+            row_of(loc),
             path or None,
             _json_value(value),
         )

@@ -4,21 +4,17 @@ injected; the same API served over HTTP for the command line."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from cli.localstack import free_port
 from config import Settings
-from tests.api.helpers import ALL_KEY, ALL_NAME, CORPUS, OTHER_KEY, SIM_KEY, SIM_NAME, Sent, write_tenants
+from tests.api.helpers import ALL_KEY, ALL_NAME, CORPUS, OTHER_KEY, SIM_KEY, SIM_NAME, Sent, served, write_tenants
 
 
 @pytest.fixture
@@ -67,14 +63,5 @@ def api_url(settings: Settings, redis_client: redis.Redis, subscribed_skus: list
     """The API on a local port, served by uvicorn in a thread."""
     app = create_app(settings, redis_client=redis_client, send=lambda job, n, countdown: None,
                      fetch_skus=lambda tenant: subscribed_skus, ceiling_for=lambda tenant: 20.0)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with served(app) as url:
+        yield url

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import redis
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from cli.localstack import free_port
 from config import key_label
 from jobs.models import UserResult, UserStatus
 from jobs.plan import UserState
@@ -105,3 +112,21 @@ def finished_job(client: TestClient, redis_client: redis.Redis, key: str = ALL_K
     finish(redis_client, job_id, OUTCOMES)
     assert client.get(f"/v1/jobs/{job_id}", headers=auth()).json()["status"] == "completed"
     return job_id
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """The app served by uvicorn in a thread on a free local port; its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)

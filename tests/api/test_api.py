@@ -93,9 +93,12 @@ def test_keys_are_scoped_to_tenants(client: TestClient, sent: Sent) -> None:
     assert len(sent) == 1
 
 
-def test_unknown_job_is_404(client: TestClient) -> None:
-    assert client.get("/v1/jobs/does-not-exist", headers=auth()).status_code == 404
-    assert client.get("/v1/jobs/" + "x" * 5000, headers=auth()).status_code == 404
+def test_unknown_job_is_404_and_a_malformed_id_422(client: TestClient) -> None:
+    assert client.get("/v1/jobs/" + "0" * 32, headers=auth()).status_code == 404
+    for bad in ("does-not-exist", "x" * 5000, "A" * 32):
+        response = client.get(f"/v1/jobs/{bad}", headers=auth())
+        assert response.status_code == 422, bad
+        assert response.json()["errors"][0]["column"] == "path.job_id"
 
 
 def test_results_csv_is_neutralised_and_resubmittable(client: TestClient, redis_client: redis.Redis) -> None:

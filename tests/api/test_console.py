@@ -59,14 +59,43 @@ def test_assets_are_served_and_never_write_html(client: TestClient) -> None:
             assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|eval\(", path.read_text())
 
 
-def test_api_answers_carry_the_headers_and_the_docs_page_keeps_its_scripts(client: TestClient) -> None:
-    for response in (client.get("/healthz"), client.get("/v1/jobs", headers=auth()), client.get("/v1/jobs")):
+def test_api_answers_carry_the_headers(client: TestClient) -> None:
+    for response in (client.get("/healthz"), client.get("/v1/jobs", headers=auth()), client.get("/v1/jobs"),
+                     client.get("/openapi.json")):
         assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
         assert response.headers["x-content-type-options"] == "nosniff"
-    docs = client.get("/docs")
-    assert docs.status_code == 200
-    assert "content-security-policy" not in docs.headers  # Swagger UI runs an inline script from its CDN
-    assert docs.headers["x-content-type-options"] == "nosniff"
+
+
+def directives(policy: str) -> dict[str, list[str]]:
+    return {name: values for name, *values in (part.split() for part in policy.split(";") if part.strip())}
+
+
+def test_the_api_reference_runs_only_this_origin_s_scripts_under_a_policy(client: TestClient) -> None:
+    """M7: /docs and /redoc load nothing from elsewhere, run no inline script, and say so in their CSP."""
+    for path in ("/docs", "/redoc"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        policy = directives(page.headers["content-security-policy"])
+        assert policy["script-src"] == ["'self'"], path  # no CDN, no 'unsafe-inline', no 'unsafe-eval'
+        assert policy["default-src"] == ["'none'"] and policy["connect-src"] == ["'self'"]
+        assert policy["frame-ancestors"] == ["'none'"] and policy["base-uri"] == ["'none'"]
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert "http://" not in page.text and "https://" not in page.text and "//cdn" not in page.text, path
+        scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", page.text, flags=re.S)
+        assert scripts and all(re.search(r'\bsrc="/', attrs) and not body.strip() for attrs, body in scripts), path
+        assert "<style" not in page.text and not re.search(r"\sstyle=", page.text)
+        for src in re.findall(r'(?:src|href)="(/[^"]+)"', page.text):
+            asset = client.get(src)
+            assert asset.status_code == 200, src
+            assert asset.headers["x-content-type-options"] == "nosniff"
+    assert client.get("/docs/oauth2-redirect").status_code == 404  # no OAuth here, so no such page
+
+
+def test_the_console_opens_the_reference_apart_from_its_key(client: TestClient) -> None:
+    """The reference opens in a new browsing context without an opener, so it does not get the tab's key."""
+    links = re.findall(r"<a\b[^>]*>", client.get("/").text)
+    reference = [link for link in links if 'href="/docs"' in link]
+    assert reference == ['<a href="/docs" target="_blank" rel="noopener noreferrer">']
 
 
 def test_the_page_template_escapes_what_it_is_given() -> None:

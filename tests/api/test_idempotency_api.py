@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from config import Settings
-from jobs.idempotency import IdempotencyStore
+from jobs.idempotency import Claim, IdempotencyStore
 from tests.api.helpers import GOOD_CSV, OTHER_KEY, SIM_KEY, Sent, auth
 
 WAIT_S = 10.0
@@ -80,6 +80,20 @@ def test_malformed_keys_are_422(client: TestClient, redis_client: redis.Redis, b
     assert job_ids(redis_client) == []
 
 
+class SignallingStore(IdempotencyStore):
+    """An idempotency store that sets `waiting` when a request finds the key held by another."""
+
+    def __init__(self, client: redis.Redis, waiting: threading.Event) -> None:
+        super().__init__(client)
+        self.waiting = waiting
+
+    def try_claim(self, scope: str, key: str) -> Claim | None:
+        claim = super().try_claim(scope, key)
+        if claim is None:
+            self.waiting.set()
+        return claim
+
+
 @pytest.fixture
 def gated(settings: Settings, redis_client: redis.Redis, sent: Sent,
           subscribed_skus: list[dict[str, Any]]) -> Iterator[tuple[TestClient, threading.Event, threading.Event]]:
@@ -92,14 +106,10 @@ def gated(settings: Settings, redis_client: redis.Redis, sent: Sent,
         assert release.wait(WAIT_S)
         return subscribed_skus
 
-    def sleep(seconds: float) -> None:
-        release.set()  # the second request is waiting: let the first one finish
-        time.sleep(seconds)
-
+    # The second request is waiting: let the first one finish.
     app = create_app(settings, redis_client=redis_client,
                      send=lambda job, n, countdown: sent.append((job, n, countdown)), fetch_skus=fetch_skus,
-                     ceiling_for=lambda tenant: 20.0,
-                     idempotency=IdempotencyStore(redis_client, sleep=sleep))
+                     ceiling_for=lambda tenant: 20.0, idempotency=SignallingStore(redis_client, release))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, inside, release
 

@@ -423,3 +423,50 @@ def test_the_console_reads_event_streams_split_anywhere(stack: Stack, page: tupl
                    {"type": "message", "data": "no type", "id": "7"},
                    {"type": "end", "data": "x", "id": ""}],
         "retry": 700, "last": ""}]
+
+
+# Records what the page's Content-Security-Policy blocked (an init script runs whatever the policy).
+CSP_LISTENER = """document.addEventListener("securitypolicyviolation", (e) => {
+    (window.__cspViolations = window.__cspViolations || []).push(`${e.violatedDirective} ${e.blockedURI}`);
+});"""
+
+
+def test_the_api_reference_renders_under_its_policy_apart_from_the_key(stack: Stack, page: tuple[Any, Watch]) -> None:
+    """M7: /docs and /redoc run only this origin's scripts under a CSP, and the console's link opens them in a
+    browsing context of their own, which does not get the signed-in tab's key."""
+    tab, watch = page
+    tab.context.add_init_script(CSP_LISTENER)
+    requested: list[str] = []
+    failed: list[str] = []
+    errors: list[str] = []
+    tab.context.on("request", lambda request: requested.append(request.url))  # of every page of the context
+    tab.context.on("requestfailed", lambda request: failed.append(request.url))
+    tab.context.on("weberror", lambda error: errors.append(str(error.error)))
+    sign_in(tab, stack)
+    with tab.context.expect_page() as opened:
+        tab.get_by_role("link", name="API reference").click()
+    docs = opened.value
+    docs.locator(".swagger-ui .opblock").first.wait_for(timeout=WAIT_MS)
+    assert docs.url == f"{stack.api_url}/docs"
+    assert docs.locator(".swagger-ui .opblock").count() >= 12  # every operation of the API
+    assert docs.evaluate("sessionStorage.getItem('bulklicense.apiKey')") is None
+    assert docs.evaluate("window.opener") is None
+    assert tab.evaluate("sessionStorage.getItem('bulklicense.apiKey')") == API_KEY  # the console's own tab keeps it
+    docs.locator(".opblock-summary").first.click()  # an operation opens: the UI runs, not only its first paint
+    docs.locator(".opblock-body").first.wait_for()
+    assert docs.evaluate("window.__cspViolations || []") == []
+
+    redoc = tab.context.new_page()
+    response = redoc.goto(f"{stack.api_url}/redoc")
+    assert "script-src 'self';" in response.headers["content-security-policy"]
+    redoc.get_by_role("heading", name="bulk-license").first.wait_for(timeout=WAIT_MS)
+    redoc.get_by_text("Submit a job", exact=False).first.wait_for()
+    # ReDoc's sidebar shows its maker's logo from their CDN: the policy keeps that request from leaving.
+    logo = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+    assert set(redoc.evaluate("window.__cspViolations || []")) <= {f"img-src {logo}"}
+    assert any(url.startswith(f"{stack.api_url}/docs-assets/swagger-ui-bundle.js") for url in requested)
+    assert any(url.startswith(f"{stack.api_url}/docs-assets/redoc.standalone.js") for url in requested)
+    # Besides this origin: ReDoc's search worker, made from a blob of this page, and the logo.
+    assert {url for url in requested if not url.startswith((stack.api_url, f"blob:{stack.api_url}/"))} <= {logo}
+    assert set(failed) <= {logo}
+    assert not errors and not watch.errors and not watch.dialogs

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import BaseModel, SecretStr
 
 from config import Settings
 from config.logs import (
@@ -132,6 +133,38 @@ def test_the_http_clients_lines_can_be_left_out(captured: io.StringIO) -> None:
         logging.getLogger("jobs.notify").info("delivered to https://hooks.example")
     text = captured.getvalue()
     assert "token=one" in text and "token=two" not in text and "delivered to https://hooks.example" in text
+
+
+def test_secrets_a_profile_reload_brings_are_masked(settings: Settings, captured: io.StringIO) -> None:
+    """L10: a rotated client secret, or a new tenant's, is masked from the reload on, without a restart."""
+    rotated, added = "rotated~client~secret~1", "northwind~client~secret"
+    assert settings.tenants_file is not None
+    settings.tenants_file.write_text(
+        f'[tenants.contoso]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "{rotated}"\n'
+        f'[tenants.northwind]\ntenant_id = "t2"\nclient_id = "c2"\nclient_secret = "{added}"\n')
+    assert set(settings.profiles.refresh()) == {"contoso", "northwind"}
+    logging.getLogger("bulklicense.test").warning("tokens for %s, %s and %s", rotated, added, CLIENT_SECRET)
+    text = captured.getvalue()
+    assert rotated not in text and added not in text and CLIENT_SECRET not in text
+    assert lines(captured)[-1]["message"] == "tokens for ***, *** and ***"  # the old one stays masked too
+
+
+class ProfileWithMore(BaseModel):
+    """A profile with secret fields of other names (as later profile settings may add)."""
+
+    name: str
+    client_secret: SecretStr
+    webhook_secret: SecretStr | None = None
+    tenant_id: str = "not-a-secret-value"
+
+
+def test_every_secret_field_of_a_profile_is_masked_whatever_its_name() -> None:
+    profiles = {"a": ProfileWithMore(name="a", client_secret=SecretStr("client-one-value"),
+                                     webhook_secret=SecretStr("hook-signing-value"))}
+    redact = Redactor(profiles=lambda: profiles)
+    assert redact("client-one-value hook-signing-value not-a-secret-value") == "*** *** not-a-secret-value"
+    profiles = {"a": ProfileWithMore(name="a", client_secret=SecretStr("client-two-value"))}  # a reload
+    assert redact("client-two-value client-one-value") == "*** ***"
 
 
 def test_short_values_are_not_masked_everywhere() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, get_settings, key_label, load_tenants, parse_api_keys
+from config import ConfigError, KeyScope, get_settings, key_label, load_tenants, parse_api_keys
 
 
 def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,35 +39,57 @@ def test_invalid_settings_name_the_setting(monkeypatch: pytest.MonkeyPatch, name
 
 
 def test_api_keys_are_scoped() -> None:
-    keys = parse_api_keys("key-aaaaaaaa:contoso|fabrikam, key-bbbbbbbb:*")
+    keys = parse_api_keys("key-abcdefgh-0001:contoso|fabrikam, key-bcdefghi-0002:*")
     assert keys[0].allows("contoso") and keys[0].allows("fabrikam") and not keys[0].allows("other")
     assert keys[1].allows("anything")
-    assert "key-aaaaaaaa" not in repr(keys[0])  # secrets do not leak through repr
+    assert "key-abcdefgh-0001" not in repr(keys[0])  # secrets do not leak through repr
+    assert all(k.scope is KeyScope.WRITE and k.may_write for k in keys)
+
+
+def test_an_empty_metrics_token_means_none() -> None:
+    """Compose passes `${BULKLICENSE_METRICS_TOKEN:-}`: empty must not become a token anyone can send."""
+    assert get_settings(metrics_token="").metrics_token is None
+    assert get_settings(metrics_token="  ").metrics_token is None
+    token = get_settings(metrics_token="scrape-token-123").metrics_token
+    assert token is not None and token.get_secret_value() == "scrape-token-123"
+
+
+def test_a_key_may_be_read_only() -> None:
+    keys = parse_api_keys("audit=s3cret-audit-0001:contoso|fabrikam:read,ops=s3cret-ops-00002:*:write,"
+                          "s3cret-legacy-0003:*:read")
+    assert [(k.name, k.scope, k.may_write) for k in keys] == [
+        ("audit", KeyScope.READ, False), ("ops", KeyScope.WRITE, True),
+        (key_label("s3cret-legacy-0003"), KeyScope.READ, False)]
+    assert keys[0].tenants == {"contoso", "fabrikam"} and keys[2].allows("anything")
 
 
 def test_named_and_unnamed_api_keys() -> None:
-    keys = parse_api_keys("hr-portal=s3cret-hr-0001:contoso|fabrikam,ops=s3cret-ops-0002:*,"
-                          "legacy-key-0003:contoso,QUJDREVGR0hJSks=:fabrikam")
-    assert [k.name for k in keys] == ["hr-portal", "ops", key_label("legacy-key-0003"), key_label("QUJDREVGR0hJSks=")]
-    assert keys[0].key.get_secret_value() == "s3cret-hr-0001" and keys[0].tenants == {"contoso", "fabrikam"}
+    keys = parse_api_keys("hr-portal=s3cret-hr-000001:contoso|fabrikam,ops=s3cret-ops-00002:*,"
+                          "legacy-key-000003:contoso,QUJDREVGR0hJSktM=:fabrikam")
+    assert [k.name for k in keys] == ["hr-portal", "ops", key_label("legacy-key-000003"),
+                                      key_label("QUJDREVGR0hJSktM=")]
+    assert keys[0].key.get_secret_value() == "s3cret-hr-000001" and keys[0].tenants == {"contoso", "fabrikam"}
     assert keys[1].allows("anything")
     # Unnamed keys get a stable label from a hash prefix; base64 padding stays part of the key.
-    assert keys[2].name == "key-" + hashlib.sha256(b"legacy-key-0003").hexdigest()[:8]
-    assert keys[3].key.get_secret_value() == "QUJDREVGR0hJSks="
-    assert key_label("legacy-key-0003") == key_label("legacy-key-0003") != key_label("legacy-key-0004")
-    assert "legacy-key-0003" not in key_label("legacy-key-0003")
+    assert keys[2].name == "key-" + hashlib.sha256(b"legacy-key-000003").hexdigest()[:8]
+    assert keys[3].key.get_secret_value() == "QUJDREVGR0hJSktM="
+    assert key_label("legacy-key-000003") == key_label("legacy-key-000003") != key_label("legacy-key-000004")
+    assert "legacy-key-000003" not in key_label("legacy-key-000003")
     assert all("s3cret" not in repr(k) for k in keys)
 
 
 @pytest.mark.parametrize(("raw", "message"), [
     ("nokey", "entry 1: each entry must look like NAME=KEY"),
-    ("ops=s3cret-ops-0002", "entry 1 ('ops'): each entry must look like"),
-    ("ops=s3cret-ops-0002:|", "entry 1 ('ops'): each entry must look like"),
-    ("ops=s3cret-ops-0002:*, hr=short:*", "entry 2 ('hr'): API keys must be at least 8"),
-    ("bad name=s3cret-ops-0002:*", "entry 1: a key name is 1-64 letters"),
-    ("ops=s3cret-ops-0002:*,ops=s3cret-ops-0003:*", "the name 'ops' is used by more than one key"),
-    ("ops=s3cret-ops-0002:*,hr=s3cret-ops-0002:x", "keys 'ops' and 'hr' are the same key"),
-    ("s3cret-ops-0002:*,s3cret-ops-0002:x", "is used by more than one key"),
+    ("ops=s3cret-ops-00002", "entry 1 ('ops'): each entry must look like"),
+    ("ops=s3cret-ops-00002:|", "entry 1 ('ops'): each entry must look like"),
+    ("ops=s3cret-ops-00002:*, hr=short:*", "entry 2 ('hr'): API keys must be at least 16 characters"),
+    ("ops=s3cret-ops-0002:*", "entry 1 ('ops'): API keys must be at least 16 characters"),  # 15
+    ("ops=s3cret-s3cret-s3cret:*", "with at least 8 different ones"),  # 20 characters, 7 different
+    ("ops=s3cret-ops-00002:*:admin", "entry 1 ('ops'): the scope after the tenants is 'read' or 'write'"),
+    ("bad name=s3cret-ops-00002:*", "entry 1: a key name is 1-64 letters"),
+    ("ops=s3cret-ops-00002:*,ops=s3cret-ops-00003:*", "the name 'ops' is used by more than one key"),
+    ("ops=s3cret-ops-00002:*,hr=s3cret-ops-00002:x", "keys 'ops' and 'hr' are the same key"),
+    ("s3cret-ops-00002:*,s3cret-ops-00002:x", "is used by more than one key"),
 ])
 def test_bad_api_keys_name_the_setting_and_never_the_key(raw: str, message: str) -> None:
     with pytest.raises(ConfigError, match="^BULKLICENSE_API_KEYS: ") as exc:
@@ -108,3 +130,11 @@ def test_bad_tenant_files_name_the_problem(tmp_path: Path, body: str, message: s
     with pytest.raises(ConfigError, match="BULKLICENSE_TENANTS_FILE") as exc:
         load_tenants(path)
     assert message in str(exc.value)
+
+
+def test_a_rows_quota_below_the_row_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BULKLICENSE_QUOTA_KEY_ROWS", "10")
+    with pytest.raises(ConfigError, match="quota_key_rows must be 0 .no quota. or at least max_rows"):
+        get_settings()
+    monkeypatch.setenv("BULKLICENSE_MAX_ROWS", "10")
+    assert get_settings().quota_key_rows == 10

@@ -235,7 +235,9 @@ def test_cli_status_results_and_cancel(stack: Stack, tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert len(lines) == 2 and "nobody.else@contoso.example" in lines[1] and "user_not_found" in lines[1]
     assert "E78" in lines[1]
-    cancel = run("cancel", job_id)
-    assert cancel.returncode == 0 and '"cancel_requested": true' in cancel.stdout
-    missing = run("status", "no-such-job")
+    cancel = run("cancel", job_id)  # the job has ended: nothing to cancel
+    assert cancel.returncode == 1 and "409" in cancel.stderr and "nothing to cancel" in cancel.stderr
+    missing = run("status", "0" * 32)
     assert missing.returncode == 1 and "404" in missing.stderr
+    malformed = run("status", "no-such-job")
+    assert malformed.returncode == 1 and "422" in malformed.stderr and "job_id" in malformed.stderr

@@ -225,8 +225,11 @@ def test_the_audit_trail_names_actors_and_keeps_tenants_apart(stack: Stack) -> N
         back_id = api.get(f"/v1/jobs/{job_id}").json()["rolled_back_by"]
     cancelled = submit(stack, [[cast.moved, "EMS", "", "", ""]], key=SIM_KEY, dry_run="true")
     with stack.api(SIM_KEY) as api:
-        assert api.post(f"/v1/jobs/{cancelled}/cancel").status_code == 202
-    stack.wait_job(cancelled)
+        # A one-user dry run may have ended already: then there is nothing to cancel, and nothing is recorded.
+        cancel_status = api.post(f"/v1/jobs/{cancelled}/cancel").status_code
+    assert cancel_status in (202, 409)
+    ended = stack.wait_job(cancelled)
+    assert cancel_status == 202 or ended["status"] == "planned"
 
     text = audit_once_finished(stack, [job_id, back_id, cancelled])
     events = [json.loads(line) for line in text.splitlines()]
@@ -240,7 +243,8 @@ def test_the_audit_trail_names_actors_and_keeps_tenants_apart(stack: Stack) -> N
         ("plan_finished", "system"), ("started", "system"), ("finished", "system")]
     finished = next(e for e in events if e["job"] == back_id and e["action"] == "finished")
     assert (finished["details"]["status"], finished["details"]["succeeded"]) == ("completed", 2)
-    assert ("cancelled", "hr-portal") in [(e["action"], e["actor"]) for e in events if e["job"] == cancelled]
+    cancels = [e["actor"] for e in events if e["job"] == cancelled and e["action"] == "cancelled"]
+    assert cancels == (["hr-portal"] if cancel_status == 202 else [])
     submitted = next(e for e in events if e["job"] == job_id and e["action"] == "submitted")
     assert submitted["details"]["file"] == "changes.csv" and submitted["details"]["rows"] == 2
     for key in (API_KEY, SIM_KEY, OTHER_KEY):

@@ -4,40 +4,25 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
 from graphsim.config import SimConfig
+from graphsim.fixture import GROUPS_ADMIN_CLIENT_ID
 from graphsim.server import SimServer
 from tests.fakes import FakeClock
+from tests.graphsim.helpers import ClockedSim, graph_client, trust
 
-SKU = {
-    "ENTERPRISEPACK": "6fd2c87f-b296-42f0-b197-1e91e994b900",
-    "SPE_E3": "05e9a617-0261-4cee-bb44-138d3ef5d965",
-    "SPE_E5": "06ebc4ee-1bb5-47dd-8120-11324bc54e06",
-    "EMS": "efccb6f7-5641-4e0e-bd10-b4976e1bf68e",
-    "POWER_BI_PRO": "f8a1db68-be16-40ed-86d5-cb42ce701560",
-    "FLOW_FREE": "f30db892-07e9-47e9-837c-80727f46fd3d",
-    "STANDARDPACK": "18181a46-0d4e-45cd-891e-60aabd171b4e",
-    "VISIOCLIENT": "c5928f49-12ba-48f7-ada3-0d743a3601d5",
-    "WINDOWS_STORE": "6470687e-a428-4b7a-bef2-8a291ad947c9",
-}
 DEFAULT_KNOBS: dict[str, Any] = {
     "write_limit": "3000/150", "tenant_write_limit": "18000/300", "latency_ms": 0, "latency_jitter_ms": 0,
     "fault_503": 0, "fault_504": 0, "fault_reset": 0, "fault_reset_after_apply": 0, "fault_slow": 0,
     "fault_malformed": 0, "slow_s": 5, "force_429": None, "token_lifetime_s": 3600,
     "read_limit": "none", "charge_refused": True, "replication_lag_s": 0, "outage_s": 0,
+    # Group changes are processed on the next request: asynchronous, but tests need not wait for a clock.
+    "group_license_delay_s": 0, "premium": True,
 }
-
-
-def assign_body(add: list[str] | None = None, remove: list[str] | None = None,
-                disabled: list[str] | None = None) -> dict[str, Any]:
-    """An assignLicense body adding/removing SKUs (by part number)."""
-    return {"addLicenses": [{"skuId": SKU[p], "disabledPlans": disabled or []} for p in add or []],
-            "removeLicenses": [SKU[p] for p in remove or []]}
 
 
 @pytest.fixture(scope="session")
@@ -77,26 +62,11 @@ def graph(sim: SimServer, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
         yield client
 
 
-def licensed_user(sim: SimServer, part: str | None = None, *, location: bool = True) -> str:
-    """The id of a user with (or without) a usageLocation holding `part` (None: no license at all)."""
-    for user in sim.state.user_order:
-        if bool(user.usage_location) != location:
-            continue
-        if part is None and not user.licenses:
-            return user.id
-        if part is not None and SKU[part] in user.licenses:
-            return user.id
-    raise LookupError(part)
-
-
-@dataclass
-class ClockedSim:
-    """A simulator whose clock (throttle buckets, outages, replication) only moves when the test says so."""
-
-    server: SimServer
-    clock: FakeClock
-    control: httpx.Client
-    graph: httpx.Client
+@pytest.fixture
+def admin(sim: SimServer, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
+    """A Graph client authenticated as the fixture's groups administrator (may change groups)."""
+    with graph_client(sim, tls, GROUPS_ADMIN_CLIENT_ID) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -118,8 +88,3 @@ def clocked(clocked_server: tuple[SimServer, FakeClock]) -> Iterator[ClockedSim]
         assert control.post("/config", json=DEFAULT_KNOBS).status_code == 200
         assert control.post("/reset").status_code == 200
         yield ClockedSim(server, clock, control, graph)
-
-
-def trust(server: SimServer) -> ssl.SSLContext:
-    """TLS that trusts one simulator's CA (httpx takes a context, not a CA path)."""
-    return ssl.create_default_context(cafile=server.ca_path)

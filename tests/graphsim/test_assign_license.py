@@ -10,8 +10,7 @@ import httpx
 import pytest
 
 from graphsim.server import SimServer
-
-from .conftest import SKU, assign_body, licensed_user
+from tests.graphsim.helpers import SKU, assign_body, licensed_user
 
 INNER_KEYS = {"date", "request-id", "client-request-id"}
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import httpx
 
-from graphsim.graph import DEFAULT_USER_PROPERTIES
 from graphsim.server import SimServer
-
-from .conftest import SKU, assign_body, licensed_user, trust
+from graphsim.users_api import DEFAULT_USER_PROPERTIES
+from tests.graphsim.helpers import SKU, assign_body, licensed_user, trust
 
 
 def test_both_lists_empty_is_400(sim: SimServer, graph: httpx.Client, control: httpx.Client) -> None:

@@ -7,8 +7,7 @@ from typing import Any
 import httpx
 
 from graphsim.server import SimServer
-
-from .conftest import assign_body
+from tests.graphsim.helpers import assign_body
 
 
 def _item(item_id: str, user: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from config import load_tenants
+from graphsim.cli import build_parser, config_from_args
 from graphsim.config import SimConfig
 from graphsim.server import SimServer
 
@@ -62,3 +63,12 @@ def test_profile_unlimited(tmp_path: Path) -> None:
     with SimServer(SimConfig(users=1, write_limit=None, profile_out=profile, profile_name="lab")):
         tenant = load_tenants(profile)["lab"]
     assert tenant.write_capacity is None
+
+
+def test_group_and_lifecycle_options() -> None:
+    args = build_parser().parse_args(["--group-licensed-share", "0.3", "--group-license-delay-s", "0",
+                                      "--no-premium"])
+    config = config_from_args(args)
+    assert (config.group_licensed_share, config.group_license_delay_s, config.premium) == (0.3, 0.0, False)
+    defaults = config_from_args(build_parser().parse_args([]))
+    assert (defaults.group_licensed_share, defaults.group_license_delay_s, defaults.premium) == (0.0, 1.0, True)

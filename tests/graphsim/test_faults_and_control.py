@@ -11,8 +11,7 @@ import pytest
 
 from graphsim.config import SimConfig
 from graphsim.server import SimServer
-
-from .conftest import SKU, assign_body
+from tests.graphsim.helpers import SKU, assign_body
 
 
 def _free_user(sim: SimServer, index: int = 0) -> str:

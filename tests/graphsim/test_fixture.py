@@ -54,3 +54,53 @@ def test_json_fixture(tmp_path: Path) -> None:
     assert tenant.free_seats("POWER_BI_PRO") == 2
     assert tenant.find_user("A@X.EXAMPLE") is not None
     assert {a.client_id for a in build_fixture(0, 1, path=path).apps} >= {MAIN_CLIENT_ID}
+
+
+def test_group_licensed_share_is_deterministic() -> None:
+    fixture = build_fixture(1000, 1, group_licensed_share=0.3)
+    assert fixture == build_fixture(1000, 1, group_licensed_share=0.3)
+    assert fixture.groups != build_fixture(1000, 2, group_licensed_share=0.3).groups
+    assert build_fixture(1000, 1).groups == ()
+    members = {m for g in fixture.groups for m in g.members}
+    assert 0.28 * 1000 <= len(members) <= 0.32 * 1000
+
+
+def test_fixture_groups_hold_licenses_both_ways_and_with_errors() -> None:
+    tenant = Tenant(build_fixture(1000, 1, group_licensed_share=0.3))
+    e3 = tenant.sku_by_part("ENTERPRISEPACK").sku_id
+    in_groups = [u for u in tenant.user_order if u.member_of]
+    both = [u for u in in_groups if e3 in u.licenses and any(e3 in per for per in u.inherited.values())]
+    assert both  # the same SKU directly and through a group
+    errors = {(lic.state.value, lic.error.value) for u in in_groups for per in u.inherited.values()
+              for lic in per.values()}
+    assert {("Active", "None"), ("Error", "CountViolation"), ("Error", "MutuallyExclusiveViolation")} <= errors
+    # Members without a usageLocation are licensed through the directory's country.
+    assert any(u.usage_location is None and u.inherited for u in in_groups)
+    # Seats: once per user and SKU, whatever path holds it; errors take none.
+    for sku_id in tenant.skus:
+        assert tenant.consumed[sku_id] == sum(1 for u in tenant.user_order if sku_id in u.held_skus())
+    assert tenant.free_seats("VISIOCLIENT") == 0
+
+
+def test_json_fixture_groups(tmp_path: Path) -> None:
+    sku = "f8a1db68-be16-40ed-86d5-cb42ce701560"
+    path = tmp_path / "tenant.json"
+    path.write_text(json.dumps({
+        "skus": [{"skuPartNumber": "POWER_BI_PRO", "skuId": sku, "prepaidUnits": {"enabled": 1},
+                  "servicePlans": ["BI_AZURE_P2"]}],
+        "users": [{"userPrincipalName": "a@x.example", "usageLocation": "NL"},
+                  {"userPrincipalName": "b@x.example", "usageLocation": "NL",
+                   "createdDateTime": "2024-01-02T03:04:05Z", "accountEnabled": False,
+                   "signInActivity": {"lastSignInDateTime": "2025-01-01T00:00:00Z"}}],
+        "groups": [{"displayName": "BI", "assignedLicenses": [{"skuId": sku}],
+                    "members": ["a@x.example", "B@X.EXAMPLE"]}],
+    }))
+    tenant = Tenant(build_fixture(0, 1, path=path))
+    a, b = tenant.find_user("a@x.example"), tenant.find_user("b@x.example")
+    assert a is not None and b is not None
+    group = tenant.group_order[0]
+    assert group.display_name == "BI" and list(group.members) == [a.id, b.id]
+    assert [lic.state.value for lic in a.inherited[group.id].values()] == ["Active"]
+    assert [lic.error.value for lic in b.inherited[group.id].values()] == ["CountViolation"]  # one seat only
+    assert b.account_enabled is False and b.sign_in is not None and b.sign_in.last_successful is None
+    assert b.created == 1704164645.0

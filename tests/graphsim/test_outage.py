@@ -6,8 +6,7 @@ import httpx
 import pytest
 
 from graphsim.server import SimServer
-
-from .conftest import SKU, ClockedSim, assign_body, trust
+from tests.graphsim.helpers import SKU, ClockedSim, assign_body, trust
 
 
 def _token_request(server: SimServer) -> httpx.Response:

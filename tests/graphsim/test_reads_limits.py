@@ -10,8 +10,7 @@ from graphsim.config import AUTO, SimConfig, WriteLimit, apply_updates, resolve_
 from graphsim.server import SimServer
 from graphsim.throttle import Throttler, resource_units
 from tests.fakes import FakeClock
-
-from .conftest import ClockedSim, assign_body
+from tests.graphsim.helpers import ClockedSim, assign_body
 
 
 @pytest.mark.parametrize(("method", "path", "query", "cost"), [
@@ -27,6 +26,12 @@ from .conftest import ClockedSim, assign_body
     ("GET", "subscribedSkus/t_s", {}, 1),
     ("POST", "users/u1/assignLicense", {}, 1),
     ("PATCH", "users/u1", {}, 1),
+    ("GET", "groups", {}, 1),  # not in the cost table
+    ("GET", "groups/g1/members", {}, 3),
+    ("GET", "groups/g1/members", {"$select": ["id"], "$top": ["5"]}, 1),
+    ("GET", "groups/g1/membersWithLicenseErrors", {}, 1),
+    ("PATCH", "groups/g1", {}, 1),
+    ("POST", "groups/g1/assignLicense", {}, 1),
 ])
 def test_resource_unit_costs(method: str, path: str, query: dict[str, list[str]], cost: int) -> None:
     assert resource_units(method, path.split("/"), query) == cost

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from .conftest import SKU, ClockedSim, assign_body
+from tests.graphsim.helpers import SKU, ClockedSim, assign_body
 
 NOT_FOUND = "Resource '{}' does not exist or one of its queried reference-property objects are not present."
 INVALID_LOCATION = "License assignment cannot be done for user with invalid usage location."

@@ -5,8 +5,7 @@ from __future__ import annotations
 import httpx
 
 from graphsim.server import SimServer
-
-from .conftest import SKU, assign_body
+from tests.graphsim.helpers import SKU, assign_body
 
 
 def _free_users(sim: SimServer, n: int) -> list[str]:

@@ -12,8 +12,7 @@ from graphsim.config import SimConfig, WriteLimit, parse_write_limit
 from graphsim.server import SimServer
 from graphsim.throttle import TokenBucket, WriteThrottler, format_retry_after
 from tests.fakes import FakeClock
-
-from .conftest import assign_body
+from tests.graphsim.helpers import assign_body
 
 # A small start keeps float sums of fake seconds exact to well below the bucket's 1e-9 tolerance.
 CLOCK_START = 1000.0

@@ -81,6 +81,6 @@ def test_license_only_app_cannot_patch(sim: SimServer, tls: ssl.SSLContext) -> N
 def test_beta_and_unknown_segment(sim: SimServer, graph: httpx.Client, tls: ssl.SSLContext) -> None:
     headers = graph.headers
     assert httpx.get(f"{sim.graph_url}/beta/subscribedSkus", headers=headers, verify=tls).status_code == 200
-    response = graph.get("/groups")
+    response = graph.get("/devices")
     assert response.status_code == 400
-    assert response.json()["error"]["message"] == "Resource not found for the segment 'groups'."
+    assert response.json()["error"]["message"] == "Resource not found for the segment 'devices'."

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import time
+from typing import Any
+
 import pytest
 import redis
 
@@ -12,7 +16,7 @@ from tests.fakes import FakeClock
 DAY_S = 86400
 
 
-def audit_log(client: redis.Redis, clock: FakeClock, **kwargs: int) -> AuditLog:
+def audit_log(client: redis.Redis, clock: FakeClock, **kwargs: Any) -> AuditLog:
     return AuditLog(client, max_events=kwargs.pop("max_events", 1000), retention_s=kwargs.pop("retention_s", DAY_S),
                     clock=clock, **kwargs)
 
@@ -106,6 +110,63 @@ def test_the_stream_is_bounded_in_size(redis_client: redis.Redis) -> None:
     length = redis_client.xlen(log.stream_key("contoso"))
     assert 100 <= length < 300  # MAXLEN ~ trims whole stream nodes
     assert list(log.events(["contoso"]))[-1].details == {"n": 999}
+
+
+def test_trimming_by_size_is_counted_and_logged(redis_client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    log = audit_log(redis_client, FakeClock(), max_events=100)
+    with caplog.at_level(logging.WARNING, logger="jobs.audit"):
+        for n in range(1000):
+            log.append("contoso", "ops", AuditAction.SUBMITTED, details={"n": n})
+    dropped = 1000 - redis_client.xlen(log.stream_key("contoso"))
+    assert log.trimmed() == {"contoso": dropped}
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings and all(w.startswith("the audit trail of tenant contoso is full (BULKLICENSE_AUDIT_MAX_EVENTS=100)")
+                            for w in warnings)
+    assert sum(int(w.split("its ")[1].split(" ")[0]) for w in warnings) == dropped
+
+
+def test_age_trimming_and_the_refusals_stream_are_not_counted_as_lost(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    log = audit_log(redis_client, clock, max_events=100, max_refusals=100, refusal_window_s=0.001)
+    log.append("contoso", "ops", AuditAction.SUBMITTED)
+    clock.advance(DAY_S + 1)
+    log.append("contoso", "ops", AuditAction.SUBMITTED)
+    for n in range(300):
+        log.refused("contoso", f"key-{n}", {"request": "GET /v1/audit"})
+    assert log.trimmed() == {}
+
+
+def test_refusals_never_evict_the_real_trail(redis_client: redis.Redis) -> None:
+    """M6: a flood of refused requests by keys of another tenant leaves the tenant's history whole."""
+    clock = FakeClock()
+    log = audit_log(redis_client, clock, max_events=100, max_refusals=100)
+    for n in range(50):
+        log.append("contoso", "hr-portal", AuditAction.SUBMITTED, job=f"{n:032x}")
+    for n in range(3000):  # many keys, so that collapsing per key does not hide the flood
+        clock.advance(0.001)
+        log.refused("contoso", f"intruder-{n % 600}", {"request": "GET /v1/audit"})
+    events = list(log.events(["contoso"]))
+    assert [e.job for e in events if e.action == "submitted"] == [f"{n:032x}" for n in range(50)]
+    refusals = [e for e in events if e.action == "key_refused"]
+    assert 100 <= len(refusals) < 300  # their own stream, bounded on its own
+    assert redis_client.xlen(log.stream_key("contoso")) == 50
+
+
+def test_one_key_s_refusals_are_collapsed_and_counted(redis_client: redis.Redis) -> None:
+    clock = FakeClock()
+    log = audit_log(redis_client, clock, refusal_window_s=0.3)
+    assert log.refused("contoso", "fabrikam-key", {"request": "GET /v1/audit"}) is not None
+    for _ in range(4):
+        assert log.refused("contoso", "fabrikam-key", {"request": "POST /v1/jobs"}) is None
+    assert log.refused("contoso", "other-key", {"request": "POST /v1/jobs"}) is not None  # each key on its own
+    assert log.refused("northwind", "fabrikam-key", {"request": "POST /v1/jobs"}) is not None  # each tenant too
+    time.sleep(0.35)  # the window (a Redis expiry) has passed
+    clock.advance(1)
+    assert log.refused("contoso", "fabrikam-key", {"request": "POST /v1/jobs"}) is not None
+    mine = [(e.actor, e.details) for e in log.events(["contoso"]) if e.actor == "fabrikam-key"]
+    assert mine == [("fabrikam-key", {"request": "GET /v1/audit", "suppressed": 0}),
+                    ("fabrikam-key", {"request": "POST /v1/jobs", "suppressed": 4})]
+    assert all(e.action == "key_refused" and e.job is None for e in log.events(["contoso"]))
 
 
 def test_refuses_what_is_not_an_event(redis_client: redis.Redis) -> None:

@@ -30,11 +30,15 @@ def test_reservation_shrinks_and_is_dropped(redis_client: redis.Redis) -> None:
     assert ledger.held_by_others("contoso") == {}
 
 
-def test_forced_reservation_queues_ahead_of_later_jobs(redis_client: redis.Redis) -> None:
+def test_a_job_that_waits_for_seats_reserves_only_what_is_free(redis_client: redis.Redis) -> None:
+    """It cannot squat the tenant's seats: those bought later go to whichever job asks first."""
     ledger = SeatLedger(redis_client, retention_s=60)
-    assert ledger.reserve("contoso", "job-a", {E3: 12}, {E3: 10}, force=True) == {E3: 2}
-    assert ledger.held("job-a") == {E3: 12}
+    assert ledger.reserve("contoso", "job-a", {E3: 1000}, {E3: 10}, force=True) == {E3: 990}
+    assert ledger.held("job-a") == {E3: 10}
     assert ledger.reserve("contoso", "job-b", {E3: 1}, {E3: 10}) == {E3: 1}
+    assert ledger.reserve("contoso", "job-b", {E3: 1}, {E3: 60}) == {}  # 50 seats bought
+    assert ledger.reserve("contoso", "job-c", {E3: 100}, {E3: 60}, force=True) == {E3: 51}
+    assert ledger.held("job-c") == {E3: 49}
 
 
 def test_tenants_do_not_share_seats(redis_client: redis.Redis) -> None:

@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 TIME_SCALE = 0.02
 RETRY_AFTER_S = 300.0
 SCALED_WAIT_S = RETRY_AFTER_S * TIME_SCALE  # 6 s
+METRICS_TOKEN = "metrics-token-for-the-scrape"
 
 
 def rows_for(users: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -171,13 +172,14 @@ def test_an_unreachable_rabbitmq_is_503_before_anything_is_written(
     tenants = tmp_path / "tenants.toml"
     tenants.write_text('[tenants.sim]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\n')
     settings = Settings(_env_file=None, redis_url=redis_url, tenants_file=tenants,  # type: ignore[call-arg]
-                        api_keys=f"{API_KEY}:*", broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}//")
+                        api_keys=f"{API_KEY}:*", broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}//",
+                        metrics_token=METRICS_TOKEN)
     app = create_app(settings, fetch_skus=lambda tenant: [], ceiling_for=lambda tenant: None)
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post("/v1/jobs?tenant=sim", content=b"user,add\nada@contoso.example,EMS\n",
                                headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "text/csv"})
         assert (response.status_code, response.headers.get("retry-after")) == (503, "5"), response.text
-        page = client.get("/metrics").text
+        page = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     assert redis_client.keys("bl:job*") == []
     # The metrics say the broker did not answer, instead of failing the scrape.
     assert samples(page)[("bulklicense_redis_up", ())] == 0

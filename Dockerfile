@@ -6,6 +6,7 @@ RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY config ./config
 COPY graphclient ./graphclient
+COPY webhooks ./webhooks
 COPY jobs ./jobs
 COPY worker ./worker
 COPY api ./api

@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-SOURCES := config graphclient jobs worker api cli graphsim bench tests
+SOURCES := config graphclient webhooks jobs worker api cli graphsim bench tests
 
-.PHONY: demo test test-fast lint typecheck imports check bench lock clean
+.PHONY: demo test test-fast lint typecheck imports check bench lock clean product-names
 
 # Installs come from the lock (exact versions, hashes checked); the project itself is then added
 # without resolving anything, with the locked build backend.
@@ -36,6 +36,14 @@ check: lint typecheck imports test  ## lint, strict types, import contract and t
 
 bench: $(BIN)/.installed  ## the throughput benchmark; writes BENCHMARKS.md
 	$(BIN)/python -m bench.run
+
+# Microsoft's "Product names and service plan identifiers for licensing" table, as display names the
+# service reads (jobs/data/product_names.json). Download the CSV from Microsoft (linked from the page in
+# jobs/product_names_source.py), then: make product-names SOURCE=licensing.csv ORIGIN=<download URL>
+product-names: $(BIN)/.installed  ## refresh the product-names table from a downloaded copy of Microsoft's CSV
+	@test -n "$(SOURCE)" || { echo "usage: make product-names SOURCE=<file> ORIGIN=<where it came from> [DATE=YYYY-MM-DD]"; exit 2; }
+	@test -n "$(ORIGIN)" || { echo "ORIGIN=<where the file came from> is required: it is recorded in the data file"; exit 2; }
+	$(BIN)/python -m jobs.product_names_source "$(SOURCE)" --origin "$(ORIGIN)" $(if $(DATE),--date $(DATE))
 
 # uv.lock is the lock (every package, version and hash, for every platform); the two requirements
 # files are exported from it so that installs need nothing but pip (`--require-hashes`).

@@ -32,6 +32,7 @@ from jobs.scheduler import Send
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
 from jobs.submit import Submitter
+from webhooks.policy import CallbackPolicy
 from worker.producer import ChunkProducer
 
 # A few quick retries ride out a blip; an outage is answered (503) within a second.
@@ -54,6 +55,7 @@ def create_app(
     ceiling_for: Callable[[str], float | None] | None = None,
     check_broker: Callable[[], None] | None = None,
     idempotency: IdempotencyStore | None = None,
+    callbacks: CallbackPolicy | None = None,
 ) -> FastAPI:
     """Build the API; collaborators default to the real ones built from `settings`."""
     client = redis_client or config_redis_client(settings, **API_REDIS_OPTIONS)
@@ -64,7 +66,7 @@ def create_app(
     seats = SeatLedger(client, retention_s=settings.retention_s)
     sender = send_after_commit(send or ChunkProducer.from_settings(settings, DueSet(client)).send)
     quotas = QuotaLedger.from_settings(client, settings)
-    submitter = Submitter(settings, store, catalogs, sender, seats, quotas=quotas)
+    submitter = Submitter(settings, store, catalogs, sender, seats, callbacks, quotas=quotas)
     lanes = Lanes.from_settings(settings)
     app = FastAPI(
         title="bulk-license",

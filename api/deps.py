@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 from dataclasses import dataclass
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 from fastapi import Depends, Header, HTTPException, Path, Query, Request
 
@@ -14,7 +14,7 @@ from api.errors import ApiError
 from api.uploads import UploadKind, upload_kind
 from config import ApiKey
 from jobs.idempotency import VALID_KEY
-from jobs.models import FieldError, JobOptions, SeatPolicy
+from jobs.models import FieldError, JobOptions, LicenseMode, SeatPolicy
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ JOB_ID_HELP = "A job's id: 32 lower-case hex digits"
 MAX_CALLBACK_URL_CHARS = 2048
 READ_ONLY = ("this API key is read-only: it may list and read jobs, results, events, the audit trail and tenants,"
              " but not submit, run, cancel, resume or roll back jobs")
+MAX_KEEP_COLUMNS_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -168,9 +169,18 @@ def submit_options(
     callback_url: Annotated[str | None, Query(
         max_length=MAX_CALLBACK_URL_CHARS,
         description="https:// URL to POST the job to (signed) when it ends or pauses; default: the tenant's.")] = None,
+    mode: Annotated[Literal["add", "exact", "sync"] | None, Query(
+        description="add (default): add and remove what the input says. exact (alias sync): each user ends up "
+                    "holding exactly the listed licenses; the others held directly are removed. Required for a file "
+                    "that lists what users hold (an admin center export).")] = None,
+    keep_columns: Annotated[str | None, Query(
+        max_length=MAX_KEEP_COLUMNS_CHARS,
+        description="Comma-separated columns to keep unread although their values name licenses.")] = None,
 ) -> JobOptions:
     """How a submitted job runs, from the query string (a JSON body or a form field may set the same)."""
-    return JobOptions(dry_run=dry_run, seat_policy=on_seat_shortage, callback_url=callback_url or None)
+    kept = tuple(c.strip() for c in (keep_columns or "").split(",") if c.strip())
+    return JobOptions(dry_run=dry_run, seat_policy=on_seat_shortage, callback_url=callback_url or None,
+                      mode=LicenseMode.parse(mode) if mode else None, keep_columns=kept)
 
 
 SubmitOptions = Annotated[JobOptions, Depends(submit_options)]

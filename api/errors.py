@@ -17,10 +17,12 @@ from jobs.models import FieldError, InputRejected
 from jobs.quotas import QuotaExceeded
 from jobs.store import ReplicaLagging
 from jobs.submit import NotRunnable, SeatShortage
+from webhooks.policy import CallbackCheckBusy
 
 log = logging.getLogger(__name__)
 
 OUTAGE_RETRY_AFTER_S = 5
+CALLBACK_BUSY_RETRY_AFTER_S = 2
 # Redis or the broker not answering is an outage, not a bug in the request: 503 and try again.
 OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable, ReplicaLagging)
 
@@ -82,6 +84,14 @@ async def _over_quota(_: Request, exc: QuotaExceeded) -> Response:
     body = {"detail": str(exc), "errors": [FieldError(str(exc)).to_json()], "total_errors": 1, **exc.use.to_json()}
     return JSONResponse(status_code=429, content=body, headers={"Retry-After": str(exc.retry_after_s)})
 
+
+async def _callbacks_busy(_: Request, exc: CallbackCheckBusy) -> Response:
+    response = error_response(503, f"callback URLs cannot be checked now ({exc}); retry in a few seconds",
+                              [FieldError("cannot be checked now", column="callback_url")])
+    response.headers["Retry-After"] = str(CALLBACK_BUSY_RETRY_AFTER_S)
+    return response
+
+
 async def _outage(request: Request, exc: Exception) -> Response:
     log.warning("%s %s: the job store or the broker is unreachable: %s", request.method, request.url.path, exc)
     response = error_response(503, "the job store or the broker is unreachable; retry in a few seconds")
@@ -99,5 +109,6 @@ def exception_handlers() -> dict[int | type[Exception], Callable[[Request, Any],
         SeatShortage: _short,
         NotRunnable: _not_runnable,
         QuotaExceeded: _over_quota,
+        CallbackCheckBusy: _callbacks_busy,
         **dict.fromkeys(OUTAGES, _outage),
     }

@@ -142,11 +142,11 @@ class StoreCollector(Collector):
     def _queue(self) -> list[GaugeMetricFamily]:
         """Messages waiting in the broker's queues, those taken and not yet acknowledged, tasks due later."""
         delayed = GaugeMetricFamily("bulklicense_delayed_tasks",
-                                    "Tasks waiting in Redis for their time (hand-backs, notification retries)")
+                                    "Chunks waiting in Redis for their time (hand-backs)")
         delayed.add_metric([], self._due.count())
         if self._queues is None:
             return [delayed]
-        depth = GaugeMetricFamily("bulklicense_queue_messages", "Tasks waiting in the broker's queue",
+        depth = GaugeMetricFamily("bulklicense_queue_messages", "Tasks waiting in each of the broker's queues",
                                   labels=["queue"])
         for name, count in sorted(self._queues.depths().items()):
             depth.add_metric([name], count)

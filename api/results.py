@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from jobs.models import FORMULA_START, SOURCE_COLUMNS, Operation, UserResult, iso_time
@@ -27,11 +28,33 @@ def result_rows(store: JobStore, job_id: str, status: str | None) -> Iterator[Ro
             yield op, res
 
 
-def json_lines(rows: Iterator[Row], catalog: SkuCatalog | None = None) -> Iterator[bytes]:
+class Page:
+    """A window of rows (`offset`, then at most `limit`), noting whether more follow."""
+
+    def __init__(self, rows: Iterator[Row], offset: int = 0, limit: int | None = None) -> None:
+        self._rows = itertools.islice(rows, offset, None)
+        self.limit = limit
+        self.offset = offset
+        self.more = False
+
+    def __iter__(self) -> Iterator[Row]:
+        if self.limit is None:
+            yield from self._rows
+            return
+        yield from itertools.islice(self._rows, self.limit)
+        self.more = next(self._rows, None) is not None
+
+    @property
+    def next_offset(self) -> int | None:
+        """Where the next page starts (None: this was the last one); known once the page was iterated."""
+        return self.offset + (self.limit or 0) if self.more else None
+
+
+def json_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None) -> Iterator[bytes]:
     """`{"value": [...]}`, one row at a time; each row carries its input's other columns as `extra`.
 
     `before`/`after` list licenses by skuId with their part number (`sku`) and disabled plan
-    names alongside, when the tenant's catalog is known.
+    names alongside, when the tenant's catalog is known. A `Page` with a limit adds `next_offset`.
     """
     yield b'{"value":['
     first = True
@@ -43,13 +66,19 @@ def json_lines(rows: Iterator[Row], catalog: SkuCatalog | None = None) -> Iterat
         item["extra"] = dict(op.extra)
         yield (b"" if first else b",") + json.dumps(item).encode()
         first = False
+    if isinstance(rows, Page) and rows.limit is not None:
+        yield b'],"next_offset":' + json.dumps(rows.next_offset).encode() + b"}"
+        return
     yield b"]}"
 
 
-def csv_lines(rows: Iterator[Row], catalog: SkuCatalog | None = None) -> Iterator[bytes]:
+def csv_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None,
+              kept_columns: Sequence[str] | None = None) -> Iterator[bytes]:
     """A CSV, one line at a time: the result columns then the input's other columns, cells defused.
 
     `before`/`after` read like `ENTERPRISEPACK (SWAY off); EMS | US`: licenses, then the usage location.
+    The other columns are `kept_columns` (the job's, stored once: a row keeps only its non-empty
+    cells), else those of the first row.
     """
     header: list[str] | None = None
     buf = io.StringIO()
@@ -60,7 +89,8 @@ def csv_lines(rows: Iterator[Row], catalog: SkuCatalog | None = None) -> Iterato
         item["after"] = _state_text(res.after if res else None, catalog)
         item["warnings"] = "; ".join(res.warnings) if res else ""
         if header is None:
-            header = [*CSV_COLUMNS, *(name for name, _ in op.extra)]
+            extra = kept_columns if kept_columns is not None else [name for name, _ in op.extra]
+            header = [*CSV_COLUMNS, *(name for name in extra if name not in CSV_COLUMNS)]
             writer.writerow(header)
         writer.writerow([neutralise("" if item.get(col) is None else str(item.get(col))) for col in header])
         yield buf.getvalue().encode("utf-8")

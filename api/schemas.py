@@ -7,6 +7,25 @@ from typing import Any
 from pydantic import BaseModel
 
 
+class ColumnRead(BaseModel):
+    """What one column of an upload was read as (`AccountSkuId` → `add`)."""
+
+    column: str
+    read_as: str
+
+
+class InputRead(BaseModel):
+    """How an upload was read: format, mode, encoding, layout, each column, and lines skipped."""
+
+    format: str
+    mode: str
+    encoding: str | None = None
+    delimiter: str | None = None
+    layout: str | None = None
+    columns: list[ColumnRead] = []
+    notes: list[str] = []
+
+
 class JobAccepted(BaseModel):
     """Answer to a submission."""
 
@@ -15,6 +34,8 @@ class JobAccepted(BaseModel):
     total: int
     warnings: list[str] = []
     dry_run: bool = False
+    mode: str = "add"
+    input: InputRead | None = None
 
 
 class ErrorItem(BaseModel):

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from api.context import ApiContext
 from api.deps import Caller, permits
 from api.errors import OUTAGES, ApiError
-from api.schemas import JobAccepted
+from api.schemas import InputRead, JobAccepted
 from api.uploads import csv_upload, read_json
 from jobs.audit import AuditAction
 from jobs.idempotency import (
@@ -133,7 +133,7 @@ async def _read_and_submit(request: Request, context: ApiContext, who: Caller, t
             sha256, filename = await lane(csv.chunks.hexdigest), csv.filename
             form_url = csv.callback_url
     details = {"file": filename, "sha256": sha256, "rows": accepted.total, "dry_run": accepted.dry_run,
-               "on_seat_shortage": options.seat_policy.value}
+               "on_seat_shortage": options.seat_policy.value, "mode": accepted.mode.value}
     await _after_commit(_audit_submitted, context, who, tenant, accepted.id, details)
     return _answer(accepted), _fingerprint(request, _with_form_fields(sha256, form_url))
 
@@ -181,7 +181,9 @@ def _audit_submitted(context: ApiContext, who: Caller, tenant: str | None, job_i
 def _answer(accepted: Submitted) -> dict[str, Any]:
     """The 202 body."""
     return JobAccepted(id=accepted.id, status="queued", total=accepted.total, warnings=list(accepted.warnings),
-                       dry_run=accepted.dry_run).model_dump()
+                       dry_run=accepted.dry_run, mode=accepted.mode.value,
+                       input=InputRead.model_validate(accepted.reading) if accepted.reading else None
+                       ).model_dump(exclude_none=False)
 
 
 @asynccontextmanager

@@ -166,6 +166,22 @@ def print_summary(job: dict[str, Any]) -> None:
         console.print(f"[yellow]{escape(paused)}[/yellow]", highlight=False)
 
 
+def print_reading(answer: dict[str, Any]) -> None:
+    """How the upload was read: mode, encoding and layout, `column → read as` for each column, lines skipped."""
+    reading = answer.get("input")
+    if not reading:
+        return
+    if reading.get("format") != "csv":
+        console.print(f"read as {reading.get('format', '').upper()}, mode={reading.get('mode')}", highlight=False)
+        return
+    console.print(f"read as {reading.get('encoding')} CSV ({reading.get('layout')}), delimiter "
+                  f"\"{reading.get('delimiter')}\", mode={reading.get('mode')}:", highlight=False)
+    for column in reading.get("columns") or []:
+        console.print(f"  {escape(column['column'])} → {escape(column['read_as'])}", highlight=False)
+    for note in reading.get("notes") or []:
+        console.print(f"  [dim]{escape(note)}[/dim]", highlight=False)
+
+
 def print_plan(job: dict[str, Any]) -> None:
     """The plan: predicted failures and warnings by reason, and the seat table (shortfalls in red)."""
     plan = job.get("plan") or {}

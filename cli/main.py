@@ -12,12 +12,24 @@ import typer
 import uvicorn
 
 from api.app import create_app
-from cli.client import ApiClient, audit_events, console, err, print_audit, print_plan, print_summary, watch
+from cli.alongside import follow_parent, start_notifier, stop_child
+from cli.client import (
+    ApiClient,
+    audit_events,
+    console,
+    err,
+    print_audit,
+    print_plan,
+    print_reading,
+    print_summary,
+    watch,
+)
 from cli.demo import run_demo
 from config import ConfigError, LogFormat, Settings, get_settings
 from config.logs import configure_logging
 from jobs.models import SeatPolicy
 from worker.celery_app import create_celery_app
+from worker.producer import CHUNK_QUEUE, NOTIFY_QUEUE
 
 app = typer.Typer(help="Bulk Microsoft 365 license assignment through Microsoft Graph.", no_args_is_help=True)
 
@@ -84,15 +96,47 @@ def api(
 def worker(
     ctx: typer.Context,
     concurrency: int = typer.Option(None, "--concurrency", "-c", help="Chunk tasks run at once (threads)."),
+    notifications: bool | None = typer.Option(None, "--notifications/--no-notifications",
+                                       help="Start a notifications worker alongside (default: when a webhook"
+                                            " secret is configured)."),
 ) -> None:
-    """Run a Celery worker (other options are passed to Celery)."""
+    """Run a Celery worker for chunks, and a notifications worker beside it (other options go to Celery)."""
     settings = _settings(need_tenants=True)
     _setup_logging(settings)
+    child = None
+    if notifications or (notifications is None and settings.webhooks_configured()):
+        child = start_notifier(os.getpid())
+    try:
+        _celery_worker(settings, CHUNK_QUEUE, concurrency or settings.worker_concurrency, ctx.args)
+    finally:
+        if child is not None:
+            stop_child(child)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def notifier(
+    ctx: typer.Context,
+    concurrency: int = typer.Option(None, "--concurrency", "-c",
+                                    help="Attempts made at once (default BULKLICENSE_WEBHOOK_CONCURRENCY)."),
+    parent_pid: int | None = typer.Option(None, hidden=True, help="Stop when this process is no longer the parent."),
+) -> None:
+    """Run a notifications worker: job notifications, a few at a time, never in a chunk's slot."""
+    settings = _settings(need_tenants=True)
+    _setup_logging(settings)
+    if parent_pid is not None:
+        follow_parent(parent_pid)
+    # Its own node name, so that it never clashes with the chunk worker's on the same host.
+    name = [] if any(a.startswith("-n") for a in ctx.args) else ["-n", f"notifier-{parent_pid or os.getpid()}@%h"]
+    _celery_worker(settings, NOTIFY_QUEUE, concurrency or settings.webhook_concurrency, [*name, *ctx.args])
+
+
+def _celery_worker(settings: Settings, queue: str, concurrency: int, extra: list[str]) -> None:
+    """Run a Celery worker (threads) on one queue."""
     celery = create_celery_app(settings)
     # Celery's start-up banner is not a log line: left out when every line must be JSON.
     quiet = ["--quiet"] if settings.log_format is LogFormat.JSON else []
-    argv = [*quiet, "worker", "-P", "threads", "-c", str(concurrency or settings.worker_concurrency),
-            "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *ctx.args]
+    argv = [*quiet, "worker", "-P", "threads", "-c", str(concurrency), "-Q", queue,
+            "--loglevel", settings.log_level, "--without-gossip", "--without-mingle", *extra]
     celery.worker_main(argv)
 
 
@@ -114,9 +158,20 @@ def _upload(client: ApiClient, file: Path, tenant: str | None, params: dict[str,
                                                   headers=headers).json()
     kind = "dry run" if accepted.get("dry_run") else "job"
     console.print(f"{kind} [bold]{accepted['id']}[/bold] accepted: {accepted['total']} users")
+    print_reading(accepted)
     for warning in accepted.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     return accepted
+
+
+def _reading_params(mode: str | None, keep_columns: str | None) -> dict[str, str]:
+    """The query parameters that say how to read the file."""
+    return {**({"mode": mode} if mode else {}), **({"keep_columns": keep_columns} if keep_columns else {})}
+
+
+MODE_HELP = ("add (default): add and remove what the file says. exact (alias sync): each user ends up holding exactly "
+             "the listed licenses (others held directly are removed); needed for admin center exports.")
+KEEP_HELP = "Comma-separated columns to keep unread although their values name licenses."
 
 
 def _finish(client: ApiClient, job_id: str) -> None:
@@ -137,11 +192,14 @@ def submit(
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan only: read every user, write nothing."),
     on_seat_shortage: SeatPolicy = typer.Option(SeatPolicy.FAIL, help="fail: refuse when seats are short; "
                                                 "wait: start, pause when they run out, go on when they appear."),
+    mode: str = typer.Option(None, help=MODE_HELP),
+    keep_columns: str = typer.Option(None, help=KEEP_HELP),
     api_url: str = typer.Option(None, help="API base URL (default BULKLICENSE_API_URL)."),
     api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Submit a job; with --wait, exit 0 only if every user succeeded (or already held what was asked)."""
-    params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {})}
+    params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {}),
+              **_reading_params(mode, keep_columns)}
     with _client(_settings(), api_url, api_key) as client:
         accepted = _upload(client, file, tenant, params)
         if wait or dry_run:
@@ -152,12 +210,14 @@ def submit(
 def plan(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="CSV or JSON file."),
     tenant: str = typer.Option(None, help="Tenant profile (CSV uploads)."),
+    mode: str = typer.Option(None, help=MODE_HELP),
+    keep_columns: str = typer.Option(None, help=KEEP_HELP),
     api_url: str = typer.Option(None),
     api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
-    """Dry-run a file: what would change, what already holds, what would fail, and the seats it needs."""
+    """Dry-run a file: how it was read, what would change, what already holds, what would fail, the seats it needs."""
     with _client(_settings(), api_url, api_key) as client:
-        accepted = _upload(client, file, tenant, {"dry_run": "true"})
+        accepted = _upload(client, file, tenant, {"dry_run": "true", **_reading_params(mode, keep_columns)})
         _finish(client, accepted["id"])
 
 
@@ -211,6 +271,7 @@ def status(
         record = watch(client, job) if watch_ else client.request("GET", f"/v1/jobs/{job}").json()
     print_summary(record)
     if record.get("plan"):
+        print_reading(record)
         print_plan(record)
     console.print_json(data=record)
 

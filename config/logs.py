@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, SecretStr
 
-from config.settings import LogFormat, Settings
+from config.settings import LogFormat, Settings, TenantProfile
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 CONTEXT_FIELDS = ("job", "tenant", "chunk")
@@ -154,13 +154,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def secrets_of(settings: Settings) -> list[str]:
-    """Every secret value the settings hold: API keys, tokens, tenant credentials, URL passwords."""
+def secrets_of(settings: Settings, profiles: Iterable[TenantProfile] | None = None) -> list[str]:
+    """Every secret value the settings hold: API keys, tokens, tenant credentials, URL passwords.
+
+    `profiles`: the tenant profiles to take secrets from (by default the ones in force).
+    """
     values = [key.key.get_secret_value() for key in settings.api_keys]
     values += [s.get_secret_value() for s in (settings.api_key, settings.webhook_secret, settings.metrics_token,
                                               settings.redis_sentinel_password)
                if s is not None]
-    for profile in settings.tenants.values():
+    for profile in settings.tenants.values() if profiles is None else profiles:
         values += profile_secrets(profile)
     for url in (settings.redis_url, settings.broker_url or ""):
         match = URL_PASSWORD.search(url)

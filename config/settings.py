@@ -60,8 +60,10 @@ class TenantProfile(BaseModel):
     # and over 500 users. The default suits any tenant. Reads get what the writes leave. None = unlimited.
     read_capacity_ru: int | None = Field(default=GRAPH_READ_CAPACITY_RU, ge=1)
     read_period_s: float = Field(default=GRAPH_READ_PERIOD_S, gt=0)
-    # Where this tenant's jobs are reported when they end or pause, unless a job names its own.
+    # Where this tenant's jobs are reported when they end or pause (a job's own callback is told too).
     callback_url: str | None = None
+    # Signs this tenant's notifications; without it, BULKLICENSE_WEBHOOK_SECRET does.
+    webhook_secret: SecretStr | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> TenantProfile:
@@ -184,6 +186,46 @@ def _parse_key_entry(entry: str, position: int) -> ApiKey:
     return ApiKey(name, SecretStr(secret), tenants, KeyScope(scope.strip() or KeyScope.WRITE))
 
 
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+@dataclass(frozen=True)
+class WebhookOrigin:
+    """An origin callbacks may name although it is not public: scheme, host and port exactly, under a path."""
+
+    scheme: str
+    host: str  # lower case, IPv6 without brackets
+    port: int
+    path_prefix: str = "/"  # a callback's path must be this, or below it
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.path_prefix.rstrip('/')}"
+
+
+def parse_webhook_origin(text: str) -> WebhookOrigin:
+    """`scheme://host[:port][/path]` as an origin (the scheme's port when none is given); ValueError if not one."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"'{text}' is not a URL") from None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"'{text}' is not an origin: give scheme://host:port, e.g. https://hr.internal:8443")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(f"'{text}': an origin has no credentials, query or fragment")
+    path = parts.path or "/"
+    if any(segment in (".", "..") for segment in path.split("/")):
+        raise ValueError(f"'{text}': the path may not contain . or .. segments")
+    return WebhookOrigin(parts.scheme, parts.hostname.lower(), port or DEFAULT_PORTS[parts.scheme],
+                         path if path.endswith("/") else path + "/")
+
+
+def parse_webhook_origins(raw: str) -> frozenset[WebhookOrigin]:
+    """A comma-separated list of origins; ValueError naming the entry that is not one."""
+    return frozenset(parse_webhook_origin(entry) for entry in (e.strip() for e in raw.split(",")) if entry)
+
+
 def load_tenants(path: Path) -> dict[str, TenantProfile]:
     """Read a TOML file of `[tenants.<name>]` tables into profiles."""
     try:
@@ -245,13 +287,6 @@ def _parse_sentinels(value: object) -> object:
     return tuple(sentinels)
 
 
-def _host_list(value: object) -> object:
-    """`a.example,127.0.0.1` as a set of lower-case host names."""
-    if isinstance(value, str):
-        return frozenset(h.strip().lower().strip("[]") for h in value.split(",") if h.strip())
-    return value
-
-
 class Settings(BaseSettings):
     """Everything configurable, from the environment (BULKLICENSE_*) or a .env file."""
 
@@ -285,6 +320,9 @@ class Settings(BaseSettings):
     max_cell_chars: int = Field(default=1024, ge=64)
     # A JSON body is read whole (then checked without being built): larger jobs go as CSV.
     max_json_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Columns a CSV job keeps (not read, echoed in the results), and what one row may store in them.
+    max_kept_columns: int = Field(default=50, ge=0, le=1000)
+    max_kept_chars_per_row: int = Field(default=4096, ge=0)
     sku_cache_ttl_s: float = Field(default=60.0, ge=0)
 
     # Execution.
@@ -374,15 +412,26 @@ class Settings(BaseSettings):
     # Jobs counted by status at each scrape of the API: the most recent ones only.
     metrics_recent_jobs: int = Field(default=500, ge=1, le=100_000)
 
-    # Job notifications: signed POSTs of the job to its callback URL when it ends or pauses.
+    # Job notifications: signed POSTs of the job to its callback URLs when it ends or pauses.
+    # The secret signs them unless the tenant profile has its own.
     webhook_secret: SecretStr | None = None
-    # Hosts a callback may name although they are not public (internal receivers); http allowed there.
-    webhook_allowed_hosts: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Origins (scheme://host:port[/path]) a callback may name although they are not public; http allowed there.
+    webhook_allowed_origins: Annotated[frozenset[WebhookOrigin], NoDecode] = frozenset()
+    # Replaced by webhook_allowed_origins: refused at start, so that no host stays open on every port.
+    webhook_allowed_hosts: str | None = None
     webhook_ca_file: Path | None = None
+    # Each attempt's whole time: DNS, connect, TLS, sending and the answer, by the wall clock.
     webhook_timeout_s: float = Field(default=10.0, gt=0)
     webhook_max_attempts: int = Field(default=5, ge=1, le=20)
     # The wait before the second attempt; each later one waits three times longer (10, 30, 90, 270 s).
     webhook_backoff_base_s: float = Field(default=10.0, gt=0)
+    # Attempts a notifications worker makes at once (threads of its own, never a chunk's).
+    webhook_concurrency: int = Field(default=4, ge=1, le=64)
+    # Also send X-BulkLicense-Signature (the body alone signed) for receivers not yet checking the new one.
+    webhook_legacy_signature: bool = True
+    # Callback host lookups: each waits this long at most, and only this many run at once (2 per API key).
+    webhook_dns_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    webhook_dns_concurrency: int = Field(default=8, ge=1, le=256)
 
     # CLI client commands (submit, status, results, cancel).
     api_url: str = "http://127.0.0.1:8000"
@@ -400,16 +449,25 @@ class Settings(BaseSettings):
     def _parse_sentinel_list(cls, value: object) -> object:
         return _parse_sentinels(value)
 
-    @field_validator("metrics_token", mode="before")
+    @field_validator("metrics_token", "webhook_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
-        # An empty variable (compose's `${BULKLICENSE_METRICS_TOKEN:-}`) means no token, never an empty one.
+        # An empty variable (as compose passes `${BULKLICENSE_METRICS_TOKEN:-}`) means unset: no token, never
+        # an empty one; `BULKLICENSE_WEBHOOK_SECRET=` turns notifications off.
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("webhook_allowed_hosts", mode="before")
+    @field_validator("webhook_allowed_origins", mode="before")
     @classmethod
-    def _parse_hosts(cls, value: object) -> object:
-        return _host_list(value)
+    def _parse_origins(cls, value: object) -> object:
+        return parse_webhook_origins(value) if isinstance(value, str) else value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _renamed(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("replaced by BULKLICENSE_WEBHOOK_ALLOWED_ORIGINS, which names exact origins"
+                             " (scheme://host:port, optionally a path), e.g. https://hr.internal:8443/hooks")
+        return value
 
     @field_validator("redis_ca_file", "webhook_ca_file")
     @classmethod
@@ -505,6 +563,15 @@ class Settings(BaseSettings):
     def tenant(self, name: str) -> TenantProfile:
         """One profile by name; KeyError when unknown."""
         return self.tenants[name]
+
+    def webhook_secret_for(self, tenant: str) -> SecretStr | None:
+        """The secret that signs a tenant's notifications: its profile's, else the global one (None: none)."""
+        profile = self.tenants.get(tenant)
+        return (profile.webhook_secret if profile is not None else None) or self.webhook_secret
+
+    def webhooks_configured(self) -> bool:
+        """Whether any notification can be signed: a global secret, or a profile's own."""
+        return self.webhook_secret is not None or any(p.webhook_secret for p in self.tenants.values())
 
 
 def _netloc(host: str, port: int) -> str:

@@ -10,7 +10,7 @@ from typing import Protocol
 
 from config.logs import bind_log_fields, log_context
 from graphclient.errors import GraphError, ThrottleWaitTooLong
-from jobs.events import JobEvent
+from jobs.events import JobEvent, Listeners
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
 from jobs.models import Reason, UserResult, UserStatus
 from jobs.prefetch import prefetch_users
@@ -31,6 +31,7 @@ class ChunkContext(Protocol):
     max_chunk_runs: int
     chunk_window: int
     send: Send
+    events: Listeners  # told when a job ends, also when its chunks could not run (tenant not configured)
 
     def deps_for(self, tenant: str) -> ChunkDeps:
         """Graph client, throttle and policy for one tenant profile (KeyError if unknown)."""
@@ -116,7 +117,7 @@ def _run_claimed(ctx: ChunkContext, job_id: str, n: int, budget_started_at: floa
     if first and nxt is not None:
         ctx.send(job_id, nxt, 0.0)
     if first and done >= chunks:
-        _finished(store, deps, job_id)
+        _finished(ctx, deps, job_id)
         log.info("job %s finished (%d chunks)", job_id, chunks)
     return "done"
 
@@ -139,19 +140,22 @@ def _read_tenant_first(ctx: ChunkContext, deps: ChunkDeps, job_id: str) -> None:
     dispatch(store, ctx.send, job_id, max(0, ctx.chunk_window - 1))
 
 
-def _finished(store: JobStore, deps: ChunkDeps | None, job_id: str) -> None:
-    """The job's last chunk is done: drop its seat reservations, tell the listeners with its counts."""
+def _finished(ctx: ChunkContext, deps: ChunkDeps | None, job_id: str) -> None:
+    """The job's last chunk is done: drop its seat reservations, tell the listeners with its counts.
+
+    Without `deps` (the last chunk could not run: its tenant is not configured here, or it kept
+    failing), the listeners are told all the same: the job ended, and its audit and callbacks say so.
+    """
+    store = ctx.store
     tenant = store.job_tenant(job_id) or ""
-    if deps is None:
-        return
-    if deps.seats is not None:
+    if deps is not None and deps.seats is not None:
         deps.seats.release_all(tenant, job_id)
     progress = store.progress(job_id)
     if progress is not None:
         counts = {k: v for k, v in progress.to_json().items()
                   if k in ("status", "total", "succeeded", "failed", "cancelled", "unchanged", "would_change",
                            "would_fail")}
-        deps.events.job_event(job_id, tenant, JobEvent.FINISHED, counts)
+        (deps.events if deps is not None else ctx.events).job_event(job_id, tenant, JobEvent.FINISHED, counts)
 
 
 def _deps_or_fail(ctx: ChunkContext, job_id: str, n: int, clock: Callable[[], float]) -> ChunkDeps | None:

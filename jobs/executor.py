@@ -393,7 +393,7 @@ class _RoundLoop:
             return BatchRequest.get_user(rid, op.user, USER_SELECT)
         if w.step is Step.PATCH:
             return BatchRequest.update_user(rid, op.user, {"usageLocation": op.usage_location})
-        return BatchRequest.assign_license(rid, op.user, _adds(op), list(op.remove))
+        return BatchRequest.assign_license(rid, op.user, *_assignment(w))
 
     def _post(self, requests: list[BatchRequest], works: list[_Work]) -> dict[str, _Outcome]:
         """Send the items, as one `$batch` or (for a single item, where batching buys nothing) one plain call.
@@ -431,7 +431,7 @@ class _RoundLoop:
             if w.step is Step.PATCH:
                 graph.update_user(op.user, {"usageLocation": op.usage_location})
                 return {}, None
-            return graph.assign_license(op.user, _adds(op), list(op.remove)), None
+            return graph.assign_license(op.user, *_assignment(w)), None
         except GraphError as exc:
             return None, exc
 
@@ -743,8 +743,10 @@ def _plan_counters(plan: UserPlan) -> list[str]:
     return counters
 
 
-def _adds(op: Operation) -> list[dict[str, Any]]:
-    return [{"skuId": a.sku_id, "disabledPlans": list(a.disabled_plans)} for a in op.add]
+def _assignment(w: _Work) -> tuple[list[dict[str, Any]], list[str]]:
+    """The assignLicense lists: what the user's plan adds and removes (mode=exact works them out from its state)."""
+    adds, removes = (w.plan.add, w.plan.remove) if w.plan is not None else (w.op.add, w.op.remove)
+    return [{"skuId": a.sku_id, "disabledPlans": list(a.disabled_plans)} for a in adds], list(removes)
 
 
 def _cancelled(op: Operation, attempts: int, now: float) -> UserResult:

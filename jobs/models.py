@@ -44,6 +44,23 @@ class ExpectedState:
                    usage_location=data.get("u"), user_id=data.get("i"))
 
 
+class LicenseMode(StrEnum):
+    """What an operation's licenses mean: licenses to add (and remove), or every license the user should hold.
+
+    In `exact` mode (alias `sync`) the plan removes what the user holds directly beyond the list,
+    computed from the user's state when it is read (jobs.plan.exact_removals).
+    """
+
+    ADD = "add"
+    EXACT = "exact"
+
+    @classmethod
+    def parse(cls, text: str) -> LicenseMode:
+        """A mode as written by a caller: `add`, `exact` or its alias `sync` (any case); ValueError otherwise."""
+        value = text.strip().lower()
+        return cls.EXACT if value == "sync" else cls(value)
+
+
 @dataclass(frozen=True)
 class Operation:
     """What to do to one user: one assignLicense call, and a usageLocation PATCH (before it) if asked.
@@ -54,7 +71,8 @@ class Operation:
     (names, not ids), for resubmittable results. A rollback's operation also carries `expect` (the
     state the job left, which the user must still be in), `location_last` (the PATCH goes after the
     assignLicense: the licenses that needed the location are gone first) and `note` (what it cannot
-    undo, told in the user's result).
+    undo, told in the user's result). In `exact` mode, `add` lists every license the user should
+    hold and `remove` is empty: the plan works out the removals.
     """
 
     row: int
@@ -67,6 +85,7 @@ class Operation:
     expect: ExpectedState | None = None
     location_last: bool = False
     note: str | None = None
+    mode: LicenseMode = LicenseMode.ADD
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""
@@ -87,6 +106,8 @@ class Operation:
             data["ll"] = 1
         if self.note:
             data["n"] = self.note
+        if self.mode is not LicenseMode.ADD:
+            data["m"] = self.mode.value
         return data
 
     @classmethod
@@ -103,6 +124,7 @@ class Operation:
             expect=ExpectedState.from_json(data["ex"]) if "ex" in data else None,
             location_last=bool(data.get("ll")),
             note=data.get("n"),
+            mode=LicenseMode(data.get("m", LicenseMode.ADD)),
         )
 
     def dumps(self) -> str:
@@ -178,6 +200,10 @@ class JobOptions:
     dry_run: bool = False
     seat_policy: SeatPolicy = SeatPolicy.FAIL
     callback_url: str | None = None
+    # None: not chosen (a file that lists what users hold is then refused as ambiguous).
+    mode: LicenseMode | None = None
+    # Columns the caller says to keep as they are although their values name licenses.
+    keep_columns: tuple[str, ...] = ()
 
 
 class Reason(StrEnum):

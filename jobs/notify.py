@@ -1,298 +1,243 @@
-"""Job notifications: the job, POSTed as JSON and signed, to its callback URL when it ends or pauses.
+"""Job notifications: when a job ends or pauses, the job as JSON, signed, POSTed to its callback URLs.
 
-A job's callback URL is its own (`callback_url` at submission) or its tenant profile's. Only
-`https://` URLs to public addresses are accepted, except hosts the operator allows
-(`BULKLICENSE_WEBHOOK_ALLOWED_HOSTS`, where `http://` is accepted too). The address is checked when
-the job is submitted and again before every attempt, and the request goes to the address that was
-checked (the host name travels in the Host header and as the TLS server name), so a DNS answer that
-changes in between cannot aim a notification at an internal service.
+Who is told: the job's own `callback_url` (given at submission) and its tenant profile's, each as a
+delivery of its own: a job's callback never silences the tenant's. Both are signed with the
+tenant's webhook secret (its profile's `webhook_secret`, else `BULKLICENSE_WEBHOOK_SECRET`).
 
-The body is signed with `BULKLICENSE_WEBHOOK_SECRET`: `X-BulkLicense-Signature: sha256=<hex>`, the
-HMAC-SHA256 of the raw body. A connection error, a timeout, a 408, a 429 or a 5xx is retried with
-exponential backoff through the broker; nothing here ever blocks or fails the job.
+The trigger (`NotifyOnEnd`, where chunks run) keeps the notification in the outbox and queues its
+task; a notifications worker runs it (`Notifier.deliver`): the first attempt renders the body and
+splits it into one delivery per callback, and each attempt goes out through `webhooks.sender`
+(one total deadline, a capped answer). A connection error, a timeout, a 408, a 429 or a 5xx is
+tried again with exponential backoff, from the outbox. Nothing here ever blocks or fails the job.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
 import random
-import socket
-import ssl
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
 
-import httpx
+import redis
 
 from config import Settings
-from config.logs import http_lines_hidden, log_context
+from config.logs import log_context
 from jobs.events import JobEvent
 from jobs.models import UserResult
+from jobs.outbox import Outbox
 from jobs.store import JobStore
+from webhooks.policy import CallbackCheckBusy, CallbackPolicy, CallbackRefused
+from webhooks.sender import Sender, http_client
+from webhooks.signing import signature_headers
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-BulkLicense-Signature"
-EVENT_HEADER = "X-BulkLicense-Event"
-DELIVERY_HEADER = "X-BulkLicense-Delivery"
-MAX_URL_CHARS = 2048
 # Each retry waits this many times longer than the one before.
 BACKOFF_FACTOR = 3.0
 BACKOFF_JITTER = 0.2
-# Answers worth another try: the receiver is overloaded, restarting or timed out.
-RETRY_STATUSES = frozenset({408, 429})
 NOTIFIED_EVENTS = frozenset({JobEvent.FINISHED, JobEvent.PAUSED})
-# NAT64's well-known prefix carries an IPv4 address in its last 32 bits.
-NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-Resolve = Callable[[str, int], Sequence[str]]
-
-
-def resolve_host(host: str, port: int) -> list[str]:
-    """The addresses a host name resolves to (OSError when it does not)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(str(info[4][0]).split("%")[0] for info in infos))
+# An attempt under way is not sent again by the outbox's sweeper before this: well beyond a
+# deadline, and beyond the time a task may wait in a busy notifications queue.
+LEASE_S = 300.0
 
 
-def signature(secret: bytes, body: bytes) -> str:
-    """The value of the signature header for `body`."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+class Destination(StrEnum):
+    """Which callback a delivery goes to."""
+
+    JOB = "job"  # the job's own callback_url
+    TENANT = "tenant"  # the tenant profile's callback_url
 
 
-class CallbackRefused(Exception):
-    """A callback URL that notifications may not go to; the message says why."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where one attempt connects: the checked address, and the host name for Host and TLS."""
-
-    url: str
-    display: str  # scheme://host[:port], for logs: paths and queries may hold a receiver's token
-    # When `url` names the checked address: the Host header (host[:port]) and the TLS server name.
-    host_header: str | None = None
-    server_name: str | None = None
-
-
-def _not_public(address: str) -> str | None:
-    """Why an address is not a public one, or None."""
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address):  # IPv4 inside IPv6 is judged as the IPv4 address
-        inner = ip.ipv4_mapped or ip.sixtofour
-        if inner is None and ip in NAT64:
-            inner = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        ip = inner or ip
-    # The narrower kinds first: Python counts link-local, unspecified and reserved ranges as private too.
-    for flag, kind in (("is_loopback", "loopback"), ("is_link_local", "link-local"), ("is_multicast", "multicast"),
-                       ("is_unspecified", "unspecified"), ("is_reserved", "reserved"), ("is_private", "private")):
-        if getattr(ip, flag):
-            return f"a {kind} address ({address})"
-    if not ip.is_global:
-        return f"a non-public address ({address})"
-    return None
-
-
-@dataclass(frozen=True)
-class CallbackPolicy:
-    """Which callback URLs are accepted, and the address each one is sent to."""
-
-    enabled: bool
-    allowed_hosts: frozenset[str] = frozenset()
-    resolve: Resolve = resolve_host
-
-    @classmethod
-    def from_settings(cls, settings: Settings, resolve: Resolve = resolve_host) -> CallbackPolicy:
-        """Enabled when a webhook secret is configured."""
-        return cls(settings.webhook_secret is not None, settings.webhook_allowed_hosts, resolve)
-
-    def problem(self, url: str) -> str | None:
-        """Why a job may not name this callback URL, or None (the submission check)."""
-        if not self.enabled:
-            return "notifications are not configured on this server (BULKLICENSE_WEBHOOK_SECRET is unset)"
-        try:
-            self.target(url)
-        except CallbackRefused as exc:
-            return str(exc)
-        return None
-
-    def target(self, url: str) -> Target:
-        """Where to send a notification for `url`; CallbackRefused unless it may go there."""
-        parts = _parse(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        display = f"{parts.scheme}://{parts.netloc}"
-        if host in self.allowed_hosts:
-            return Target(url, display)
-        if parts.scheme != "https":
-            raise CallbackRefused("callback_url must be an https:// URL")
-        addresses = self._addresses(host, port)
-        for address in addresses:
-            why = _not_public(address)
-            if why is not None:
-                raise CallbackRefused(f"callback_url host {host} is {why}: notifications go to public addresses"
-                                      " only (or to a host in BULKLICENSE_WEBHOOK_ALLOWED_HOSTS)")
-        if _is_address(host):
-            return Target(url, display)
-        pinned = addresses[0]
-        netloc = (f"[{pinned}]" if ":" in pinned else pinned) + (f":{parts.port}" if parts.port else "")
-        return Target(parts._replace(netloc=netloc).geturl(), display, host_header=parts.netloc, server_name=host)
-
-    def _addresses(self, host: str, port: int) -> list[str]:
-        if _is_address(host):
-            return [host]
-        try:
-            addresses = list(self.resolve(host, port))
-        except (OSError, UnicodeError):
-            addresses = []
-        if not addresses:
-            raise CallbackRefused(f"callback_url host {host} cannot be resolved")
-        return addresses
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _parse(url: str) -> SplitResult:
-    """The URL's parts; CallbackRefused unless it is an absolute http(s) URL without credentials."""
-    if len(url) > MAX_URL_CHARS:
-        raise CallbackRefused(f"callback_url is longer than {MAX_URL_CHARS} characters")
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        raise CallbackRefused("callback_url contains spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # raises for a port that is not a number in range
-    except ValueError:
-        raise CallbackRefused("callback_url is not a valid URL") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise CallbackRefused("callback_url must be an https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise CallbackRefused("callback_url may not contain credentials: notifications are signed instead")
-    return parts
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One notification on its way: the job and event, then (from the first attempt) its exact body."""
-
-    job_id: str
-    event: str
-    attempt: int = 1
-    body: str | None = None
-    delivery_id: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The task's argument."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Delivery:
-        """Inverse of `to_json`."""
-        return cls(job_id=str(data["job_id"]), event=str(data["event"]), attempt=int(data.get("attempt", 1)),
-                   body=data.get("body"), delivery_id=data.get("delivery_id"))
-
-
-class Outcome(StrEnum):
+class DeliveryOutcome(StrEnum):
     """What became of one attempt."""
 
     DELIVERED = "delivered"
     RETRYING = "retrying"
     FAILED = "failed"  # refused by the receiver, or out of attempts
     REFUSED = "refused"  # the URL may not be used (any more)
-    SKIPPED = "skipped"  # nowhere to send it, or the job is gone
+    SKIPPED = "skipped"  # nowhere to send it, no secret to sign it, or done already
+    DEFERRED = "deferred"  # the job store did not answer: the outbox sends it again later
 
 
-SendLater = Callable[[Delivery, float], None]
+@dataclass(frozen=True)
+class Delivery:
+    """One notification on its way: the job and event; from the first attempt on, one callback and its body."""
+
+    job_id: str
+    event: JobEvent
+    delivery_id: str  # the outbox entry, and X-BulkLicense-Delivery (the same across retries)
+    to: Destination | None = None  # None until the first attempt splits it per callback
+    attempt: int = 1
+    body: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The task's argument, and the outbox's payload."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Delivery:
+        """Inverse of `to_json` (a message queued before deliveries had ids gets an empty one)."""
+        to = data.get("to")
+        return cls(job_id=str(data["job_id"]), event=JobEvent(data["event"]),
+                   delivery_id=str(data.get("delivery_id") or ""), to=Destination(to) if to else None,
+                   attempt=int(data.get("attempt", 1)), body=data.get("body"))
+
+
+def new_delivery(job_id: str, event: JobEvent) -> Delivery:
+    """A notification of `event`, not yet split per callback."""
+    return Delivery(job_id, event, uuid.uuid4().hex)
+
+
+Observe = Callable[[DeliveryOutcome], None]
+
+
+@dataclass(frozen=True)
+class Retries:
+    """How often, and after how long, a delivery is tried again."""
+
+    max_attempts: int = 5
+    backoff_base_s: float = 10.0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def wait_s(self, attempt: int) -> float:
+        """The wait after failed attempt `attempt` (1-based): base × 3^(attempt-1), ±20 %."""
+        wait_s = self.backoff_base_s * BACKOFF_FACTOR ** (attempt - 1)
+        return wait_s * self.rng.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
 
 
 class Notifier:
-    """Sends one attempt of a notification and, when it may succeed later, queues the next."""
+    """Runs the attempts of notifications: splits them per callback, signs, sends, schedules retries."""
 
-    def __init__(self, store: JobStore, *, secret: bytes | None, policy: CallbackPolicy, http: httpx.Client,
-                 send_later: SendLater, tenant_urls: Mapping[str, str | None] | None = None,
-                 max_attempts: int = 5, backoff_base_s: float = 10.0, rng: random.Random | None = None,
-                 observe: Callable[[Outcome], None] = lambda _: None) -> None:
+    def __init__(self, store: JobStore, outbox: Outbox, *, policy: CallbackPolicy, sender: Sender,
+                 secret_for: Callable[[str], bytes | None], tenant_url: Callable[[str], str | None],
+                 timeout_s: float = 10.0, legacy_signature: bool = True, retries: Retries | None = None,
+                 lease_s: float = LEASE_S, clock: Callable[[], float] = time.time,
+                 observe: Observe = lambda _: None) -> None:
         self.store = store
-        self._secret = secret
+        self.outbox = outbox
         self._policy = policy
-        self._http = http
-        self._send_later = send_later
-        self._tenant_urls = dict(tenant_urls or {})
-        self._max_attempts = max_attempts
-        self._backoff_base_s = backoff_base_s
-        self._rng = rng or random.Random()
+        self._sender = sender
+        self._secret_for = secret_for
+        self._tenant_url = tenant_url
+        self._timeout_s = timeout_s
+        self._legacy = legacy_signature
+        self._retries = retries or Retries()
+        self.lease_s = lease_s
+        self._clock = clock
         self._observe = observe
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: JobStore, send_later: SendLater, *,
-                      observe: Callable[[Outcome], None] = lambda _: None) -> Notifier:
-        """A notifier with its own HTTP client (receivers verified against BULKLICENSE_WEBHOOK_CA_FILE too)."""
-        verify: ssl.SSLContext | bool = True
-        if settings.webhook_ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(settings.webhook_ca_file))
-        http = httpx.Client(verify=verify, timeout=httpx.Timeout(settings.webhook_timeout_s), follow_redirects=False)
-        secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
-        return cls(store, secret=secret, policy=CallbackPolicy.from_settings(settings), http=http,
-                   send_later=send_later, tenant_urls={n: p.callback_url for n, p in settings.tenants.items()},
-                   max_attempts=settings.webhook_max_attempts, backoff_base_s=settings.webhook_backoff_base_s,
-                   observe=observe)
+    def from_settings(cls, settings: Settings, store: JobStore, outbox: Outbox, *,
+                      observe: Observe = lambda _: None) -> Notifier:
+        """A notifier with its own HTTP client; secrets and tenant callbacks read from the profiles in force."""
+        return cls(store, outbox, policy=CallbackPolicy.from_settings(settings,
+                                                                      per_caller=settings.webhook_dns_concurrency),
+                   sender=Sender(http_client(settings.webhook_ca_file)), secret_for=tenant_secrets(settings),
+                   tenant_url=tenant_callbacks(settings), timeout_s=settings.webhook_timeout_s,
+                   legacy_signature=settings.webhook_legacy_signature,
+                   retries=Retries(settings.webhook_max_attempts, settings.webhook_backoff_base_s), observe=observe)
 
     def close(self) -> None:
         """Release the HTTP connections."""
-        self._http.close()
+        self._sender.close()
 
-    def deliver(self, delivery: Delivery) -> Outcome:
-        """Make one attempt; queue the next when this one may succeed later. Never raises for the receiver."""
+    def deliver(self, delivery: Delivery) -> list[DeliveryOutcome]:
+        """Run the delivery's attempt (for a new notification, one per callback). Never raises for the receiver."""
         with log_context(job=delivery.job_id):
-            outcome = self._attempt(delivery)
-        self._observe(outcome)
-        return outcome
+            try:
+                outcomes = self._deliver(delivery)
+            except redis.RedisError as exc:
+                log.warning("notification of job %s (%s) deferred: the job store did not answer (%s); it is sent"
+                            " again from the outbox", delivery.job_id, delivery.event, type(exc).__name__)
+                outcomes = [DeliveryOutcome.DEFERRED]
+        for outcome in outcomes:
+            self._observe(outcome)
+        return outcomes
 
-    def _attempt(self, delivery: Delivery) -> Outcome:
+    def _deliver(self, delivery: Delivery) -> list[DeliveryOutcome]:
+        if not delivery.delivery_id:  # queued before the outbox kept notifications
+            delivery = replace(delivery, delivery_id=uuid.uuid4().hex)
+            self.outbox.put({delivery.delivery_id: (delivery.to_json(), self.lease_s)})
+        payload = self.outbox.take(delivery.delivery_id, self.lease_s)
+        if payload is None:
+            return [DeliveryOutcome.SKIPPED]  # done already: this message was a duplicate
+        delivery = Delivery.from_json(payload)  # the outbox's copy is the current one (attempt, body)
+        if delivery.to is None:
+            return self._split(delivery)
+        return [self._attempt(delivery)]
+
+    def _split(self, delivery: Delivery) -> list[DeliveryOutcome]:
+        """Render the body, and make one delivery of it per callback URL; each is attempted now."""
         fields = self.store.job_fields(delivery.job_id, "tenant", "callback_url")
-        url = fields.get("callback_url") or self._tenant_urls.get(fields.get("tenant", ""))
-        if not url:
-            return Outcome.SKIPPED
-        if self._secret is None:
-            log.warning("job %s has a callback URL but BULKLICENSE_WEBHOOK_SECRET is unset: not notified",
-                        delivery.job_id)
-            return Outcome.SKIPPED
-        if delivery.body is None:
-            body = self._render(delivery.job_id)
-            if body is None:
-                return Outcome.SKIPPED
-            delivery = replace(delivery, body=body, delivery_id=uuid.uuid4().hex)
+        tenant = fields.get("tenant", "")
+        job_url, tenant_url = fields.get("callback_url"), self._tenant_url(tenant)
+        destinations = [d for d, url in ((Destination.JOB, job_url), (Destination.TENANT, tenant_url))
+                        if url and not (d is Destination.TENANT and url == job_url)]
+        body = self._render(delivery.job_id) if destinations and self._signable(delivery, tenant) else None
+        if body is None:
+            self.outbox.done(delivery.delivery_id)
+            return [DeliveryOutcome.SKIPPED]
+        parts = [replace(delivery, to=to, body=body, delivery_id=uuid.uuid4().hex) for to in destinations]
+        self.outbox.put({p.delivery_id: (p.to_json(), self.lease_s) for p in parts}, done=delivery.delivery_id)
+        return [self._attempt(part) for part in parts]
+
+    def _signable(self, delivery: Delivery, tenant: str) -> bool:
+        if self._secret_for(tenant) is None:
+            log.warning("job %s has a callback URL but no webhook secret applies to tenant %s: not notified",
+                        delivery.job_id, tenant)
+            return False
+        return True
+
+    def _attempt(self, delivery: Delivery) -> DeliveryOutcome:
+        """One attempt of a delivery to one callback; the outbox learns what comes next."""
+        assert delivery.body is not None and delivery.to is not None
+        started = time.monotonic()
+        fields = self.store.job_fields(delivery.job_id, "tenant", "callback_url")
+        tenant = fields.get("tenant", "")
+        url = fields.get("callback_url") if delivery.to is Destination.JOB else self._tenant_url(tenant)
+        secret = self._secret_for(tenant)
+        if not url or secret is None:  # the profile changed since: its callback or secret is gone
+            self.outbox.done(delivery.delivery_id)
+            return DeliveryOutcome.SKIPPED
         try:
-            target = self._policy.target(url)
+            target = self._policy.target(url, timeout_s=self._timeout_s)
         except CallbackRefused as exc:
-            log.warning("notification of job %s (%s) not sent: %s", delivery.job_id, delivery.event, exc)
-            return Outcome.REFUSED
-        problem = self._post(target, delivery)
-        if problem is None:
+            log.warning("notification of job %s (%s) not sent to the %s callback: %s", delivery.job_id,
+                        delivery.event, delivery.to, exc)
+            self.outbox.done(delivery.delivery_id)
+            return DeliveryOutcome.REFUSED
+        except CallbackCheckBusy as exc:
+            return self._after_failure(delivery, f"the {delivery.to} callback", True, str(exc))
+        body = delivery.body.encode()
+        headers = signature_headers(secret, timestamp=int(self._clock()), delivery_id=delivery.delivery_id,
+                                    event=delivery.event.value, body=body, legacy=self._legacy)
+        left_s = max(0.0, self._timeout_s - (time.monotonic() - started))
+        answer = self._sender.post(target, body, headers, timeout_s=left_s)
+        if answer.accepted:
             log.info("notification of job %s (%s) delivered to %s (attempt %d)", delivery.job_id, delivery.event,
                      target.display, delivery.attempt)
-            return Outcome.DELIVERED
-        retryable, why = problem
-        if not retryable or delivery.attempt >= self._max_attempts:
+            self.outbox.done(delivery.delivery_id)
+            return DeliveryOutcome.DELIVERED
+        return self._after_failure(delivery, target.display, answer.retryable, str(answer))
+
+    def _after_failure(self, delivery: Delivery, where: str, retryable: bool, why: str) -> DeliveryOutcome:
+        """Give up, or keep the next attempt in the outbox, due after the backoff."""
+        if not retryable or delivery.attempt >= self._retries.max_attempts:
             log.warning("notification of job %s (%s) to %s failed after %d attempt(s): %s", delivery.job_id,
-                        delivery.event, target.display, delivery.attempt, why)
-            return Outcome.FAILED
-        wait_s = self._backoff_s(delivery.attempt)
+                        delivery.event, where, delivery.attempt, why)
+            self.outbox.done(delivery.delivery_id)
+            return DeliveryOutcome.FAILED
+        wait_s = self._retries.wait_s(delivery.attempt)
         log.info("notification of job %s (%s) to %s: %s; attempt %d in %.1fs", delivery.job_id, delivery.event,
-                 target.display, why, delivery.attempt + 1, wait_s)
-        self._send_later(replace(delivery, attempt=delivery.attempt + 1), wait_s)
-        return Outcome.RETRYING
+                 where, why, delivery.attempt + 1, wait_s)
+        following = replace(delivery, attempt=delivery.attempt + 1)
+        self.outbox.put({following.delivery_id: (following.to_json(), wait_s)})
+        return DeliveryOutcome.RETRYING
 
     def _render(self, job_id: str) -> str | None:
         """The job as GET /v1/jobs/{id} shows it; a plan's seat table, which needs Graph, is left to that call."""
@@ -306,44 +251,46 @@ class Notifier:
             plan["seats"] = None if needed or released else []  # as GET answers when Graph cannot be asked
         return json.dumps(job, separators=(",", ":"))
 
-    def _post(self, target: Target, delivery: Delivery) -> tuple[bool, str] | None:
-        """Send the attempt; None when the receiver took it, else (worth retrying, why not)."""
-        assert self._secret is not None and delivery.body is not None
-        body = delivery.body.encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "bulk-license",
-                   SIGNATURE_HEADER: signature(self._secret, body), EVENT_HEADER: delivery.event,
-                   DELIVERY_HEADER: delivery.delivery_id or ""}
-        extensions: dict[str, Any] = {}
-        if target.host_header is not None and target.server_name is not None:
-            headers["Host"] = target.host_header
-            extensions["sni_hostname"] = target.server_name
-        try:
-            with http_lines_hidden():  # the client's line has the whole URL: a receiver's token may be in it
-                response = self._http.post(target.url, content=body, headers=headers, extensions=extensions)
-        except httpx.HTTPError as exc:
-            return True, type(exc).__name__
-        if 200 <= response.status_code < 300:
-            return None
-        status = response.status_code
-        return status >= 500 or status in RETRY_STATUSES, f"HTTP {status}"
 
-    def _backoff_s(self, attempt: int) -> float:
-        """The wait after failed attempt `attempt` (1-based): base × 3^(attempt-1), ±20 %."""
-        wait_s = self._backoff_base_s * BACKOFF_FACTOR ** (attempt - 1)
-        return wait_s * self._rng.uniform(1 - BACKOFF_JITTER, 1 + BACKOFF_JITTER)
+def tenant_secrets(settings: Settings) -> Callable[[str], bytes | None]:
+    """A tenant's webhook secret as the profiles in force have it (its own, else the global one)."""
+    def secret_for(tenant: str) -> bytes | None:
+        secret = settings.webhook_secret_for(tenant)
+        return secret.get_secret_value().encode() if secret is not None else None
+
+    return secret_for
+
+
+def tenant_callbacks(settings: Settings) -> Callable[[str], str | None]:
+    """A tenant's callback URL as the profiles in force have it."""
+    def tenant_url(tenant: str) -> str | None:
+        profile = settings.tenants.get(tenant)
+        return profile.callback_url if profile is not None else None
+
+    return tenant_url
 
 
 @dataclass(frozen=True)
 class NotifyOnEnd:
-    """The job-side trigger: queues a notification when a job ends or pauses (and does nothing else)."""
+    """The job-side trigger: keeps a notification in the outbox and queues it when a job ends or pauses."""
 
-    enqueue: SendLater
+    outbox: Outbox
+    enqueue: Callable[[Delivery], None]
+    enabled: Callable[[str], bool]  # whether a tenant's notifications can be signed
+    lease_s: float = LEASE_S
     events: frozenset[JobEvent] = field(default=NOTIFIED_EVENTS)
 
-    def job_event(self, job_id: str, _tenant: str, event: JobEvent, _details: Mapping[str, Any]) -> None:
-        """Queue the notification task; whether the job has a callback is for the task to find out."""
-        if event in self.events:
-            self.enqueue(Delivery(job_id, event.value), 0.0)
+    def job_event(self, job_id: str, tenant: str, event: JobEvent, _details: Mapping[str, Any]) -> None:
+        """Keep and queue the notification; whether the job has a callback is for its first attempt to find."""
+        if event not in self.events or not self.enabled(tenant):
+            return
+        delivery = new_delivery(job_id, event)
+        self.outbox.put({delivery.delivery_id: (delivery.to_json(), self.lease_s)})
+        try:
+            self.enqueue(delivery)
+        except Exception as exc:  # the broker is away: the outbox sends it once the lease is over
+            log.warning("notification of job %s (%s) not queued now (%s); the outbox sends it later", job_id,
+                        event, type(exc).__name__)
 
     def users_finished(self, _job_id: str, _tenant: str, _results: Sequence[UserResult]) -> None:
         """Not notified."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from jobs.models import ExpectedState, LicenseAdd, Operation, Reason
+from jobs.models import ExpectedState, LicenseAdd, LicenseMode, Operation, Reason
 from jobs.skus import SkuCatalog
 
 
@@ -102,6 +102,9 @@ class UserPlan:
     seats_needed: tuple[str, ...] = ()
     seats_released: tuple[str, ...] = ()
     warnings: tuple[str, ...] = field(default=())
+    # The assignLicense call: the operation's own lists, or (mode=exact) what the user's state calls for.
+    add: tuple[LicenseAdd, ...] = ()
+    remove: tuple[str, ...] = ()
 
     def action(self, catalog: SkuCatalog) -> str:
         """What the plan does, in words an admin reads (part numbers, not ids)."""
@@ -119,6 +122,8 @@ def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> Us
         guarded = _guard(op, state, catalog)
         if guarded is not None:
             return guarded
+    if op.mode is LicenseMode.EXACT:
+        op = replace(op, add=exact_additions(op, state), remove=exact_removals(op, state), mode=LicenseMode.ADD)
     held = state.held()
     missing = [sku for sku in op.remove if sku.lower() not in held]
     after = predicted_after(op, state)
@@ -144,7 +149,31 @@ def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> Us
         seats_needed=tuple(a.sku_id.lower() for a in op.add if a.sku_id.lower() not in held),
         seats_released=tuple(sku.lower() for sku in op.remove),
         warnings=tuple(conflict_warnings(op, state, catalog)),
+        add=op.add,
+        remove=op.remove,
     )
+
+
+def exact_additions(op: Operation, state: UserState) -> tuple[LicenseAdd, ...]:
+    """Under mode=exact, the listed licenses to assign: those not held, and those whose row sets other disabled plans.
+
+    A held license the row names without plans keeps the plans disabled in it now: `exact` is
+    about which licenses a user holds.
+    """
+    held = state.held()
+    return tuple(add for add in op.add
+                 if add.sku_id.lower() not in held or (add.disabled_plans and _plans(add) != held[add.sku_id.lower()]))
+
+
+def exact_removals(op: Operation, state: UserState) -> tuple[str, ...]:
+    """Under mode=exact, the held licenses to remove: every one the operation does not list.
+
+    This is the one place that decides what exact mode may take away: a license a user holds only
+    through a group cannot be removed directly, so once user states tell how each license is
+    assigned, inherited ones are left out here.
+    """
+    listed = {add.sku_id.lower() for add in op.add}
+    return tuple(lic.sku_id for lic in state.licenses if lic.sku_id not in listed)
 
 
 def _guard(op: Operation, state: UserState, catalog: SkuCatalog) -> UserPlan | None:

@@ -54,6 +54,9 @@ class JobProgress:
     paused_at: float | None = None
     next_probe_at: float | None = None
     links: tuple[tuple[str, str], ...] = ()
+    mode: str = "add"
+    # How the input was read (jobs.input.reading's `input` shape); None for jobs without an upload.
+    reading: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API's job shape."""
@@ -85,6 +88,8 @@ class JobProgress:
             "paused_at": _iso(self.paused_at),
             "next_probe_at": _iso(self.next_probe_at),
             **dict(self.links),
+            "mode": self.mode,
+            "input": self.reading,
         }
         if self.dry_run:
             data.update(would_change=self.would_change, would_fail=self.would_fail)
@@ -243,4 +248,6 @@ def job_progress(job_id: str, record: Mapping[str, str], *, recent_results: int,
         paused_at=moment("paused_at") if status is JobStatus.PAUSED else None,
         next_probe_at=moment("next_probe_at") if status is JobStatus.PAUSED else None,
         links=tuple((k, record[k]) for k in LINK_FIELDS if k in record),
+        mode=record.get("mode", "add"),
+        reading=json.loads(record["input"]) if "input" in record else None,
     )

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from config import Settings
 from jobs.catalogs import CatalogCache
 from jobs.input import Limits, parse_csv, read_json_job
+from jobs.input.reading import Reading
 from jobs.input.rules import clip
-from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Operation, SeatPolicy
-from jobs.notify import CallbackPolicy
+from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, LicenseMode, Operation, SeatPolicy
 from jobs.quotas import QuotaLedger
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore, new_job_id
+from webhooks.policy import CallbackPolicy, CallbackRefused
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +34,28 @@ class Submitted:
     chunks: int
     warnings: tuple[str, ...]
     dry_run: bool = False
+    mode: LicenseMode = LicenseMode.ADD
+    # How the input was read (jobs.input.reading), as the API shows it.
+    reading: dict[str, object] = field(default_factory=dict)
 
 
 class SeatShortage(Exception):
     """A real job needs more seats than the tenant has free (minus other jobs' reservations)."""
 
-    def __init__(self, lines: list[SeatLine]) -> None:
+    def __init__(self, lines: list[SeatLine], mode: LicenseMode = LicenseMode.ADD) -> None:
         short = ", ".join(f"{line.sku} short by {line.shortfall}" for line in lines if line.shortfall)
+        exact = (" (under mode=exact every listed license counts until the users are read, also those already "
+                 "held)") if mode is LicenseMode.EXACT else ""
         super().__init__(
-            f"not enough free seats: {short}. Nothing was started. Buy seats, submit with "
+            f"not enough free seats: {short}{exact}. Nothing was started. Buy seats, submit with "
             "on_seat_shortage=wait to start now and wait for seats, or make a dry run first: "
             "it counts only the users who really need a seat, and running it reserves just those"
         )
         self.lines = lines
+
+
+# Job-record fields saying how the input was read; a dry run's run and a rollback keep them.
+READING_FIELDS = ("mode", "input", "kept_columns")
 
 
 class NotRunnable(Exception):
@@ -71,10 +82,11 @@ class Submitter:
         if tenant not in self.settings.tenants:
             raise InputRejected([FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
         catalog = self.catalogs.get(tenant)
-        parse = parse_csv(chunks, catalog, self.limits)
+        parse = parse_csv(chunks, catalog, self.limits, options)
         return self._stage_and_commit(tenant, parse, lambda: (parse.errors, parse.total_errors),
                                       source="csv", owner=owner, options=options,
-                                      status=lambda: parse.status_code)
+                                      status=lambda: parse.status_code, reading=lambda: parse.reading,
+                                      kept_columns=lambda: parse.kept_columns)
 
     def submit_json(
         self, body: bytes, *, owner: str = "", allowed: Callable[[str], bool] = lambda _: True,
@@ -96,7 +108,8 @@ class Submitter:
                 raise KeyError(tenant)
             return self.catalogs.get(tenant)
 
-        parse = read_json_job(body, catalog_for, self.limits)  # the body's syntax, limits, tenant and options
+        # The body's syntax, limits, tenant and options; `mode` from the query, or the body's.
+        parse = read_json_job(body, catalog_for, self.limits, options.mode)
         in_body = parse.options
         if options.callback_url and in_body.callback_url and options.callback_url != in_body.callback_url:
             raise InputRejected([FieldError("callback_url is given twice (query and body), differently",
@@ -106,9 +119,12 @@ class Submitter:
             seat_policy=SeatPolicy.WAIT if SeatPolicy.WAIT in (options.seat_policy, in_body.seat_policy)
             else SeatPolicy.FAIL,
             callback_url=options.callback_url or in_body.callback_url,
+            mode=in_body.mode,
         )
+        reading = Reading("json", mode=(in_body.mode or LicenseMode.ADD).value)
         return self._stage_and_commit(parse.tenant, parse, lambda: (parse.errors, parse.total_errors), source="json",
-                                      owner=owner, options=merged, status=lambda: parse.status_code)
+                                      owner=owner, options=merged, status=lambda: parse.status_code,
+                                      reading=lambda: reading)
 
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
         """Start the real job of a finished dry run, from the same input (it reads the users again).
@@ -116,7 +132,7 @@ class Submitter:
         The run of a rollback's dry run is that rollback: it is refused if its job was rolled back meanwhile.
         """
         fields = self.store.job_fields(planned_id, "tenant", "dry_run", "source", "kind", "rollback_of",
-                                       "callback_url")
+                                       "callback_url", *READING_FIELDS)
         progress = self.store.progress(planned_id)
         if fields.get("dry_run") != "1" or progress is None or progress.status is not JobStatus.PLANNED:
             raise NotRunnable("only a finished dry run (status planned) can be run")
@@ -148,6 +164,7 @@ class Submitter:
             raise
         if "callback_url" in fields:  # the run reports where its dry run did
             options["callback_url"] = fields["callback_url"]
+        options.update((name, fields[name]) for name in READING_FIELDS if name in fields)
         total, chunks = self.store.commit(job_id, source=fields.get("source", ""), owner=owner, options=options)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
@@ -162,6 +179,7 @@ class Submitter:
         """
         tenant = self._rollback_tenant(job_id)
         catalog = self.catalogs.get(tenant)
+        kept = self.store.job_fields(job_id, "kept_columns")
         new_id = new_job_id()
         if not dry_run:
             self._claim_rollback(job_id, new_id)
@@ -179,7 +197,7 @@ class Submitter:
                 self.store.unlink(job_id, "rolled_back_by", new_id)
             raise
         options = {"kind": "rollback", "rollback_of": job_id, "dry_run": "1" if dry_run else "0",
-                   "seat_policy": seat_policy.value, "seat_basis": "plan"}
+                   "seat_policy": seat_policy.value, "seat_basis": "plan", **kept}
         total, chunks = self.store.commit(new_id, source="rollback", warnings=warnings, owner=owner, options=options)
         dispatch(self.store, self.send, new_id, self.settings.chunk_window)
         log.info("job %s accepted: the rollback%s of job %s, %d users for tenant %s", new_id,
@@ -217,8 +235,10 @@ class Submitter:
         owner: str,
         options: JobOptions,
         status: Callable[[], int] = lambda: 422,
+        reading: Callable[[], Reading] | None = None,
+        kept_columns: Callable[[], tuple[str, ...]] = tuple,
     ) -> Submitted:
-        self._check_callback(options.callback_url)
+        self._check_callback(options.callback_url, tenant, owner)
         job_id = new_job_id()
         adds: Counter[str] = Counter()
 
@@ -239,7 +259,8 @@ class Submitter:
             if total == 0:
                 raise InputRejected([FieldError("the input has no operations")])
             self.quotas.take(tenant, owner, job_id, total)  # dropped by the next check if refused below
-            warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy)
+            mode = options.mode or LicenseMode.ADD
+            warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy, mode)
         except BaseException:
             self.store.discard(job_id)
             raise
@@ -250,19 +271,38 @@ class Submitter:
                   "seat_basis": "input", **({"prefetch": "1"} if paged else {})}
         if options.callback_url:
             fields["callback_url"] = options.callback_url
+        read = reading() if reading is not None else Reading(source, mode=mode.value)
+        fields.update(mode=mode.value, input=json.dumps(read.to_json()))
+        if kept := kept_columns():
+            fields["kept_columns"] = json.dumps(list(kept))
         total, chunks = self.store.commit(job_id, source=source, warnings=warnings, owner=owner, options=fields)
         dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else "")
-        return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run)
+        return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run,
+                         mode=mode, reading=read.to_json())
 
-    def _check_callback(self, url: str | None) -> None:
-        """Refuse the submission (422) when it names a callback URL notifications may not go to."""
-        problem = None if url is None else self.callbacks.problem(url)
+    def _check_callback(self, url: str | None, tenant: str, owner: str) -> None:
+        """Refuse the submission (422) when it names a callback URL notifications may not go to.
+
+        The host lookup waits a few seconds at most, a few at once per API key (CallbackCheckBusy beyond).
+        """
+        if url is None:
+            return
+        problem = None
+        if self.settings.webhook_secret_for(tenant) is None:
+            problem = ("notifications are not configured on this server (no webhook secret: set"
+                       " BULKLICENSE_WEBHOOK_SECRET or the tenant profile's webhook_secret)")
+        else:
+            try:
+                self.callbacks.check(url, caller=owner)
+            except CallbackRefused as exc:
+                problem = str(exc)
         if problem is not None:
-            raise InputRejected([FieldError(problem, column="callback_url", value=clip(url or ""))])
+            raise InputRejected([FieldError(problem, column="callback_url", value=clip(url))])
 
-    def _reserve(self, tenant: str, job_id: str, demand: Mapping[str, int], policy: SeatPolicy) -> tuple[str, ...]:
+    def _reserve(self, tenant: str, job_id: str, demand: Mapping[str, int], policy: SeatPolicy,
+                 mode: LicenseMode = LicenseMode.ADD) -> tuple[str, ...]:
         """Reserve the job's seats (fresh free counts from Graph); SeatShortage unless it may wait."""
         wanted = {sku: n for sku, n in demand.items() if n > 0}
         if not wanted:
@@ -279,6 +319,6 @@ class Submitter:
             for sku, n in sorted(wanted.items())
         ]
         if policy is SeatPolicy.FAIL:
-            raise SeatShortage(lines)
+            raise SeatShortage(lines, mode)
         return tuple(f"{line.sku}: the job adds up to {line.needed} but only {max(line.free, 0)} seats are free;"
                      " it pauses when they run out and goes on when seats appear" for line in lines if line.shortfall)

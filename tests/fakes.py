@@ -1,8 +1,12 @@
-"""Fakes shared by the tests: a settable clock, a recording sleep, a recording throttle, a tiny Graph tenant."""
+"""Fakes shared by the tests: a settable clock, a recording sleep, a recording throttle, a tiny Graph tenant,
+and a hostile webhook receiver."""
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,3 +145,121 @@ class FakeGraph:
 
     def body(self, i: int = -1) -> Any:
         return json.loads(self.requests[i].content)
+
+
+# --- a hostile webhook receiver ------------------------------------------------------------------------
+
+@dataclass
+class Connection:
+    """One connection a HostileReceiver served: when it opened and ended, and how much it sent."""
+
+    opened_at: float
+    closed_at: float | None = None
+    bytes_sent: int = 0
+
+
+# One chunk of an endless body, made once (so that it does not count in the memory a test measures).
+FLOOD_CHUNK = b"100000\r\n" + b"A" * 0x100000 + b"\r\n"
+
+
+class HostileReceiver:
+    """A plain-HTTP receiver on 127.0.0.1 answering as a hostile one would, on real sockets, one thread each.
+
+    Modes: `ok` (200 at once), `silent` (reads, never answers), `drip-headers` (a status line, then a
+    header one byte at a time), `drip-body` (200, then a chunked body one byte at a time), `flood` (200,
+    then 1 MiB chunks as fast as they go, up to `flood_limit_bytes` per connection).
+    """
+
+    MODES = ("ok", "silent", "drip-headers", "drip-body", "flood")
+
+    def __init__(self, mode: str, *, drip_interval_s: float = 1.0, flood_limit_bytes: int = 256 << 20) -> None:
+        assert mode in self.MODES, mode
+        self.mode = mode
+        self.drip_interval_s = drip_interval_s
+        self.flood_limit_bytes = flood_limit_bytes
+        self.connections: list[Connection] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port: int = self._listener.getsockname()[1]
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> HostileReceiver:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+    def open_now(self) -> int:
+        """Connections not known to be closed yet (a drip learns of a close at its next byte)."""
+        with self._lock:
+            return sum(c.closed_at is None for c in self.connections)
+
+    def served(self) -> list[Connection]:
+        with self._lock:
+            return list(self.connections)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            record = Connection(time.monotonic())
+            with self._lock:
+                self.connections.append(record)
+            threading.Thread(target=self._serve, args=(conn, record), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, record: Connection) -> None:
+        try:
+            with conn:
+                _read_request(conn)
+                for piece in self._answer():
+                    conn.sendall(piece)
+                    record.bytes_sent += len(piece)
+                if self.mode == "silent":
+                    self._stop.wait(600)
+        except OSError:
+            pass
+        finally:
+            record.closed_at = time.monotonic()
+
+    def _answer(self) -> Any:
+        chunked = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        if self.mode == "ok":
+            yield b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        elif self.mode == "drip-headers":
+            yield b"HTTP/1.1 200 OK\r\nX-Drip: "
+            while not self._stop.wait(self.drip_interval_s):
+                yield b"a"
+        elif self.mode == "drip-body":
+            yield chunked
+            while not self._stop.wait(self.drip_interval_s):
+                yield b"1\r\nA\r\n"
+        elif self.mode == "flood":
+            yield chunked
+            for _ in range(self.flood_limit_bytes // len(FLOOD_CHUNK)):
+                yield FLOOD_CHUNK
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    """Read one request (headers, and a body of Content-Length bytes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body

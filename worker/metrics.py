@@ -1,8 +1,8 @@
-"""A worker process's Prometheus metrics: users finished, Graph's answers, 429s, chunks in flight, notifications.
+"""A worker process's Prometheus metrics: users finished, Graph's answers, 429s, chunks in flight; notifications.
 
 Each worker process serves its own (a thread pool shares one registry, so no multiprocess mode is
 needed) on the first free port of `BULKLICENSE_METRICS_PORT` .. `+ BULKLICENSE_METRICS_PORT_RANGE - 1`:
-several workers on one host take consecutive ports.
+several workers on one host take consecutive ports. A notifications worker serves its own too.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from config import Settings
 from graphclient.client import GraphAnswer, GraphObserver
 from jobs.events import JobEvent
 from jobs.models import UserResult
-from jobs.notify import Outcome
+from jobs.notify import DeliveryOutcome
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,8 @@ class WorkerMetrics:
     """The metrics of one worker process, in a registry of its own; also a JobListener."""
 
     def __init__(self, chunks_in_flight: Callable[[], int] = lambda: 0) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = process_registry()
         r = self.registry
-        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):  # memory, CPU, GC of the process
-            r.register(collector)
         self.users = Counter("bulklicense_users_finished_total",
                                       "Users that reached a terminal state, by status and reason",
                                       ["tenant", "status", "reason"], registry=r)
@@ -61,9 +59,6 @@ class WorkerMetrics:
         self.chunks_in_flight = Gauge("bulklicense_chunks_in_flight", "Chunks this worker process is running",
                                       registry=r)
         self.chunks_in_flight.set_function(lambda: float(chunks_in_flight()))
-        self.notifications = Counter("bulklicense_notifications_total",
-                                     "Notification attempts by outcome (delivered, retrying, failed, refused)",
-                                     ["outcome"], registry=r)
 
     # -- JobListener -------------------------------------------------------------------------
     def job_event(self, _job_id: str, tenant: str, event: JobEvent, _details: Mapping[str, Any]) -> None:
@@ -87,27 +82,58 @@ class WorkerMetrics:
 
         return observe
 
-    def notified(self, outcome: Outcome) -> None:
-        """Count a notification attempt (skipped ones, for jobs without a callback, are not)."""
-        if outcome is not Outcome.SKIPPED:
-            self.notifications.labels(outcome.value).inc()
-
     # -- serving -----------------------------------------------------------------------------
     def serve(self, settings: Settings) -> MetricsServer | None:
         """Serve /metrics on the first free port of the configured range; None when off or all are taken."""
-        if settings.metrics_port is None:
-            return None
-        first = settings.metrics_port
-        for port in range(first, min(first + settings.metrics_port_range, 65536)):
-            try:
-                server, _ = start_http_server(port, addr=settings.metrics_host, registry=self.registry)
-            except OSError:
-                continue  # another worker on this host has it
-            log.info("worker metrics on http://%s:%d/metrics", settings.metrics_host, port)
-            return MetricsServer(server, port)
-        log.warning("worker metrics not served: ports %d-%d are all taken", first,
-                    first + settings.metrics_port_range - 1)
+        return serve(self.registry, settings, "worker")
+
+
+class NotifierMetrics:
+    """The metrics of a notifications worker process: attempts by outcome, and what is pending."""
+
+    def __init__(self, pending: Callable[[], float] = lambda: 0.0) -> None:
+        self.registry = process_registry()
+        self.notifications = Counter("bulklicense_notifications_total",
+                                     "Notification attempts by outcome (delivered, retrying, failed, refused,"
+                                     " deferred)", ["outcome"], registry=self.registry)
+        self.pending = Gauge("bulklicense_notifications_pending",
+                             "Notifications waiting for an attempt or a retry, or under way (all workers)",
+                             registry=self.registry)
+        self.pending.set_function(pending)
+
+    def notified(self, outcome: DeliveryOutcome) -> None:
+        """Count a notification attempt (skipped ones, for jobs without a callback, are not)."""
+        if outcome is not DeliveryOutcome.SKIPPED:
+            self.notifications.labels(outcome.value).inc()
+
+    def serve(self, settings: Settings) -> MetricsServer | None:
+        """Serve /metrics on the first free port of the configured range; None when off or all are taken."""
+        return serve(self.registry, settings, "notifier")
+
+
+def process_registry() -> CollectorRegistry:
+    """A registry of its own, with the process's memory, CPU and GC."""
+    registry = CollectorRegistry()
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(collector)
+    return registry
+
+
+def serve(registry: CollectorRegistry, settings: Settings, what: str) -> MetricsServer | None:
+    """Serve a registry's /metrics on the first free port of the configured range (logged as `<what> metrics`)."""
+    if settings.metrics_port is None:
         return None
+    first = settings.metrics_port
+    for port in range(first, min(first + settings.metrics_port_range, 65536)):
+        try:
+            server, _ = start_http_server(port, addr=settings.metrics_host, registry=registry)
+        except OSError:
+            continue  # another worker on this host has it
+        log.info("%s metrics on http://%s:%d/metrics", what, settings.metrics_host, port)
+        return MetricsServer(server, port)
+    log.warning("%s metrics not served: ports %d-%d are all taken", what, first,
+                first + settings.metrics_port_range - 1)
+    return None
 
 
 class MetricsServer:

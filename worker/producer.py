@@ -1,9 +1,10 @@
 """Sends chunk and notification tasks to the broker by name, without building the worker's Celery app.
 
 The API, the worker's own scheduler and the reaper all enqueue through this; only the worker
-process registers the tasks themselves (`worker.celery_app`). A task due later is not given to the
-broker with a countdown: it waits in Redis (`jobs.due`) and workers send it when it is due
-(`publish_due`), so no broker message is ever held waiting by a worker.
+processes register the tasks themselves (`worker.celery_app`). The queues come from
+`worker.queues`, the one place they are declared. A chunk due later is not given to the broker with
+a countdown: it waits in Redis (`jobs.due`) and workers send it when it is due (`publish_due`), so
+no broker message is ever held waiting by a worker. (Notifications wait in their outbox.)
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from celery import Celery
 from config import Settings
 from jobs.due import DueSet
 from jobs.notify import Delivery
-from worker.queues import CHUNK_TASK, NOTIFY_TASK, QUEUE, queue_options
+from worker.queues import CHUNK_QUEUE, CHUNK_TASK, NOTIFY_QUEUE, NOTIFY_TASK, queue_options
 
-__all__ = ["CHUNK_TASK", "NOTIFY_TASK", "QUEUE", "ChunkProducer", "broker_options", "celery_options"]
+__all__ = ["CHUNK_QUEUE", "CHUNK_TASK", "NOTIFY_QUEUE", "NOTIFY_TASK", "ChunkProducer", "broker_options",
+           "celery_options"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def celery_options(settings: Settings) -> dict[str, Any]:
 
 
 class ChunkProducer:
-    """Puts chunk and notification tasks on the broker, or in the due set when they are due later; thread-safe."""
+    """Puts chunk and notification tasks on the broker (chunks due later in the due set); thread-safe."""
 
     def __init__(self, app: Celery, due: DueSet | None = None) -> None:
         self._app = app
@@ -72,21 +74,18 @@ class ChunkProducer:
 
     def send(self, job_id: str, n: int, countdown_s: float = 0.0, budget_started_at: float | None = None) -> None:
         """Enqueue chunk `n` of a job, after `countdown_s` when positive (a `jobs.scheduler.Send`)."""
-        self._send_or_keep(CHUNK_TASK, [job_id, n, budget_started_at], countdown_s)
-
-    def notify(self, delivery: Delivery, countdown_s: float = 0.0) -> None:
-        """Enqueue an attempt to notify a job's callback URL, after `countdown_s` when positive."""
-        self._send_or_keep(NOTIFY_TASK, [delivery.to_json()], countdown_s)
-
-    def _send_or_keep(self, task: str, args: list[Any], countdown_s: float) -> None:
-        """Send the task now, or keep it in the due set until `countdown_s` from now."""
+        args: list[Any] = [job_id, n, budget_started_at]
         if countdown_s <= 0:
-            self._app.send_task(task, args=args)
+            self._app.send_task(CHUNK_TASK, args=args)
             return
         if self._due is None:
             raise ValueError("a task due later needs the due set (this producer has none)")
-        member = json.dumps({"id": uuid.uuid4().hex, "task": task, "args": args}, separators=(",", ":"))
+        member = json.dumps({"id": uuid.uuid4().hex, "task": CHUNK_TASK, "args": args}, separators=(",", ":"))
         self._due.add(member, self._due.clock() + countdown_s)
+
+    def notify(self, delivery: Delivery) -> None:
+        """Enqueue an attempt to notify a job's callback URLs (its retries come from the outbox)."""
+        self._app.send_task(NOTIFY_TASK, args=[delivery.to_json()])
 
     def publish_due(self, limit: int = 100) -> int:
         """Send the tasks whose time has come; returns how many (the rest wait for the next call).

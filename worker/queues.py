@@ -1,6 +1,6 @@
 """The broker's queues, declared in one place: their names, which task goes to which, their RabbitMQ arguments.
 
-Every Celery app of the product (the worker's, the producer the API and the workers send with) takes
+Every Celery app of the product (the workers', the producer the API and the workers send with) takes
 its queues and routes from here, so a queue is added with one line in `QUEUES`.
 
 On RabbitMQ every task queue is a quorum queue (replicated, durable, at-least-once) with a delivery
@@ -24,8 +24,12 @@ from config import Settings
 
 # Task names on the broker (kept as they were, so messages already queued still run).
 CHUNK_TASK = "bulklicense.run_chunk"
-NOTIFY_TASK = "bulklicense.notify"  # one attempt to notify a job's callback URL
-QUEUE = "bulklicense"
+NOTIFY_TASK = "bulklicense.notify"  # one attempt to notify a job's callback URLs
+# Chunks, run by `bulklicense worker`.
+CHUNK_QUEUE = "bulklicense"
+# Notifications, run by a notifications worker of their own (`bulklicense notifier`), so that a slow
+# or hostile receiver can never hold a chunk's slot.
+NOTIFY_QUEUE = "bulklicense.notify"
 # Where RabbitMQ puts a message that reached its delivery limit; nothing consumes it.
 DEAD_LETTER_QUEUE = "bulklicense.dead"
 DEAD_LETTER_MAX_MESSAGES = 10_000
@@ -39,9 +43,10 @@ class QueueSpec:
     tasks: tuple[str, ...]
 
 
-# One line per queue. Workers consume every queue listed here (`celery worker -Q` narrows it).
+# One line per queue. `bulklicense worker` and `bulklicense notifier` each consume one (`-Q`).
 QUEUES: tuple[QueueSpec, ...] = (
-    QueueSpec(QUEUE, (CHUNK_TASK, NOTIFY_TASK)),
+    QueueSpec(CHUNK_QUEUE, (CHUNK_TASK,)),
+    QueueSpec(NOTIFY_QUEUE, (NOTIFY_TASK,)),
 )
 
 
@@ -70,7 +75,7 @@ def task_routes() -> dict[str, dict[str, str]]:
 
 def queue_options(settings: Settings) -> dict[str, Any]:
     """The Celery settings that declare and route the queues (the same for every app)."""
-    return {"task_default_queue": QUEUE, "task_queues": task_queues(settings), "task_routes": task_routes(),
+    return {"task_default_queue": CHUNK_QUEUE, "task_queues": task_queues(settings), "task_routes": task_routes(),
             "worker_detect_quorum_queues": True}
 
 

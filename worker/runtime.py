@@ -1,4 +1,4 @@
-"""Per-process worker state: Redis, the store, tenant clients, notifier, metrics; heartbeat, reaper, resumer."""
+"""Per-process chunk worker state: Redis, the store, tenant clients, metrics; heartbeat, reaper, resumer."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import redis
 from celery import Celery
 
 from config import Settings
-from config.redis_clients import redis_client
 from graphclient.breaker import BreakerState
 from graphclient.errors import GraphError, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy
@@ -29,11 +28,13 @@ from jobs.due import DueSet
 from jobs.events import JobListener, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import PauseReason
-from jobs.notify import Notifier, NotifyOnEnd
+from jobs.notify import NotifyOnEnd
+from jobs.outbox import Outbox
 from jobs.scheduler import ProbeAnswer, Send, pause_unreachable, reap, resume_due
 from jobs.seats import SeatLedger
 from jobs.store import JobStore
 from worker.metrics import MetricsServer, WorkerMetrics
+from worker.per_process import PerProcess, worker_redis
 from worker.producer import ChunkProducer
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class WorkerRuntime(ChunkContext):
     def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
         self.app = app
-        self.redis = redis_client(settings, socket_keepalive=True, health_check_interval=30, socket_timeout=30)
+        self.redis = worker_redis(settings)
         self.due = DueSet(self.redis)
         self.producer = ChunkProducer(app, self.due)
         self.send: Send = self.producer.send
@@ -67,8 +68,7 @@ class WorkerRuntime(ChunkContext):
         self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
         self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)
         self.metrics = WorkerMetrics(chunks_in_flight=lambda: len(self.running))
-        self.notifier = Notifier.from_settings(settings, self.store, self.producer.notify,
-                                               observe=self.metrics.notified)
+        self.outbox = Outbox(self.redis, retention_s=settings.retention_s)
         self._metrics_server: MetricsServer | None = None
         self.events = Listeners(self._listeners())
         # Each tenant's client with the profile generation it was built from (rebuilt when it changes).
@@ -116,8 +116,10 @@ class WorkerRuntime(ChunkContext):
 
     def _listeners(self) -> list[JobListener]:
         """Who hears of job events in this process."""
-        return [AuditListener(AuditLog.from_settings(self.redis, self.settings)), self.metrics,
-                NotifyOnEnd(self.producer.notify)]
+        settings = self.settings
+        return [AuditListener(AuditLog.from_settings(self.redis, settings)), self.metrics,
+                NotifyOnEnd(self.outbox, self.producer.notify,
+                            enabled=lambda tenant: settings.webhook_secret_for(tenant) is not None)]
 
     def _subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
         graph = self.client(tenant).graph
@@ -186,7 +188,6 @@ class WorkerRuntime(ChunkContext):
             client.close()
         for client in self._retired:
             client.close()
-        self.notifier.close()
         if self._metrics_server is not None:
             self._metrics_server.stop()
 
@@ -229,24 +230,14 @@ class WorkerRuntime(ChunkContext):
             self._stop.wait(DUE_POLL_INTERVAL_S)
 
 
-_runtime: WorkerRuntime | None = None
-_runtime_lock = threading.Lock()
+_runtimes = PerProcess(WorkerRuntime)
 
 
 def get_runtime(settings: Settings, app: Celery) -> WorkerRuntime:
-    """The runtime of this process, created (and its threads started) on first use."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None or _runtime.app is not app:
-            _runtime = WorkerRuntime(settings, app)
-            _runtime.start()
-        return _runtime
+    """The chunk runtime of this process, created (and its threads started) on first use."""
+    return _runtimes.get(settings, app)
 
 
 def stop_runtime(**_: Any) -> None:
-    """Stop this process's runtime, if any."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is not None:
-            _runtime.stop()
-            _runtime = None
+    """Stop this process's chunk runtime, if any."""
+    _runtimes.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Annotated, Any
 
@@ -13,13 +14,14 @@ from api.context import ApiContext
 from api.deps import WRITES, Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions, VisibleJob
 from api.errors import ApiError
 from api.plan_view import known_catalog, with_seats
-from api.results import csv_lines, json_lines, result_rows
+from api.results import Page, csv_lines, json_lines, result_rows
 from api.schemas import JobAccepted, error_responses
 from api.submissions import accept_submission
 from jobs.audit import AuditAction
 
 CANCEL_WAIT_S = 30.0
 CANCEL_POLL_S = 0.05
+MAX_RESULTS_PAGE = 1000
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 RESULT_STATUS_PATTERN = "^(succeeded|failed|cancelled|unchanged|would_change|would_fail|pending)$"
@@ -87,12 +89,20 @@ def results(
     context: Context,
     status: Annotated[str | None, Query(pattern=RESULT_STATUS_PATTERN)] = None,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+    offset: Annotated[int, Query(ge=0, le=2**31, description="Rows to skip (of those in `status`).")] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_RESULTS_PAGE,
+                                       description="At most this many rows; JSON then gives `next_offset`.")] = None,
 ) -> Response:
-    """One row per user; `?status=failed&format=csv` gives a file that can be fixed and resubmitted."""
-    rows = result_rows(context.store, job.id, status)
+    """One row per user; `?status=failed&format=csv` gives a file that can be fixed and resubmitted.
+
+    `?limit=50&offset=100` pages through them (the console's plan preview does).
+    """
+    rows = Page(result_rows(context.store, job.id, status), offset, limit)
     catalog = known_catalog(context, job.tenant)
     if format == "csv":
-        return StreamingResponse(csv_lines(rows, catalog), media_type="text/csv; charset=utf-8",
+        kept = context.store.job_fields(job.id, "kept_columns").get("kept_columns")
+        columns = json.loads(kept) if kept else None
+        return StreamingResponse(csv_lines(rows, catalog, columns), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{job.id}-results.csv"'})
     return StreamingResponse(json_lines(rows, catalog), media_type="application/json")
 

@@ -6,7 +6,7 @@ import { JobView } from "./job.js";
 import { age, byId, count, fillRows, setText, statusText } from "./render.js";
 
 const JOBS_SHOWN = 20;
-const state = { previews: false, file: null };
+const state = { previews: false, modes: false, file: null };
 const jobView = new JobView({ onChange: () => loadJobs(), onOpen: (id) => openJob(id) });
 
 // --- signing in -------------------------------------------------------------------------------
@@ -29,8 +29,11 @@ async function enter() {
   }
   const tenants = (result.data.value ?? []).map((t) => t.name);
   fillTenants(tenants);
-  state.previews = await features.serverPreviews();
+  const parameters = await features.submitParameters();
+  state.previews = parameters.has("dry_run");
+  state.modes = parameters.has("mode");
   byId("preview-note").hidden = !state.previews;
+  byId("reading-choices").hidden = !state.modes;
   setText(byId("upload"), state.previews ? "Upload and preview" : "Upload and run");
   byId("sign-in-error").hidden = true;
   byId("sign-in").hidden = true;
@@ -100,7 +103,8 @@ async function upload(event) {
   button.disabled = true;
   setText(byId("upload-status"), "Uploading…");
   try {
-    const response = await call(`/v1/jobs?${features.submitQuery(tenant, state.previews)}`, {
+    const choices = state.modes ? { mode: byId("mode").value, keepColumns: byId("keep-columns").value } : {};
+    const response = await call(`/v1/jobs?${features.submitQuery(tenant, state.previews, choices)}`, {
       method: "POST", body: state.file, headers: { "Content-Type": "text/csv" },
     });
     const body = await jsonOf(response);

@@ -5,25 +5,30 @@ const TERMINAL = new Set(["completed", "completed_with_errors", "cancelled", "fa
 
 export const isTerminal = (job) => TERMINAL.has(job.status);
 
-/** Whether POST /v1/jobs takes `dry_run` (a preview before anything is written). */
-export async function serverPreviews() {
+/** The query parameters POST /v1/jobs takes (`dry_run`: a preview; `mode`, `keep_columns`: how to read a file). */
+export async function submitParameters() {
   try {
     const response = await fetch("/openapi.json", { credentials: "omit" });
-    if (!response.ok) return false;
+    if (!response.ok) return new Set();
     const doc = await response.json();
     const parameters = doc?.paths?.["/v1/jobs"]?.post?.parameters ?? [];
-    return parameters.some((p) => p.name === "dry_run" && p.in === "query");
+    return new Set(parameters.filter((p) => p.in === "query").map((p) => p.name));
   } catch {
-    return false;
+    return new Set();
   }
 }
 
-/** The upload's query string: a dry run when the server previews. */
-export function submitQuery(tenant, previews) {
+/** The upload's query string: a dry run when the server previews; the mode and kept columns when chosen. */
+export function submitQuery(tenant, previews, { mode = "", keepColumns = "" } = {}) {
   const query = new URLSearchParams({ tenant });
   if (previews) query.set("dry_run", "true");
+  if (mode) query.set("mode", mode);
+  if (keepColumns.trim()) query.set("keep_columns", keepColumns.trim());
   return query.toString();
 }
+
+/** A dry run whose plan is complete: its progress bar would only say 100 %, so the plan is shown instead. */
+export const isPlanned = (job) => Boolean(job.dry_run) && job.status === "planned";
 
 /** Whether the job is a dry run not yet run: its plan is shown, with a Run button once planned. */
 export const isPreview = (job) => job.status === "planning" || job.status === "planned";

@@ -9,6 +9,7 @@ import { follow } from "./sse.js";
 // goes through every row of the job).
 const failuresEveryMs = (total) => Math.max(2000, (total ?? 0) / 2);
 const FAILED_ROWS_SHOWN = 100;
+const PLAN_PAGE = 50; // planned users per page of the preview
 const COUNTERS = ["succeeded", "failed", "cancelled", "pending", "throttled", "retries"];
 
 const jobPath = (id, tail = "") => `/v1/jobs/${encodeURIComponent(id)}${tail}`;
@@ -22,11 +23,14 @@ export class JobView {
     this.job = null;
     this.stream = null;
     this.failures = { shownFor: -1, loadedAt: 0, timer: null };
+    this.planUsers = { offset: 0, next: null, loadedFor: null };
     byId("cancel").addEventListener("click", () => this.act("/cancel", "Cancelling…"));
     byId("resume").addEventListener("click", () => this.act("/resume", "Resuming…"));
     byId("rollback").addEventListener("click", () => this.act("/rollback", "Rolling back…"));
     byId("run").addEventListener("click", () =>
       this.act(`/run${features.runQuery(byId("wait-for-seats").checked)}`, "Starting…"));
+    byId("plan-prev").addEventListener("click", () => this.loadPlanUsers(Math.max(0, this.planUsers.offset - PLAN_PAGE)));
+    byId("plan-next").addEventListener("click", () => this.loadPlanUsers(this.planUsers.next ?? 0));
     byId("download-results").addEventListener("click", () => this.download("", "results"));
     byId("download-failed").addEventListener("click", () => this.download("&status=failed", "failed"));
   }
@@ -37,6 +41,10 @@ export class JobView {
     this.id = id;
     this.job = null;
     this.failures = { shownFor: -1, loadedAt: 0, timer: null };
+    this.planUsers = { offset: 0, next: null, loadedFor: null };
+    fillRows(byId("plan-users").tBodies[0], []);
+    byId("plan-pager").hidden = true;
+    byId("reading").hidden = true;
     setText(byId("job-id"), id);
     setText(byId("job-message"), "");
     setText(byId("job-status"), "loading…");
@@ -83,6 +91,7 @@ export class JobView {
     const paused = byId("job-paused");
     paused.hidden = !job.paused_reason;
     setText(paused, job.paused_reason ? `paused: ${statusText(job.paused_reason)}` : "");
+    this.showReading(job.input);
     this.showProgress(job);
     this.showActions(job);
     const preview = features.isPreview(job) && job.plan;
@@ -91,7 +100,27 @@ export class JobView {
     if ((job.failed ?? 0) !== this.failures.shownFor) this.scheduleFailures();
   }
 
+  /** How the upload was read (the job's `input`): each column's reading, and the lines skipped. */
+  showReading(reading) {
+    const box = byId("reading");
+    box.hidden = !reading || !Array.isArray(reading.columns) || reading.columns.length === 0;
+    if (box.hidden) return;
+    const what = [reading.encoding, reading.layout && statusText(reading.layout), `mode ${reading.mode}`];
+    setText(byId("reading-summary"), `How the file was read (${what.filter(Boolean).join(", ")})`);
+    fillRows(byId("reading-columns").tBodies[0], reading.columns.map((c) => [c.column, c.read_as]));
+    const notes = (reading.notes ?? []).map((note) => {
+      const item = document.createElement("li");
+      setText(item, note);
+      return item;
+    });
+    byId("reading-notes").replaceChildren(...notes);
+  }
+
   showProgress(job) {
+    // A finished dry run's bar would only say 100 %: the preview shows its plan instead.
+    const planned = features.isPlanned(job);
+    byId("progress-row").hidden = planned;
+    byId("job-counts").hidden = planned;
     const total = job.total ?? 0;
     const done = Math.max(0, total - (job.pending ?? 0));
     const bar = byId("job-progress");
@@ -127,6 +156,28 @@ export class JobView {
     fillRows(byId("plan-seats").tBodies[0], seats, (_, i) => (Number(plan.seats[i].shortfall) > 0 ? "short" : ""));
     byId("seat-choice").hidden = !features.seatsShort(plan);
     byId("run").hidden = !features.canRun(job);
+    byId("plan-reading").hidden = job.status !== "planning";
+    if (job.status === "planned" && this.planUsers.loadedFor !== job.id) this.loadPlanUsers(0);
+  }
+
+  /** One page of the planned users: who, what changes, or why it would fail (from the results, paged). */
+  async loadPlanUsers(offset) {
+    const id = this.id;
+    if (!id) return;
+    this.planUsers.loadedFor = id;
+    const result = await callJson(jobPath(id, `/results?format=json&limit=${PLAN_PAGE}&offset=${offset}`));
+    if (id !== this.id || !result.ok) return;
+    const rows = result.data.value ?? [];
+    this.planUsers.offset = offset;
+    this.planUsers.next = typeof result.data.next_offset === "number" ? result.data.next_offset : null;
+    fillRows(byId("plan-users").tBodies[0], rows.map((r) => [r.row, r.user, statusText(r.status), planDetail(r)]),
+      (values) => (values[2] === "would fail" ? "short" : ""));
+    const total = this.job?.total ?? 0;
+    byId("plan-pager").hidden = offset === 0 && this.planUsers.next === null;
+    byId("plan-prev").disabled = offset === 0;
+    byId("plan-next").disabled = this.planUsers.next === null;
+    setText(byId("plan-page"), rows.length
+      ? `Users ${count(offset + 1)}–${count(offset + rows.length)} of ${count(total)}` : "");
   }
 
   scheduleFailures() {
@@ -189,4 +240,15 @@ export class JobView {
     const result = await download(jobPath(id, `/results?format=csv${query}`), `${id}-${label}.csv`);
     setText(byId("job-message"), result.ok ? "" : `Download refused: ${detailOf(result)}`);
   }
+}
+
+/** A planned user's line: what changes, or the predicted failure and its reason. */
+function planDetail(row) {
+  if (row.status === "would_fail") {
+    const why = row.graph_message || row.detail || "";
+    return `${statusText(row.reason)}${why ? `: ${why}` : ""}`;
+  }
+  if (row.status === "would_change") return row.action ?? "";
+  if (row.status === "unchanged") return "already as asked";
+  return statusText(row.status);
 }

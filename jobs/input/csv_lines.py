@@ -92,6 +92,14 @@ class LineReader:
             self._pos = end
             self.line += 1
 
+    def skip_line(self) -> str:
+        """Consume the line `first_line` returned (a line before the header, such as `#TYPE ...`)."""
+        end = self._line_end()
+        line = self._buf[self._pos : max(end, self._pos)]
+        self._pos = max(end, self._pos)
+        self.line += 1
+        return line
+
     def __next__(self) -> str:
         if self._fresh:
             self._skip_blank_lines()

@@ -10,28 +10,38 @@ from jobs.input.json_shape import AddLicenseIn, JobBody, OperationIn, load_job
 from jobs.input.licenses import AddName, Name, resolve_licenses
 from jobs.input.rules import JSON_WORDING, Limits, cell_problem, clip, quoted, usage_location_problem
 from jobs.input.users import UserCheck
-from jobs.models import FieldError, InputRejected, JobOptions, Operation, SeatPolicy
+from jobs.models import FieldError, InputRejected, JobOptions, LicenseMode, Operation, SeatPolicy
 from jobs.skus import SkuCatalog, is_guid, normalize_name
 
 
 def parse_json(
-    body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits
+    body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits, mode: LicenseMode | None = None
 ) -> tuple[str, list[Operation], JobOptions]:
-    """Parse and validate a JSON job body into (tenant, operations, options); InputRejected on any error."""
-    parse = read_json_job(body, catalog_for, limits)
+    """Parse and validate a JSON job body into (tenant, operations, options); InputRejected on any error.
+
+    `mode` is the one the query chose, if any; the body may choose it too (the same one).
+    """
+    parse = read_json_job(body, catalog_for, limits, mode)
     operations = list(parse)
     if parse.total_errors:
         raise InputRejected(parse.errors, parse.total_errors, parse.status_code)
     return parse.tenant, operations, parse.options
 
 
-def read_json_job(body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits) -> JsonParse:
+def read_json_job(body: bytes, catalog_for: Callable[[str], SkuCatalog], limits: Limits,
+                  mode: LicenseMode | None = None) -> JsonParse:
     """Check a JSON job body's syntax, limits, top-level fields and tenant; iterate the result for Operations.
 
     `catalog_for` raises KeyError for an unknown tenant (and may refuse one the caller may not use):
-    the tenant is checked before any operation is read.
+    the tenant is checked before any operation is read. `mode` is the one the query chose, if any; the
+    body may choose it too (the same one).
     """
     job = load_job(body, limits)
+    in_body = LicenseMode.parse(job.head.mode) if job.head.mode is not None else None
+    if mode is not None and in_body is not None and mode is not in_body:
+        reject(f"mode is given twice, differently: {mode.value} in the query, {in_body.value} in the body",
+               column="mode", value=job.head.mode)
+    chosen = mode or in_body
     try:
         catalog = catalog_for(job.head.tenant)
     except KeyError:
@@ -43,7 +53,7 @@ def read_json_job(body: bytes, catalog_for: Callable[[str], SkuCatalog], limits:
         )
     if not job.operations:
         reject("operations is empty; give at least one operation", column="operations")
-    return JsonParse(job, catalog, limits)
+    return JsonParse(job, catalog, limits, chosen)
 
 
 class JsonParse:
@@ -56,14 +66,14 @@ class JsonParse:
 
     status_code = 422
 
-    def __init__(self, job: JobBody, catalog: SkuCatalog, limits: Limits) -> None:
+    def __init__(self, job: JobBody, catalog: SkuCatalog, limits: Limits, mode: LicenseMode | None) -> None:
         self._job = job
         self._shape_errors = ErrorLog()
         self._value_errors = ErrorLog()
-        self._checks = _OperationChecks(catalog, limits.max_cell_chars, self._value_errors)
+        self._checks = _OperationChecks(catalog, limits.max_cell_chars, self._value_errors, mode or LicenseMode.ADD)
         self.tenant = job.head.tenant
         self.options = JobOptions(dry_run=job.head.dry_run, seat_policy=SeatPolicy(job.head.on_seat_shortage),
-                                  callback_url=job.head.callback_url)
+                                  callback_url=job.head.callback_url, mode=mode)
 
     @property
     def errors(self) -> list[FieldError]:
@@ -87,11 +97,12 @@ class JsonParse:
 class _OperationChecks:
     """The rules of a CSV row, applied to each JSON operation in turn."""
 
-    def __init__(self, catalog: SkuCatalog, max_chars: int, errors: ErrorLog) -> None:
+    def __init__(self, catalog: SkuCatalog, max_chars: int, errors: ErrorLog, mode: LicenseMode) -> None:
         self._catalog = catalog
         self._max_chars = max_chars
         self._errors = errors
         self._users = UserCheck(JSON_WORDING)
+        self._mode = mode
 
     def operation(self, index: int, op: OperationIn) -> Operation | None:
         """The Operation for `operations[index]`, or None after recording its errors."""
@@ -105,7 +116,9 @@ class _OperationChecks:
             self._errors.add_at(row, error)
         location = self._usage_location(op.usage_location, row, f"{base}.usageLocation")
         extra = self._extra(op.extra or {}, row, f"{base}.extra")
-        if not (op.add_licenses or op.remove_licenses or location):
+        if self._mode is LicenseMode.EXACT:
+            self._exact(op, row, base)
+        elif not (op.add_licenses or op.remove_licenses or location):
             message = "operation changes nothing: give addLicenses, removeLicenses or usageLocation"
             self._errors.add(message, row, base, None)
         if self._errors.total != before:
@@ -125,7 +138,17 @@ class _OperationChecks:
             usage_location=location.upper() or None,
             extra=extra,
             source=tuple((k, v) for k, v in source if v),
+            mode=self._mode,
         )
+
+    def _exact(self, op: OperationIn, row: int, base: str) -> None:
+        """Under mode=exact, addLicenses is every license the user should hold: given, and alone."""
+        if op.remove_licenses:
+            self._errors.add("mode=exact takes the full list of licenses in addLicenses; removeLicenses contradicts "
+                             "it (the licenses not listed are removed)", row, f"{base}.removeLicenses", None)
+        if op.add_licenses is None:
+            self._errors.add("mode=exact needs addLicenses: every license the user should hold ([] for none)", row,
+                             f"{base}.addLicenses", None)
 
     def _cell_ok(self, value: str, row: int, path: str) -> bool:
         """Whether `value` passes the checks every CSV cell gets; records the error if not."""

@@ -50,6 +50,7 @@ class JobIn(_In):
     dry_run: bool = False
     on_seat_shortage: Literal["fail", "wait"] = "fail"
     callback_url: str | None = None
+    mode: Literal["add", "exact", "sync"] | None = None
 
 
 _MODELS_BY_DEPTH: dict[tuple[str, ...], type[BaseModel]] = {

@@ -51,6 +51,8 @@ class Limits:
     max_upload_bytes: int = 512 * 1024 * 1024
     max_cell_chars: int = 1024
     max_json_bytes: int = 64 * 1024 * 1024
+    max_kept_columns: int = 50
+    max_kept_chars_per_row: int = 4096
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -60,6 +62,8 @@ class Limits:
             max_upload_bytes=settings.max_upload_bytes,
             max_cell_chars=settings.max_cell_chars,
             max_json_bytes=settings.max_json_bytes,
+            max_kept_columns=settings.max_kept_columns,
+            max_kept_chars_per_row=settings.max_kept_chars_per_row,
         )
 
 

@@ -68,22 +68,37 @@ class SeenUsers:
 
 
 class UserCheck:
-    """Checks each user: valid, and not already given in an earlier row or operation."""
+    """Checks each user: valid, and not already given in an earlier row or operation.
 
-    def __init__(self, wording: Wording, delimiter: str | None = None) -> None:
+    With `adjacent` (a file with an Action column, one license per row), consecutive rows may
+    name the same user: they are one operation. The same user further on is still refused.
+    """
+
+    def __init__(self, wording: Wording, delimiter: str | None = None, *, adjacent: bool = False) -> None:
         self._wording = wording
         self._delimiter = delimiter
         self._seen = SeenUsers()
+        self._adjacent = adjacent
+        self._last = ""
 
     def problem(self, user: str, row: int) -> str | None:
         """Why the (trimmed) `user` of `row` is refused, or None; a valid user is remembered."""
         problem = user_problem(user, self._delimiter)
         if problem:
             return problem
+        if self._adjacent:
+            if user.lower() == self._last:
+                return None
+            self._last = user.lower()
         first = self._seen.add(user, row)
         if first is None:
             return None
         unit = self._wording.unit
+        if self._adjacent:
+            return (
+                f"user {quoted(user)} appears more than once: first in {self._wording.place(first)}; put a "
+                f"user's {unit}s next to each other (they are one operation)"
+            )
         return (
             f"user {quoted(user)} appears more than once: first in {self._wording.place(first)}; give each "
             f"user one {unit} (one {unit} can both add and remove licenses)"

@@ -1,8 +1,15 @@
-"""`callback_url` at submission: query, JSON body or form field; refused URLs are 422 and leave nothing."""
+"""`callback_url` at submission: query, JSON body or form field; refused URLs are 422 and leave nothing.
+
+The check's host lookup is bounded: a slow DNS server holds a request a couple of seconds at most,
+a few lookups at once per API key, and `/healthz` stays fast meanwhile.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -12,22 +19,31 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from config import Settings
+from config.settings import parse_webhook_origins
 from tests.api.helpers import ALL_KEY, GOOD_CSV, SIM_KEY, Sent, auth
+from webhooks.policy import NOT_PUBLIC, CallbackPolicy
+from webhooks.resolver import Resolver
 
 PUBLIC = "https://93.184.215.14/hr/bulk-license?token=abc"  # an address literal: no DNS needed
 INTERNAL = "http://127.0.0.1:9000/hook"
+ALLOWED_ORIGIN = "http://127.0.0.1:9000"
 JSON_OPS = [{"user": "ada@contoso.example", "addLicenses": [{"sku": "ENTERPRISEPACK"}], "usageLocation": "US"}]
+
+
+def hooked_app(settings: Settings, redis_client: redis.Redis, sent: Sent, subscribed_skus: list[dict[str, Any]],
+               callbacks: CallbackPolicy | None = None) -> Any:
+    """The API with notifications configured: a secret, and http://127.0.0.1:9000 allowed (plain http there)."""
+    configured = settings.model_copy(update={"webhook_secret": SecretStr("s3cret-webhook"),
+                                             "webhook_allowed_origins": parse_webhook_origins(ALLOWED_ORIGIN)})
+    return create_app(configured, redis_client=redis_client,
+                      send=lambda job, n, countdown: sent.append((job, n, 0.0)),
+                      fetch_skus=lambda tenant: subscribed_skus, ceiling_for=lambda tenant: 20.0, callbacks=callbacks)
 
 
 @pytest.fixture
 def hooked(settings: Settings, redis_client: redis.Redis, sent: Sent,
            subscribed_skus: list[dict[str, Any]]) -> Iterator[TestClient]:
-    """The API with notifications configured: a secret, and 127.0.0.1 allowed (plain http included)."""
-    configured = settings.model_copy(update={"webhook_secret": SecretStr("s3cret-webhook"),
-                                             "webhook_allowed_hosts": frozenset({"127.0.0.1"})})
-    app = create_app(configured, redis_client=redis_client, send=lambda job, n, countdown: sent.append((job, n, 0.0)),
-                     fetch_skus=lambda tenant: subscribed_skus, ceiling_for=lambda tenant: 20.0)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(hooked_app(settings, redis_client, sent, subscribed_skus), raise_server_exceptions=False) as client:
         yield client
 
 
@@ -57,12 +73,17 @@ def test_each_way_of_naming_a_callback_is_stored_with_the_job(hooked: TestClient
 
 
 @pytest.mark.parametrize(("url", "why"), [
-    ("http://93.184.215.14/hook", "must be an https:// URL"),
-    ("https://10.0.0.7/hook", "private address (10.0.0.7)"),
-    ("https://127.0.0.2/hook", "loopback address (127.0.0.2)"),
-    ("https://[::1]:8443/hook", "loopback address (::1)"),
-    ("https://169.254.169.254/latest/meta-data/", "link-local address"),
-    ("https://localhost/hook", "loopback address"),
+    ("http://93.184.215.14/hook", NOT_PUBLIC),
+    ("https://10.0.0.7/hook", NOT_PUBLIC),
+    ("https://127.0.0.2/hook", NOT_PUBLIC),
+    ("https://[::1]:8443/hook", NOT_PUBLIC),
+    ("https://169.254.169.254/latest/meta-data/", NOT_PUBLIC),
+    ("https://localhost/hook", NOT_PUBLIC),
+    ("https://does-not-exist.invalid/hook", NOT_PUBLIC),  # no "cannot be resolved": no DNS oracle
+    ("https://[fec0::1]/hook", NOT_PUBLIC),
+    ("https://192.0.0.8/hook", NOT_PUBLIC),
+    ("http://127.0.0.1:9001/hook", NOT_PUBLIC),  # an allowed host, on another port
+    ("https://127.0.0.1:9000/hook", NOT_PUBLIC),  # an allowed origin, with another scheme
     ("https://user:pw@93.184.215.14/hook", "may not contain credentials"),
     ("javascript:alert(1)", "must be an https:// URL"),
 ])
@@ -87,8 +108,54 @@ def test_a_refused_url_is_422_naming_the_column_and_nothing_is_created(
 def test_without_a_webhook_secret_callbacks_are_refused(client: TestClient, sent: Sent) -> None:
     response = post_csv(client, {"callback_url": PUBLIC})
     assert response.status_code == 422
-    assert "BULKLICENSE_WEBHOOK_SECRET is unset" in response.json()["errors"][0]["message"]
+    assert "no webhook secret" in response.json()["errors"][0]["message"]
     assert post_csv(client, {}).status_code == 202
+
+
+class HangingDns:
+    """A resolver that never answers (until released): what a slow or hostile DNS server looks like."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __call__(self, host: str, port: int) -> Sequence[str]:
+        self.release.wait(30)
+        raise OSError("timed out")
+
+
+def test_a_slow_dns_server_holds_no_request_long_and_one_key_cannot_take_every_lookup(
+    settings: Settings, redis_client: redis.Redis, sent: Sent, subscribed_skus: list[dict[str, Any]]
+) -> None:
+    dns = HangingDns()
+    callbacks = CallbackPolicy(parse_webhook_origins(ALLOWED_ORIGIN),
+                               Resolver(dns, timeout_s=0.3, max_in_flight=4, max_per_caller=2))
+    # Submissions per key uncapped, so that the lookups' own caps are what is shown.
+    uncapped = settings.model_copy(update={"api_submissions_per_key": 0})
+    app = hooked_app(uncapped, redis_client, sent, subscribed_skus, callbacks)
+    slow = {"callback_url": "https://slow.attacker.example/hook"}
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client, ThreadPoolExecutor(8) as pool:
+            started = time.monotonic()
+            answers = list(pool.map(lambda _: post_csv(client, slow, key=SIM_KEY), range(6)))
+            took_s = time.monotonic() - started
+            statuses = sorted(r.status_code for r in answers)
+            # Two lookups for this key at once: those answer 422 after the 0.3 s deadline; the rest are
+            # refused at once (503, retry shortly): none waits for the hanging server.
+            assert statuses.count(422) >= 2 and set(statuses) <= {422, 503}, statuses
+            assert took_s < 3.0
+            busy = next(r for r in answers if r.status_code == 503)
+            assert busy.headers["Retry-After"] == "2" and busy.json()["errors"][0]["column"] == "callback_url"
+            refused = next(r for r in answers if r.status_code == 422)
+            assert refused.json()["errors"][0]["message"] == NOT_PUBLIC
+            # Another key still has lookups of its own, and the API answers the rest as usual.
+            other = post_csv(client, {"callback_url": "https://another.example/hook"}, key=ALL_KEY)
+            assert other.status_code == 422
+            t = time.monotonic()
+            assert client.get("/healthz").status_code == 200 and time.monotonic() - t < 1.0
+            assert post_csv(client, {"callback_url": INTERNAL}).status_code == 202  # no lookup needed
+    finally:
+        dns.release.set()
+    assert redis_client.zcard("bl:jobs") == 1
 
 
 def test_two_different_callbacks_for_one_job_are_refused(hooked: TestClient) -> None:

@@ -61,7 +61,7 @@ def chromium() -> str:
 def stack(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("console")
     env = {"BULKLICENSE_CHUNK_SIZE": "5", "BULKLICENSE_RETRY_BACKOFF_BASE_S": "0.05"}
-    s = Stack(workdir, sim_args=["--users", "120", "--seed", "3", "--latency-ms", "30"], env=env)
+    s = Stack(workdir, sim_args=["--users", "200", "--seed", "3", "--latency-ms", "30"], env=env)
     try:
         yield s.start(workers=1)
     finally:
@@ -470,3 +470,54 @@ def test_the_api_reference_renders_under_its_policy_apart_from_the_key(stack: St
     assert {url for url in requested if not url.startswith((stack.api_url, f"blob:{stack.api_url}/"))} <= {logo}
     assert set(failed) <= {logo}
     assert not errors and not watch.errors and not watch.dialogs
+
+
+def test_an_export_is_read_under_a_chosen_mode_and_its_preview_lists_the_users(
+        stack: Stack, page: tuple[Any, Watch], shots: Path) -> None:
+    tab, watch = page
+    users = free_users(stack, 55)
+    missing = "gone.since.the.export@contoso.example"
+    sign_in(tab, stack)
+    # An admin center export: what users hold, not what to do.
+    header = "User principal name,Display name,Licenses,Block credential,Object Id"
+    rows = [f"{upn},User {i},{'Unlicensed' if i == 0 else 'Power BI Pro'},False,{i}" for i, upn in enumerate(users)]
+    export = "\n".join([header, *rows, f"{missing},Gone,Power BI Pro,False,99"]) + "\n"
+
+    # Without a mode the intent is ambiguous: refused, saying what to choose.
+    assert tab.locator("#mode").is_visible()
+    tab.get_by_label("CSV file").set_input_files(
+        {"name": "Users.csv", "mimeType": "text/csv", "buffer": export.encode()})
+    tab.locator("#upload").click()
+    tab.locator("#upload-errors").wait_for(state="visible")
+    assert "choose mode=exact" in table(tab, "#error-table")[0][3]
+
+    # "Exactly these": previewed, with how each column was read and every planned user, page by page.
+    tab.get_by_label("The file lists").select_option("exact")
+    tab.locator("#upload").click()
+    tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
+    assert tab.locator("#upload-errors").is_hidden()
+    assert table(tab, "#reading-columns") == [
+        ["User principal name", "user"], ["Display name", "kept"],
+        ["Licenses", "licenses to hold (mode=exact: the others are removed)"], ["Block credential", "kept"],
+        ["Object Id", "kept"]]
+    assert "mode exact" in tab.locator("#reading-summary").inner_text()
+    tab.locator("#plan-page").filter(has_text="Users 1–50 of 56").wait_for()
+    first = table(tab, "#plan-users")
+    assert len(first) == 50
+    assert first[0] == ["2", users[0], "unchanged", "already as asked"]
+    assert first[1] == ["3", users[1], "would change", "add POWER_BI_PRO"]
+    # A finished dry run shows its plan, not a progress bar at 100 %.
+    assert tab.locator("#progress-row").is_hidden() and tab.locator("#job-counts").is_hidden()
+    tab.screenshot(path=shots / "console-preview-users.png")
+    tab.get_by_role("button", name="Next").click()
+    tab.locator("#plan-page").filter(has_text="Users 51–56 of 56").wait_for()
+    last = table(tab, "#plan-users")
+    assert [row[1] for row in last] == [*users[50:], missing]
+    assert last[-1][2:] == ["would fail", "user not found: user 'gone.since.the.export@contoso.example' does not "
+                                          "exist in the tenant"]
+    assert tab.locator("#plan-next").is_disabled()
+    tab.get_by_role("button", name="Previous").click()
+    tab.locator("#plan-page").filter(has_text="Users 1–50 of 56").wait_for()
+    with stack.control() as control:  # nothing was written
+        assert control.get("/writes", params={"user": users[1]}).json()["value"] == []
+    assert watch.dialogs == [] and watch.errors == []

@@ -125,6 +125,20 @@ def test_every_secret_of_the_settings_is_known(settings: Settings) -> None:
     assert {API_KEY, CLIENT_SECRET, WEBHOOK_SECRET, REDIS_PASSWORD, "redis-p%40ss%2Fword"} <= secrets
 
 
+def test_secrets_a_profile_reload_brings_are_masked_from_then_on(settings: Settings, captured: io.StringIO) -> None:
+    tenants = settings.tenants_file
+    assert tenants is not None
+    log = logging.getLogger("bulklicense.test")
+    rotated, webhook = "rotated~client~secret~value", "fabrikam-webhook-secret-42"
+    tenants.write_text(tenants.read_text().replace(CLIENT_SECRET, rotated)
+                       + f'[tenants.fabrikam]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s3cret-value"\n'
+                       f'webhook_secret = "{webhook}"\n')
+    settings.profiles.refresh()  # what a worker does before each chunk
+    log.warning("after the reload: %s %s", rotated, webhook)
+    text = captured.getvalue()
+    assert rotated not in text and webhook not in text and text.count("***") == 2
+
+
 def test_the_http_clients_lines_can_be_left_out(captured: io.StringIO) -> None:
     httpx_log = logging.getLogger("httpx")
     httpx_log.info("HTTP Request: POST https://hooks.example/notify?token=one")

@@ -1,8 +1,9 @@
 """The operator's view on real processes: signed notifications, metrics that move, JSON log lines.
 
 One deployment (Redis, graphsim, the API, a worker) with BULKLICENSE_LOG_FORMAT=json, a worker
-metrics port, a webhook secret, and 127.0.0.1 allowed as a callback host. The receiver is a local
-HTTPS server (its certificate from a local CA given as BULKLICENSE_WEBHOOK_CA_FILE).
+metrics port, a webhook secret, and the local receivers' origins allowed. The receiver is a local
+HTTPS server (its certificate from a local CA given as BULKLICENSE_WEBHOOK_CA_FILE); the worker
+starts its notifications worker beside itself, as `bulklicense worker` does when a secret is set.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import pytest
 from cli.localstack import free_port
 from jobs.models import TERMINAL_JOB_STATUSES
 from tests.e2e.stack import Stack
-from tests.e2e.tls import WebhookReceiver, pki, verify
+from tests.e2e.tls import WebhookReceiver, pki, verify, verify_legacy
 from tests.helpers import samples
 
 # Each test runs in 2 to 6 s; the first also starts the module's stack. Inner deadlines fail first.
@@ -32,6 +34,7 @@ CALLBACK_TOKEN = "cb-token-58af19d3"  # in the callback's query string: the rece
 POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
 VISIO = "c5928f49-12ba-48f7-ada3-0d743a3601d5"
 MAX_ATTEMPTS = 3
+DEAD_PORT = free_port()  # nothing listens: every attempt is refused
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, receiver: WebhookReceiver) -
         "BULKLICENSE_METRICS_PORT": str(free_port()),
         "BULKLICENSE_METRICS_PORT_RANGE": "8",
         "BULKLICENSE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "BULKLICENSE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "BULKLICENSE_WEBHOOK_ALLOWED_ORIGINS": f"{receiver.url('')},https://127.0.0.1:{DEAD_PORT}",
         "BULKLICENSE_WEBHOOK_CA_FILE": str(receiver.ca_file),  # type: ignore[attr-defined]
         "BULKLICENSE_WEBHOOK_BACKOFF_BASE_S": "0.3",
         "BULKLICENSE_WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
@@ -123,9 +126,8 @@ def test_a_finished_job_is_posted_signed_and_retried_after_a_500_without_holding
 ) -> None:
     users = free_for(stack, POWER_BI_PRO, 14)
     flaky_path = f"/flaky?token={CALLBACK_TOKEN}"
-    dead_port = free_port()  # nothing listens: every attempt is refused
     flaky = submit(stack, users[:8], "POWER_BI_PRO", callback_url=receiver.url(flaky_path))
-    dead = submit(stack, users[8:], "POWER_BI_PRO", callback_url=f"https://127.0.0.1:{dead_port}/hook")
+    dead = submit(stack, users[8:], "POWER_BI_PRO", callback_url=f"https://127.0.0.1:{DEAD_PORT}/hook")
     flaky_job, dead_job = stack.wait_job(flaky), stack.wait_job(dead)
     assert (flaky_job["status"], dead_job["status"]) == ("completed", "completed")
 
@@ -139,9 +141,12 @@ def test_a_finished_job_is_posted_signed_and_retried_after_a_500_without_holding
     for post in (first, second):
         assert post.headers["content-type"] == "application/json"
         assert post.headers["x-bulklicense-event"] == "finished"
-        assert verify(WEBHOOK_SECRET.encode(), post.body, post.headers["x-bulklicense-signature"])
-    assert not verify(WEBHOOK_SECRET.encode(), first.body + b" ", first.headers["x-bulklicense-signature"])
-    assert not verify(b"another secret", first.body, first.headers["x-bulklicense-signature"])
+        assert verify(WEBHOOK_SECRET.encode(), post)
+        assert verify_legacy(WEBHOOK_SECRET.encode(), post.body, post.headers["x-bulklicense-signature"])
+    assert int(second.headers["x-bulklicense-timestamp"]) >= int(first.headers["x-bulklicense-timestamp"])
+    assert not verify(WEBHOOK_SECRET.encode(), replace(first, body=first.body + b" "))
+    assert not verify(b"another secret", first)
+    assert not verify(WEBHOOK_SECRET.encode(), first, tenant="other")
     posted = json.loads(first.body)
     with stack.api() as api:
         current = api.get(f"/v1/jobs/{flaky}").json()
@@ -150,7 +155,7 @@ def test_a_finished_job_is_posted_signed_and_retried_after_a_500_without_holding
     assert (posted["status"], posted["succeeded"]) == ("completed", 8)
 
     # The unreachable receiver: tried MAX_ATTEMPTS times, then given up, with the job long done.
-    gave_up = wait_log(stack, rf"notification of job {dead} \(finished\) to https://127\.0\.0\.1:{dead_port} "
+    gave_up = wait_log(stack, rf"notification of job {dead} \(finished\) to https://127\.0\.0\.1:{DEAD_PORT} "
                               rf"failed after {MAX_ATTEMPTS} attempt")
     assert gave_up["job"] == dead and gave_up["level"] == "WARNING"
     assert epoch(gave_up["time"]) > epoch(dead_job["finished_at"])
@@ -167,7 +172,7 @@ def test_a_pause_for_seats_and_the_end_are_both_posted(stack: Stack, receiver: W
     assert paused.headers["x-bulklicense-event"] == "paused"
     body = json.loads(paused.body)
     assert (body["id"], body["status"], body["paused_reason"]) == (job_id, "paused", "no_free_seat")
-    assert verify(WEBHOOK_SECRET.encode(), paused.body, paused.headers["x-bulklicense-signature"])
+    assert verify(WEBHOOK_SECRET.encode(), paused)
     with stack.control() as control:
         assert control.patch(f"/skus/{VISIO}", json={"enabled": holders + 50}).status_code == 200
     assert stack.wait_job(job_id)["status"] == "completed"

@@ -29,7 +29,7 @@ from jobs.due import DUE_KEY
 from tests.e2e.rabbitmq import PrivateRabbitMQ
 from tests.e2e.stack import API_KEY, Stack, free_users, wait_for
 from tests.helpers import samples
-from worker.queues import CHUNK_TASK, DEAD_LETTER_QUEUE, QUEUE, queue_depths, task_queues
+from worker.queues import CHUNK_QUEUE, CHUNK_TASK, DEAD_LETTER_QUEUE, queue_depths, task_queues
 
 # Each runs in 5 to 15 s once the session's RabbitMQ node is up.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
@@ -85,7 +85,7 @@ def test_a_long_retry_after_waits_in_redis_and_holds_no_rabbitmq_message(
     time.sleep(1.0)  # the node's queue statistics are at most 0.5 s old
     queues = rabbitmq.queues(stack.broker_url)
     assert time.monotonic() - seen_at < SCALED_WAIT_S - 1, "the check ran after the wait had ended"
-    task_queue = queues[QUEUE]
+    task_queue = queues[CHUNK_QUEUE]
     assert (task_queue["messages_ready"], task_queue["messages_unacknowledged"]) == (0, 0), task_queue
     arguments = {name: value for name, _, value in task_queue["arguments"]}
     assert task_queue["type"] == "quorum"
@@ -95,7 +95,7 @@ def test_a_long_retry_after_waits_in_redis_and_holds_no_rabbitmq_message(
     # The API reads the queues over AMQP, and the due set from Redis.
     with stack.api() as api:
         scraped = samples(api.get("/metrics").text)
-    assert scraped[("bulklicense_queue_messages", (("queue", QUEUE),))] == 0
+    assert scraped[("bulklicense_queue_messages", (("queue", CHUNK_QUEUE),))] == 0
     assert scraped[("bulklicense_queue_messages", (("queue", DEAD_LETTER_QUEUE),))] == 0
     assert scraped[("bulklicense_delayed_tasks", ())] == 1
     assert scraped[("bulklicense_redis_up", ())] == 1
@@ -152,10 +152,10 @@ def test_a_message_at_its_delivery_limit_is_dead_lettered_and_its_chunk_still_fi
             assert message.headers["task"] == CHUNK_TASK
             deliveries += 1
             message.reject(requeue=True)  # as a worker dying with it would: back on the queue
-        depths = queue_depths(connection, (QUEUE, DEAD_LETTER_QUEUE))
+        depths = queue_depths(connection, (CHUNK_QUEUE, DEAD_LETTER_QUEUE))
     # Delivered once and returned twice more (the limit), then moved aside instead of looping.
     assert deliveries == 3, deliveries
-    assert depths == {QUEUE: 0, DEAD_LETTER_QUEUE: 1}, depths
+    assert depths == {CHUNK_QUEUE: 0, DEAD_LETTER_QUEUE: 1}, depths
 
     # The chunk is still unfinished in Redis: a worker's reaper sends it again, and every user ends.
     started = time.monotonic()

@@ -258,3 +258,45 @@ def test_the_audit_trail_names_actors_and_keeps_tenants_apart(stack: Stack) -> N
         assert api.get("/v1/audit", params={"job": job_id}).text == ""
         assert api.get(f"/v1/jobs/{job_id}").status_code == 404
         assert api.post(f"/v1/jobs/{job_id}/rollback").status_code == 404
+
+
+def test_an_admin_center_export_under_mode_exact_is_planned_run_and_rolled_back(stack: Stack) -> None:
+    with stack.control() as control:
+        control.post("/reset")
+    users = sim_users(stack)
+
+    def holding(*skus: str) -> Iterator[str]:
+        return (u["userPrincipalName"] for u in users
+                if sorted(a["skuId"] for a in u["assignedLicenses"]) == sorted(skus) and u.get("usageLocation"))
+
+    swapped, stripped, added = next(holding(E1)), next(holding(BI)), next(holding())
+    before = snapshot(stack)
+    # What the admin center's user export writes: display names joined by "+", Unlicensed.
+    export = ("User principal name,Display name,Licenses,Block credential,Object Id\n"
+              f"{swapped},A,Office 365 E3,False,1\n{stripped},B,Unlicensed,False,2\n{added},C,Power BI Pro,False,3\n")
+    with stack.api() as api:
+        refused = api.post("/v1/jobs", params={"tenant": "sim", "dry_run": "true"}, content=export.encode(),
+                           headers={"Content-Type": "text/csv"})
+        assert refused.status_code == 422 and "choose mode=exact" in refused.text
+        planned = api.post("/v1/jobs", params={"tenant": "sim", "dry_run": "true", "mode": "exact"},
+                           content=export.encode(), headers={"Content-Type": "text/csv"})
+        assert planned.status_code == 202, planned.text
+    plan_id = planned.json()["id"]
+    plan = stack.wait_job(plan_id)
+    assert (plan["status"], plan["mode"], plan["would_change"]) == ("planned", "exact", 3)
+    assert {r["user"]: r["action"] for r in stack.results(plan_id)} == {
+        swapped: "add ENTERPRISEPACK; remove STANDARDPACK", stripped: "remove POWER_BI_PRO", added: "add POWER_BI_PRO"}
+    assert snapshot(stack) == before  # a dry run writes nothing
+
+    with stack.api() as api:
+        run = api.post(f"/v1/jobs/{plan_id}/run")
+    assert run.status_code == 202, run.text
+    done = stack.wait_job(run.json()["id"])
+    assert (done["status"], done["succeeded"], done["mode"]) == ("completed", 3, "exact")
+    now = snapshot(stack)
+    assert list(now[swapped][1]) == [E3] and now[stripped][1] == {} and list(now[added][1]) == [BI]
+
+    back = stack.wait_job(rollback(stack, run.json()["id"])["id"])
+    assert (back["status"], back["succeeded"]) == ("completed", 3)
+    assert {u: snapshot(stack)[u] for u in (swapped, stripped, added)} == {
+        u: before[u] for u in (swapped, stripped, added)}

@@ -40,6 +40,7 @@ EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 # A secret of the shape Entra issues, registered nowhere: the identity platform refuses it.
 WRONG_SECRET = "Wq8Q~Zr1xVn3bLd5fTg7hJk9mP2sC4eA6uY0iO.-"
 WEBHOOK_SECRET = "whsec-Secrets-Test-6c1d9e0a4f"
+TENANT_WEBHOOK_SECRET = "whsec-Other-Tenant-Test-93ab51"
 METRICS_TOKEN = "metrics-token-Secrets-Test-2b7e"
 GRAPHSIM_JWT_HEADER = base64.urlsafe_b64encode(
     json.dumps({"typ": "JWT", "alg": "HS256", "kid": "graphsim"}, separators=(",", ":")).encode()
@@ -55,7 +56,7 @@ def profile(name: str, sim: dict[str, Any], credential: str) -> str:
 
 def extra_profiles(sim: dict[str, Any]) -> str:
     return "\n".join([
-        profile("other", sim, f'client_secret = "{sim["client_secret"]}"'),
+        profile("other", sim, f'client_secret = "{sim["client_secret"]}"\nwebhook_secret = "{TENANT_WEBHOOK_SECRET}"'),
         profile("churn", sim, f'client_secret = "{sim["client_secret"]}"'),
         profile("simcert", sim, f'certificate_path = "{sim["cert_bundle_path"]}"'),
         profile("badsecret", sim, f'client_secret = "{WRONG_SECRET}"'),
@@ -404,6 +405,7 @@ def test_no_secret_or_token_in_logs_redis_results_or_errors(stack: Stack) -> Non
         "API key (sim)": SIM_KEY,
         "API key (other)": OTHER_KEY,
         "webhook secret": WEBHOOK_SECRET,
+        "tenant webhook secret": TENANT_WEBHOOK_SECRET,
         "metrics token": METRICS_TOKEN,
     }
     assert_clean(hay, secrets)

@@ -21,10 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import redis
 
 from cli.localstack import EmbeddedRedis, free_port, redis_server_binary
 from graphsim.pki import PkiFiles, ensure_pki
+from tests.helpers import readme_receiver_check
 
 
 def pki(directory: Path) -> PkiFiles:
@@ -38,8 +40,17 @@ def server_context(files: PkiFiles) -> ssl.SSLContext:
     return context
 
 
-def verify(secret: bytes, body: bytes, header: str) -> bool:
-    """How a receiver checks `X-BulkLicense-Signature` (the README's recipe)."""
+def verify(secret: bytes, post: Received, tenant: str = "sim") -> bool:
+    """Whether a receiver following the README's check takes this POST as its tenant's notification."""
+    try:
+        readme_receiver_check()(secret, httpx.Headers(post.headers), post.body, tenant)
+    except ValueError:
+        return False
+    return True
+
+
+def verify_legacy(secret: bytes, body: bytes, header: str) -> bool:
+    """How a receiver written for the older `X-BulkLicense-Signature` (the body alone) checks it."""
     expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, header)
 

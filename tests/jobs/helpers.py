@@ -11,6 +11,7 @@ import httpx
 
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
+from jobs.events import NO_LISTENERS, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import LicenseAdd, Operation, UserResult
 from jobs.store import JobStore
@@ -68,6 +69,7 @@ class Ctx:
     max_countdown_s: float = 60.0
     max_chunk_runs: int = 3
     sent: list[Sent] = field(default_factory=list)
+    events: Listeners = NO_LISTENERS
     asked_for: list[str] = field(default_factory=list)
 
     def deps_for(self, tenant: str) -> ChunkDeps:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
 from jobs.chunks import execute_chunk
+from jobs.events import JobEvent, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import Reason, UserResult, UserStatus
 from jobs.store import JobStore
@@ -92,6 +94,34 @@ def test_an_unknown_tenant_fails_the_chunks_pending_users(store: JobStore, clock
     assert ctx.sent == [(job_id, 1, 0.0, None)]  # the job goes on; its other chunks fail the same way
     stored = json.loads(store.redis.hget(f"bl:job:{job_id}:res", "3"))
     assert stored["reason"] == "tenant_not_configured"
+
+
+class Heard:
+    """A job listener recording the events it hears."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, JobEvent, dict[str, Any]]] = []
+
+    def job_event(self, job_id: str, tenant: str, event: JobEvent, details: Mapping[str, Any]) -> None:
+        self.events.append((job_id, tenant, event, dict(details)))
+
+    def users_finished(self, job_id: str, tenant: str, results: Sequence[UserResult]) -> None:
+        pass
+
+
+def test_a_job_whose_tenant_is_not_configured_still_ends_with_its_event(store: JobStore, clock: FakeClock) -> None:
+    # Its audit trail and its callbacks learn that it ended (failed), like any other job's.
+    job_id = dispatched_job(store, users=2, chunk_size=2, tenant="gone")
+
+    def unknown(tenant: str) -> ChunkDeps:
+        raise KeyError(tenant)
+
+    heard = Heard()
+    ctx = Ctx(store, unknown, events=Listeners([heard]))
+    assert execute_chunk(ctx, job_id, 0, clock=clock) == "done"
+    ((heard_job, tenant, event, details),) = heard.events
+    assert (heard_job, tenant, event) == (job_id, "gone", JobEvent.FINISHED)
+    assert (details["status"], details["failed"], details["total"]) == ("completed_with_errors", 2, 2)
 
 
 def test_a_chunk_that_keeps_dying_fails_its_users_instead_of_looping(store: JobStore, clock: FakeClock) -> None:

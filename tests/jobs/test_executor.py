@@ -14,6 +14,7 @@ import pytest
 from graphclient.client import GraphClient
 from jobs.events import JobEvent, Listeners
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
+from jobs.models import LicenseMode
 from jobs.store import JobStore, WriteGate
 from tests.fakes import FakeClock, RecordingThrottle, Tenant
 from tests.jobs.helpers import E3, EMS, SWAY, job, make_deps, op, results, user
@@ -386,3 +387,18 @@ def test_a_chunks_reads_go_out_together_and_its_writes_one_batch_at_a_time(store
     assert run_users(deps, job_id, 0, budget_started_at=clock()) == 50
     assert {r.status.value for r in results(store, job_id).values()} == {"succeeded"}
     assert len(tenant.writes) == 50 and len(writes_in_flight) == 3  # 20 + 20 + 10 written in turn
+
+
+def test_exact_mode_removes_what_the_user_holds_beyond_the_list(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user(E3, EMS), "b@x": user(E3), "c@x": user(EMS)})
+    exact = [dataclasses.replace(o, mode=LicenseMode.EXACT) for o in
+             (op(2, "a@x", add=(E3,)), op(3, "b@x", add=(E3,)), op(4, "c@x"))]
+    job_id = job(store, exact)
+    deps, _ = make_deps(store, tenant, clock)
+    assert run_users(deps, job_id, 0, budget_started_at=clock()) == 3
+    got = results(store, job_id)
+    assert {u: r.status.value for u, r in got.items()} == {"a@x": "succeeded", "b@x": "unchanged", "c@x": "succeeded"}
+    assert tenant.users["a@x"]["assignedLicenses"] == [{"skuId": E3, "disabledPlans": []}]
+    assert tenant.users["c@x"]["assignedLicenses"] == []
+    assert got["a@x"].after is not None and got["a@x"].before is not None
+    assert tenant.writes == [("POST", "a@x"), ("POST", "c@x")]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.models import LicenseAdd, Operation
+from jobs.models import LicenseAdd, LicenseMode, Operation
 from jobs.plan import Outcome, UserState, plan_user, predicted_after
 from jobs.skus import SkuCatalog
 
@@ -119,3 +119,43 @@ def test_a_swap_already_done_is_unchanged_but_a_lone_removal_of_an_unheld_licens
     assert done.outcome is Outcome.UNCHANGED
     half = plan_user(op(add=(LicenseAdd(E5),), remove=(E3,)), user(), catalog)
     assert (half.outcome, half.reason) == (Outcome.FAIL, "license_not_assigned")
+
+
+# --- mode=exact: the operation lists every license the user should hold -------------------------------------
+
+def exact(*add: LicenseAdd, location: str | None = None) -> Operation:
+    return Operation(row=2, user="ada@contoso.example", add=add, usage_location=location, mode=LicenseMode.EXACT)
+
+
+def test_exact_removes_what_is_held_beyond_the_list_and_adds_what_is_missing(catalog: SkuCatalog) -> None:
+    plan = plan_user(exact(LicenseAdd(E3), LicenseAdd(BI)), user((E3, []), (E1, []), (E5, [])), catalog)
+    assert plan.outcome is Outcome.CHANGE and plan.assign
+    assert (plan.add, plan.remove) == ((LicenseAdd(BI),), (E5, E1))
+    assert (plan.seats_needed, plan.seats_released) == ((BI,), (E5, E1))
+    assert plan.action(catalog) == "add POWER_BI_PRO; remove SPE_E5; remove STANDARDPACK"
+
+
+def test_exact_keeps_the_disabled_plans_of_a_listed_license_unless_the_row_sets_them(catalog: SkuCatalog) -> None:
+    held = user((E3, [sway(catalog)]))
+    assert plan_user(exact(LicenseAdd(E3)), held, catalog).outcome is Outcome.UNCHANGED
+    teams = next(p.plan_id for p in catalog.get(E3).plans if p.name == "TEAMS1")  # type: ignore[union-attr]
+    plan = plan_user(exact(LicenseAdd(E3, (teams,))), held, catalog)
+    assert plan.outcome is Outcome.CHANGE and plan.add == (LicenseAdd(E3, (teams,)),) and plan.remove == ()
+
+
+def test_exact_with_an_empty_list_removes_every_license(catalog: SkuCatalog) -> None:
+    plan = plan_user(exact(), user((E3, []), (BI, [])), catalog)
+    assert (plan.outcome, plan.add, plan.remove) == (Outcome.CHANGE, (), (E3, BI))
+    assert plan.after is not None and plan.after.licenses == ()
+    assert plan_user(exact(), user(location=None), catalog).outcome is Outcome.UNCHANGED
+
+
+def test_exact_needs_a_usage_location_only_for_what_it_adds(catalog: SkuCatalog) -> None:
+    assert plan_user(exact(LicenseAdd(E3)), user((E3, []), location=None), catalog).outcome is Outcome.UNCHANGED
+    plan = plan_user(exact(LicenseAdd(BI)), user((E3, []), location=None), catalog)
+    assert (plan.outcome, plan.reason) == (Outcome.FAIL, "usage_location_missing")
+
+
+def test_add_mode_assigns_the_operations_own_lists(catalog: SkuCatalog) -> None:
+    plan = plan_user(op(add=(LicenseAdd(BI),), remove=(E3,)), user((E3, []), (E1, [])), catalog)
+    assert (plan.add, plan.remove) == ((LicenseAdd(BI),), (E3,))

@@ -25,6 +25,7 @@ from graphclient.client import BatchItemResult, BatchRequest
 from graphclient.errors import GraphPermanentError
 from graphclient.retry import RetryPolicy
 from jobs.chunks import execute_chunk
+from jobs.events import NO_LISTENERS, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import UserResult, UserStatus
 from jobs.store import JobStore, WriteGate
@@ -69,6 +70,7 @@ class Worker:
     max_countdown_s: float = 60.0
     max_chunk_runs: int = 50
     sent: list[tuple[str, int, float]] = field(default_factory=list)
+    events: Listeners = NO_LISTENERS
 
     def deps_for(self, tenant: str) -> ChunkDeps:
         return self.deps

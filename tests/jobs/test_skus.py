@@ -75,8 +75,16 @@ def test_unknown_part_number_suggests_close_names(catalog: SkuCatalog) -> None:
 def test_unknown_part_number_without_close_match_lists_the_tenant(catalog: SkuCatalog) -> None:
     with pytest.raises(UnknownName) as exc:
         catalog.resolve_sku("VISIOCLIENT")
-    assert "no subscribed SKU has this skuPartNumber; subscribed: ENTERPRISEPACK, EMS, SPE_E5" in exc.value.message
+    assert exc.value.message.startswith(
+        'unknown license "VISIOCLIENT": Microsoft\'s part number for Visio Plan 2, which the tenant does not subscribe '
+        "to; subscribed: ENTERPRISEPACK, EMS, SPE_E5")
     assert "WINDOWS_STORE" not in exc.value.message  # not assignable to users, so not offered
+
+
+def test_a_made_up_part_number_lists_the_tenant(catalog: SkuCatalog) -> None:
+    with pytest.raises(UnknownName) as exc:
+        catalog.resolve_sku("NOT_A_SKU_AT_ALL")
+    assert "no subscribed SKU has this skuPartNumber; subscribed: ENTERPRISEPACK, EMS, SPE_E5" in exc.value.message
 
 
 def test_sku_id_not_in_tenant(catalog: SkuCatalog) -> None:
@@ -144,3 +152,79 @@ def test_helpers() -> None:
     assert did_you_mean("EMX", ["EMS", "SPE_E5"]) == "; did you mean EMS?"
     assert did_you_mean("SPE_E", ["SPE_E5", "SPE_E3", "EMS"]) == "; did you mean SPE_E5 or SPE_E3?"
     assert did_you_mean("ZZZZ", ["EMS"]) == ""
+
+
+# --- the names admins' files use: display names, MSOnline's account:PART, "+"-joined lists --------------------
+
+VISIO_PLAN2 = "c5928f49-12ba-48f7-ada3-0d743a3601d5"  # VISIOCLIENT
+VISIO_PLAN2_DEPT = "38b434d2-a15e-4cde-9a98-e737c75623e1"
+
+
+def _tenant(*skus: tuple[str, str], account: str | None = "contoso") -> SkuCatalog:
+    items = [{"skuId": sku_id, "skuPartNumber": part, "appliesTo": "User", "prepaidUnits": {"enabled": 5},
+              **({"accountName": account} if account is not None else {})} for part, sku_id in skus]
+    return SkuCatalog.from_graph(items)
+
+
+@pytest.mark.parametrize("text", ["Office 365 E3", "OFFICE 365 E3", "  office 365\u00a0e3 ", "contoso:ENTERPRISEPACK",
+                                  "Contoso:enterprisepack", "CONTOSO:Office 365 E3"])
+def test_display_names_and_account_prefixes_resolve(catalog: SkuCatalog, text: str) -> None:
+    assert catalog.resolve_sku(text).sku_id == E3
+
+
+def test_a_prefix_naming_another_account_is_refused(catalog: SkuCatalog) -> None:
+    with pytest.raises(UnknownName) as exc:
+        catalog.resolve_sku("fabrikam:ENTERPRISEPACK")
+    assert exc.value.message == (
+        'license "fabrikam:ENTERPRISEPACK" belongs to the account "fabrikam", but this tenant\'s account is '
+        '"Contoso": the file may be meant for another tenant; check ?tenant=, or write the license without '
+        '"fabrikam:"')
+
+
+def test_a_prefix_is_refused_when_the_tenant_reports_no_account_name() -> None:
+    tenant = _tenant(("ENTERPRISEPACK", E3), account=None)
+    assert tenant.resolve_sku("ENTERPRISEPACK").sku_id == E3
+    with pytest.raises(UnknownName, match="cannot be checked: the tenant's subscribedSkus report no accountName"):
+        tenant.resolve_sku("contoso:ENTERPRISEPACK")
+
+
+def test_a_display_name_of_several_subscribed_skus_names_them_and_guesses_nothing() -> None:
+    both = _tenant(("VISIOCLIENT", VISIO_PLAN2), ("VISIO_PLAN2_DEPT", VISIO_PLAN2_DEPT))
+    with pytest.raises(UnknownName) as exc:
+        both.resolve_sku("Visio Plan 2")
+    assert exc.value.message == (
+        'license "Visio Plan 2" is ambiguous: Microsoft\'s table gives this name to VISIOCLIENT, VISIO_PLAN2_DEPT, '
+        "all subscribed in the tenant; write the skuPartNumber instead")
+    # One of the candidates subscribed: the tenant's subscription decides, nothing is guessed.
+    assert _tenant(("VISIO_PLAN2_DEPT", VISIO_PLAN2_DEPT)).resolve_sku("Visio Plan 2").part_number == "VISIO_PLAN2_DEPT"
+
+
+def test_a_display_name_the_tenant_does_not_subscribe_to(catalog: SkuCatalog) -> None:
+    with pytest.raises(UnknownName) as exc:
+        catalog.resolve_sku("Microsoft 365 F1")
+    assert exc.value.message == (
+        'unknown license "Microsoft 365 F1": Microsoft\'s name for M365_F1 or M365_F1_COMM, which the tenant does '
+        "not subscribe to; did you mean Microsoft 365 E5?")
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("Office 365 E3", ["Office 365 E3"]),
+    ("Enterprise Mobility + Security E3", ["Enterprise Mobility + Security E3"]),
+    ("Microsoft 365 E5+Power BI Pro", ["Microsoft 365 E5", "Power BI Pro"]),
+    ("OFFICE 365 E3+ENTERPRISE MOBILITY + SECURITY E3+POWER BI PRO",
+     ["OFFICE 365 E3", "ENTERPRISE MOBILITY + SECURITY E3", "POWER BI PRO"]),
+    # Unknown pieces stay whole where nothing splits them into known names, apart where it does.
+    ("Made Up+Also Made Up", ["Made Up+Also Made Up"]),
+    ("Office 365 E3+Made Up", ["Office 365 E3", "Made Up"]),
+])
+def test_plus_joined_lists_split_only_where_the_pieces_are_names(catalog: SkuCatalog, text: str,
+                                                                  names: list[str]) -> None:
+    assert catalog.split_joined(text) == names
+
+
+def test_names_license_finds_license_names_in_any_cell(catalog: SkuCatalog) -> None:
+    assert catalog.names_license("contoso:ENTERPRISEPACK") == "ENTERPRISEPACK"
+    assert catalog.names_license("Sales; Office 365 E3") == "ENTERPRISEPACK"
+    assert catalog.names_license("Microsoft 365 E5+Power BI Pro") == "SPE_E5"
+    assert catalog.names_license("Sales") is None
+    assert catalog.names_license("Visio Plan 2") is None  # a license, but not the tenant's

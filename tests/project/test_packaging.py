@@ -12,8 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Files read with importlib.resources or served by the API: each must be package data.
-PACKAGES = ("config", "graphclient", "jobs", "worker", "api", "cli", "graphsim")
-RUNTIME_FILES = ("*.lua", "api/templates/*.html", "api/static/*.js", "api/static/*.css", "graphsim/data/*.json")
+PACKAGES = ("config", "graphclient", "webhooks", "jobs", "worker", "api", "cli", "graphsim")
+RUNTIME_FILES = ("*.lua", "api/templates/*.html", "api/static/*.js", "api/static/*.css", "graphsim/data/*.json",
+                 "jobs/data/*.json")
 
 
 @pytest.mark.slow
@@ -34,4 +35,5 @@ def test_the_wheel_holds_every_data_file_of_the_tree(tmp_path: Path) -> None:
                if not {".venv", "tests", "build"} & set(p.relative_to(ROOT).parts)}
     assert in_tree, "no data file found: the patterns are wrong"
     assert in_tree <= packed, sorted(in_tree - packed)
+    assert {f"{package}/__init__.py" for package in PACKAGES} <= packed  # every package of the product
     assert not any(name.startswith(("tests/", "bench/")) for name in packed)

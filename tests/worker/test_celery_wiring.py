@@ -26,7 +26,7 @@ from config import Settings
 from jobs.models import Operation, UserStatus
 from jobs.store import JobStore
 from worker.celery_app import create_celery_app
-from worker.producer import CHUNK_TASK, QUEUE, ChunkProducer
+from worker.producer import CHUNK_QUEUE, CHUNK_TASK, NOTIFY_QUEUE, NOTIFY_TASK, ChunkProducer
 from worker.runtime import stop_runtime
 
 UNCONFIGURED_TENANT = "no-such-profile"
@@ -90,9 +90,18 @@ def test_the_app_delivers_at_least_once_one_message_per_slot(app: Celery, settin
     assert conf.task_reject_on_worker_lost is True
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options == {"visibility_timeout": VISIBILITY_TIMEOUT_S}
-    assert conf.task_default_queue == QUEUE
+    assert conf.task_default_queue == CHUNK_QUEUE
     assert conf.worker_pool == "threads" and conf.worker_concurrency == settings.worker_concurrency
     assert CHUNK_TASK in app.tasks
+
+
+def test_notifications_have_a_queue_of_their_own_and_are_acked_when_they_start(app: Celery) -> None:
+    # The chunk worker consumes CHUNK_QUEUE only (`bulklicense worker -Q`); a receiver never holds its slots.
+    assert [q.name for q in app.conf.task_queues] == [CHUNK_QUEUE, NOTIFY_QUEUE]
+    assert app.amqp.router.route({}, NOTIFY_TASK)["queue"].name == NOTIFY_QUEUE
+    assert app.amqp.router.route({}, CHUNK_TASK)["queue"].name == CHUNK_QUEUE
+    # A lost attempt is sent again from the outbox: no redelivery of the message hours later.
+    assert app.tasks[NOTIFY_TASK].acks_late is False and app.tasks[CHUNK_TASK].acks_late is True
 
 
 def test_a_chunk_sent_by_name_runs_in_a_worker_whose_signals_start_and_stop_the_runtime(

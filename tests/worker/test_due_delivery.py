@@ -1,9 +1,8 @@
-"""Tasks due later wait in Redis (jobs.due), never in the broker, and workers send them when due.
+"""Chunks due later wait in Redis (jobs.due), never in the broker, and workers send them when due.
 
 A broker holds a countdown message in a worker's memory, unacknowledged, until it is due: RabbitMQ
 cancels a consumer that holds one past its consumer_timeout, Redis redelivers it after the
-visibility timeout. So a chunk handed back for a long Retry-After, or a notification's next attempt,
-goes to the due set instead.
+visibility timeout. So a chunk handed back for a long Retry-After goes to the due set instead.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ from kombu.exceptions import OperationalError
 
 from config import Settings
 from jobs.due import DUE_KEY, DueSet
-from jobs.notify import Delivery
 from tests.fakes import FakeClock
 from worker.producer import DUE_LEASE_S, ChunkProducer
-from worker.queues import CHUNK_TASK, NOTIFY_TASK, QUEUE
+from worker.queues import CHUNK_QUEUE, CHUNK_TASK
 
 
 def settings(redis_url: str, **values: object) -> Settings:
@@ -30,7 +28,7 @@ def settings(redis_url: str, **values: object) -> Settings:
 def broker_messages(client: redis.Redis) -> list[tuple[str, list[object]]]:
     """(task, args) of each message in the Redis broker's queue, oldest first."""
     out = []
-    for raw in reversed(client.lrange(QUEUE, 0, -1)):
+    for raw in reversed(client.lrange(CHUNK_QUEUE, 0, -1)):
         message = json.loads(raw)
         body = message["body"]  # kombu's Redis transport keeps it base64-encoded
         out.append((message["headers"]["task"], json.loads(base64.b64decode(body) if
@@ -60,17 +58,16 @@ def test_members_are_taken_when_due_and_again_after_the_lease_unless_done(redis_
     assert due.take(lease_s=60, limit=2) == ["m0", "m1"]  # earliest first, at most the limit
 
 
-def test_a_task_due_later_waits_in_redis_and_is_sent_when_due(redis_url: str, redis_client: redis.Redis) -> None:
+def test_a_chunk_due_later_waits_in_redis_and_is_sent_when_due(redis_url: str, redis_client: redis.Redis) -> None:
     clock = FakeClock()
     producer = ChunkProducer.from_settings(settings(redis_url), DueSet(redis_client, clock=clock))
     try:
         producer.send("job1", 0)
         assert broker_messages(redis_client) == [(CHUNK_TASK, ["job1", 0, None])]
-        redis_client.delete(QUEUE)
+        redis_client.delete(CHUNK_QUEUE)
 
         producer.send("job1", 3, 30.0, 1234.5)
-        delivery = Delivery(job_id="job1", event="finished", attempt=2, body="{}", delivery_id="d1")
-        producer.notify(delivery, 90.0)
+        producer.send("job1", 4, 90.0)
         assert broker_messages(redis_client) == []
         assert redis_client.zcard(DUE_KEY) == 2
         assert producer.publish_due() == 0
@@ -79,7 +76,7 @@ def test_a_task_due_later_waits_in_redis_and_is_sent_when_due(redis_url: str, re
         assert broker_messages(redis_client) == [(CHUNK_TASK, ["job1", 3, 1234.5])]
         clock.advance(60)
         assert producer.publish_due() == 1
-        assert broker_messages(redis_client)[1] == (NOTIFY_TASK, [delivery.to_json()])
+        assert broker_messages(redis_client)[1] == (CHUNK_TASK, ["job1", 4, None])
         assert redis_client.zcard(DUE_KEY) == 0
     finally:
         producer.close()

@@ -13,10 +13,10 @@ from config import Settings
 from graphclient.client import GraphAnswer
 from jobs.events import JobEvent
 from jobs.models import Reason, UserResult, UserStatus
-from jobs.notify import Outcome
+from jobs.notify import DeliveryOutcome
 from tests.helpers import samples
 from worker.celery_app import create_celery_app
-from worker.metrics import WorkerMetrics
+from worker.metrics import NotifierMetrics, WorkerMetrics
 from worker.producer import CHUNK_TASK, NOTIFY_TASK
 
 
@@ -24,7 +24,7 @@ def settings(**values: object) -> Settings:
     return Settings(_env_file=None, broker_url="memory://", **values)  # type: ignore[arg-type]
 
 
-def test_users_graph_answers_and_notifications_are_counted() -> None:
+def test_users_and_graph_answers_are_counted() -> None:
     running = {"j:0", "j:1"}
     metrics = WorkerMetrics(chunks_in_flight=lambda: len(running))
     metrics.job_event("j", "contoso", JobEvent.STARTED, {})
@@ -37,8 +37,6 @@ def test_users_graph_answers_and_notifications_are_counted() -> None:
     for answer in (GraphAnswer("$batch", 200), GraphAnswer("POST", 200), GraphAnswer("POST", 429, True, 4.0),
                    GraphAnswer("GET", 503, True, None), GraphAnswer("GET", 0)):
         observe(answer)
-    for outcome in (Outcome.DELIVERED, Outcome.RETRYING, Outcome.SKIPPED):
-        metrics.notified(outcome)
     got = samples(generate_latest(metrics.registry).decode())
     tenant = ("tenant", "contoso")
     assert got[("bulklicense_users_finished_total", (("reason", ""), ("status", "succeeded"), tenant))] == 1
@@ -53,10 +51,23 @@ def test_users_graph_answers_and_notifications_are_counted() -> None:
     assert got[("bulklicense_graph_retry_after_seconds_sum", (tenant,))] == 4.0
     assert got[("bulklicense_graph_retry_after_seconds_bucket", (("le", "5.0"), tenant))] == 1
     assert got[("bulklicense_chunks_in_flight", ())] == 2
-    assert got[("bulklicense_notifications_total", (("outcome", "delivered"),))] == 1
-    assert ("bulklicense_notifications_total", (("outcome", "skipped"),)) not in got
+    assert not any(name.startswith("bulklicense_notifications") for name, _ in got)  # the notifier's
     running.clear()
     assert samples(generate_latest(metrics.registry).decode())[("bulklicense_chunks_in_flight", ())] == 0
+
+
+def test_a_notifications_worker_counts_attempts_and_what_is_pending() -> None:
+    pending = [3.0]
+    metrics = NotifierMetrics(pending=lambda: pending[0])
+    for outcome in (DeliveryOutcome.DELIVERED, DeliveryOutcome.RETRYING, DeliveryOutcome.SKIPPED,
+                    DeliveryOutcome.DEFERRED, DeliveryOutcome.DELIVERED):
+        metrics.notified(outcome)
+    got = samples(generate_latest(metrics.registry).decode())
+    assert got[("bulklicense_notifications_total", (("outcome", "delivered"),))] == 2
+    assert got[("bulklicense_notifications_total", (("outcome", "deferred"),))] == 1
+    assert ("bulklicense_notifications_total", (("outcome", "skipped"),)) not in got
+    assert got[("bulklicense_notifications_pending", ())] == 3
+    assert not any(name.startswith("bulklicense_chunks") for name, _ in got)  # the chunk worker's
 
 
 def test_workers_on_one_host_take_consecutive_ports() -> None:

@@ -358,7 +358,9 @@ def test_cell_past_the_csv_readers_own_limit(catalog: SkuCatalog) -> None:
     # 200 columns make a row long enough for one cell to pass csv.reader's 131,072-character limit.
     columns = ",".join(f"c{i}" for i in range(200))
     data = f"user,add,{columns}\nada@contoso.com,EMS,{'x' * 140_000}{',' * 199}\n"
-    assert first_error(catalog, data) == FieldError("a cell in row 2 is longer than 1,024 characters, the limit", row=2)
+    wide = Limits(max_kept_columns=200)
+    error = first_error(catalog, data, wide)
+    assert error == FieldError("a cell in row 2 is longer than 1,024 characters, the limit", row=2)
 
 
 def test_row_limit(catalog: SkuCatalog) -> None:

@@ -23,8 +23,10 @@ from api.reference import add_reference
 from api.routes import audit, control, events, health, jobs, tenants
 from api.security import SecurityHeaders
 from config import Settings
+from config.redis_clients import redis_client as config_redis_client
 from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
+from jobs.due import DueSet
 from jobs.idempotency import IdempotencyStore
 from jobs.quotas import QuotaLedger
 from jobs.scheduler import Send
@@ -34,14 +36,15 @@ from jobs.submit import Submitter
 from webhooks.policy import CallbackPolicy
 from worker.producer import ChunkProducer
 
+# A few quick retries ride out a blip; an outage is answered (503) within a second.
+API_REDIS_OPTIONS: dict[str, Any] = {
+    "health_check_interval": 30, "socket_connect_timeout": 2.0,
+    "retry": Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3)}
+
 
 def api_redis(url: str, **options: Any) -> redis.Redis:
-    """The API's Redis client: a few quick retries ride out a blip; an outage is answered (503) within a second.
-
-    `options` are further connection options (TLS for a `rediss://` URL: `Settings.redis_options`).
-    """
-    return redis.Redis.from_url(url, health_check_interval=30, socket_connect_timeout=2.0,
-                                retry=Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries=3), **options)
+    """An API Redis client to `url` (`options`: further connection options, e.g. `Settings.redis_options`)."""
+    return redis.Redis.from_url(url, **API_REDIS_OPTIONS, **options)
 
 
 def create_app(
@@ -56,13 +59,13 @@ def create_app(
     callbacks: CallbackPolicy | None = None,
 ) -> FastAPI:
     """Build the API; collaborators default to the real ones built from `settings`."""
-    client = api_redis(settings.redis_url, **settings.redis_options(settings.redis_url)) if redis_client is None \
-        else redis_client
+    client = redis_client or config_redis_client(settings, **API_REDIS_OPTIONS)
     graphs = TenantGraphs(settings, client)
-    store = JobStore(client, retention_s=settings.retention_s)
+    store = JobStore(client, retention_s=settings.retention_s, wait_replicas=settings.wait_replicas,
+                     wait_timeout_s=settings.redis_wait_timeout_s)
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
     seats = SeatLedger(client, retention_s=settings.retention_s)
-    sender = send_after_commit(send or ChunkProducer.from_settings(settings).send)
+    sender = send_after_commit(send or ChunkProducer.from_settings(settings, DueSet(client)).send)
     quotas = QuotaLedger.from_settings(client, settings)
     submitter = Submitter(settings, store, catalogs, sender, seats, callbacks, quotas=quotas)
     lanes = Lanes.from_settings(settings)

@@ -37,8 +37,9 @@ def broker_check(settings: Settings) -> Callable[[], None]:
 
     A broker that is the job store's Redis needs no check: staging the job fails first.
     """
-    broker = settings.effective_broker_url
-    return _nothing_to_check if broker == settings.redis_url else BrokerProbe(broker, use_ssl=settings.broker_use_ssl)
+    if settings.broker_is_store:
+        return _nothing_to_check
+    return BrokerProbe(settings.effective_broker_url, use_ssl=settings.broker_use_ssl)
 
 
 def _nothing_to_check() -> None:

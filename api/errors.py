@@ -15,6 +15,7 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from jobs.catalogs import CatalogUnavailable
 from jobs.models import FieldError, InputRejected
 from jobs.quotas import QuotaExceeded
+from jobs.store import ReplicaLagging
 from jobs.submit import NotRunnable, SeatShortage
 from webhooks.policy import CallbackCheckBusy
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 OUTAGE_RETRY_AFTER_S = 5
 CALLBACK_BUSY_RETRY_AFTER_S = 2
 # Redis or the broker not answering is an outage, not a bug in the request: 503 and try again.
-OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable)
+OUTAGES: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError, BrokerUnreachable, ReplicaLagging)
 
 
 class ApiError(Exception):

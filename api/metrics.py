@@ -21,10 +21,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import redis
+from celery import Celery
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import Response
+from kombu.exceptions import OperationalError as BrokerUnreachable
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
@@ -37,9 +40,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from api.context import ApiContext
-from config import Settings
+from jobs.due import DueSet
 from jobs.models import JobStatus
-from worker.producer import CHUNK_QUEUE, NOTIFY_QUEUE
+from worker.producer import celery_options
+from worker.queues import DEAD_LETTER_QUEUE, QUEUES, queue_depths
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +56,58 @@ LOCAL_ONLY = ("GET /metrics answers only on this host (from a loopback address) 
               " is set; then it needs Authorization: Bearer <token>")
 
 
+class QueueReader(Protocol):
+    """The broker's queues as the metrics see them."""
+
+    def depths(self) -> dict[str, int]:
+        """Messages waiting in each queue."""
+        ...
+
+    def unacked(self) -> int | None:
+        """Messages delivered to workers and not yet acknowledged; None where the broker does not say."""
+        ...
+
+
+class RedisQueues:
+    """A Redis broker (kombu's transport): each queue is a list, unacknowledged messages a hash."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def depths(self) -> dict[str, int]:
+        """Messages waiting in each queue."""
+        return {spec.name: int(self._client.llen(spec.name)) for spec in QUEUES}
+
+    def unacked(self) -> int | None:
+        """Messages taken by workers and not yet acknowledged."""
+        return int(self._client.hlen(UNACKED_KEY))
+
+
+class AmqpQueues:
+    """RabbitMQ: queue depths by a passive declare; unacknowledged messages are in RabbitMQ's own metrics."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def depths(self) -> dict[str, int]:
+        """Messages ready in each queue, the dead-letter queue included."""
+        names = (*(spec.name for spec in QUEUES), DEAD_LETTER_QUEUE)
+        with self._app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1)
+            return queue_depths(connection, names)
+
+    def unacked(self) -> int | None:
+        """Not known through AMQP (rabbitmq_prometheus: `rabbitmq_queue_messages_unacked`)."""
+        return None
+
+
 class StoreCollector(Collector):
     """Reads jobs, queue and throttle state from Redis when scraped; a Redis outage is `bulklicense_redis_up 0`."""
 
-    def __init__(self, context: ApiContext, broker: redis.Redis | None) -> None:
+    def __init__(self, context: ApiContext, queues: QueueReader | None) -> None:
         self._context = context
-        self._broker = broker
+        self._queues = queues
+        self._due = DueSet(context.redis)
 
     def collect(self) -> Iterator[Metric]:
         """Every family, read now."""
@@ -65,8 +115,8 @@ class StoreCollector(Collector):
         try:
             jobs, active = self._jobs()
             families = [jobs, *self._queue(), self._rates(active), self._audit_trimmed()]
-        except (redis.RedisError, OSError) as exc:
-            log.warning("metrics: Redis unreachable: %s", exc)
+        except (redis.RedisError, OSError, BrokerUnreachable) as exc:
+            log.warning("metrics: Redis or the broker unreachable: %s", exc)
             up.add_metric([], 0)
             yield up
             return
@@ -90,18 +140,24 @@ class StoreCollector(Collector):
         return family, tenants
 
     def _queue(self) -> list[GaugeMetricFamily]:
-        """Messages waiting in the broker's queue, and those taken by workers and not yet acknowledged."""
-        if self._broker is None:
-            return []
+        """Messages waiting in the broker's queues, those taken and not yet acknowledged, tasks due later."""
+        delayed = GaugeMetricFamily("bulklicense_delayed_tasks",
+                                    "Chunks waiting in Redis for their time (hand-backs)")
+        delayed.add_metric([], self._due.count())
+        if self._queues is None:
+            return [delayed]
         depth = GaugeMetricFamily("bulklicense_queue_messages", "Tasks waiting in each of the broker's queues",
                                   labels=["queue"])
-        for queue in (CHUNK_QUEUE, NOTIFY_QUEUE):
-            depth.add_metric([queue], int(self._broker.llen(queue)))
-        unacked = GaugeMetricFamily("bulklicense_queue_unacked_messages",
-                                    "Tasks taken by workers and not yet acknowledged (running, or waiting for their"
-                                    " countdown)")
-        unacked.add_metric([], int(self._broker.hlen(UNACKED_KEY)))
-        return [depth, unacked]
+        for name, count in sorted(self._queues.depths().items()):
+            depth.add_metric([name], count)
+        families = [depth, delayed]
+        unacked_count = self._queues.unacked()
+        if unacked_count is not None:
+            unacked = GaugeMetricFamily("bulklicense_queue_unacked_messages",
+                                        "Tasks taken by workers and not yet acknowledged (running)")
+            unacked.add_metric([], unacked_count)
+            families.append(unacked)
+        return families
 
     def _rates(self, tenants: list[str]) -> GaugeMetricFamily:
         """The current write rate of each rate-limited tenant with recent jobs, as the shared throttle adapted it."""
@@ -124,21 +180,26 @@ class StoreCollector(Collector):
         return family
 
 
-def broker_client(settings: Settings, store: redis.Redis) -> redis.Redis | None:
-    """A client to the broker's Redis (the job store's when they are one); None for a broker that is not Redis."""
+def queue_reader(context: ApiContext) -> QueueReader | None:
+    """How the broker's queues are read: the job store's Redis, a Redis of its own, RabbitMQ; None otherwise."""
+    settings = context.settings
+    if settings.broker_is_store:
+        return RedisQueues(context.redis)
     url = settings.effective_broker_url
-    if url == settings.redis_url:
-        return store
-    if not url.startswith(("redis://", "rediss://")):
-        return None
-    return redis.Redis.from_url(url, socket_connect_timeout=BROKER_TIMEOUT_S, socket_timeout=BROKER_TIMEOUT_S,
-                                **settings.redis_options(url))
+    if url.startswith(("redis://", "rediss://")):
+        return RedisQueues(redis.Redis.from_url(url, socket_connect_timeout=BROKER_TIMEOUT_S,
+                                                socket_timeout=BROKER_TIMEOUT_S, **settings.redis_options(url)))
+    if settings.broker_is_amqp:
+        app = Celery("bulklicense-metrics", broker=url, set_as_current=False)
+        app.conf.update(broker_connection_timeout=BROKER_TIMEOUT_S, **celery_options(settings))
+        return AmqpQueues(app)
+    return None
 
 
 def metrics_registry(context: ApiContext) -> CollectorRegistry:
     """The API's registry: the store's state and the process's own collectors."""
     registry = CollectorRegistry()
-    registry.register(StoreCollector(context, broker_client(context.settings, context.redis)))
+    registry.register(StoreCollector(context, queue_reader(context)))
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
     return registry

@@ -160,7 +160,8 @@ def secrets_of(settings: Settings, profiles: Iterable[TenantProfile] | None = No
     `profiles`: the tenant profiles to take secrets from (by default the ones in force).
     """
     values = [key.key.get_secret_value() for key in settings.api_keys]
-    values += [s.get_secret_value() for s in (settings.api_key, settings.webhook_secret, settings.metrics_token)
+    values += [s.get_secret_value() for s in (settings.api_key, settings.webhook_secret, settings.metrics_token,
+                                              settings.redis_sentinel_password)
                if s is not None]
     for profile in settings.tenants.values() if profiles is None else profiles:
         values += profile_secrets(profile)

@@ -266,6 +266,27 @@ class LogFormat(StrEnum):
     JSON = "json"  # one JSON object per line
 
 
+REDIS_SENTINEL_PORT = 26379
+
+
+def _parse_sentinels(value: object) -> object:
+    """`10.0.0.1:26379,sentinel-2,[::1]:26380` as (host, port) pairs (port 26379 when left out)."""
+    if not isinstance(value, str):
+        return value
+    sentinels: list[tuple[str, int]] = []
+    for entry in (e.strip() for e in value.split(",") if e.strip()):
+        host, port = entry, str(REDIS_SENTINEL_PORT)
+        if entry.startswith("["):  # an IPv6 address: [::1]:26379
+            host, _, rest = entry[1:].partition("]")
+            port = rest.removeprefix(":") or port
+        elif entry.count(":") == 1:
+            host, port = entry.split(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{entry}' is not host:port")
+        sentinels.append((host, int(port)))
+    return tuple(sentinels)
+
+
 class Settings(BaseSettings):
     """Everything configurable, from the environment (BULKLICENSE_*) or a .env file."""
 
@@ -273,6 +294,20 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     broker_url: str | None = None
+    # Redis Sentinel: where the sentinels are and the name they know the primary by. With them, the
+    # URL above gives only the scheme (TLS), the credentials and the database; the primary's address
+    # comes from the sentinels, for every Redis client and for a Redis broker.
+    redis_sentinels: Annotated[tuple[tuple[str, int], ...], NoDecode] = ()
+    redis_sentinel_master: str | None = None
+    redis_sentinel_password: SecretStr | None = None  # the sentinels' own `requirepass`, if any
+    # Before a write batch goes to Graph, Redis replicas must hold what the job recorded so far (its
+    # plans and attempts): a failover then never loses the `before` state of a user being written.
+    # None: 1 with Sentinel, else 0 (off). Replicas that are not connected are not waited for.
+    redis_wait_replicas: int | None = Field(default=None, ge=0, le=16)
+    redis_wait_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    # RabbitMQ: a chunk message delivered this often without being acknowledged (its workers died)
+    # is dead-lettered; the reaper sends the chunk again, and BULKLICENSE_MAX_CHUNK_RUNS ends it.
+    broker_delivery_limit: int = Field(default=10, ge=1, le=1000)
     # CA certificates that `rediss://` servers (results, broker, throttle) are verified against,
     # besides the system's.
     redis_ca_file: Path | None = None
@@ -307,6 +342,10 @@ class Settings(BaseSettings):
     # A chunk queued this long without being picked up is sent again (its message may have been
     # reserved by a worker that died); duplicates are harmless, claims being exclusive.
     requeue_queued_after_s: float = Field(default=45.0, gt=0)
+    # A chunk running this long hands itself back to the broker between two rounds: no broker
+    # message is held longer than this and one round (RabbitMQ cancels a consumer that holds a
+    # message past its consumer_timeout, 30 minutes by default).
+    chunk_max_run_s: float = Field(default=600.0, ge=10, le=1500)
     # A chunk started this many times without finishing (crashes, long-wait hand-backs) fails its
     # remaining users as chunk_failed_repeatedly instead of being requeued for ever.
     max_chunk_runs: int = Field(default=50, ge=2)
@@ -405,6 +444,11 @@ class Settings(BaseSettings):
             return parse_api_keys(value)
         return value
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinel_list(cls, value: object) -> object:
+        return _parse_sentinels(value)
+
     @field_validator("metrics_token", "webhook_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -438,6 +482,8 @@ class Settings(BaseSettings):
             raise ValueError("visibility_timeout_s must be well above max_inline_wait_s")
         if self.heartbeat_interval_s * 2 > self.lease_ttl_s:
             raise ValueError("lease_ttl_s must be at least twice heartbeat_interval_s")
+        if bool(self.redis_sentinels) != bool(self.redis_sentinel_master):
+            raise ValueError("redis_sentinels and redis_sentinel_master go together: set both or neither")
         for name in ("quota_tenant_rows", "quota_key_rows"):
             if 0 < getattr(self, name) < self.max_rows:
                 raise ValueError(f"{name} must be 0 (no quota) or at least max_rows ({self.max_rows:,}): a job of"
@@ -445,9 +491,41 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def redis_tls(self) -> bool:
+        """Whether the job store's Redis is reached over TLS (a `rediss://` URL)."""
+        return self.redis_url.startswith("rediss://")
+
+    @property
+    def wait_replicas(self) -> int:
+        """Redis replicas a write batch waits for (BULKLICENSE_REDIS_WAIT_REPLICAS; by default 1 with Sentinel)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_sentinels else 0
+
+    @property
+    def broker_is_store(self) -> bool:
+        """Whether the Celery broker is the job store's Redis (no BULKLICENSE_BROKER_URL of its own)."""
+        return self.broker_url is None or self.broker_url == self.redis_url
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        """Whether the broker is RabbitMQ (an `amqp://` or `amqps://` URL)."""
+        return self.effective_broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+    @property
     def effective_broker_url(self) -> str:
-        """The Celery broker URL (the results Redis unless set apart)."""
-        return self.broker_url or self.redis_url
+        """The Celery broker URL: the results Redis unless set apart (through its sentinels with Sentinel)."""
+        if not self.broker_is_store:
+            return self.broker_url or self.redis_url
+        if not self.redis_sentinels:
+            return self.redis_url
+        # kombu's Sentinel transport: one `sentinel://` URL per sentinel; the first carries the
+        # primary's credentials and database (those of BULKLICENSE_REDIS_URL).
+        parts = urlsplit(self.redis_url)
+        auth = parts.netloc.rpartition("@")[0]
+        urls = [f"sentinel://{auth + '@' if auth else ''}{_netloc(host, port)}{parts.path}"
+                for host, port in self.redis_sentinels]
+        return ";".join(urls)
 
     def redis_options(self, url: str) -> dict[str, Any]:
         """redis-py connection options for `url`: for `rediss://`, certificates verified (with our CA)."""
@@ -461,7 +539,8 @@ class Settings(BaseSettings):
     @property
     def broker_use_ssl(self) -> dict[str, Any] | None:
         """Celery's `broker_use_ssl` for a `rediss://` broker (kombu would not verify the server otherwise)."""
-        if not self.effective_broker_url.startswith("rediss://"):
+        tls_sentinel = self.broker_is_store and self.redis_sentinels and self.redis_tls
+        if not (self.effective_broker_url.startswith("rediss://") or tls_sentinel):
             return None
         return {"ssl_cert_reqs": ssl.CERT_REQUIRED,
                 "ssl_ca_certs": str(self.redis_ca_file) if self.redis_ca_file else None}
@@ -489,6 +568,11 @@ class Settings(BaseSettings):
     def webhooks_configured(self) -> bool:
         """Whether any notification can be signed: a global secret, or a profile's own."""
         return self.webhook_secret is not None or any(p.webhook_secret for p in self.tenants.values())
+
+
+def _netloc(host: str, port: int) -> str:
+    """`host:port`, with brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def get_settings(**overrides: Any) -> Settings:

@@ -109,7 +109,20 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
             store.take_budget(job_id, n)
             ctx.send(job_id, n, 0.0, budget_started_at)  # resumed meanwhile: run again at once
             return ChunkOutcome.RESUMED
-    first, done, chunks, nxt = store.complete_chunk(job_id, n)
+    return _complete(ctx, deps, view)
+
+
+def _complete(ctx: ChunkContext, deps: ChunkDeps | None, view: ChunkView) -> ChunkOutcome:
+    """Mark the chunk done and send the job's next (or finish the job); sent again if a user has no result."""
+    store, job_id, n = ctx.store, view.job_id, view.n
+    completion = store.complete_chunk(job_id, n, [op.row for op in view.ops])
+    if completion is None:  # results this run recorded are gone (a Redis failover): run it again
+        store.release_chunk(job_id, n, ctx.worker_id)
+        ctx.send(job_id, n, 0.0)
+        log.warning("chunk %s of job %s: users without a result after its run (Redis lost them); running it again",
+                    n, job_id)
+        return ChunkOutcome.INCOMPLETE
+    first, done, chunks, nxt = completion
     if first and nxt is not None:
         ctx.send(job_id, nxt, 0.0)
     if first and done >= chunks:

@@ -8,9 +8,11 @@ user. After each round the driver keeps the new plans, counts throttled answers 
 writes the results of the users that ended (atomically, once per user) and gives back the seats
 they no longer need.
 
-When every remaining user must wait longer than the retry policy's inline wait, the chunk is
-handed back to the broker (`HandBack`); a fault of the whole tenant or a seat shortage pauses the
-job (`Parked`); a cancel stops the users before the next write goes out.
+When every remaining user must wait longer than the retry policy's inline wait, or the run has
+held its broker message `max_run_s`, the chunk is handed back (`HandBack`); a fault of the whole
+tenant or a seat shortage pauses the job (`Parked`); a cancel stops the users before the next write
+goes out. A write round no Redis replica confirmed the job's state for (`WriteGate.UNREPLICATED`)
+is held back: nothing is sent or charged, and its users go again after `UNREPLICATED_RETRY_S`.
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ from jobs.store import ChunkView, JobStore, WriteGate
 
 log = logging.getLogger(__name__)
 
+# A write round a Redis replica did not confirm in time goes again after this.
+UNREPLICATED_RETRY_S = 1.0
+
 
 class HandBack(Exception):
-    """The chunk must wait longer than a worker slot should; requeue it after `countdown_s`."""
+    """The chunk must wait longer than a worker slot should, or ran long enough; requeue it after `countdown_s`."""
 
     def __init__(self, countdown_s: float) -> None:
         super().__init__(f"hand back for {countdown_s:.1f}s")
@@ -80,6 +85,9 @@ class ChunkDeps:
     rng: random.Random = field(default_factory=random.Random)
     # The tenant's circuit breaker (the one `graph` reports to), asked whether Graph is unreachable.
     breaker: Breaker = ALWAYS_CLOSED
+    # A run this long hands the chunk back between two rounds (None: never), so that no broker
+    # message is held for longer than this and one round.
+    max_run_s: float | None = None
 
 
 def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float,
@@ -291,6 +299,8 @@ class RoundDriver:
         self.written = 0
         self.pause: Fault | None = None
         self.allowed = AllowedSteps(deps.store, job)
+        self.started_at = deps.clock()
+        self.held_back = 0  # write rounds held back because a Redis replica did not confirm
         self._pool: ThreadPoolExecutor | None = None  # for overlapping reads, made on first use
 
     def drain(self, works: list[UserWork]) -> int:
@@ -303,8 +313,12 @@ class RoundDriver:
 
     def _drain(self, pending: list[UserWork]) -> int:
         deps = self.deps
+        rounds = 0
         while pending:
             now = deps.clock()
+            if rounds and self._ran_long_enough(now):
+                raise HandBack(0.0)  # long enough on this message: the rest goes back to the queue
+            rounds += 1
             ready = [w for w in pending if w.not_before <= now]
             if not ready:
                 wait_s = min(w.not_before for w in pending) - now
@@ -368,6 +382,8 @@ class RoundDriver:
                 reason = record.pause.reason if record is not None and record.pause is not None else None
                 self.attempts.give_back(store, self.job.id, reason)
                 raise Parked(reason.value if reason else "paused")
+            if gate is WriteGate.UNREPLICATED:  # nothing was registered: nothing is sent or charged
+                return self._hold_back(works)
             if gate is WriteGate.FIRST:
                 deps.events.job_event(self.job.id, self.job.tenant, JobEvent.STARTED, {})
         try:
@@ -379,6 +395,20 @@ class RoundDriver:
             if write_rows:
                 store.end_writes(self.job.id, batch_id)
         return self._apply(works, answers)
+
+    def _hold_back(self, works: Sequence[UserWork]) -> set[int]:
+        """No Redis replica confirmed the job's state: the round goes again shortly; no user ended."""
+        log.log(logging.DEBUG if self.held_back else logging.WARNING,
+                "job %s: a Redis replica did not confirm the job's state; writes wait", self.job.id)
+        self.held_back += 1
+        retry_at = self.deps.clock() + UNREPLICATED_RETRY_S
+        for work in works:
+            work.not_before = retry_at
+        return set()
+
+    def _ran_long_enough(self, now: float) -> bool:
+        """Whether this run has held its broker message `max_run_s`: the chunk hands itself back."""
+        return self.deps.max_run_s is not None and now - self.started_at >= self.deps.max_run_s
 
     def _post(self, works: Sequence[UserWork]) -> dict[int, Answer]:
         """Each user's step as one `$batch` item, or alone when it is the only one; answers by row.

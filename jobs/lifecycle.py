@@ -1,7 +1,9 @@
 """A chunk's life, named: its live states, what a claim answers, what one run of it came to.
 
 A chunk is dispatched (queued), claimed by one worker (running), then completed, handed back
-(queued again, due later), or parked while its job is paused (resume requeues it). The reaper
+(queued again, due later; a long wait kept in the due set, jobs.due), or parked while its job is
+paused (resume requeues it). A run that ends with users lacking a result (a Redis failover lost
+them) is not completed: the chunk is queued and sent again. The reaper
 requeues a running chunk whose worker died and a queued one whose message may be lost. The store
 keeps the live state per chunk in `bl:job:{id}:live` as a short string its Lua scripts compare
 (`q:<due ts>`, `r:<worker id>:<claim ts>`, `p:<ts>`); Python reads and writes it only through
@@ -67,6 +69,7 @@ class ChunkOutcome(StrEnum):
     HANDED_BACK = "handed_back"  # requeued to run later (every remaining user waits)
     PARKED = "parked"  # the job is paused
     RESUMED = "resumed"  # the job was resumed while the chunk stopped: sent again at once
+    INCOMPLETE = "incomplete"  # users without a result after the run (Redis lost them): sent again at once
     SKIPPED_RUNNING = "skipped:running"  # already running in this worker (a redelivery)
     SKIPPED_DONE = "skipped:done"
     SKIPPED_BUSY = "skipped:busy"

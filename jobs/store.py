@@ -42,6 +42,7 @@ from enum import Enum
 from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 
 from jobs.counters import USER_COUNTERS, PlanCounters
 from jobs.lifecycle import ClaimResult, LiveChunk, Phase, running_prefix
@@ -51,6 +52,8 @@ from jobs.record import JobRecord, JobSpec, JobState, Prefetch, committed, decod
 from jobs.scripts import lua_script
 
 STAGING_TTL_S = 3600
+# How long the number of Redis replicas online is taken as known before it is asked again.
+REPLICAS_RECHECK_S = 5.0
 
 
 class WriteGate(Enum):
@@ -60,6 +63,8 @@ class WriteGate(Enum):
     FIRST = "first"
     CANCELLED = "cancelled"
     PAUSED = "paused"
+    # Not registered: a connected Redis replica did not confirm what the job recorded in time.
+    UNREPLICATED = "unreplicated"
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,15 @@ class Orphan:
     state: LiveChunk
 
 
+class ReplicaLagging(Exception):
+    """A write that must survive a failover was not confirmed by the Redis replicas in time."""
+
+
+def _gate(verdict: int) -> WriteGate:
+    """What begin_writes.lua answered."""
+    return {2: WriteGate.FIRST, 1: WriteGate.OPEN, 0: WriteGate.CANCELLED}.get(verdict, WriteGate.PAUSED)
+
+
 def new_job_id() -> str:
     """A fresh, unguessable job id."""
     return uuid.uuid4().hex
@@ -99,10 +113,15 @@ def new_job_id() -> str:
 class JobStore:
     """Every Redis read and write of the job domain goes through here."""
 
-    def __init__(self, client: redis.Redis, *, retention_s: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: redis.Redis, *, retention_s: int, clock: Callable[[], float] = time.time,
+                 wait_replicas: int = 0, wait_timeout_s: float = 1.0) -> None:
         self.redis = client
         self.retention_s = retention_s
         self.clock = clock
+        # Replicas a write batch waits for before it may go out (Redis WAIT); 0: none.
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = max(1, int(wait_timeout_s * 1000))
+        self._replicas_seen: tuple[float, int] | None = None  # (monotonic time, replicas online then)
         self._record_results = lua_script(client, "record")
         self._claim = lua_script(client, "claim_chunk")
         self._chunk_view = lua_script(client, "chunk_view")
@@ -187,6 +206,10 @@ class JobStore:
         pipe.zadd("bl:jobs", {job_id: created_at})
         pipe.sadd("bl:active", job_id)
         pipe.execute()
+        # The job is committed; give the replicas a moment to hold it before it is reported accepted.
+        anchor = self.redis.pipeline(transaction=False)
+        anchor.expire(key, self.retention_s)
+        self._replicated(anchor)
         self._trim_job_index()
         return total, chunks
 
@@ -240,16 +263,21 @@ class JobStore:
             )
         )
 
-    def complete_chunk(self, job_id: str, n: int) -> tuple[bool, int, int, int | None]:
+    def complete_chunk(self, job_id: str, n: int,
+                       rows: Sequence[int] = ()) -> tuple[bool, int, int, int | None] | None:
         """Mark chunk n finished; returns (first completion, chunks done, chunks, next chunk to send).
 
         The next chunk is reserved in the same atomic step, so a worker that dies before sending it
-        leaves it queued for the reaper instead of losing it.
+        leaves it queued for the reaper instead of losing it. None, and nothing marked, when one of
+        `rows` has no result (Redis lost it in a failover while the chunk ran): it must run again.
         """
         first, done, chunks, nxt = self._complete(
-            keys=[self._job_key(job_id), self._subkey(job_id, "done"), self._subkey(job_id, "live"), "bl:active"],
-            args=[n, job_id, self.retention_s, self.clock()],
+            keys=[self._job_key(job_id), self._subkey(job_id, "done"), self._subkey(job_id, "live"), "bl:active",
+                  self._subkey(job_id, "res")],
+            args=[n, job_id, self.retention_s, self.clock(), *rows],
         )
+        if int(first) < 0:
+            return None
         return bool(first), int(done), int(chunks), (None if int(nxt) < 0 else int(nxt))
 
     def load_chunk(self, job_id: str, n: int) -> list[Operation]:
@@ -284,18 +312,69 @@ class JobStore:
 
     # --- cancel -------------------------------------------------------------------------------
     def request_cancel(self, job_id: str) -> None:
-        """Flag the job as cancelled; workers send no write registered after this."""
-        self.redis.hsetnx(self._job_key(job_id), "cancel_requested", self.clock())
+        """Flag the job as cancelled; workers send no write registered after this.
+
+        ReplicaLagging when the replicas to wait for did not confirm it: a failover could lose the
+        flag, and writes would go on (asking again is harmless).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hsetnx(self._job_key(job_id), "cancel_requested", self.clock())
+        if not self._replicated(pipe)[1]:
+            raise ReplicaLagging(f"a Redis replica did not confirm the cancel of job {job_id}")
 
     def begin_writes(self, job_id: str, batch_id: str, deadline: float, rows: Sequence[int]) -> WriteGate:
-        """Register a write batch for these rows, unless the job is cancelled or paused (nothing sent)."""
-        verdict = int(
-            self._begin_writes(
-                keys=[self._job_key(job_id), self._subkey(job_id, "inflight"), self._subkey(job_id, "att")],
-                args=[deadline, batch_id, self.retention_s, self.clock(), *rows],
-            )
-        )
-        return {2: WriteGate.FIRST, 1: WriteGate.OPEN, 0: WriteGate.CANCELLED}.get(verdict, WriteGate.PAUSED)
+        """Register a write batch for these rows, unless the job is cancelled or paused (nothing sent).
+
+        With replicas to wait for, the batch is registered only once they hold everything recorded
+        up to it (the rows' plans and `before` states, their attempts): a failover then cannot lose
+        what a user's write relies on. A replica that does not confirm in time leaves the batch
+        unregistered (UNREPLICATED); replicas that are not connected are not waited for.
+        """
+        keys = [self._job_key(job_id), self._subkey(job_id, "inflight"), self._subkey(job_id, "att")]
+        args: list[str | float | int] = [deadline, batch_id, self.retention_s, self.clock(), *rows]
+        pipe = self.redis.pipeline(transaction=False)
+        self._begin_writes(keys=keys, args=args, client=pipe)
+        results, replicated = self._replicated(pipe)
+        gate = _gate(int(results[0]))
+        if replicated or gate not in (WriteGate.OPEN, WriteGate.FIRST):
+            return gate
+        undo = self.redis.pipeline(transaction=True)
+        undo.zrem(keys[1], batch_id)
+        for row in rows:
+            undo.hincrby(keys[2], str(row), -1)
+        if gate is WriteGate.FIRST:
+            undo.hdel(keys[0], "first_write_at")
+        undo.execute()
+        return WriteGate.UNREPLICATED
+
+    def _replicated(self, pipe: Pipeline) -> tuple[list[Any], bool]:
+        """Run `pipe`, then wait until the replicas hold its writes; its results, and whether they did in time.
+
+        WAIT runs on the pipeline's connection after its writes, so it covers them and every write
+        made before them, by any client.
+        """
+        wanted = self._replicas_to_wait_for(max_age_s=REPLICAS_RECHECK_S)
+        if wanted > 0:
+            pipe.wait(wanted, self.wait_timeout_ms)
+        results = pipe.execute()
+        if wanted <= 0:
+            return results, True
+        return results[:-1], int(results[-1]) >= self._replicas_to_wait_for(max_age_s=0)
+
+    def _replicas_to_wait_for(self, *, max_age_s: float) -> int:
+        """`wait_replicas`, or fewer when fewer replicas are connected and in sync (as seen at most `max_age_s` ago).
+
+        WAIT for a replica that is not there would take its whole timeout, for every write batch.
+        """
+        if self.wait_replicas <= 0:
+            return 0
+        now = time.monotonic()
+        if self._replicas_seen is None or now - self._replicas_seen[0] > max_age_s:
+            info: dict[str, Any] = self.redis.info("replication")
+            online = sum(1 for key, value in info.items()
+                         if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online")
+            self._replicas_seen = (now, online)
+        return min(self.wait_replicas, self._replicas_seen[1])
 
     def end_writes(self, job_id: str, batch_id: str) -> None:
         """The write batch has been answered (or abandoned)."""

@@ -7,6 +7,7 @@ process starts follows the queues it consumes.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
@@ -16,30 +17,29 @@ from config.logs import configure_logging
 from jobs.chunks import execute_chunk
 from jobs.notify import Delivery
 from worker.notifications import get_notifier_runtime, stop_notifier_runtime
-from worker.producer import CHUNK_QUEUE, CHUNK_TASK, NOTIFY_QUEUE, NOTIFY_TASK, broker_options, queue_options
+from worker.producer import celery_options
+from worker.queues import CHUNK_QUEUE, CHUNK_TASK, NOTIFY_QUEUE, NOTIFY_TASK, declare_dead_letter_queue
 from worker.runtime import get_runtime, stop_runtime
+
+log = logging.getLogger(__name__)
 
 
 def create_celery_app(settings: Settings) -> Celery:
-    """A Celery app configured for at-least-once chunk execution on the Redis broker."""
+    """A Celery app configured for at-least-once chunk execution (Redis or RabbitMQ broker)."""
     app = Celery("bulklicense", broker=settings.effective_broker_url)
     app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
         task_ignore_result=True,
         # At-least-once: ack after the chunk ran, requeue if the worker dies mid-task, take one
         # message per free slot. Chunks are idempotent, so running one twice is safe.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_concurrency=settings.worker_concurrency,
         worker_pool="threads",
         # For Flower: task events on the broker (also `celery worker -E`).
         worker_send_task_events=settings.worker_task_events,
-        **broker_options(settings),
-        **queue_options(),
+        **celery_options(settings),
     )
 
     @app.task(name=CHUNK_TASK, bind=False)  # type: ignore[untyped-decorator]
@@ -67,13 +67,22 @@ def create_celery_app(settings: Settings) -> Celery:
         stop_runtime()
         stop_notifier_runtime()
 
+    def _ready(**_: Any) -> None:
+        if settings.broker_is_amqp:  # where RabbitMQ moves a message at its delivery limit
+            try:
+                with app.connection_for_write() as connection:
+                    declare_dead_letter_queue(connection)
+            except Exception as exc:  # the worker still runs; such messages are then dropped, not kept
+                log.warning("the dead-letter queue could not be declared: %s", exc)
+        _start_runtimes()
+
     def _setup_logging(**_: Any) -> None:
         # Connected, this keeps Celery from installing handlers of its own: every line goes out
         # in the configured format, secrets masked.
         configure_logging(settings)
 
     signals.setup_logging.connect(_setup_logging, weak=False)
-    signals.worker_ready.connect(_start_runtimes, weak=False)
+    signals.worker_ready.connect(_ready, weak=False)
     signals.worker_process_init.connect(_start_runtimes, weak=False)
     signals.worker_shutdown.connect(_stop_runtimes, weak=False)
     return app

@@ -10,6 +10,7 @@ import redis
 from celery import Celery
 
 from config import Settings
+from config.redis_clients import redis_client
 
 
 class Runtime(Protocol):
@@ -51,6 +52,8 @@ class PerProcess(Generic[R]):
 
 
 def worker_redis(settings: Settings) -> redis.Redis:
-    """The Redis client a worker process shares between its threads (job store, outbox, throttle)."""
-    return redis.Redis.from_url(settings.redis_url, socket_keepalive=True, health_check_interval=30,
-                                socket_timeout=30, **settings.redis_options(settings.redis_url))
+    """The Redis client a worker process shares between its threads (job store, outbox, throttle, due set).
+
+    Made by the one factory of Redis clients: the URL's server, or the primary Sentinel names.
+    """
+    return redis_client(settings, socket_keepalive=True, health_check_interval=30, socket_timeout=30)

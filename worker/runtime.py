@@ -25,6 +25,7 @@ from jobs.audit_listener import AuditListener
 from jobs.catalogs import CatalogCache, CatalogUnavailable
 from jobs.chunks import ChunkContext
 from jobs.control import ProbeAnswer, pause_unreachable, resume_due
+from jobs.due import DueSet
 from jobs.events import JobListener, Listeners
 from jobs.executor import ChunkDeps
 from jobs.models import PauseReason
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 # How often paused jobs are looked at (probe times due, tenants Graph stopped answering for): a
 # resume should follow Graph's return within a second or so, not wait for the reaper's next pass.
 RESUME_CHECK_INTERVAL_S = 1.0
+# How often what is due later (hand-backs, notification retries) is looked for in Redis: a task is
+# sent at most this late.
+DUE_POLL_INTERVAL_S = 0.5
 
 
 class WorkerRuntime(ChunkContext):
@@ -50,10 +54,12 @@ class WorkerRuntime(ChunkContext):
     def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
         self.app = app
-        self.producer = ChunkProducer(app)
-        self.send: Send = self.producer.send
         self.redis = worker_redis(settings)
-        self.store = JobStore(self.redis, retention_s=settings.retention_s)
+        self.due = DueSet(self.redis)
+        self.producer = ChunkProducer(app, self.due)
+        self.send: Send = self.producer.send
+        self.store = JobStore(self.redis, retention_s=settings.retention_s, wait_replicas=settings.wait_replicas,
+                              wait_timeout_s=settings.redis_wait_timeout_s)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace(":", "-")
         self.running: set[str] = set()
         self.max_countdown_s = settings.visibility_timeout_s / 4
@@ -88,6 +94,7 @@ class WorkerRuntime(ChunkContext):
             read_parallelism=self.settings.read_parallelism,
             rng=random.Random(),
             breaker=client.breaker,
+            max_run_s=self.settings.chunk_max_run_s,
         )
 
     def _listeners(self) -> list[JobListener]:
@@ -145,7 +152,8 @@ class WorkerRuntime(ChunkContext):
         if self._threads:
             return
         self._metrics_server = self.metrics.serve(self.settings)
-        loops = ((self._heartbeat_loop, "heartbeat"), (self._reaper_loop, "reaper"), (self._resume_loop, "resumer"))
+        loops = ((self._heartbeat_loop, "heartbeat"), (self._reaper_loop, "reaper"), (self._resume_loop, "resumer"),
+                 (self._due_loop, "due"))
         for target, name in loops:
             thread = threading.Thread(target=target, name=f"bulklicense-{name}", daemon=True)
             thread.start()
@@ -189,6 +197,15 @@ class WorkerRuntime(ChunkContext):
             except Exception as exc:  # like the reaper, it must survive Redis, broker or Graph outages
                 log.warning("resume pass failed: %s", exc)
             self._stop.wait(RESUME_CHECK_INTERVAL_S)
+
+    def _due_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while self.producer.publish_due() and not self._stop.is_set():
+                    pass  # a full batch: there may be more due at once
+            except Exception as exc:  # like the reaper: what is due waits in Redis until the next pass
+                log.warning("sending due tasks failed: %s", exc)
+            self._stop.wait(DUE_POLL_INTERVAL_S)
 
 
 _runtimes = PerProcess(WorkerRuntime)

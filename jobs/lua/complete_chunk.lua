@@ -1,12 +1,17 @@
 -- Finish chunk n once and, on the first completion, reserve the job's next chunk in the same step
--- (marked queued, so the reaper resends it if the caller dies before sending it).
--- Returns {first_time, chunks_done, chunks, next chunk or -1}.
--- KEYS: job hash, done bitmap, live hash, active set. ARGV: chunk n, job id, ttl_s, now.
+-- (marked queued, so the reaper resends it if the caller dies before sending it). Rows given after
+-- the first four arguments must all have a result, or nothing changes (results a Redis failover
+-- lost: the chunk must run again).
+-- Returns {first_time, chunks_done, chunks, next chunk or -1}; {-1, 0, 0, -1} when a row has no result.
+-- KEYS: job hash, done bitmap, live hash, active set, results hash. ARGV: chunk n, job id, ttl_s, now, rows...
 local job, done, live, active = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n, job_id = tonumber(ARGV[1]), ARGV[2]
 if redis.call('EXISTS', job) == 0 then
   redis.call('SREM', active, job_id)
   return {0, 0, 0, -1}
+end
+for i = 5, #ARGV do
+  if redis.call('HEXISTS', KEYS[5], ARGV[i]) == 0 then return {-1, 0, 0, -1} end
 end
 redis.call('HDEL', live, ARGV[1])
 if redis.call('SETBIT', done, n, 1) == 1 then

@@ -47,7 +47,7 @@ class Stack:
     """Real processes wired together as a user would deploy them."""
 
     def __init__(self, workdir: Path, *, sim_args: list[str], env: dict[str, str] | None = None,
-                 redis_appendonly: bool = False, extra_profiles: Any = None) -> None:
+                 redis_appendonly: bool = False, extra_profiles: Any = None, broker_url: str | None = None) -> None:
         self.workdir = workdir
         self.services = Services(workdir)
         self.redis = EmbeddedRedis(data_dir=workdir / "redis", appendonly=redis_appendonly)
@@ -60,6 +60,8 @@ class Stack:
         self.env: dict[str, str] = {}
         self._worker_count = 0
         self.extra_profiles = extra_profiles
+        # None: the broker is the stack's Redis; else a broker of its own (a RabbitMQ virtual host).
+        self.broker_url = broker_url
 
     def start(self, workers: int = 1) -> Stack:
         """Start everything and wait until the API answers."""
@@ -81,6 +83,7 @@ class Stack:
             "BULKLICENSE_LOG_LEVEL": "INFO",
             # Users that never exist end at once unless a test is about replication lag (it sets a grace).
             "BULKLICENSE_NOT_FOUND_GRACE_S": "0",
+            **({"BULKLICENSE_BROKER_URL": self.broker_url} if self.broker_url else {}),
             **self.extra_env,
         }
         self.services.start("api", [sys.executable, "-m", "cli.main", "api", "--port", str(api_port)], self.env)
@@ -205,6 +208,29 @@ class Stack:
         assert response.status_code == 200, response.text
         rows: list[dict[str, Any]] = response.json()["value"]
         return rows
+
+
+# --- helpers of the tests ------------------------------------------------------------------------------
+POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
+
+
+def free_users(stack: Stack, count: int) -> list[dict[str, Any]]:
+    """Users with a usage location and without POWER_BI_PRO (one assignLicense each succeeds)."""
+    with stack.control() as control:
+        users = control.get("/users").json()["value"]
+    chosen = [u for u in users if u.get("usageLocation")
+              and not any(a["skuId"] == POWER_BI_PRO for a in u["assignedLicenses"])][:count]
+    assert len(chosen) == count
+    return chosen
+
+
+def wait_for(predicate: Any, timeout_s: float, what: str, stack: Stack) -> None:
+    """Poll `predicate` until it holds; fail after `timeout_s` with the workers' latest log lines."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{stack.worker_logs()[-3000:]}")
+        time.sleep(0.05)
 
 
 # --- license plans for the damage tests ------------------------------------------------------------

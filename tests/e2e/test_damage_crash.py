@@ -55,8 +55,8 @@ def _owner(state: str) -> str | None:
     return state[2:].rpartition(":")[0]
 
 
-def _stack(workdir: Path, env: dict[str, str], users: int) -> Stack:
-    return Stack(workdir, env=env, sim_args=[
+def _stack(workdir: Path, env: dict[str, str], users: int, broker_url: str | None) -> Stack:
+    return Stack(workdir, env=env, broker_url=broker_url, sim_args=[
         "--users", str(users), "--seed", "11",
         # ~100 ms per Graph request and a write ceiling: writes are in flight (sent, not yet
         # answered) most of the time, so a kill often lands between Graph applying a write and
@@ -134,6 +134,10 @@ def assert_exactly_once(stack: Stack, job: dict[str, Any], rows: list[dict[str, 
     return results
 
 
+def _broker(stack: Stack) -> str:
+    return "RabbitMQ broker" if stack.broker_url else "Redis broker"
+
+
 def report(name: str, deaths: list[Death], results: list[dict[str, Any]], logs: str, started: float) -> str:
     requeued = re.findall(r"requeueing chunk (\d+)", logs)
     skipped = Counter(re.findall(r"skipped: (\w+)", logs))
@@ -149,12 +153,13 @@ def report(name: str, deaths: list[Death], results: list[dict[str, Any]], logs: 
     return "\n".join(lines)
 
 
+# Both fixtures run each test once per broker (tests/e2e/conftest.py): the stack's Redis, and RabbitMQ.
 @pytest.fixture
-def fast_lease_stack(tmp_path: Path) -> Iterator[Stack]:
+def fast_lease_stack(tmp_path: Path, broker_url: str | None) -> Iterator[Stack]:
     env = {"BULKLICENSE_CHUNK_SIZE": "50", "BULKLICENSE_RETRY_BACKOFF_BASE_S": "0.2",
            "BULKLICENSE_LEASE_TTL_S": "5", "BULKLICENSE_HEARTBEAT_INTERVAL_S": "1",
            "BULKLICENSE_REAPER_INTERVAL_S": "1"}
-    s = _stack(tmp_path, env, users=3000)
+    s = _stack(tmp_path, env, users=3000, broker_url=broker_url)
     try:
         yield s.start(workers=1)
     finally:
@@ -162,10 +167,10 @@ def fast_lease_stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def default_lease_stack(tmp_path: Path) -> Iterator[Stack]:
+def default_lease_stack(tmp_path: Path, broker_url: str | None) -> Iterator[Stack]:
     # Lease, heartbeat and reaper at their defaults (20 s / 5 s / 10 s): the 60-second promise.
     env = {"BULKLICENSE_CHUNK_SIZE": "50", "BULKLICENSE_RETRY_BACKOFF_BASE_S": "0.2"}
-    s = _stack(tmp_path, env, users=1200)
+    s = _stack(tmp_path, env, users=1200, broker_url=broker_url)
     try:
         yield s.start(workers=1)
     finally:
@@ -193,7 +198,7 @@ def test_three_kill_9s_of_the_worker_lose_nothing_and_write_nothing_twice(fast_l
     results = assert_exactly_once(stack, job, rows, before, expected)
 
     logs = stack.worker_logs()
-    print(report("3 x kill -9, lease 5 s", deaths, results, logs, started))
+    print(report(f"3 x kill -9, lease 5 s, {_broker(stack)}", deaths, results, logs, started))
     assert len(deaths) == 3
     for d in deaths:
         assert d.orphans, "a kill landed while the worker held no chunk: the test did not test anything"
@@ -215,7 +220,7 @@ def test_default_lease_resumes_a_dead_workers_chunks_within_60_s(default_lease_s
     before, rows, expected = _plan(stack, 800, seed=9)
     job, deaths = run_with_kills(stack, rows, [0.3], timeout_s=150)
     results = assert_exactly_once(stack, job, rows, before, expected)
-    print(report("1 x kill -9, default lease 20 s / heartbeat 5 s / reaper 10 s", deaths, results,
+    print(report(f"1 x kill -9, default lease 20 s / heartbeat 5 s / reaper 10 s, {_broker(stack)}", deaths, results,
                  stack.worker_logs(), started))
     (death,) = deaths
     assert death.orphans

@@ -29,12 +29,13 @@ JOB_TIMEOUT_S = 120
 USERS = 1000
 
 
+# Each test runs once per broker (tests/e2e/conftest.py): with RabbitMQ, only the job store goes away.
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path, broker_url: str | None) -> Iterator[Stack]:
     env = {"BULKLICENSE_CHUNK_SIZE": "50", "BULKLICENSE_RETRY_BACKOFF_BASE_S": "0.2",
            "BULKLICENSE_LEASE_TTL_S": "6", "BULKLICENSE_HEARTBEAT_INTERVAL_S": "1",
            "BULKLICENSE_REAPER_INTERVAL_S": "2"}
-    s = Stack(tmp_path, env=env, redis_appendonly=True, sim_args=[
+    s = Stack(tmp_path, env=env, redis_appendonly=True, broker_url=broker_url, sim_args=[
         "--users", "1600", "--seed", "12", "--latency-ms", "100", "--latency-jitter-ms", "40",
         "--write-limit", "100/1", "--tenant-write-limit", "none"])
     try:
@@ -102,7 +103,8 @@ def test_redis_restarts_mid_job_and_no_result_is_lost(stack: Stack) -> None:
 
     logs = stack.worker_logs()
     skipped = dict(Counter(re.findall(r"skipped: (\w+)", logs)))
-    print(f"redis restarted twice (after {outages[0][0]} and {outages[1][0]} results, down "
+    broker = "RabbitMQ" if stack.broker_url else "Redis"
+    print(f"{broker} broker: redis restarted twice (after {outages[0][0]} and {outages[1][0]} results, down "
           f"{outages[0][1]:.1f}s / {outages[1][1]:.1f}s); job took {time.monotonic() - started:.1f}s; "
           f"{len(re.findall('requeueing chunk', logs))} chunk requeues; "
           f"{sum(r['detail'] == 'already in the requested state' for r in results)} users read back as done; "
@@ -148,7 +150,8 @@ def test_broker_connections_dropped_mid_job_no_chunk_runs_twice_at_once(stack: S
     check_graph_state(stack, before, expected, results)
     logs = stack.worker_logs()
     skipped = dict(Counter(re.findall(r"skipped: (\w+)", logs)))
-    print(f"client connections dropped twice ({dropped} connections); "
+    broker = "RabbitMQ" if stack.broker_url else "Redis"
+    print(f"{broker} broker: client connections dropped twice ({dropped} connections); "
           f"{len(re.findall('Restoring', logs))} unacked restores by kombu, "
           f"{len(re.findall('requeueing chunk', logs))} chunk requeues, "
           f"skipped deliveries: {skipped}")

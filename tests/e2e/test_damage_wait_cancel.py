@@ -24,12 +24,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import Stack, sim_profile
+from tests.e2e.stack import POWER_BI_PRO, Stack, free_users, sim_profile, wait_for
 
 # Each runs in about 8 s (stack start included); their own deadlines fail first, with logs.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-POWER_BI_PRO = "f8a1db68-be16-40ed-86d5-cb42ce701560"
 TIME_SCALE = 0.02
 RETRY_AFTER_S = 300.0
 SCALED_WAIT_S = RETRY_AFTER_S * TIME_SCALE  # 6 s
@@ -45,16 +44,6 @@ def copy_of_sim_profile(name: str) -> Any:
     return render
 
 
-def free_users(stack: Stack, count: int) -> list[dict[str, Any]]:
-    """Users with a usage location and without POWER_BI_PRO (one assignLicense each succeeds)."""
-    with stack.control() as control:
-        users = control.get("/users").json()["value"]
-    chosen = [u for u in users if u.get("usageLocation")
-              and not any(a["skuId"] == POWER_BI_PRO for a in u["assignedLicenses"])][:count]
-    assert len(chosen) == count
-    return chosen
-
-
 def submit(stack: Stack, users: list[dict[str, Any]], tenant: str = "sim") -> str:
     body = "user,add\n" + "".join(f"{u['userPrincipalName']},POWER_BI_PRO\n" for u in users)
     with stack.api() as api:
@@ -67,14 +56,6 @@ def submit(stack: Stack, users: list[dict[str, Any]], tenant: str = "sim") -> st
 
 def worker_log(stack: Stack) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(Path(stack.workdir).glob("worker*.log")))
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str, stack: Stack) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{worker_log(stack)[-3000:]}")
-        time.sleep(0.05)
 
 
 # --- 4. Retry-After: 300 hands the chunk back and frees the worker slot ------------------------------

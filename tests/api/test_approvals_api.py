@@ -267,6 +267,8 @@ def test_the_run_of_a_dry_run_and_a_rollback_wait_for_approval_too(
         for op in store_of(redis_client).iter_operations(dry["id"])])
     run = client.post(f"/v1/jobs/{dry['id']}/run", headers=auth(SIM_KEY))
     assert run.status_code == 202 and run.json()["needs_approval"] is True
+    submitted = [e["details"] for e in audit(client, job=run.json()["id"]) if e["action"] == "submitted"]
+    assert submitted[0]["needs_approval"] is True
 
     done = finished_plain_job(redis_client)
     back = client.post(f"/v1/jobs/{done}/rollback", headers=auth(SIM_KEY)).json()
@@ -276,10 +278,22 @@ def test_the_run_of_a_dry_run_and_a_rollback_wait_for_approval_too(
     store_of(redis_client).record_results(planned_rollback, [
         UserResult(row=op.row, user=op.user, status=UserStatus.WOULD_CHANGE, attempts=1, updated_at=1.0)
         for op in store_of(redis_client).iter_operations(planned_rollback)])
+    second = client.post(f"/v1/jobs/{done}/rollback", headers=auth(SIM_KEY)).json()["id"]  # also waits
+    for rollback in (planned_rollback, second):
+        store_of(redis_client).record_results(rollback, [
+            UserResult(row=op.row, user=op.user, status=UserStatus.WOULD_CHANGE, attempts=1, updated_at=1.0)
+            for op in store_of(redis_client).iter_operations(rollback)])
+    second_seats = held(redis_client, second)
+    assert second_seats == {E1: 1, EMS: 1}  # the licenses the rollback gives back
     approved = decide(client, planned_rollback, "approve", OPS_KEY)
     assert approved.status_code == 202, approved.text
     rollback_id = approved.json()["id"]
     assert (job(client, rollback_id)["kind"], job(client, done)["rolled_back_by"]) == ("rollback", rollback_id)
+
+    # The other one's run cannot be created (its job is rolled back already): it still waits, seats and all.
+    late = decide(client, second, "approve", OPS_KEY)
+    assert late.status_code == 409 and f"already rolled back by job {rollback_id}" in late.json()["detail"]
+    assert (job(client, second)["awaiting_approval"], held(redis_client, second)) == (True, second_seats)
 
 
 def test_two_approvals_raced_start_one_run(api_url: str, redis_client: redis.Redis, client: TestClient) -> None:

@@ -20,7 +20,7 @@ from api.key_attempts import FailedKeyAttempts
 from api.lanes import Lanes
 from api.metrics import add_metrics
 from api.reference import add_reference
-from api.routes import audit, control, events, health, jobs, tenants
+from api.routes import approvals, audit, control, events, health, jobs, tenants
 from api.security import SecurityHeaders
 from config import Settings
 from config.redis_clients import redis_client as config_redis_client
@@ -87,6 +87,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(control.router)
+    app.include_router(approvals.router)
     app.include_router(events.router)
     app.include_router(tenants.router)
     app.include_router(audit.router)

@@ -42,13 +42,15 @@ class JobAccepted(BaseModel):
     dry_run: bool = False
     mode: str = "add"
     input: InputRead | None = None
+    needs_approval: bool = Field(default=False, description="It plans, then waits for another API key's approval.")
 
     @classmethod
     def of(cls, submitted: Submitted) -> JobAccepted:
         """The answer for a job just accepted."""
         return cls(id=submitted.id, status=JobStatus.QUEUED, total=submitted.total,
                    warnings=list(submitted.warnings), dry_run=submitted.dry_run, mode=submitted.mode.value,
-                   input=InputRead.model_validate(submitted.reading) if submitted.reading else None)
+                   input=InputRead.model_validate(submitted.reading) if submitted.reading else None,
+                   needs_approval=submitted.needs_approval)
 
 
 def accepted(answer: Mapping[str, Any], status_code: int = 202) -> JSONResponse:
@@ -76,6 +78,17 @@ class PlanOut(BaseModel):
     predicted_failures: dict[str, int] = Field(description="Reason → users the plan expects to fail.")
     warnings: dict[str, int]
     seats: list[SeatOut] | None = Field(description="Null when Graph cannot be asked right now.")
+
+
+class ApprovalOut(BaseModel):
+    """A job that waits for approval once planned: who submitted it, and the decision once taken."""
+
+    required: bool
+    submitted_by: str = Field(description="The name of the API key that submitted the job (it may not approve it).")
+    decision: str | None = Field(description="approved, rejected or withdrawn (cancelled while waiting); null before.")
+    by: str | None
+    at: str | None
+    reason: str | None
 
 
 class JobOut(BaseModel):
@@ -119,6 +132,8 @@ class JobOut(BaseModel):
     run_as: str | None = None
     rollback_of: str | None = None
     rolled_back_by: str | None = None
+    awaiting_approval: bool = Field(default=False, description="Planned, and waits for another key's approval.")
+    approval: ApprovalOut | None = None
 
 
 class ErrorItem(BaseModel):

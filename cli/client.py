@@ -154,9 +154,10 @@ def pause_line(job: dict[str, Any], now: float) -> str | None:
 
 def print_summary(job: dict[str, Any]) -> None:
     """A table of the job's counters, and why it is paused when it is."""
-    columns = ("total", "would_change", "unchanged", "would_fail") if job.get("dry_run") else (
+    plans_only = job.get("dry_run") or job.get("approval")
+    columns = ("total", "would_change", "unchanged", "would_fail") if plans_only else (
         "total", "succeeded", "unchanged", "failed", "cancelled", "throttled", "retries")
-    table = Table(title=f"job {job['id']} — {job['status']}")
+    table = Table(title=f"job {job['id']} — {status_text(job)}")
     for col in columns:
         table.add_column(col, justify="right")
     table.add_row(*(str(job.get(c, 0)) for c in columns))
@@ -164,6 +165,41 @@ def print_summary(job: dict[str, Any]) -> None:
     paused = pause_line(job, time.time())
     if paused:
         console.print(f"[yellow]{escape(paused)}[/yellow]", highlight=False)
+    approval = approval_line(job)
+    if approval:
+        console.print(f"[yellow]{escape(approval)}[/yellow]", highlight=False)
+
+
+def status_text(job: dict[str, Any]) -> str:
+    """The job's status as people read it: `planned, awaiting approval` for a job that waits for a decision."""
+    if job.get("awaiting_approval"):
+        return f"{job['status']}, awaiting approval"
+    return str(job["status"])
+
+
+def approval_line(job: dict[str, Any]) -> str | None:
+    """Who submitted a job that waits for approval and how to decide; or the decision taken; None otherwise."""
+    approval = job.get("approval")
+    if not approval:
+        return None
+    if job.get("awaiting_approval"):
+        return (f"awaiting approval: submitted by {approval['submitted_by']}; another API key decides: "
+                f"bulklicense approve {job['id']}  |  bulklicense reject {job['id']} --reason ...")
+    if approval.get("decision"):
+        why = f": {approval['reason']}" if approval.get("reason") else ""
+        run = f"; its run is job {job['run_as']}" if job.get("run_as") else ""
+        return f"{approval['decision']} by {approval['by']}{why}{run}"
+    return f"waits for another API key's approval once planned (submitted by {approval['submitted_by']})"
+
+
+def print_jobs(jobs: Iterable[dict[str, Any]]) -> None:
+    """Recent jobs as a table: id, tenant, status (awaiting approval said), users, created."""
+    table = Table("job", "tenant", "status", "users", "created", title="recent jobs (newest first)")
+    for job in jobs:
+        kind = " (dry run)" if job.get("dry_run") else ""
+        table.add_row(*(Text(str(v)) for v in (job["id"], job["tenant"], status_text(job) + kind, job["total"],
+                                                job.get("created_at") or "")))
+    console.print(table if table.row_count else "no jobs")
 
 
 def print_reading(answer: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 import uvicorn
+from rich.text import Text
 
 from api.app import create_app
 from cli.alongside import follow_parent, start_notifier, stop_child
@@ -19,6 +20,7 @@ from cli.client import (
     console,
     err,
     print_audit,
+    print_jobs,
     print_plan,
     print_reading,
     print_summary,
@@ -156,12 +158,21 @@ def _upload(client: ApiClient, file: Path, tenant: str | None, params: dict[str,
     with file.open("rb") as fh:
         accepted: dict[str, Any] = client.request("POST", "/v1/jobs", content=fh, params=query,
                                                   headers=headers).json()
-    kind = "dry run" if accepted.get("dry_run") else "job"
-    console.print(f"{kind} [bold]{accepted['id']}[/bold] accepted: {accepted['total']} users")
+    _print_accepted(accepted, "dry run" if accepted.get("dry_run") else "job")
     print_reading(accepted)
     for warning in accepted.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     return accepted
+
+
+def _print_accepted(accepted: dict[str, Any], kind: str, of: str = "") -> None:
+    """`job X accepted: N users`, and that it waits for approval when it does."""
+    waits = "; it plans, then waits for another API key's approval" if accepted.get("needs_approval") else ""
+    console.print(f"{kind} [bold]{accepted['id']}[/bold]{of} accepted: {accepted['total']} users{waits}")
+
+
+# Exit status of --wait for a job that planned and waits for another key's approval: nothing was written yet.
+EXIT_AWAITING_APPROVAL = 3
 
 
 def _reading_params(mode: str | None, keep_columns: str | None) -> dict[str, str]:
@@ -181,6 +192,9 @@ def _finish(client: ApiClient, job_id: str) -> None:
     if job.get("dry_run"):
         print_plan(job)
         raise typer.Exit(0)
+    if job.get("approval"):  # planned only: written once another key approves (then its run is followed)
+        print_plan(job)
+        raise typer.Exit(EXIT_AWAITING_APPROVAL if job.get("awaiting_approval") else 1)
     raise typer.Exit(0 if job["succeeded"] + job.get("unchanged", 0) == job["total"] else 1)
 
 
@@ -233,7 +247,7 @@ def run(
     with _client(_settings(), api_url, api_key) as client:
         accepted = client.request("POST", f"/v1/jobs/{job}/run",
                                   params={"on_seat_shortage": on_seat_shortage.value}).json()
-        console.print(f"job [bold]{accepted['id']}[/bold] accepted: {accepted['total']} users")
+        _print_accepted(accepted, "job")
         if wait:
             _finish(client, accepted["id"])
 
@@ -251,8 +265,7 @@ def rollback(
     params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {})}
     with _client(_settings(), api_url, api_key) as client:
         accepted = client.request("POST", f"/v1/jobs/{job}/rollback", params=params).json()
-        kind = "rollback dry run" if accepted.get("dry_run") else "rollback"
-        console.print(f"{kind} [bold]{accepted['id']}[/bold] of job {job} accepted: {accepted['total']} users")
+        _print_accepted(accepted, "rollback dry run" if accepted.get("dry_run") else "rollback", f" of job {job}")
         for warning in accepted.get("warnings", []):
             console.print(f"[yellow]warning:[/yellow] {warning}")
         if wait or dry_run:
@@ -304,6 +317,49 @@ def cancel(job: str, api_url: str = typer.Option(None),
     """Cancel a job; returns once no further write for it can be sent."""
     with _client(_settings(), api_url, api_key) as client:
         console.print_json(data=client.request("POST", f"/v1/jobs/{job}/cancel").json())
+
+
+@app.command()
+def approve(
+    job: str = typer.Argument(..., help="A job that waits for approval (planned, awaiting approval)."),
+    wait: bool = typer.Option(False, "--wait", help="Show the run's live progress until it ends."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
+) -> None:
+    """Approve a job another API key submitted: its run starts (it reads every user again)."""
+    with _client(_settings(), api_url, api_key) as client:
+        accepted = client.request("POST", f"/v1/jobs/{job}/approve").json()
+        console.print(f"job {job} approved: its run, job [bold]{accepted['id']}[/bold], started with"
+                      f" {accepted['total']} users")
+        if wait:
+            _finish(client, accepted["id"])
+
+
+@app.command()
+def reject(
+    job: str = typer.Argument(..., help="A job that waits for approval."),
+    reason: str = typer.Option(None, "--reason", help="Why (shown with the job and kept in the audit trail)."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
+) -> None:
+    """Reject a job another API key submitted: it ends cancelled, nothing written, its seats released."""
+    with _client(_settings(), api_url, api_key) as client:
+        answer = client.request("POST", f"/v1/jobs/{job}/reject", json={"reason": reason}).json()
+    why = f": {answer['reason']}" if answer.get("reason") else ""
+    console.print(Text(f"job {job} rejected by {answer['by']}{why}"))
+
+
+@app.command()
+def jobs(
+    awaiting: bool = typer.Option(False, "--awaiting", help="Only jobs awaiting approval."),
+    limit: int = typer.Option(50, help="At most this many (newest first)."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
+) -> None:
+    """List recent jobs the key may see, with their status (`planned, awaiting approval` for those that wait)."""
+    with _client(_settings(), api_url, api_key) as client:
+        found = client.request("GET", "/v1/jobs", params={"limit": limit}).json()["value"]
+    print_jobs(j for j in found if j.get("awaiting_approval") or not awaiting)
 
 
 @app.command()

@@ -60,6 +60,10 @@ class TenantProfile(BaseModel):
     # and over 500 users. The default suits any tenant. Reads get what the writes leave. None = unlimited.
     read_capacity_ru: int | None = Field(default=GRAPH_READ_CAPACITY_RU, ge=1)
     read_period_s: float = Field(default=GRAPH_READ_PERIOD_S, gt=0)
+    # A job that would write waits, once planned, for another API key's approval (README "Approvals"),
+    # when it holds at least `approval_min_rows` rows (each row is one user: what it may change at most).
+    require_approval: bool = False
+    approval_min_rows: int | None = Field(default=None, ge=1)
     # Where this tenant's jobs are reported when they end or pause (a job's own callback is told too).
     callback_url: str | None = None
     # Signs this tenant's notifications; without it, BULKLICENSE_WEBHOOK_SECRET does.
@@ -76,6 +80,8 @@ class TenantProfile(BaseModel):
         for name in ("authority_host", "graph_url"):
             if not getattr(self, name).startswith("https://"):
                 raise ValueError(f"{name} must be an https:// URL")
+        if self.approval_min_rows is not None and not self.require_approval:
+            raise ValueError("approval_min_rows applies only with require_approval = true")
         if self.callback_url is not None:
             parts = urlsplit(self.callback_url)
             if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -86,6 +92,10 @@ class TenantProfile(BaseModel):
     def authority(self) -> str:
         """The MSAL authority URL for this tenant."""
         return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+    def needs_approval(self, rows: int) -> bool:
+        """Whether a job of `rows` rows that would write must wait for another key's approval."""
+        return self.require_approval and rows >= (self.approval_min_rows or 1)
 
     @property
     def read_rate_ru_per_s(self) -> float | None:

@@ -8,6 +8,7 @@ A chunk:     chunks (claim, read, hand back / park / complete) → executor (the
              due (a chunk handed back waits there until it is sent again)
 Its books:   record (the job record), counters (counter names, plan counters), lifecycle (a chunk's
              live states), seats (the seat ledger and table), quotas, scripts (the Lua of lua/)
-Afterwards:  progress (status, rate, ETA) → control (cancel, resume, pause) → rollback; events →
+Afterwards:  progress (status, rate, ETA) → control (cancel, resume, pause) → approval (a second key's go-ahead)
+             → rollback; events →
              audit_listener, notify (with its outbox); audit, idempotency
 """

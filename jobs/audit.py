@@ -4,8 +4,8 @@ Keys:
 
     bl:audit:{tenant}                         stream  one entry per event: time, tenant, actor, action, job,
                                                       details (JSON)
-    bl:audit-refused:{tenant}                 stream  `key_refused` events, apart: a flood of refused requests
-                                                      never pushes the real trail out
+    bl:audit-refused:{tenant}                 stream  `key_refused` and `approval_refused` events, apart: a
+                                                      flood of refused requests never pushes the real trail out
     bl:audit-refused-gate:{tenant}:{actor}    string  set while one key's refusals are being collapsed
     bl:audit-refused-count:{tenant}:{actor}   string  that key's refusals not recorded on their own since
     bl:audit-trimmed                          hash    tenant -> events the size bound pushed out of its trail
@@ -60,6 +60,10 @@ class AuditAction(StrEnum):
     FINISHED = "finished"
     ROLLBACK_REQUESTED = "rollback_requested"
     KEY_REFUSED = "key_refused"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    APPROVAL_REFUSED = "approval_refused"  # kept with the refusals: anyone with a key of the tenant can cause it
 
 
 @dataclass(frozen=True)
@@ -135,14 +139,16 @@ class AuditLog:
                         " events were dropped", tenant, self.max_events, trimmed)
         return entry_id
 
-    def refused(self, tenant: str, actor: str, details: Mapping[str, Any]) -> str | None:
-        """Record that `actor` was refused access to `tenant`: at most one event per key, tenant and window.
+    def refused(self, tenant: str, actor: str, details: Mapping[str, Any], *,
+                action: AuditAction = AuditAction.KEY_REFUSED, job: str | None = None) -> str | None:
+        """Record that `actor` was refused (access to `tenant`, or `action`): at most one event per key, tenant,
+        action and window.
 
         Kept in the tenant's refusals stream, so that no number of refusals evicts the real trail.
         The refusals in between are counted, and the next event of that key says how many
         (`suppressed`). Returns the event's id, or None when this refusal was only counted.
         """
-        suffix = f"{tenant}:{actor}"
+        suffix = f"{tenant}:{actor}" if action is AuditAction.KEY_REFUSED else f"{tenant}:{actor}:{action.value}"
         gate, pending = f"bl:audit-refused-gate:{suffix}", f"bl:audit-refused-count:{suffix}"
         if not self.redis.set(gate, 1, nx=True, px=max(1, int(self.refusal_window_s * 1000))):
             pipe = self.redis.pipeline(transaction=False)
@@ -151,8 +157,8 @@ class AuditLog:
             pipe.execute()
             return None
         suppressed = int(cast(bytes | None, self.redis.getdel(pending)) or 0)
-        entry_id, _ = self._add(self.refusals_key(tenant), self.max_refusals, tenant, actor, AuditAction.KEY_REFUSED,
-                                None, {**details, "suppressed": suppressed})
+        entry_id, _ = self._add(self.refusals_key(tenant), self.max_refusals, tenant, actor, action,
+                                job, {**details, "suppressed": suppressed})
         return entry_id
 
     def trimmed(self) -> dict[str, int]:

@@ -24,6 +24,7 @@ ACTIONS = {
     JobEvent.PAUSED: AuditAction.PAUSED,
     JobEvent.RESUMED: AuditAction.RESUMED,
     JobEvent.FINISHED: AuditAction.FINISHED,
+    JobEvent.AWAITING_APPROVAL: AuditAction.AWAITING_APPROVAL,
 }
 
 

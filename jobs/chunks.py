@@ -155,15 +155,21 @@ def _finished(ctx: ChunkContext, deps: ChunkDeps | None, job_id: str) -> None:
 
     Without `deps` (the last chunk could not run: its tenant is not configured here, or it kept
     failing), the listeners are told all the same: the job ended, and its audit and callbacks say so.
+    A job that waits for approval keeps its seats (its approval hands them to its run, a rejection
+    releases them) and is told as AWAITING_APPROVAL.
     """
     store = ctx.store
     tenant = store.job_tenant(job_id) or ""
-    if deps is not None and deps.seats is not None:
+    record = store.job(job_id)
+    waits = record is not None and record.spec.needs_approval and record.approval is None \
+        and not record.cancel_requested
+    if deps is not None and deps.seats is not None and not waits:
         deps.seats.release_all(tenant, job_id)
     progress = store.progress(job_id)
     if progress is not None:
         counts = {k: v for k, v in progress.to_json().items() if k in ("status", "total", *USER_COUNTERS)}
-        (deps.events if deps is not None else ctx.events).job_event(job_id, tenant, JobEvent.FINISHED, counts)
+        event = JobEvent.AWAITING_APPROVAL if progress.awaiting_approval else JobEvent.FINISHED
+        (deps.events if deps is not None else ctx.events).job_event(job_id, tenant, event, counts)
 
 
 def _deps_or_fail(ctx: ChunkContext, view: ChunkView, clock: Callable[[], float]) -> ChunkDeps | None:

@@ -24,6 +24,7 @@ class JobEvent(StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     FINISHED = "finished"  # every user has a terminal result (dry runs included)
+    AWAITING_APPROVAL = "awaiting_approval"  # planned, and waits for another key's approval (jobs.approval)
 
 
 class JobListener(Protocol):

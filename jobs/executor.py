@@ -212,7 +212,7 @@ class SeatReturns:
     def ended(self, work: UserWork, ending: Ending) -> None:
         """The user ended: the seats its plan took are in consumedUnits now (or will never be taken)."""
         if self._seats is not None:
-            self._freed.update(steps.seats_taken(work, ending, dry_run=self._job.spec.dry_run))
+            self._freed.update(steps.seats_taken(work, ending, dry_run=self._job.spec.plans_only))
 
     def flush(self) -> None:
         """Release what the round's users gave back."""
@@ -295,7 +295,7 @@ class RoundDriver:
         self.budget_started_at = budget_started_at
         self.attempts = attempts
         self.seats = SeatReturns(deps.seats, job)
-        self.waits = ReplicationWaits(deps.store, job.id, 0.0 if job.spec.dry_run else deps.not_found_grace_s)
+        self.waits = ReplicationWaits(deps.store, job.id, 0.0 if job.spec.plans_only else deps.not_found_grace_s)
         self.written = 0
         self.pause: Fault | None = None
         self.allowed = AllowedSteps(deps.store, job)
@@ -449,7 +449,7 @@ class RoundDriver:
     def _apply_one(self, work: UserWork, answer: Answer, judgement: Judgement, breaker: _OncePerRound,
                    tally: _RoundTally) -> None:
         """Count the user's attempt and move it on, retry it, end it, or pause the job."""
-        now, error, dry_run = self.deps.clock(), answer.error, self.job.spec.dry_run
+        now, error, dry_run = self.deps.clock(), answer.error, self.job.spec.plans_only
         self.attempts.answered(work)
         verdict: Step | Retry | Ending | None = None
         if error is not None and self.waits.wait(work, error, now):

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # Each retry waits this many times longer than the one before.
 BACKOFF_FACTOR = 3.0
 BACKOFF_JITTER = 0.2
-NOTIFIED_EVENTS = frozenset({JobEvent.FINISHED, JobEvent.PAUSED})
+NOTIFIED_EVENTS = frozenset({JobEvent.FINISHED, JobEvent.PAUSED, JobEvent.AWAITING_APPROVAL})
 # An attempt under way is not sent again by the outbox's sweeper before this: well beyond a
 # deadline, and beyond the time a task may wait in a busy notifications queue.
 LEASE_S = 300.0

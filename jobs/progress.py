@@ -7,7 +7,7 @@ from typing import Any
 
 from jobs.counters import PlanCounters
 from jobs.models import JobStatus, LicenseMode, UserStatus, iso_time
-from jobs.record import JobRecord
+from jobs.record import ApprovalDecision, JobRecord
 
 # Results per second are counted per wall-clock second; the current rate is the mean of the last
 # RATE_WINDOW_S whole seconds (the running second is left out: it is still filling).
@@ -55,6 +55,9 @@ class JobProgress:
     mode: str = "add"
     # How the input was read (jobs.input.reading's `input` shape); None for jobs without an upload.
     reading: dict[str, Any] | None = None
+    # A job that waits for approval once planned: who submitted it and the decision (None: no approval needed).
+    approval: dict[str, Any] | None = None
+    awaiting_approval: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The API's job shape."""
@@ -88,8 +91,10 @@ class JobProgress:
             **dict(self.links),
             "mode": self.mode,
             "input": self.reading,
+            "awaiting_approval": self.awaiting_approval,
+            "approval": self.approval,
         }
-        if self.dry_run:
+        if self.dry_run or self.approval is not None:
             data.update(would_change=self.would_change, would_fail=self.would_fail)
         return data
 
@@ -135,7 +140,9 @@ def job_status(record: JobRecord) -> JobStatus:
     if record.pending == 0:
         if record.cancel_requested and record.count(UserStatus.CANCELLED):
             return JobStatus.CANCELLED
-        if record.spec.dry_run:
+        if record.approval is not None and record.approval.decision is not ApprovalDecision.APPROVED:
+            return JobStatus.CANCELLED  # rejected, or withdrawn while it waited
+        if record.spec.plans_only:
             return JobStatus.PLANNED
         ended_badly = record.count(UserStatus.FAILED) or record.count(UserStatus.CANCELLED)
         return JobStatus.COMPLETED_WITH_ERRORS if ended_badly else JobStatus.COMPLETED
@@ -143,9 +150,24 @@ def job_status(record: JobRecord) -> JobStatus:
         return JobStatus.PAUSED
     if record.started_at is None:
         return JobStatus.QUEUED
-    if record.spec.dry_run or record.first_write_at is None:
+    if record.spec.plans_only or record.first_write_at is None:
         return JobStatus.PLANNING
     return JobStatus.RUNNING
+
+
+def awaiting_approval(record: JobRecord) -> bool:
+    """Whether the job is planned and waits for another key's approval (nobody decided yet)."""
+    return record.spec.needs_approval and record.approval is None and job_status(record) is JobStatus.PLANNED
+
+
+def approval_json(record: JobRecord) -> dict[str, Any] | None:
+    """The approval part of the job JSON: who submitted it, and the decision once taken; None when not needed."""
+    if not record.spec.needs_approval:
+        return None
+    decided = record.approval
+    return {"required": True, "submitted_by": record.spec.owner,
+            "decision": decided.decision.value if decided else None, "by": decided.by if decided else None,
+            "at": _iso(decided.at) if decided else None, "reason": decided.reason if decided else None}
 
 
 def job_progress(record: JobRecord, *, recent_results: int, now: float, ceiling_rate_per_s: float | None = None,
@@ -191,4 +213,6 @@ def job_progress(record: JobRecord, *, recent_results: int, now: float, ceiling_
         links=record.links,
         mode=(record.spec.mode or LicenseMode.ADD).value,
         reading=dict(record.spec.reading) if record.spec.reading is not None else None,
+        approval=approval_json(record),
+        awaiting_approval=awaiting_approval(record),
     )

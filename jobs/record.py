@@ -46,6 +46,34 @@ class Prefetch(StrEnum):
     DONE = "done"  # the first chunk did (whether or not the listing succeeded: see `prefetched`)
 
 
+class ApprovalDecision(StrEnum):
+    """What became of a job that waited for approval."""
+
+    APPROVED = "approved"  # another key approved it: its run is `run_as`
+    REJECTED = "rejected"  # another key refused it: it ends cancelled
+    WITHDRAWN = "withdrawn"  # cancelled while it waited (by any writing key, its submitter's included)
+
+
+@dataclass(frozen=True)
+class Approval:
+    """The decision on a job that waited for approval: what, by which API key (its name), when, and why."""
+
+    decision: ApprovalDecision
+    by: str
+    at: float
+    reason: str | None = None
+
+    def encode(self) -> str:
+        """The stored form: one JSON field, so that the decision and who took it are set in one step."""
+        return json.dumps({"decision": self.decision.value, "by": self.by, "at": self.at, "reason": self.reason})
+
+    @classmethod
+    def parse(cls, raw: str) -> Approval:
+        """Inverse of `encode`."""
+        data = json.loads(raw)
+        return cls(ApprovalDecision(data["decision"]), str(data["by"]), float(data["at"]), data.get("reason"))
+
+
 # Fields naming related jobs, shown as they are (a dry run and its real run, a rollback).
 LINK_FIELDS = ("planned_from", "run_as", "rollback_of", "rolled_back_by")
 
@@ -82,6 +110,13 @@ class JobSpec:
     mode: LicenseMode | None = None
     reading: Mapping[str, Any] | None = None
     kept_columns: tuple[str, ...] = ()
+    # It plans, then waits at `planned` for another key's approval; its run is another job (jobs.approval).
+    needs_approval: bool = False
+
+    @property
+    def plans_only(self) -> bool:
+        """Whether the job only reads and plans, never writes (a dry run, or a job waiting for approval)."""
+        return self.dry_run or self.needs_approval
 
     def to_hash(self) -> dict[str, str]:
         """The hash fields (absent ones left out)."""
@@ -92,7 +127,8 @@ class JobSpec:
                     "rollback_of": self.rollback_of, "planned_from": self.planned_from,
                     "mode": self.mode.value if self.mode else None,
                     "input": json.dumps(dict(self.reading)) if self.reading is not None else None,
-                    "kept_columns": json.dumps(list(self.kept_columns)) if self.kept_columns else None}
+                    "kept_columns": json.dumps(list(self.kept_columns)) if self.kept_columns else None,
+                    "needs_approval": "1" if self.needs_approval else None}
         return fields | {k: v for k, v in optional.items() if v is not None}
 
     @classmethod
@@ -110,6 +146,7 @@ class JobSpec:
             mode=LicenseMode(raw["mode"]) if raw.get("mode") else None,
             reading=json.loads(raw["input"]) if "input" in raw else None,
             kept_columns=tuple(json.loads(raw.get("kept_columns") or "[]")),
+            needs_approval=raw.get("needs_approval") == "1",
         )
 
 
@@ -150,6 +187,7 @@ class JobRecord:
     run_as: str | None = None  # a dry run's real run
     rolled_back_by: str | None = None
     allowed: frozenset[str] = frozenset()  # steps Graph let the job's app do at least once
+    approval: Approval | None = None  # the decision on a job that waited for approval
 
     @property
     def done(self) -> int:
@@ -196,6 +234,7 @@ class JobRecord:
             prefetched=raw.get("prefetched") == "1", run_as=raw.get("run_as"),
             rolled_back_by=raw.get("rolled_back_by"),
             allowed=frozenset(k.removeprefix("allowed:") for k in raw if k.startswith("allowed:")),
+            approval=Approval.parse(raw["approval"]) if raw.get("approval") else None,
         )
 
     def to_hash(self) -> dict[str, str]:
@@ -220,6 +259,8 @@ class JobRecord:
         if self.prefetched:
             fields["prefetched"] = "1"
         fields |= {k: v for k, v in (("run_as", self.run_as), ("rolled_back_by", self.rolled_back_by)) if v}
+        if self.approval is not None:
+            fields["approval"] = self.approval.encode()
         return fields
 
 

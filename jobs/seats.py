@@ -52,6 +52,7 @@ class SeatLedger:
         self._retention_s = retention_s
         self._reserve = lua_script(client, "reserve_seats")
         self._release = lua_script(client, "release_seats")
+        self._transfer = lua_script(client, "transfer_seats")
 
     @staticmethod
     def _tenant_key(tenant: str) -> str:
@@ -99,6 +100,11 @@ class SeatLedger:
             if n > 0:
                 args += [sku, int(n)]
         return int(self._release(keys=[self._job_key(job_id)], args=args)) if args else 0
+
+    def transfer(self, tenant: str, from_job: str, to_job: str) -> None:
+        """Hand every seat `from_job` holds to `to_job`, in one step (an approved job's run takes its seats)."""
+        self._transfer(keys=[self._tenant_key(tenant), self._job_key(from_job), self._job_key(to_job)],
+                       args=[from_job, to_job, self._retention_s])
 
     def release_all(self, tenant: str, job_id: str) -> None:
         """Drop every reservation of a job (it ended or was cancelled)."""

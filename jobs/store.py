@@ -48,7 +48,7 @@ from jobs.counters import USER_COUNTERS, PlanCounters
 from jobs.lifecycle import ClaimResult, LiveChunk, Phase, running_prefix
 from jobs.models import JobStatus, Operation, PauseReason, UserResult
 from jobs.progress import RATE_WINDOW_S, JobProgress, job_progress, job_status
-from jobs.record import JobRecord, JobSpec, JobState, Prefetch, committed, decode_hash
+from jobs.record import Approval, JobRecord, JobSpec, JobState, Prefetch, committed, decode_hash
 from jobs.scripts import lua_script
 
 STAGING_TTL_S = 3600
@@ -647,6 +647,24 @@ class JobStore:
         """Take back a `link_once` of ours (the job it named was never created)."""
         if self._field(job_id, field) == other_id:
             self.redis.hdel(self._job_key(job_id), field)
+
+    # --- approval -----------------------------------------------------------------------------
+    def decide(self, job_id: str, approval: Approval) -> Approval | None:
+        """Note the decision on a job waiting for approval unless one is noted already; returns that one.
+
+        One field set with HSETNX: of requests racing to approve or reject a job, exactly one wins.
+        """
+        while True:
+            if self.redis.hsetnx(self._job_key(job_id), "approval", approval.encode()):
+                return None
+            raw = self._field(job_id, "approval")
+            if raw:  # else taken back in between (its run could not be created): try again
+                return Approval.parse(raw)
+
+    def undecide(self, job_id: str, approval: Approval) -> None:
+        """Take back a `decide` of ours (the run it was to start could not be created)."""
+        if self._field(job_id, "approval") == approval.encode():
+            self.redis.hdel(self._job_key(job_id), "approval")
 
     def iter_results(self, job_id: str) -> Iterator[tuple[Operation, UserResult | None]]:
         """Every operation of the job with its result (None while pending), in input order."""

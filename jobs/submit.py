@@ -14,7 +14,7 @@ from jobs.input.reading import Reading
 from jobs.input.rules import clip
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, LicenseMode, Operation, SeatPolicy
 from jobs.quotas import QuotaLedger
-from jobs.record import JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
+from jobs.record import Approval, JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine, seat_lines
@@ -38,6 +38,7 @@ class Submitted:
     mode: LicenseMode = LicenseMode.ADD
     # How the input was read (jobs.input.reading), as the API shows it.
     reading: dict[str, object] = field(default_factory=dict)
+    needs_approval: bool = False  # it plans, then waits for another key's approval before anything is written
 
 
 class SeatShortage(Exception):
@@ -123,15 +124,21 @@ class Submitter:
                                       owner=owner, options=merged, status=lambda: parse.status_code,
                                       reading=lambda: reading)
 
-    def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
+    def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL,
+                    approval: Approval | None = None) -> Submitted:
         """Start the real job of a finished dry run, from the same input (it reads the users again).
 
         The run of a rollback's dry run is that rollback: it is refused if its job was rolled back meanwhile.
+        With `approval` (jobs.approval), the run of a job that waited for it: it takes that job's seats.
+        Without, in a tenant that requires approval the run waits for one in turn.
         """
         planned = self.store.job(planned_id)
         progress = self.store.progress(planned_id)
-        if planned is None or not planned.spec.dry_run or progress is None or progress.status is not JobStatus.PLANNED:
+        if planned is None or not planned.spec.plans_only or progress is None \
+                or progress.status is not JobStatus.PLANNED:
             raise NotRunnable("only a finished dry run (status planned) can be run")
+        if planned.spec.needs_approval and approval is None:
+            raise NotRunnable(f"job {planned_id} needs another API key's approval: POST /v1/jobs/{planned_id}/approve")
         tenant, undone = planned.tenant, planned.spec.rollback_of
         job_id = new_job_id()
         # Claimed before anything is staged, atomically: of requests racing to run one dry run, one wins.
@@ -143,9 +150,15 @@ class Submitter:
                 self._claim_rollback(undone, job_id)
             total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
             self.quotas.take(tenant, owner, job_id, total)
-            self._reserve(tenant, job_id, self.store.plan_counters(planned_id).seat_demand(), seat_policy)
+            gated = approval is None and self._needs_approval(tenant, total)
+            if approval is not None:
+                self.seats.transfer(tenant, planned_id, job_id)  # the seats it held while it waited
+            else:
+                self._reserve(tenant, job_id, self.store.plan_counters(planned_id).seat_demand(), seat_policy)
         except BaseException:
             self.store.discard(job_id)
+            if approval is not None:
+                self.seats.transfer(tenant, job_id, planned_id)
             self.store.unlink(planned_id, "run_as", job_id)
             if undone is not None:
                 self.store.unlink(undone, "rolled_back_by", job_id)
@@ -154,11 +167,14 @@ class Submitter:
         # keeps how its input was read.
         spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
                        seat_basis=SeatBasis.PLAN, kind=planned.spec.kind if undone is not None else JobKind.JOB,
-                       prefetch=None, planned_from=planned_id)
+                       prefetch=None, planned_from=planned_id, needs_approval=gated)
         total, chunks = self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
-        log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
-        return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone)
+        log.info("job %s accepted: the run of %s %s, %d users for tenant %s%s", job_id,
+                 "approved job" if approval else "dry run", planned_id, total, tenant,
+                 " (waits for approval once planned)" if gated else "")
+        return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone,
+                         needs_approval=gated)
 
     def rollback(self, job_id: str, *, owner: str = "", dry_run: bool = False,
                  seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
@@ -171,7 +187,10 @@ class Submitter:
         tenant = undone.tenant
         catalog = self.catalogs.get(tenant)
         new_id = new_job_id()
-        if not dry_run:
+        # A rollback that waits for approval claims its job only when approved (its run is the rollback).
+        may_wait = not dry_run and self._needs_approval(tenant, 1)
+        claimed = not dry_run and not may_wait
+        if claimed:
             self._claim_rollback(job_id, new_id)
         demand = SeatDemand()
         try:
@@ -179,21 +198,26 @@ class Submitter:
             total = self.store.stage(new_id, tenant, ops, self.settings.chunk_size)
             if total == 0:
                 raise NotRunnable(f"job {job_id} changed no user: there is nothing to roll back")
+            gated = may_wait and self._needs_approval(tenant, total)
+            if may_wait and not gated:  # under the tenant's threshold: an ordinary rollback
+                claimed = True
+                self._claim_rollback(job_id, new_id)
             self.quotas.take(tenant, owner, new_id, total)
             warnings = () if dry_run else self._reserve(tenant, new_id, demand.net(), seat_policy)
         except BaseException:
             self.store.discard(new_id)
-            if not dry_run:
+            if claimed:
                 self.store.unlink(job_id, "rolled_back_by", new_id)
             raise
         spec = JobSpec(source="rollback", owner=owner, warnings=warnings, dry_run=dry_run, seat_policy=seat_policy,
                        seat_basis=SeatBasis.PLAN, kind=JobKind.ROLLBACK, rollback_of=job_id, mode=None,
-                       kept_columns=undone.spec.kept_columns)
+                       kept_columns=undone.spec.kept_columns, needs_approval=gated)
         total, chunks = self.store.commit(new_id, spec)
         dispatch(self.store, self.send, new_id, self.settings.chunk_window)
         log.info("job %s accepted: the rollback%s of job %s, %d users for tenant %s", new_id,
                  " (dry run)" if dry_run else "", job_id, total, tenant)
-        return Submitted(id=new_id, total=total, chunks=chunks, warnings=warnings, dry_run=dry_run, rollback_of=job_id)
+        return Submitted(id=new_id, total=total, chunks=chunks, warnings=warnings, dry_run=dry_run, rollback_of=job_id,
+                         needs_approval=gated)
 
     def _rollback_target(self, job_id: str) -> JobRecord:
         """The record of a job that may be rolled back; NotRunnable saying why when it may not."""
@@ -201,7 +225,7 @@ class Submitter:
         progress = self.store.progress(job_id)
         if job is None or progress is None or not job.tenant:
             raise NotRunnable(f"job {job_id} does not exist")
-        if job.spec.dry_run:
+        if job.spec.plans_only:
             raise NotRunnable(f"job {job_id} is a dry run: it changed nothing, so there is nothing to roll back")
         if not progress.status.is_terminal:
             raise NotRunnable(f"job {job_id} is {progress.status.value}: a job is rolled back once it has ended;"
@@ -209,6 +233,11 @@ class Submitter:
         if job.rolled_back_by is not None:
             raise NotRunnable(f"job {job_id} was already rolled back by job {job.rolled_back_by}")
         return job
+
+    def _needs_approval(self, tenant: str, rows: int) -> bool:
+        """Whether a job of `rows` rows that would write waits for another key's approval in this tenant."""
+        profile = self.settings.tenants.get(tenant)
+        return profile is not None and profile.needs_approval(rows)
 
     def _claim_rollback(self, job_id: str, rollback_id: str) -> None:
         """Note `rollback_id` as the one rollback of `job_id`, atomically; NotRunnable if it has one."""
@@ -255,20 +284,21 @@ class Submitter:
         except BaseException:
             self.store.discard(job_id)
             raise
-        # A large dry run reads the tenant page by page (jobs.prefetch): its first chunk does that
-        # alone, then sends the rest of the window.
-        paged = options.dry_run and total >= self.settings.paged_read_min_users
+        gated = not options.dry_run and self._needs_approval(tenant, total)
+        # A large dry run (or plan awaiting approval) reads the tenant page by page (jobs.prefetch):
+        # its first chunk does that alone, then sends the rest of the window.
+        paged = (options.dry_run or gated) and total >= self.settings.paged_read_min_users
         read = reading() if reading is not None else Reading(source, mode=mode.value)
         spec = JobSpec(source=source, owner=owner, warnings=warnings, dry_run=options.dry_run,
                        seat_policy=options.seat_policy, seat_basis=SeatBasis.INPUT,
                        prefetch=Prefetch.ASKED if paged else None, callback_url=options.callback_url or None,
-                       mode=mode, reading=read.to_json(), kept_columns=kept_columns())
+                       mode=mode, reading=read.to_json(), kept_columns=kept_columns(), needs_approval=gated)
         total, chunks = self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
-                 " (dry run)" if options.dry_run else "")
+                 " (dry run)" if options.dry_run else " (waits for approval once planned)" if gated else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run,
-                         mode=mode, reading=read.to_json())
+                         mode=mode, reading=read.to_json(), needs_approval=gated)
 
     def _check_callback(self, url: str | None, tenant: str, owner: str) -> None:
         """Refuse the submission (422) when it names a callback URL notifications may not go to.

@@ -33,7 +33,8 @@ async def run(job: ScopedJob, context: Context, who: Authenticated,
     if submitted.rollback_of is None:  # a job submitted from a dry run's input
         await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.SUBMITTED, submitted.id,
                                 {"planned_from": job.id, "rows": submitted.total, "dry_run": False,
-                                 "on_seat_shortage": on_seat_shortage.value})
+                                 "on_seat_shortage": on_seat_shortage.value,
+                                 **({"needs_approval": True} if submitted.needs_approval else {})})
     else:  # the run of a rollback's preview is that rollback
         await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED,
                                 submitted.rollback_of, {"rollback_job": submitted.id, "users": submitted.total,

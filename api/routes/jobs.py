@@ -10,13 +10,24 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from api.context import ApiContext
-from api.deps import WRITES, Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions, VisibleJob
+from api.deps import (
+    WRITES,
+    Authenticated,
+    Caller,
+    Context,
+    CsvTenant,
+    IdempotencyKey,
+    ScopedJob,
+    SubmitOptions,
+    VisibleJob,
+)
 from api.errors import ApiError
 from api.plan_view import job_json, known_catalog
 from api.results import RESULT_STATUSES, Page, csv_lines, json_lines, result_rows
 from api.schemas import JobAccepted, JobOut, accepted, error_responses
 from api.submissions import accept_submission
 from jobs import control
+from jobs.approval import Approvals, NotAwaiting
 from jobs.audit import AuditAction
 from jobs.models import JobStatus
 
@@ -111,8 +122,13 @@ def results(
 @router.post("/{job_id}/cancel", status_code=202, dependencies=[WRITES],
              responses=error_responses(401, 403, 404, 409, 503))
 async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, Any]:
-    """Cancel a job: returns once no write for it can still go out; 409 when it has ended already."""
+    """Cancel a job: returns once no write for it can still go out; 409 when it has ended already.
+
+    A job waiting for approval is withdrawn: it ends cancelled and its seats are released.
+    """
     store = context.store
+    if _withdrawn(context, job, who):
+        return {"id": job.id, "cancel_requested": True, "writes_in_flight": 0, "status": JobStatus.CANCELLED.value}
     _refuse_if_ended(context, job)
     control.cancel(store, context.send, job.id)
     context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id)
@@ -127,6 +143,16 @@ async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[s
         "writes_in_flight": in_flight,
         "status": (progress.status if progress else JobStatus.CANCELLED).value,
     }
+
+
+def _withdrawn(context: ApiContext, job: VisibleJob, who: Caller) -> bool:
+    """Withdraw the job if it waits for approval (recorded as cancelled); False when it does not wait."""
+    try:
+        Approvals(context.store, context.submitter, context.seats).withdraw(job.id, who.name)
+    except NotAwaiting:
+        return False
+    context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id, details={"waited_for_approval": True})
+    return True
 
 
 def _refuse_if_ended(context: ApiContext, job: VisibleJob) -> None:

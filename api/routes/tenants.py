@@ -14,6 +14,9 @@ router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
 @router.get("", responses=error_responses(401))
 def list_tenants(context: Context, who: Authenticated) -> dict[str, Any]:
-    """The tenant profiles this API key may submit jobs for, sorted by name."""
+    """The tenant profiles this API key may submit jobs for, sorted by name; and the key's own name and scope.
+
+    The console uses `key` to offer approving only jobs another key submitted (the API checks it anyway).
+    """
     names = sorted(name for name in context.settings.tenants if who.allows(name))
-    return {"value": [{"name": name} for name in names]}
+    return {"value": [{"name": name} for name in names], "key": {"name": who.name, "may_write": who.key.may_write}}

@@ -6,8 +6,8 @@ import { JobView } from "./job.js";
 import { age, byId, count, fillRows, setText, statusText } from "./render.js";
 
 const JOBS_SHOWN = 20;
-const state = { file: null };
-const jobView = new JobView({ onChange: () => loadJobs(), onOpen: (id) => openJob(id) });
+const state = { file: null, key: null };
+const jobView = new JobView({ onChange: () => loadJobs(), onOpen: (id) => openJob(id), signedIn: () => state.key });
 
 // --- signing in -------------------------------------------------------------------------------
 async function signIn(event) {
@@ -28,12 +28,14 @@ async function enter() {
     return signInError(result.status === 401 ? "That API key was not accepted." : detailOf(result));
   }
   const tenants = (result.data.value ?? []).map((t) => t.name);
+  state.key = result.data.key ?? null;
   fillTenants(tenants);
   byId("sign-in-error").hidden = true;
   byId("sign-in").hidden = true;
   byId("workspace").hidden = false;
   byId("who").hidden = false;
-  setText(byId("who-text"), `Signed in · ${tenants.length} tenant profile${tenants.length === 1 ? "" : "s"}`);
+  const as = state.key ? ` as ${state.key.name}${state.key.may_write ? "" : " (read-only)"}` : "";
+  setText(byId("who-text"), `Signed in${as} · ${tenants.length} tenant profile${tenants.length === 1 ? "" : "s"}`);
   byId("tenant").focus();
   return loadJobs();
 }
@@ -47,6 +49,7 @@ function signInError(text) {
 
 function signOut() {
   session.signOut();
+  state.key = null;
   jobView.close();
   for (const id of ["workspace", "who", "job", "upload-errors"]) byId(id).hidden = true;
   setText(byId("upload-status"), "");
@@ -144,7 +147,8 @@ async function loadJobs() {
   const jobs = result.data.value ?? [];
   const now = Date.now();
   fillRows(byId("job-list").tBodies[0], jobs.map((job) => [
-    jobButton(job.id), job.tenant, statusText(job.status), count(job.total), age(job.created_at, now),
+    jobButton(job.id), job.tenant, statusText(job.status) + (job.awaiting_approval ? ", awaiting approval" : ""),
+    count(job.total), age(job.created_at, now),
   ]));
   byId("jobs-empty").hidden = jobs.length > 0;
 }

@@ -14,10 +14,14 @@ const PLAN_PAGE = 50; // planned users per page of the preview
 const jobPath = (id, tail = "") => `/v1/jobs/${encodeURIComponent(id)}${tail}`;
 
 export class JobView {
-  /** `onChange()` after a job ends or is acted on; `onOpen(id)` when an action answers with another job. */
-  constructor({ onChange, onOpen }) {
+  /**
+   * `onChange()` after a job ends or is acted on; `onOpen(id)` when an action answers with another job;
+   * `signedIn()` the key's name and scope (`{name, may_write}`), to offer approving only others' jobs.
+   */
+  constructor({ onChange, onOpen, signedIn }) {
     this.onChange = onChange;
     this.onOpen = onOpen;
+    this.signedIn = signedIn;
     this.id = null;
     this.job = null;
     this.stream = null;
@@ -26,6 +30,9 @@ export class JobView {
     byId("cancel").addEventListener("click", () => this.act("/cancel", "Cancelling…"));
     byId("resume").addEventListener("click", () => this.act("/resume", "Resuming…"));
     byId("rollback").addEventListener("click", () => this.act("/rollback", "Rolling back…"));
+    byId("approve").addEventListener("click", () => this.act("/approve", "Approving…"));
+    byId("reject").addEventListener("click", () =>
+      this.act("/reject", "Rejecting…", { reason: byId("reject-reason").value.trim() || null }));
     byId("run").addEventListener("click", () =>
       this.act(`/run${vocabulary.runQuery(byId("wait-for-seats").checked)}`, "Starting…"));
     byId("plan-prev").addEventListener("click", () => this.loadPlanUsers(Math.max(0, this.planUsers.offset - PLAN_PAGE)));
@@ -49,6 +56,8 @@ export class JobView {
     setText(byId("job-status"), "loading…");
     byId("failures").hidden = true;
     byId("preview").hidden = true;
+    byId("approval").hidden = true;
+    byId("reject-reason").value = "";
     byId("job").hidden = false;
     this.watch(id);
   }
@@ -93,6 +102,7 @@ export class JobView {
     this.showReading(job.input);
     this.showProgress(job);
     this.showActions(job);
+    this.showApproval(job);
     const preview = vocabulary.isPreview(job) && job.plan;
     byId("preview").hidden = !preview;
     if (preview) this.showPlan(job);
@@ -134,15 +144,42 @@ export class JobView {
 
   showActions(job) {
     const planning = vocabulary.isPlanning(job); // nothing to download before the plan exists
-    byId("cancel").hidden = vocabulary.isTerminal(job);
+    byId("cancel").hidden = !vocabulary.canCancel(job);
     byId("resume").hidden = !vocabulary.canResume(job);
     byId("rollback").hidden = !vocabulary.canRollback(job);
     byId("download-results").hidden = planning;
     byId("download-failed").hidden = planning;
   }
 
+  /** A job that waits for approval: who submitted it, Approve / Reject for another key, or the decision. */
+  showApproval(job) {
+    const approval = job.approval;
+    byId("approval").hidden = !approval;
+    if (!approval) return;
+    const key = this.signedIn();
+    const mayDecide = vocabulary.canDecide(job, key);
+    byId("approval-decide").hidden = !mayDecide;
+    let title = "Needs approval once planned";
+    let text = `Submitted by ${approval.submitted_by}: another API key approves or rejects it once every user is read.`;
+    if (approval.decision) {
+      title = `${statusText(approval.decision)} by ${approval.by}`.replace(/^./, (c) => c.toUpperCase());
+      text = [approval.reason ? `Reason: ${approval.reason}` : "", job.run_as ? `Its run is job ${job.run_as}.` : ""]
+        .filter(Boolean).join(" ");
+    } else if (job.awaiting_approval) {
+      title = "Awaiting approval: nothing has been written yet";
+      if (mayDecide) text = `Submitted by ${approval.submitted_by}. Approve to run it (it reads every user again), or reject it.`;
+      else if (key && key.name === approval.submitted_by) {
+        text = "You submitted this job with this key: another API key must approve or reject it. You may cancel it.";
+      } else text = `Submitted by ${approval.submitted_by}. Only another key that may change jobs can approve it.`;
+    }
+    setText(byId("approval-title"), title);
+    setText(byId("approval-text"), text);
+  }
+
   showPlan(job) {
     const plan = job.plan;
+    setText(byId("preview-title"), job.dry_run ? "Preview (dry run): nothing has been written yet"
+      : "Plan: nothing has been written yet");
     setText(byId("plan-changes"), count(plan.changes ?? 0));
     setText(byId("plan-unchanged"), count(plan.unchanged ?? job.unchanged ?? 0));
     setText(byId("plan-conflicts"), count(plan.warnings?.may_conflict ?? 0));
@@ -154,7 +191,7 @@ export class JobView {
     byId("seat-choice").hidden = !vocabulary.seatsShort(plan);
     byId("run").hidden = !vocabulary.canRun(job);
     byId("plan-reading").hidden = !vocabulary.isPlanning(job);
-    if (vocabulary.canRun(job) && this.planUsers.loadedFor !== job.id) this.loadPlanUsers(0);
+    if (vocabulary.isPlanned(job) && this.planUsers.loadedFor !== job.id) this.loadPlanUsers(0);
   }
 
   /** One page of the planned users: who, what changes, or why it would fail (from the results, paged). */
@@ -208,11 +245,12 @@ export class JobView {
   }
 
   /** POSTs an action on the job; follows the job it answers with when that is another one. */
-  async act(tail, doing) {
+  async act(tail, doing, body) {
     const id = this.id;
     if (!id) return;
     setText(byId("job-message"), doing);
-    const result = await callJson(jobPath(id, tail), { method: "POST" });
+    const json = body === undefined ? {} : { body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
+    const result = await callJson(jobPath(id, tail), { method: "POST", ...json });
     if (id !== this.id) return;
     if (!result.ok) {
       setText(byId("job-message"), `Refused: ${detailOf(result)}`);

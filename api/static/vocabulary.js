@@ -27,14 +27,22 @@ export function submitQuery(tenant, { mode = "", keepColumns = "" } = {}) {
   return query.toString();
 }
 
-/** A dry run whose plan is complete: its progress bar would only say 100 %, so the plan is shown instead. */
-export const isPlanned = (job) => Boolean(job.dry_run) && job.status === STATUS.PLANNED;
+/** Whether the job only plans: a dry run, or a job that waits for approval once planned (`approval`). */
+export const plansOnly = (job) => Boolean(job.dry_run) || Boolean(job.approval);
 
-/** Whether the job is a dry run not yet run: its plan is shown, with a Run button once planned. */
-export const isPreview = (job) => Boolean(job.dry_run)
+/** A plan that is complete: its progress bar would only say 100 %, so the plan is shown instead. */
+export const isPlanned = (job) => plansOnly(job) && job.status === STATUS.PLANNED;
+
+/** Whether the job is a plan not yet run: its plan is shown, with a Run button (or Approve) once planned. */
+export const isPreview = (job) => plansOnly(job)
   && (job.status === STATUS.PLANNING || job.status === STATUS.PLANNED);
 
-export const canRun = (job) => job.status === STATUS.PLANNED;
+/** A dry run's Run; a job that waits for approval is run by another key's approval instead. */
+export const canRun = (job) => job.status === STATUS.PLANNED && !job.approval;
+
+/** Whether this key may approve or reject the job: it waits, and another key submitted it. */
+export const canDecide = (job, key) => Boolean(job.awaiting_approval && key && key.may_write
+  && job.approval && job.approval.submitted_by !== key.name);
 
 /** Whether nothing can be downloaded yet: the job is still reading its users. */
 export const isPlanning = (job) => job.status === STATUS.PLANNING;
@@ -47,6 +55,9 @@ export const runQuery = (waitForSeats) => (waitForSeats ? "?on_seat_shortage=wai
 
 export const canResume = (job) => job.status === STATUS.PAUSED;
 
+/** Whether Cancel is offered: a job that has not ended, or one that waits for approval (it is withdrawn). */
+export const canCancel = (job) => !isTerminal(job) || Boolean(job.awaiting_approval);
+
 /** Rollback is offered for a finished real job, unless it was rolled back already or changed nobody. */
-export const canRollback = (job) => isTerminal(job) && !job.dry_run && !job.rolled_back_by
+export const canRollback = (job) => isTerminal(job) && !plansOnly(job) && !job.rolled_back_by
   && (job.succeeded ?? 1) > 0;

@@ -1,6 +1,7 @@
 -- Count what each scope (a tenant, an API key) holds, from the job records, and take a new job's share
 -- if every scope has room: all in one step, so two submissions never both take the last share.
--- KEYS: per scope, its holds zset (job -> +inf while active, the time a finished dry run stops counting),
+-- KEYS: per scope, its holds zset (job -> +inf while active, the time a finished dry run, or a job waiting
+--       for approval, stops counting),
 --       its rows hash (job -> rows) and its total (rows held, the sum of that hash).
 -- ARGV: job id ('' only checks for room), rows, now, dry-run hold (s), job key prefix, ttl (s), then per scope:
 --       jobs limit, rows limit (0: none).
@@ -23,10 +24,11 @@ local function prune(holds, rows_key, total)
     if redis.call('EXISTS', key) == 0 then
       drop(holds, rows_key, total, member)
     else
-      local f = redis.call('HMGET', key, 'finished_at', 'dry_run', 'state')
+      local f = redis.call('HMGET', key, 'finished_at', 'dry_run', 'state', 'needs_approval')
       if f[1] or f[3] == 'failed' then
         local until_ts = tonumber(f[1] or now) + hold_s
-        if f[2] == '1' and until_ts > now then
+        -- a planned job waiting for approval is held like a dry run: its run may come
+        if (f[2] == '1' or f[4] == '1') and until_ts > now then
           redis.call('ZADD', holds, until_ts, member)
         else
           drop(holds, rows_key, total, member)

@@ -12,15 +12,18 @@ from fastapi.testclient import TestClient
 from api.console import console_router, vocabulary
 from api.security import CONTENT_SECURITY_POLICY
 from jobs.models import TERMINAL_JOB_STATUSES, JobStatus
-from tests.api.helpers import ALL_KEY, OTHER_KEY, SIM_KEY, auth
+from tests.api.helpers import ALL_KEY, ALL_NAME, OTHER_KEY, OTHER_NAME, SIM_KEY, SIM_NAME, auth
 
 STATIC = Path(__file__).parents[2] / "api" / "static"
 
 
 def test_tenants_lists_the_profiles_a_key_may_use_without_secrets(client: TestClient) -> None:
-    assert client.get("/v1/tenants", headers=auth(ALL_KEY)).json() == {"value": [{"name": "other"}, {"name": "sim"}]}
-    assert client.get("/v1/tenants", headers=auth(SIM_KEY)).json() == {"value": [{"name": "sim"}]}
-    assert client.get("/v1/tenants", headers=auth(OTHER_KEY)).json() == {"value": [{"name": "other"}]}
+    assert client.get("/v1/tenants", headers=auth(ALL_KEY)).json() == {
+        "value": [{"name": "other"}, {"name": "sim"}], "key": {"name": ALL_NAME, "may_write": True}}
+    assert client.get("/v1/tenants", headers=auth(SIM_KEY)).json() == {
+        "value": [{"name": "sim"}], "key": {"name": SIM_NAME, "may_write": True}}
+    assert client.get("/v1/tenants", headers=auth(OTHER_KEY)).json() == {
+        "value": [{"name": "other"}], "key": {"name": OTHER_NAME, "may_write": True}}
     assert client.get("/v1/tenants").status_code == 401
     assert "s3cret" not in client.get("/v1/tenants", headers=auth()).text
 

@@ -60,6 +60,8 @@ OPERATIONS = [
     ("GET", "/v1/jobs/{job_id}"),
     ("GET", "/v1/jobs/{job_id}/results"),
     ("POST", "/v1/jobs/{job_id}/cancel"),
+    ("POST", "/v1/jobs/{job_id}/approve"),
+    ("POST", "/v1/jobs/{job_id}/reject"),
     ("GET", "/v1/jobs/{job_id}/events"),
     ("GET", "/v1/tenants"),
     ("GET", "/v1/audit"),
@@ -90,7 +92,8 @@ def deeper_variants(case: Any) -> Iterator[Any]:
 # `healthz` has no parameters and `{job_id}` is any string, so those run positive cases only.
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if (m, p) in {
-        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/results"), ("GET", "/v1/audit")}
+        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/results"), ("GET", "/v1/audit"),
+        ("POST", "/v1/jobs/{job_id}/reject")}
 ]
 
 
@@ -137,6 +140,7 @@ def test_the_schema_covers_every_route(api_app: Any) -> None:
         ("GET", "/healthz"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}"),
         ("GET", "/v1/jobs/{job_id}/results"), ("POST", "/v1/jobs/{job_id}/cancel"),
         ("POST", "/v1/jobs/{job_id}/run"), ("POST", "/v1/jobs/{job_id}/resume"),
-        ("POST", "/v1/jobs/{job_id}/rollback"),
+        ("POST", "/v1/jobs/{job_id}/rollback"), ("POST", "/v1/jobs/{job_id}/approve"),
+        ("POST", "/v1/jobs/{job_id}/reject"),
         ("GET", "/v1/jobs/{job_id}/events"), ("GET", "/v1/tenants"), ("GET", "/v1/audit"),
     }, json.dumps(sorted(operations))

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import API_KEY, Stack
+from tests.e2e.stack import API_KEY, OTHER_KEY, SIM_KEY, Stack, sim_profile
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -60,8 +60,11 @@ def chromium() -> str:
 @pytest.fixture(scope="module")
 def stack(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("console")
-    env = {"BULKLICENSE_CHUNK_SIZE": "5", "BULKLICENSE_RETRY_BACKOFF_BASE_S": "0.05"}
-    s = Stack(workdir, sim_args=["--users", "200", "--seed", "3", "--latency-ms", "30"], env=env)
+    # `sim-approval`: the simulated tenant again, under a profile that requires approval of every job.
+    env = {"BULKLICENSE_CHUNK_SIZE": "5", "BULKLICENSE_RETRY_BACKOFF_BASE_S": "0.05",
+           "BULKLICENSE_API_KEYS": f"{API_KEY}:*,{SIM_KEY}:sim|sim-approval,{OTHER_KEY}:other"}
+    s = Stack(workdir, sim_args=["--users", "200", "--seed", "3", "--latency-ms", "30"], env=env,
+              extra_profiles=lambda sim: sim_profile("sim-approval", sim) + "require_approval = true\n")
     try:
         yield s.start(workers=1)
     finally:
@@ -126,13 +129,13 @@ def csv_text(rows: list[dict[str, str]]) -> str:
     return out.getvalue()
 
 
-def sign_in(tab: Any, stack: Stack) -> Any:
+def sign_in(tab: Any, stack: Stack, key: str = API_KEY) -> Any:
     """Opens the console and signs in with the keyboard alone; returns the page's response."""
     response = tab.goto(f"{stack.api_url}/")
     key_field = tab.get_by_label("API key")
     key_field.wait_for()
     assert tab.evaluate("document.activeElement.id") == "api-key"
-    tab.keyboard.type(API_KEY)
+    tab.keyboard.type(key)
     tab.keyboard.press("Enter")
     tab.locator("#workspace").wait_for(state="visible")
     return response
@@ -164,7 +167,7 @@ def test_upload_fix_watch_and_download(stack: Stack, page: tuple[Any, Watch], sh
     slow = users[0]
     response = sign_in(tab, stack)
     assert "script-src 'self'" in response.headers["content-security-policy"]
-    assert [o.strip() for o in tab.locator("#tenant option").all_inner_texts()] == ["sim"]
+    assert [o.strip() for o in tab.locator("#tenant option").all_inner_texts()] == ["sim", "sim-approval"]
 
     # A file with mistakes: refused, each problem in the table with its row, column, value and message.
     bad = [{"user": u, "add": "POWER_BI_PRO"} for u in users[:3]]
@@ -530,4 +533,45 @@ def test_an_export_is_read_under_a_chosen_mode_and_its_preview_lists_the_users(
     tab.locator("#plan-page").filter(has_text="Users 1–50 of 56").wait_for()
     with stack.control() as control:  # nothing was written
         assert control.get("/writes", params={"user": users[1]}).json()["value"] == []
+    assert watch.dialogs == [] and watch.errors == []
+
+
+def test_a_job_awaiting_approval_is_approved_from_another_key_only(stack: Stack, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    users = free_users(stack, 60)[-3:]  # users no other test of the module writes to
+    sign_in(tab, stack, SIM_KEY)
+    tab.get_by_label("Tenant").select_option("sim-approval")
+    tab.get_by_label("CSV file").set_input_files(
+        {"name": "gated.csv", "mimeType": "text/csv", "buffer": csv_text([{"user": u, "add": "EMS"} for u in users])
+         .encode()})
+    tab.locator("#upload").click()
+    tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
+    tab.locator("#run").click()
+
+    # The run waits for approval once planned: its submitter's key sees why, without Approve or Reject.
+    tab.locator("#approval-title").filter(has_text="Awaiting approval").wait_for(timeout=WAIT_MS)
+    waiting_id = tab.locator("#job-id").inner_text()
+    assert tab.locator("#job-status").inner_text() == "planned"
+    assert "You submitted this job with this key" in tab.locator("#approval-text").inner_text()
+    assert tab.locator("#approve").is_hidden() and tab.locator("#reject").is_hidden()
+    assert tab.locator("#run").is_hidden() and tab.locator("#cancel").is_visible()
+    assert tab.locator("#plan-changes").inner_text() == "3"
+    with stack.control() as control:
+        assert all(control.get("/writes", params={"user": u}).json()["value"] == [] for u in users)
+
+    # Another key finds it in the list, awaiting approval, and approves it: its run writes.
+    tab.get_by_role("button", name="Sign out").click()
+    sign_in(tab, stack)
+    tab.get_by_role("button", name=f"Open job {waiting_id}").wait_for()
+    listed = next(row for row in table(tab, "#job-list") if row[0] == waiting_id[:12])
+    assert listed[2] == "planned, awaiting approval"
+    tab.get_by_role("button", name=f"Open job {waiting_id}").click()
+    tab.locator("#approve").wait_for(state="visible", timeout=WAIT_MS)
+    assert "Approve to run it" in tab.locator("#approval-text").inner_text()
+    tab.get_by_role("button", name="Approve and run").click()
+    tab.locator("#job-id").filter(has_text=re.compile(f"^(?!{waiting_id}$)")).wait_for()
+    tab.locator("#job-status").filter(has_text=re.compile(r"^completed$")).wait_for(timeout=WAIT_MS)
+    assert tab.locator("#count-succeeded").inner_text() == "3"
+    with stack.control() as control:
+        assert all(len(control.get("/writes", params={"user": u}).json()["value"]) == 1 for u in users)
     assert watch.dialogs == [] and watch.errors == []

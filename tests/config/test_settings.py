@@ -116,11 +116,26 @@ def test_tenant_profiles(tmp_path: Path) -> None:
     assert profiles["gov"].write_rate_per_s is None
 
 
+def test_a_profile_may_require_approval_from_a_number_of_rows(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.toml"
+    base = 'tenant_id = "t"\nclient_id = "c"\nclient_secret = "s3cret-value"\n'
+    path.write_text(f"[tenants.any]\n{base}require_approval = true\n"
+                    f"[tenants.big]\n{base}require_approval = true\napproval_min_rows = 50\n[tenants.free]\n{base}")
+    profiles = load_tenants(path)
+    assert [profiles["any"].needs_approval(rows) for rows in (1, 1000)] == [True, True]
+    assert [profiles["big"].needs_approval(rows) for rows in (49, 50, 51)] == [False, True, True]
+    assert [profiles["free"].needs_approval(rows) for rows in (1, 1000)] == [False, False]
+
+
 @pytest.mark.parametrize(("body", "message"), [
     ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\n', "tenants.a: Value error, set exactly one of"),
     ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\ngraph_url = "http://x"\n',
      "graph_url must be an https:// URL"),
     ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\nsurprise = 1\n', "tenants.a.surprise"),
+    ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\napproval_min_rows = 5\n',
+     "approval_min_rows applies only with require_approval = true"),
+    ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\nrequire_approval = true\n'
+     'approval_min_rows = 0\n', "tenants.a.approval_min_rows"),
     ("not toml [", "is not valid TOML"),
     ("[other]\n", "has no [tenants.<name>] table"),
 ])

@@ -8,9 +8,11 @@ import pytest
 
 from jobs.models import JobStatus
 from jobs.progress import RATE_WINDOW_S, eta_s, job_progress, job_status, rate_per_s
-from jobs.record import JobRecord
+from jobs.record import Approval, ApprovalDecision, JobRecord
 
 NOW = 1_700_000_100.25
+APPROVED = Approval(ApprovalDecision.APPROVED, "ops", NOW).encode()
+REJECTED = Approval(ApprovalDecision.REJECTED, "ops", NOW, "not this week").encode()
 
 
 def record(**fields: object) -> JobRecord:
@@ -69,6 +71,10 @@ def test_eta(pending: int, rate: float, ceiling: float | None, expected: float |
         ({}, 0, 0, 1, NOW, JobStatus.COMPLETED_WITH_ERRORS),  # cancelled users without a job cancel
         ({"cancel_requested": NOW}, 0, 0, 3, NOW, JobStatus.CANCELLED),
         ({"cancel_requested": NOW}, 0, 0, 0, NOW, JobStatus.COMPLETED),  # cancelled after every user ended
+        ({"needs_approval": "1", "first_write_at": NOW}, 10, 0, 0, NOW, JobStatus.PLANNING),
+        ({"needs_approval": "1"}, 0, 0, 0, NOW, JobStatus.PLANNED),  # waits for approval
+        ({"needs_approval": "1", "approval": APPROVED}, 0, 0, 0, NOW, JobStatus.PLANNED),  # its run is another job
+        ({"needs_approval": "1", "approval": REJECTED}, 0, 0, 0, NOW, JobStatus.CANCELLED),
     ],
 )
 def test_status(fields: dict[str, object], pending: int, failed: int, cancelled: int, started_at: float | None,
@@ -96,7 +102,7 @@ def test_job_progress_from_a_running_record() -> None:
         "created_at": "2023-11-14T22:13:20.500Z", "started_at": "2023-11-14T22:14:00.250Z", "finished_at": None,
         "rate_per_s": 2.0, "eta_s": 32.5, "source": "csv", "warnings": ["column 'x' ignored"], "plan": None,
         "paused_reason": None, "paused_message": None, "paused_at": None, "next_probe_at": None,
-        "mode": "add", "input": None,
+        "mode": "add", "input": None, "awaiting_approval": False, "approval": None,
     }
 
 

@@ -75,6 +75,20 @@ def test_rows_held_are_capped_and_a_dry_run_counts_a_while_after_it_ends(redis_c
     assert redis_client.ttl("bl:quota:key:hr:holds") > 86400
 
 
+def test_a_job_waiting_for_approval_holds_its_rows_like_a_dry_run(redis_client: redis.Redis) -> None:
+    clock = Clock()
+    ledger = QuotaLedger(redis_client, QuotaLimits(key_rows=100, dry_run_hold_s=3600), retention_s=86400,
+                         clock=clock)
+    job(redis_client, "waits")
+    redis_client.hset("bl:job:waits", "needs_approval", "1")
+    ledger.take("contoso", "hr", "waits", 60)
+    redis_client.hset("bl:job:waits", "finished_at", clock.now)  # planned: it waits, its rows in Redis
+    assert refusal(ledger, "contoso", "hr", "next", 41) == ("key_rows", 60, 100, 41)
+    clock.now += 3601
+    job(redis_client, "next")
+    ledger.take("contoso", "hr", "next", 41)
+
+
 def test_a_staged_job_counts_until_its_staging_record_expires(redis_client: redis.Redis) -> None:
     """An API process that dies between taking the quota and committing leaves a record that expires."""
     ledger = QuotaLedger(redis_client, QuotaLimits(key_active_jobs=1), retention_s=3600)

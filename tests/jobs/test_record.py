@@ -8,7 +8,18 @@ from jobs.counters import PlanCounters, plan_keys
 from jobs.lifecycle import ChunkOutcome, ClaimResult, LiveChunk, Phase, running_prefix
 from jobs.models import PauseReason, SeatPolicy, UserStatus
 from jobs.plan import PlanOutcome, UserPlan
-from jobs.record import JobKind, JobRecord, JobSpec, JobState, Pause, Prefetch, SeatBasis, committed
+from jobs.record import (
+    Approval,
+    ApprovalDecision,
+    JobKind,
+    JobRecord,
+    JobSpec,
+    JobState,
+    Pause,
+    Prefetch,
+    SeatBasis,
+    committed,
+)
 
 
 def test_a_job_record_round_trips_through_its_hash() -> None:
@@ -29,6 +40,19 @@ def test_a_job_record_round_trips_through_its_hash() -> None:
     assert again == JobRecord(**{**record.__dict__, "counts": {s: record.count(s) for s in UserStatus}})
     assert (again.done, again.pending, again.cancel_requested) == (4, 6, True)
     assert again.links == (("planned_from", "j-1"), ("run_as", "j2"), ("rollback_of", "j0"), ("rolled_back_by", "j3"))
+
+
+def test_a_job_waiting_for_approval_and_its_decision_round_trip() -> None:
+    decision = Approval(ApprovalDecision.REJECTED, "ops", 12.5, "not before the audit")
+    record = JobRecord(id="j1", tenant="sim", state=JobState.QUEUED, created_at=1.5,
+                       spec=JobSpec(source="csv", owner="hr", needs_approval=True), approval=decision)
+    raw = record.to_hash()
+    assert raw["needs_approval"] == "1"
+    again = JobRecord.from_hash(raw)
+    assert (again.spec.needs_approval, again.spec.plans_only, again.approval) == (True, True, decision)
+    plain = JobRecord.from_hash(JobRecord(id="j2", tenant="sim", state=JobState.QUEUED, created_at=1.0).to_hash())
+    assert (plain.spec.needs_approval, plain.spec.plans_only, plain.approval) == (False, False, None)
+    assert "needs_approval" not in JobSpec().to_hash()  # the hashes of other jobs stay as they were
 
 
 def test_a_record_read_as_stored_by_older_writers_gets_the_defaults() -> None:

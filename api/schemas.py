@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from jobs.models import JobStatus, LicenseMode, PauseReason
+from jobs.models import Assignment, JobStatus, LicenseMode, PauseReason
 from jobs.record import JobKind
 from jobs.submit import Submitted
 
@@ -41,6 +41,7 @@ class JobAccepted(BaseModel):
     warnings: list[str] = []
     dry_run: bool = False
     mode: str = "add"
+    assignment: Assignment = Assignment.ANY
     input: InputRead | None = None
     needs_approval: bool = Field(default=False, description="It plans, then waits for another API key's approval.")
 
@@ -49,6 +50,7 @@ class JobAccepted(BaseModel):
         """The answer for a job just accepted."""
         return cls(id=submitted.id, status=JobStatus.QUEUED, total=submitted.total,
                    warnings=list(submitted.warnings), dry_run=submitted.dry_run, mode=submitted.mode.value,
+                   assignment=submitted.assignment,
                    input=InputRead.model_validate(submitted.reading) if submitted.reading else None,
                    needs_approval=submitted.needs_approval)
 
@@ -77,6 +79,8 @@ class PlanOut(BaseModel):
     planned: int
     predicted_failures: dict[str, int] = Field(description="Reason → users the plan expects to fail.")
     warnings: dict[str, int]
+    notes: dict[str, int] = Field(default_factory=dict, description="Note → users (`held_via_group`: an add a "
+                                  "group already gives, not assigned directly).")
     seats: list[SeatOut] | None = Field(description="Null when Graph cannot be asked right now.")
 
 
@@ -125,6 +129,8 @@ class JobOut(BaseModel):
     paused_at: str | None
     next_probe_at: str | None
     mode: LicenseMode = Field(description="What the input's licenses mean: `add` (and remove), or `exact`.")
+    assignment: Assignment = Field(default=Assignment.ANY, description="How added licenses must be held: `any` "
+                                   "(a group's counts) or `direct`.")
     input: InputRead | None = Field(description="How the upload was read; null for a job without one.")
     would_change: int | None = None
     would_fail: int | None = None

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from jobs.counters import CALL_COUNTERS
-from jobs.models import LicenseMode, PauseReason, SeatPolicy, UserStatus
+from jobs.models import Assignment, LicenseMode, PauseReason, SeatPolicy, UserStatus
 
 
 class JobState(StrEnum):
@@ -110,6 +110,8 @@ class JobSpec:
     mode: LicenseMode | None = None
     reading: Mapping[str, Any] | None = None
     kept_columns: tuple[str, ...] = ()
+    # How adds must be held: `direct` asks for direct assignments where a group already gives the license.
+    assignment: Assignment = Assignment.ANY
     # It plans, then waits at `planned` for another key's approval; its run is another job (jobs.approval).
     needs_approval: bool = False
 
@@ -128,6 +130,7 @@ class JobSpec:
                     "mode": self.mode.value if self.mode else None,
                     "input": json.dumps(dict(self.reading)) if self.reading is not None else None,
                     "kept_columns": json.dumps(list(self.kept_columns)) if self.kept_columns else None,
+                    "assignment": self.assignment.value if self.assignment is not Assignment.ANY else None,
                     "needs_approval": "1" if self.needs_approval else None}
         return fields | {k: v for k, v in optional.items() if v is not None}
 
@@ -146,6 +149,7 @@ class JobSpec:
             mode=LicenseMode(raw["mode"]) if raw.get("mode") else None,
             reading=json.loads(raw["input"]) if "input" in raw else None,
             kept_columns=tuple(json.loads(raw.get("kept_columns") or "[]")),
+            assignment=Assignment(raw.get("assignment") or Assignment.ANY),
             needs_approval=raw.get("needs_approval") == "1",
         )
 

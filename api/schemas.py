@@ -119,6 +119,8 @@ class JobOut(BaseModel):
     run_as: str | None = None
     rollback_of: str | None = None
     rolled_back_by: str | None = None
+    scan: dict[str, Any] | None = Field(default=None, description="A job built from a scan of the tenant (reclaim, "
+                                        "redundant_direct): what it looks for, whether the scan ended, what it found.")
 
 
 class ErrorItem(BaseModel):

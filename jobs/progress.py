@@ -7,7 +7,7 @@ from typing import Any
 
 from jobs.counters import PlanCounters
 from jobs.models import JobStatus, LicenseMode, UserStatus, iso_time
-from jobs.record import JobRecord
+from jobs.record import JobRecord, ScanOutcome
 
 # Results per second are counted per wall-clock second; the current rate is the mean of the last
 # RATE_WINDOW_S whole seconds (the running second is left out: it is still filling).
@@ -55,6 +55,8 @@ class JobProgress:
     mode: str = "add"
     # How the input was read (jobs.input.reading's `input` shape); None for jobs without an upload.
     reading: dict[str, Any] | None = None
+    # A job built from a scan of the tenant: what it looked for and what the scan counted.
+    scan: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API's job shape."""
@@ -89,6 +91,8 @@ class JobProgress:
             "mode": self.mode,
             "input": self.reading,
         }
+        if self.scan is not None:
+            data["scan"] = self.scan
         if self.dry_run:
             data.update(would_change=self.would_change, would_fail=self.would_fail)
         return data
@@ -130,8 +134,16 @@ def job_status(record: JobRecord) -> JobStatus:
     """The job's status from its record.
 
     Every job reads before it writes: `planning` until its first write (a dry run never writes
-    and ends `planned`); `paused` while a tenant-wide fault or a seat shortage holds it.
+    and ends `planned`); `paused` while a tenant-wide fault or a seat shortage holds it. A job built
+    from a scan of the tenant is `planning` while the scan runs (it has no users yet), `cancelled`
+    when cancelled during it and `completed_with_errors` when the tenant could not be read.
     """
+    if record.scanning:
+        return JobStatus.QUEUED if record.started_at is None else JobStatus.PLANNING
+    if record.scan_outcome is ScanOutcome.CANCELLED:
+        return JobStatus.CANCELLED
+    if record.scan_outcome is ScanOutcome.FAILED:
+        return JobStatus.COMPLETED_WITH_ERRORS
     if record.pending == 0:
         if record.cancel_requested and record.count(UserStatus.CANCELLED):
             return JobStatus.CANCELLED
@@ -191,4 +203,13 @@ def job_progress(record: JobRecord, *, recent_results: int, now: float, ceiling_
         links=record.links,
         mode=(record.spec.mode or LicenseMode.ADD).value,
         reading=dict(record.spec.reading) if record.spec.reading is not None else None,
+        scan=_scan_json(record),
     )
+
+
+def _scan_json(record: JobRecord) -> dict[str, Any] | None:
+    """A scan-built job's `scan`: what it was asked, whether the scan ended, and what it counted."""
+    if record.spec.scan is None:
+        return None
+    outcome = record.scan_outcome.value if record.scan_outcome is not None else None
+    return {"request": dict(record.spec.scan), "outcome": outcome, "summary": dict(record.scan_summary or {})}

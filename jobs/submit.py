@@ -14,8 +14,9 @@ from jobs.input.reading import Reading
 from jobs.input.rules import clip
 from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, LicenseMode, Operation, SeatPolicy
 from jobs.quotas import QuotaLedger
-from jobs.record import JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
+from jobs.record import SCAN_KINDS, JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
+from jobs.scan_jobs import ScanRequest
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine, seat_lines
 from jobs.skus import SkuCatalog
@@ -123,6 +124,28 @@ class Submitter:
                                       owner=owner, options=merged, status=lambda: parse.status_code,
                                       reading=lambda: reading)
 
+    def submit_scan(self, tenant: str, request: ScanRequest, *, owner: str = "", dry_run: bool = True) -> Submitted:
+        """Create and enqueue a job built from a scan of the tenant: `planning` while a worker scans (jobs.scan_jobs).
+
+        It removes licenses only, so it reserves no seat.
+        """
+        if tenant not in self.settings.tenants:
+            raise InputRejected([FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
+        job_id = new_job_id()
+        try:
+            self.store.stage_scan(job_id, tenant)
+            self.quotas.take(tenant, owner, job_id, 1)
+        except BaseException:
+            self.store.discard(job_id)
+            raise
+        spec = JobSpec(source="scan", owner=owner, dry_run=dry_run, seat_basis=SeatBasis.PLAN, kind=request.kind,
+                       scan=request.to_json())
+        self.store.commit(job_id, spec)
+        dispatch(self.store, self.send, job_id, 1)
+        log.info("job %s accepted: %s from a scan of tenant %s%s", job_id, request.kind.value, tenant,
+                 " (dry run)" if dry_run else "")
+        return Submitted(id=job_id, total=0, chunks=1, warnings=(), dry_run=dry_run)
+
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
         """Start the real job of a finished dry run, from the same input (it reads the users again).
 
@@ -152,9 +175,10 @@ class Submitter:
             raise
         # The run of a rollback's dry run is that rollback; the run reports where its dry run did, and
         # keeps how its input was read.
+        # A scan-built dry run's run keeps its kind and takes its users from the dry run: it does not scan again.
+        kind = planned.spec.kind if undone is not None or planned.spec.kind in SCAN_KINDS else JobKind.JOB
         spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
-                       seat_basis=SeatBasis.PLAN, kind=planned.spec.kind if undone is not None else JobKind.JOB,
-                       prefetch=None, planned_from=planned_id)
+                       seat_basis=SeatBasis.PLAN, kind=kind, prefetch=None, planned_from=planned_id, scan=None)
         total, chunks = self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)

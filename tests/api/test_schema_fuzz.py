@@ -63,6 +63,8 @@ OPERATIONS = [
     ("GET", "/v1/jobs/{job_id}/events"),
     ("GET", "/v1/tenants"),
     ("GET", "/v1/audit"),
+    ("POST", "/v1/reclaim"),
+    ("POST", "/v1/cleanup/redundant-direct"),
 ]
 
 
@@ -90,7 +92,8 @@ def deeper_variants(case: Any) -> Iterator[Any]:
 # `healthz` has no parameters and `{job_id}` is any string, so those run positive cases only.
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if (m, p) in {
-        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/results"), ("GET", "/v1/audit")}
+        ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/results"), ("GET", "/v1/audit"),
+        ("POST", "/v1/reclaim")}
 ]
 
 
@@ -139,4 +142,6 @@ def test_the_schema_covers_every_route(api_app: Any) -> None:
         ("POST", "/v1/jobs/{job_id}/run"), ("POST", "/v1/jobs/{job_id}/resume"),
         ("POST", "/v1/jobs/{job_id}/rollback"),
         ("GET", "/v1/jobs/{job_id}/events"), ("GET", "/v1/tenants"), ("GET", "/v1/audit"),
+        ("POST", "/v1/reclaim"), ("POST", "/v1/cleanup/redundant-direct"),
+        ("GET", "/v1/tenants/{tenant}/group-license-errors"),
     }, json.dumps(sorted(operations))

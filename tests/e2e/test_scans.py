@@ -15,6 +15,7 @@ from tests.e2e.stack import Stack
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 INACTIVE_DAYS = 90
+EMS = "efccb6f7-5641-4e0e-bd10-b4976e1bf68e"
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +139,15 @@ def test_a_reclamation_dry_run_lists_exactly_the_unused_licensed_users_and_its_r
         wanted = {lic["skuId"] for lic in views[user_id]["licenses"]} - expected.get(user_id, set())
         assert left == wanted, view["userPrincipalName"]
 
+    # Undone with the ordinary rollback: every reclaimed user holds what it held before.
+    with stack.api() as api:
+        back = api.post(f"/v1/jobs/{job['id']}/rollback")
+        assert back.status_code == 202, back.text
+        undone = stack.wait_job(back.json()["id"])
+    assert (undone["status"], undone["succeeded"]) == ("completed", len(expected))
+    restored = licenses(stack)
+    assert {u: effective(restored[u]) for u in expected} == {u: effective(views[u]) for u in expected}
+
 
 def test_without_sign_in_activity_reclamation_takes_disabled_accounts_only_and_says_why(stack: Stack) -> None:
     with stack.control() as control:
@@ -182,3 +192,24 @@ def test_the_cleanup_removes_only_redundant_direct_assignments_and_every_user_ke
             if lic["skuId"] in skus:
                 assert lic["groups"], (before[user_id]["userPrincipalName"], lic)  # a group covered it
     assert seats_held(after) == seats_held(before)
+
+
+def test_the_group_license_errors_report_lists_what_graph_says_per_user(stack: Stack) -> None:
+    with stack.control() as control:
+        control.post("/reset")
+        views = licenses(stack)
+        # No EMS seat left: a group giving EMS to three more users fails for each (CountViolation).
+        assert control.patch(f"/skus/{EMS}", json={"enabled": seats_held(views)[EMS]}).status_code == 200
+        lacking = [u for u, view in views.items() if EMS not in {lic["skuId"] for lic in view["licenses"]}][:3]
+        created = control.post("/groups", json={"displayName": "LIC - EMS for all", "members": lacking,
+                                                "licenses": [{"sku": "EMS"}]})
+        assert created.status_code == 201, created.text
+    in_error = {(u["id"], e["group"], e["skuId"], e["error"]) for u in licenses(stack).values()
+                for e in u["groupErrors"]}
+    assert {(u, created.json()["id"], EMS, "CountViolation") for u in lacking} <= in_error
+    with stack.api() as api:
+        response = api.get("/v1/tenants/sim/group-license-errors")
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert {(r["user_id"], r["group_id"], r["sku_id"], r["error"]) for r in report["value"]} == in_error
+    assert report["truncated"] is False and all(r["group"].startswith("LIC - ") for r in report["value"])

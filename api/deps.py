@@ -14,7 +14,7 @@ from api.errors import ApiError
 from api.uploads import UploadKind, upload_kind
 from config import ApiKey
 from jobs.idempotency import VALID_KEY
-from jobs.models import FieldError, JobOptions, LicenseMode, SeatPolicy
+from jobs.models import Assignment, FieldError, JobOptions, LicenseMode, SeatPolicy
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +176,15 @@ def submit_options(
     keep_columns: Annotated[str | None, Query(
         max_length=MAX_KEEP_COLUMNS_CHARS,
         description="Comma-separated columns to keep unread although their values name licenses.")] = None,
+    assignment: Annotated[Assignment | None, Query(
+        description="any (default): an add a group already gives the user is unchanged (noted held_via_group). "
+                    "direct: assign it directly too (no further seat; the user keeps it on leaving the group).")]
+    = None,
 ) -> JobOptions:
     """How a submitted job runs, from the query string (a JSON body or a form field may set the same)."""
     kept = tuple(c.strip() for c in (keep_columns or "").split(",") if c.strip())
     return JobOptions(dry_run=dry_run, seat_policy=on_seat_shortage, callback_url=callback_url or None,
-                      mode=LicenseMode.parse(mode) if mode else None, keep_columns=kept)
+                      mode=LicenseMode.parse(mode) if mode else None, keep_columns=kept, assignment=assignment)
 
 
 SubmitOptions = Annotated[JobOptions, Depends(submit_options)]

@@ -9,12 +9,12 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from jobs.models import FORMULA_START, SOURCE_COLUMNS, Operation, UserResult, UserStatus, iso_time
+from jobs.models import FORMULA_START, SOURCE_COLUMNS, GroupLink, Operation, UserResult, UserStatus, iso_time
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 
 RESULT_COLUMNS = ("status", "reason", "graph_code", "graph_message", "http_status", "attempts", "updated_at",
-                  "detail", "action", "before", "after", "warnings")
+                  "detail", "action", "before", "after", "warnings", "note", "groups")
 CSV_COLUMNS = ("row", "user", *SOURCE_COLUMNS, *RESULT_COLUMNS)
 # The status a user without a terminal result yet shows in the results; every status one can filter on.
 PENDING = "pending"
@@ -66,6 +66,7 @@ def json_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None) -> Iterat
         item["before"] = _named_state(res.before if res else None, catalog)
         item["after"] = _named_state(res.after if res else None, catalog)
         item["warnings"] = list(res.warnings) if res else []
+        item["groups"] = [{**g.to_json(), "sku": _part(catalog, g.sku_id)} for g in res.groups] if res else []
         item["extra"] = dict(op.extra)
         yield (b"" if first else b",") + json.dumps(item).encode()
         first = False
@@ -91,6 +92,7 @@ def csv_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None,
         item["before"] = _state_text(res.before if res else None, catalog)
         item["after"] = _state_text(res.after if res else None, catalog)
         item["warnings"] = "; ".join(res.warnings) if res else ""
+        item["groups"] = _groups_text(res.groups, catalog) if res else ""
         if header is None:
             extra = kept_columns if kept_columns is not None else [name for name, _ in op.extra]
             header = [*CSV_COLUMNS, *(name for name in extra if name not in CSV_COLUMNS)]
@@ -126,6 +128,7 @@ def _row_dict(op: Operation, res: UserResult | None) -> dict[str, Any]:
         "updated_at": iso_time(res.updated_at) if res else None,
         "detail": res.detail if res else None,
         "action": res.action if res else None,
+        "note": res.note.value if res and res.note else None,
     }
     for name, value in op.extra:
         out.setdefault(name, value)
@@ -153,6 +156,12 @@ def _state_text(state: dict[str, Any] | None, catalog: SkuCatalog | None) -> str
         names = ", ".join(_plan(catalog, sku_id, p) for p in plans)
         parts.append(f"{_part(catalog, sku_id)} ({names} off)" if names else _part(catalog, sku_id))
     return f"{'; '.join(parts) or '(no licenses)'} | {state.get('usageLocation') or '(no location)'}"
+
+
+def _groups_text(groups: Sequence[GroupLink], catalog: SkuCatalog | None) -> str:
+    """`ENTERPRISEPACK via Sales E3 (0a0a...)`: each inherited license with its group's name and id."""
+    return "; ".join(f"{_part(catalog, g.sku_id)} via {g.group_name} ({g.group_id})" if g.group_name
+                     else f"{_part(catalog, g.sku_id)} via group {g.group_id}" for g in groups)
 
 
 def _part(catalog: SkuCatalog | None, sku_id: str) -> str:

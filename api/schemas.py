@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from jobs.models import JobStatus, LicenseMode, PauseReason
+from jobs.models import Assignment, JobStatus, LicenseMode, PauseReason
 from jobs.record import JobKind
 from jobs.submit import Submitted
 
@@ -75,6 +75,8 @@ class PlanOut(BaseModel):
     planned: int
     predicted_failures: dict[str, int] = Field(description="Reason → users the plan expects to fail.")
     warnings: dict[str, int]
+    notes: dict[str, int] = Field(default_factory=dict, description="Note → users (`held_via_group`: an add a "
+                                  "group already gives, not assigned directly).")
     seats: list[SeatOut] | None = Field(description="Null when Graph cannot be asked right now.")
 
 
@@ -112,6 +114,8 @@ class JobOut(BaseModel):
     paused_at: str | None
     next_probe_at: str | None
     mode: LicenseMode = Field(description="What the input's licenses mean: `add` (and remove), or `exact`.")
+    assignment: Assignment = Field(default=Assignment.ANY, description="How added licenses must be held: `any` "
+                                   "(a group's counts) or `direct`.")
     input: InputRead | None = Field(description="How the upload was read; null for a job without one.")
     would_change: int | None = None
     would_fail: int | None = None

@@ -133,7 +133,8 @@ async def _read_and_submit(request: Request, context: ApiContext, who: Caller, t
             sha256, filename = await lane(csv.chunks.hexdigest), csv.filename
             form_url = csv.callback_url
     details = {"file": filename, "sha256": sha256, "rows": accepted.total, "dry_run": accepted.dry_run,
-               "on_seat_shortage": options.seat_policy.value, "mode": accepted.mode.value}
+               "on_seat_shortage": options.seat_policy.value, "mode": accepted.mode.value,
+               "assignment": accepted.assignment.value}
     await _after_commit(_audit_submitted, context, who, tenant, accepted.id, details)
     return _answer(accepted), _fingerprint(request, _with_form_fields(sha256, form_url))
 

@@ -30,7 +30,7 @@ from cli.client import (
 from cli.demo import run_demo
 from config import ConfigError, LogFormat, Settings, get_settings
 from config.logs import configure_logging
-from jobs.models import SeatPolicy
+from jobs.models import Assignment, SeatPolicy
 from worker.celery_app import create_celery_app
 from worker.producer import CHUNK_QUEUE, NOTIFY_QUEUE
 
@@ -167,14 +167,17 @@ def _upload(client: ApiClient, file: Path, tenant: str | None, params: dict[str,
     return accepted
 
 
-def _reading_params(mode: str | None, keep_columns: str | None) -> dict[str, str]:
-    """The query parameters that say how to read the file."""
-    return {**({"mode": mode} if mode else {}), **({"keep_columns": keep_columns} if keep_columns else {})}
+def _reading_params(mode: str | None, keep_columns: str | None, assignment: Assignment | None = None) -> dict[str, str]:
+    """The query parameters that say how to read the file (and how its adds must be held)."""
+    return {**({"mode": mode} if mode else {}), **({"keep_columns": keep_columns} if keep_columns else {}),
+            **({"assignment": assignment.value} if assignment else {})}
 
 
 MODE_HELP = ("add (default): add and remove what the file says. exact (alias sync): each user ends up holding exactly "
              "the listed licenses (others held directly are removed); needed for admin center exports.")
 KEEP_HELP = "Comma-separated columns to keep unread although their values name licenses."
+ASSIGNMENT_HELP = ("any (default): an add a group already gives the user is left as is (noted held_via_group). "
+                   "direct: assign it directly too (no further seat; the user keeps it on leaving the group).")
 
 
 def _finish(client: ApiClient, job_id: str) -> None:
@@ -197,12 +200,13 @@ def submit(
                                                 "wait: start, pause when they run out, go on when they appear."),
     mode: str = typer.Option(None, help=MODE_HELP),
     keep_columns: str = typer.Option(None, help=KEEP_HELP),
+    assignment: Assignment = typer.Option(None, help=ASSIGNMENT_HELP),
     api_url: str = typer.Option(None, help="API base URL (default BULKLICENSE_API_URL)."),
     api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Submit a job; with --wait, exit 0 only if every user succeeded (or already held what was asked)."""
     params = {"on_seat_shortage": on_seat_shortage.value, **({"dry_run": "true"} if dry_run else {}),
-              **_reading_params(mode, keep_columns)}
+              **_reading_params(mode, keep_columns, assignment)}
     with _client(_settings(), api_url, api_key) as client:
         accepted = _upload(client, file, tenant, params)
         if wait or dry_run:
@@ -215,12 +219,13 @@ def plan(
     tenant: str = typer.Option(None, help="Tenant profile (CSV uploads)."),
     mode: str = typer.Option(None, help=MODE_HELP),
     keep_columns: str = typer.Option(None, help=KEEP_HELP),
+    assignment: Assignment = typer.Option(None, help=ASSIGNMENT_HELP),
     api_url: str = typer.Option(None),
     api_key: str = typer.Option(None, help=API_KEY_HELP),
 ) -> None:
     """Dry-run a file: how it was read, what would change, what already holds, what would fail, the seats it needs."""
     with _client(_settings(), api_url, api_key) as client:
-        accepted = _upload(client, file, tenant, {"dry_run": "true", **_reading_params(mode, keep_columns)})
+        accepted = _upload(client, file, tenant, {"dry_run": "true", **_reading_params(mode, keep_columns, assignment)})
         _finish(client, accepted["id"])
 
 

@@ -245,6 +245,15 @@ class GraphClient:
         body: dict[str, Any] = self._call("GET", f"{user_path(user)}{_select(select)}")
         return body
 
+    def get_group(self, group_id: str, select: Sequence[str] = ("id", "displayName")) -> dict[str, Any]:
+        """A group's properties named in `select` (`GET /groups/{id}`); ids only, never a name or a path."""
+        try:
+            canonical = str(uuid.UUID(group_id))
+        except ValueError:
+            raise GraphPermanentError(f"GET /groups: not a group id: {group_id[:100]!r}") from None
+        body: dict[str, Any] = self._call("GET", f"/groups/{canonical}{_select(select)}")
+        return body
+
     def users_page(self, select: Sequence[str], next_link: str | None = None,
                    top: int = MAX_PAGE_SIZE) -> tuple[list[dict[str, Any]], str | None]:
         """One page of `GET /users` (`$select`, `$top` up to 999); returns its users and the next page's link.

@@ -3,7 +3,8 @@
 The job record (`bl:job:{id}`) counts users per terminal status (one counter per `UserStatus`,
 named like it, moved by jobs/lua/record.lua) and two job counters (throttled answers, retries).
 The plan counters (`bl:job:{id}:plan`) count what the users' plans found: `planned`, `changes`,
-`unchanged`, `fail:<reason>`, `warn:<warning>`, `need:<skuId>`, `release:<skuId>`.
+`unchanged`, `fail:<reason>`, `warn:<warning>`, `note:<note>` (jobs.models.PlanNote), `need:<skuId>`,
+`release:<skuId>`.
 """
 
 from __future__ import annotations
@@ -22,22 +23,23 @@ CALL_COUNTERS: tuple[str, ...] = ("throttled", "retries")
 # Every counter of the job record; none ever goes down while the job lives.
 JOB_COUNTERS: tuple[str, ...] = USER_COUNTERS + CALL_COUNTERS
 
-_FAIL, _WARN, _NEED, _RELEASE = "fail:", "warn:", "need:", "release:"
+_FAIL, _WARN, _NOTE, _NEED, _RELEASE = "fail:", "warn:", "note:", "need:", "release:"
 # The one warning a plan gives (jobs.plan.conflict_warnings), as counted.
 MAY_CONFLICT = "may_conflict"
 
 
 def plan_keys(plan: UserPlan) -> list[str]:
     """The plan counters one user's plan moves (each user's plan is counted once)."""
+    notes = [f"{_NOTE}{plan.note}"] if plan.note is not None else []
     if plan.outcome is PlanOutcome.UNCHANGED:
-        return ["unchanged"]
+        return ["unchanged", *notes]
     if plan.outcome is PlanOutcome.FAIL:
         return [f"{_FAIL}{plan.reason}"]
     keys = ["changes", *(f"{_NEED}{sku}" for sku in plan.seats_needed),
             *(f"{_RELEASE}{sku}" for sku in plan.seats_released)]
     if plan.warnings:
         keys.append(f"{_WARN}{MAY_CONFLICT}")
-    return keys
+    return keys + notes
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class PlanCounters:
     unchanged: int = 0
     predicted_failures: Mapping[str, int] = field(default_factory=dict)  # reason -> users
     warnings: Mapping[str, int] = field(default_factory=dict)  # warning -> users
+    notes: Mapping[str, int] = field(default_factory=dict)  # note (held_via_group) -> users
     needed: Mapping[str, int] = field(default_factory=dict)  # skuId -> seats the changes take
     released: Mapping[str, int] = field(default_factory=dict)  # skuId -> seats the changes give back
 
@@ -60,13 +63,14 @@ class PlanCounters:
 
         return cls(planned=counters.get("planned", 0), changes=counters.get("changes", 0),
                    unchanged=counters.get("unchanged", 0), predicted_failures=prefixed(_FAIL),
-                   warnings=prefixed(_WARN), needed=prefixed(_NEED), released=prefixed(_RELEASE))
+                   warnings=prefixed(_WARN), notes=prefixed(_NOTE), needed=prefixed(_NEED), released=prefixed(_RELEASE))
 
     def to_hash(self) -> dict[str, int]:
         """Inverse of `from_hash`."""
         return {"planned": self.planned, "changes": self.changes, "unchanged": self.unchanged,
                 **{f"{_FAIL}{k}": v for k, v in self.predicted_failures.items()},
                 **{f"{_WARN}{k}": v for k, v in self.warnings.items()},
+                **{f"{_NOTE}{k}": v for k, v in self.notes.items()},
                 **{f"{_NEED}{k}": v for k, v in self.needed.items()},
                 **{f"{_RELEASE}{k}": v for k, v in self.released.items()}}
 
@@ -78,4 +82,4 @@ class PlanCounters:
         """The job JSON's `plan`, with raw seat counts (`needed`, `released`); jobs.seats turns them into `seats`."""
         return {"changes": self.changes, "unchanged": self.unchanged, "planned": self.planned,
                 "predicted_failures": dict(self.predicted_failures), "warnings": dict(self.warnings),
-                "needed": dict(self.needed), "released": dict(self.released)}
+                "notes": dict(self.notes), "needed": dict(self.needed), "released": dict(self.released)}

@@ -36,6 +36,7 @@ from jobs.catalogs import CatalogUnavailable
 from jobs.counters import plan_keys
 from jobs.events import NO_LISTENERS, JobEvent, Listeners
 from jobs.faults import Fault, Judgement
+from jobs.group_names import GroupNames, unnamed_groups, with_group_names
 from jobs.models import PauseReason, UserResult
 from jobs.plan import PlanOutcome, UserState, plan_user
 from jobs.record import JobRecord, SeatBasis
@@ -88,6 +89,8 @@ class ChunkDeps:
     # A run this long hands the chunk back between two rounds (None: never), so that no broker
     # message is held for longer than this and one round.
     max_run_s: float | None = None
+    # Where results get the display names of the groups users inherit licenses from (None: ids only).
+    group_names: GroupNames | None = None
 
 
 def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float,
@@ -302,6 +305,7 @@ class RoundDriver:
         self.started_at = deps.clock()
         self.held_back = 0  # write rounds held back because a Redis replica did not confirm
         self._pool: ThreadPoolExecutor | None = None  # for overlapping reads, made on first use
+        self._unnamed: set[str] = set()  # groups Graph did not name in this run: not asked again
 
     def drain(self, works: list[UserWork]) -> int:
         """Run rounds until every user is terminal; returns how many results were written."""
@@ -511,8 +515,30 @@ class RoundDriver:
     def _write(self, results: Sequence[UserResult]) -> None:
         """Write the results of users that ended, and tell the listeners."""
         if results:
+            results = self._named(results)
             self.written += self.deps.store.record_results(self.job.id, results)
             self.deps.events.users_finished(self.job.id, self.job.tenant, results)
+
+
+    def _named(self, results: Sequence[UserResult]) -> Sequence[UserResult]:
+        """The results with the display names of the groups they name (cached per tenant; never fatal)."""
+        names = self.deps.group_names
+        ids = [gid for gid in unnamed_groups(results) if gid not in self._unnamed]
+        if names is None or not ids:
+            return results
+        found = names.names(self.job.tenant, ids, self._group_name)
+        self._unnamed.update(gid for gid in ids if gid not in found)
+        return with_group_names(results, found)
+
+    def _group_name(self, group_id: str) -> str | None:
+        """A group's display name from Graph; None when Graph will not say (the result keeps the id)."""
+        try:
+            body = self.deps.graph.get_group(group_id)
+        except (GraphError, ThrottleWaitTooLong) as exc:
+            log.info("job %s: group %s not named: %s", self.job.id, group_id, type(exc).__name__)
+            return None
+        name = body.get("displayName")
+        return name if isinstance(name, str) and name else None
 
 
 class _OncePerRound:

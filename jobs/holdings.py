@@ -11,7 +11,7 @@ assignment (state Error or Disabled) holds nothing and takes no seat.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -234,6 +234,34 @@ class Holdings:
     def failures(self) -> tuple[tuple[str, GroupFailure], ...]:
         """(skuId, failure) for every group assignment in error."""
         return tuple((h.sku_id, f) for h in self.skus for f in h.failures)
+
+    def direct(self) -> dict[str, tuple[str, ...]]:
+        """skuId → disabled plans of the direct assignments."""
+        return {h.sku_id: h.direct for h in self.skus if h.direct is not None}
+
+    def effective(self) -> dict[str, tuple[str, ...]]:
+        """skuId → plans off for the user, for every SKU held: what `assignedLicenses` says."""
+        return {h.sku_id: h.effective_disabled() for h in self.skus if h.held}
+
+    def with_direct(self, direct: Mapping[str, Iterable[str]]) -> Holdings:
+        """The same group assignments with these direct ones instead (what a user's assignLicense leaves)."""
+        wanted = {sku.lower(): _plans(plans) for sku, plans in direct.items()}
+        by_sku = {h.sku_id: replace(h, direct=wanted.get(h.sku_id)) for h in self.skus}
+        by_sku.update({sku: SkuHolding(sku, plans) for sku, plans in wanted.items() if sku not in by_sku})
+        kept = (h for h in by_sku.values() if h.direct is not None or h.groups or h.failures)
+        return Holdings(tuple(sorted(kept, key=lambda h: h.sku_id)), self.states_known)
+
+    def to_graph(self) -> list[dict[str, Any]]:
+        """`licenseAssignmentStates` as Graph writes them (direct first, then each group's), for storage."""
+        states: list[dict[str, Any]] = [
+            {"skuId": h.sku_id, "assignedByGroup": None, "disabledPlans": list(h.direct), "state": "Active",
+             "error": "None"} for h in self.skus if h.direct is not None]
+        for h in self.skus:
+            states.extend({"skuId": h.sku_id, "assignedByGroup": g.group_id, "disabledPlans": list(g.disabled_plans),
+                           "state": g.state.value, "error": g.error.value} for g in h.groups)
+            states.extend({"skuId": h.sku_id, "assignedByGroup": f.group_id, "disabledPlans": list(f.disabled_plans),
+                           "state": f.state.value, "error": f.error.value} for f in h.failures if not f.holds)
+        return states
 
     def group_ids(self) -> tuple[str, ...]:
         """Every group that gives or failed to give this user a license: holders first, by SKU, without repeats."""

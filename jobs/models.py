@@ -65,6 +65,18 @@ class LicenseMode(StrEnum):
         return cls.EXACT if value == "sync" else cls(value)
 
 
+class Assignment(StrEnum):
+    """How an added license must be held: in any way (a group's counts), or by a direct assignment.
+
+    Under `any` an add that a group already gives the user (same disabled plans) is unchanged, noted
+    `held_via_group`; under `direct` it is assigned directly too (it takes no further seat, and the
+    user keeps it when leaving the group).
+    """
+
+    ANY = "any"
+    DIRECT = "direct"
+
+
 @dataclass(frozen=True)
 class Operation:
     """What to do to one user: one assignLicense call, and a usageLocation PATCH (before it) if asked.
@@ -90,6 +102,7 @@ class Operation:
     location_last: bool = False
     note: str | None = None
     mode: LicenseMode = LicenseMode.ADD
+    assignment: Assignment = Assignment.ANY
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""
@@ -112,6 +125,8 @@ class Operation:
             data["n"] = self.note
         if self.mode is not LicenseMode.ADD:
             data["m"] = self.mode.value
+        if self.assignment is not Assignment.ANY:
+            data["as"] = self.assignment.value
         return data
 
     @classmethod
@@ -129,6 +144,7 @@ class Operation:
             location_last=bool(data.get("ll")),
             note=data.get("n"),
             mode=LicenseMode(data.get("m", LicenseMode.ADD)),
+            assignment=Assignment(data.get("as", Assignment.ANY)),
         )
 
     def dumps(self) -> str:
@@ -203,6 +219,8 @@ class JobOptions:
     mode: LicenseMode | None = None
     # Columns the caller says to keep as they are although their values name licenses.
     keep_columns: tuple[str, ...] = ()
+    # None: not chosen (`any`, or what a JSON body says).
+    assignment: Assignment | None = None
 
 
 class Reason(StrEnum):
@@ -228,6 +246,34 @@ class Reason(StrEnum):
     TENANT_NOT_CONFIGURED = "tenant_not_configured"
     CHUNK_FAILED_REPEATEDLY = "chunk_failed_repeatedly"
     DRIFTED = "drifted"  # a rollback found the user changed since the job it undoes: left alone
+    INHERITED_FROM_GROUP = "inherited_from_group"  # a removal of a license the user holds only through groups
+
+
+class PlanNote(StrEnum):
+    """What a plan tells about a user besides its outcome."""
+
+    HELD_VIA_GROUP = "held_via_group"  # an add a group already gives: not assigned directly
+
+
+@dataclass(frozen=True)
+class GroupLink:
+    """A license of the operation the user holds through a group: the SKU, the group, its name once known."""
+
+    sku_id: str
+    group_id: str
+    group_name: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        """The stored and API shape."""
+        data = {"sku_id": self.sku_id, "group_id": self.group_id}
+        if self.group_name is not None:
+            data["group_name"] = self.group_name
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GroupLink:
+        """Inverse of `to_json`."""
+        return cls(str(data["sku_id"]), str(data["group_id"]), data.get("group_name"))
 
 
 @dataclass(frozen=True)
@@ -250,14 +296,19 @@ class UserResult:
     after: dict[str, Any] | None = None
     action: str | None = None
     warnings: tuple[str, ...] = ()
+    # `held_via_group` (PlanNote) and the groups through which the user holds the operation's licenses.
+    note: PlanNote | None = None
+    groups: tuple[GroupLink, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""
         data = {k: v for k, v in self.__dict__.items() if v is not None}
+        for name in ("warnings", "groups"):
+            data.pop(name, None)
         if self.warnings:
             data["warnings"] = list(self.warnings)
-        else:
-            data.pop("warnings", None)
+        if self.groups:
+            data["groups"] = [g.to_json() for g in self.groups]
         return data
 
     @classmethod
@@ -265,7 +316,9 @@ class UserResult:
         """Inverse of `to_json`."""
         return cls(**{**data, "status": UserStatus(data["status"]),
                       "reason": Reason(data["reason"]) if data.get("reason") else None,
-                      "warnings": tuple(data.get("warnings", ()))})
+                      "warnings": tuple(data.get("warnings", ())),
+                      "note": PlanNote(data["note"]) if data.get("note") else None,
+                      "groups": tuple(GroupLink.from_json(g) for g in data.get("groups", ()))})
 
 
 @dataclass(frozen=True)

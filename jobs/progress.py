@@ -53,6 +53,7 @@ class JobProgress:
     next_probe_at: float | None = None
     links: tuple[tuple[str, str], ...] = ()
     mode: str = "add"
+    assignment: str = "any"
     # How the input was read (jobs.input.reading's `input` shape); None for jobs without an upload.
     reading: dict[str, Any] | None = None
     # A job built from a scan of the tenant: what it looked for and what the scan counted.
@@ -89,6 +90,7 @@ class JobProgress:
             "next_probe_at": _iso(self.next_probe_at),
             **dict(self.links),
             "mode": self.mode,
+            "assignment": self.assignment,
             "input": self.reading,
         }
         if self.scan is not None:
@@ -202,6 +204,7 @@ def job_progress(record: JobRecord, *, recent_results: int, now: float, ceiling_
         next_probe_at=paused.next_probe_at if paused else None,
         links=record.links,
         mode=(record.spec.mode or LicenseMode.ADD).value,
+        assignment=record.spec.assignment.value,
         reading=dict(record.spec.reading) if record.spec.reading is not None else None,
         scan=_scan_json(record),
     )

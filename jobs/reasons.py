@@ -27,6 +27,8 @@ def reason_for(error: GraphError) -> Reason:
         return Reason.USAGE_LOCATION_MISSING if "license assignment" in text else Reason.INVALID_USAGE_LOCATION
     if "does not have any available licenses" in text or "not enough licenses" in text:
         return Reason.NO_FREE_SEAT
+    if "inherited from" in text and "group" in text:  # a group gave the license after the plan read the user
+        return Reason.INHERITED_FROM_GROUP
     if "does not have a corresponding license" in text:
         return Reason.LICENSE_NOT_ASSIGNED
     if "conflicting" in text or "mutually exclusive" in text:

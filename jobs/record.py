@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from jobs.counters import CALL_COUNTERS
-from jobs.models import LicenseMode, PauseReason, SeatPolicy, UserStatus
+from jobs.models import Assignment, LicenseMode, PauseReason, SeatPolicy, UserStatus
 
 
 class JobState(StrEnum):
@@ -99,6 +99,8 @@ class JobSpec:
     kept_columns: tuple[str, ...] = ()
     # What the scan of a job built from the tenant is to look for (jobs.scan_jobs.ScanRequest's JSON).
     scan: Mapping[str, Any] | None = None
+    # How adds must be held: `direct` asks for direct assignments where a group already gives the license.
+    assignment: Assignment = Assignment.ANY
 
     def to_hash(self) -> dict[str, str]:
         """The hash fields (absent ones left out)."""
@@ -110,7 +112,8 @@ class JobSpec:
                     "mode": self.mode.value if self.mode else None,
                     "input": json.dumps(dict(self.reading)) if self.reading is not None else None,
                     "kept_columns": json.dumps(list(self.kept_columns)) if self.kept_columns else None,
-                    "scan": json.dumps(dict(self.scan)) if self.scan is not None else None}
+                    "scan": json.dumps(dict(self.scan)) if self.scan is not None else None,
+                    "assignment": self.assignment.value if self.assignment is not Assignment.ANY else None}
         return fields | {k: v for k, v in optional.items() if v is not None}
 
     @classmethod
@@ -129,6 +132,7 @@ class JobSpec:
             reading=json.loads(raw["input"]) if "input" in raw else None,
             kept_columns=tuple(json.loads(raw.get("kept_columns") or "[]")),
             scan=json.loads(raw["scan"]) if raw.get("scan") else None,
+            assignment=Assignment(raw.get("assignment") or Assignment.ANY),
         )
 
 

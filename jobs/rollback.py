@@ -4,6 +4,8 @@ Built from the job's stored results, never from its input: only users that ended
 an `after` state were changed, and `before` says what they held. Each operation carries the `after`
 state as what the user must still be in (jobs.plan checks it: a user changed since is left alone,
 `drifted`). Removals go before re-adds, so that a swap back never needs a seat the job has not freed.
+Only direct assignments are put back (as direct ones, even where a group also gives the license):
+group assignments are left to the groups.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 
-from jobs.models import ExpectedState, License, Operation, UserResult, UserStatus
+from jobs.models import Assignment, ExpectedState, License, Operation, UserResult, UserStatus
 from jobs.plan import UserState, plan_name
 from jobs.skus import SkuCatalog
 
@@ -37,7 +39,8 @@ def undo(op: Operation, result: UserResult | None, catalog: SkuCatalog) -> Opera
     before, after = UserState.from_json(result.before), UserState.from_json(result.after)
     if before.same_as(after):
         return None
-    old, new = before.held(), after.held()
+    # Direct assignments only: group assignments were never the job's to change, and are not the rollback's.
+    old, new = before.direct(), after.direct()
     add = tuple(License(sku, plans) for sku, plans in old.items() if new.get(sku) != plans)
     remove = tuple(sku for sku in new if sku not in old)
     location, note = None, None
@@ -50,7 +53,7 @@ def undo(op: Operation, result: UserResult | None, catalog: SkuCatalog) -> Opera
         row=op.row, user=op.user, add=add, remove=remove, usage_location=location, extra=op.extra,
         source=_source(add, remove, location, catalog),
         expect=ExpectedState(after.licenses, after.usage_location, after.user_id or before.user_id),
-        location_last=location is not None, note=note,
+        location_last=location is not None, note=note, assignment=Assignment.DIRECT,
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -33,8 +33,9 @@ from jobs.plan import PlanOutcome, UserPlan, UserState, plan_user
 from jobs.reasons import reason_for
 from jobs.skus import SkuCatalog
 
-# What a read asks of a user: the license-relevant state and the ids (jobs.plan.UserState).
-USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses")
+# What a read asks of a user: the license-relevant state and the ids (jobs.plan.UserState);
+# `licenseAssignmentStates` tells direct assignments from those inherited from groups (jobs.holdings).
+USER_SELECT = ("id", "userPrincipalName", "usageLocation", "assignedLicenses", "licenseAssignmentStates")
 
 # Results that carry the operation's note: the user was (or would be) taken as far as it goes.
 _NOTED = frozenset({UserStatus.SUCCEEDED, UserStatus.UNCHANGED, UserStatus.WOULD_CHANGE})
@@ -184,7 +185,7 @@ def after_success(work: UserWork, body: dict[str, Any], *, dry_run: bool) -> Ste
         if state.same_as(plan.after):
             return Ending(UserStatus.SUCCEEDED, detail="already in the requested state", reached=True)
         location_left = plan.set_location and state.usage_location != plan.after.usage_location
-        licenses_left = state.held() != plan.after.held()
+        licenses_left = not replace(state, usage_location=plan.after.usage_location).same_as(plan.after)
         if licenses_left and (op.location_last or not location_left):
             return Step.ASSIGN
         if location_left:
@@ -268,6 +269,8 @@ def result(work: UserWork, ending: Ending, *, attempts: int, now: float, catalog
         after=plan.after.to_json() if ending.reached and plan is not None and plan.after is not None else None,
         action=plan.action(catalog) if plan is not None and plan.outcome is PlanOutcome.CHANGE else None,
         warnings=plan.warnings if plan is not None else (),
+        note=plan.note if plan is not None and ending.status in _NOTED else None,
+        groups=plan.groups if plan is not None else (),
     )
 
 

@@ -12,7 +12,16 @@ from jobs.catalogs import CatalogCache
 from jobs.input import Limits, parse_csv, read_json_job
 from jobs.input.reading import Reading
 from jobs.input.rules import clip
-from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, LicenseMode, Operation, SeatPolicy
+from jobs.models import (
+    Assignment,
+    FieldError,
+    InputRejected,
+    JobOptions,
+    JobStatus,
+    LicenseMode,
+    Operation,
+    SeatPolicy,
+)
 from jobs.quotas import QuotaLedger
 from jobs.record import SCAN_KINDS, JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
@@ -37,6 +46,7 @@ class Submitted:
     dry_run: bool = False
     rollback_of: str | None = None  # the job it rolls back
     mode: LicenseMode = LicenseMode.ADD
+    assignment: Assignment = Assignment.ANY
     # How the input was read (jobs.input.reading), as the API shows it.
     reading: dict[str, object] = field(default_factory=dict)
 
@@ -112,12 +122,17 @@ class Submitter:
         if options.callback_url and in_body.callback_url and options.callback_url != in_body.callback_url:
             raise InputRejected([FieldError("callback_url is given twice (query and body), differently",
                                             column="callback_url", value=in_body.callback_url)])
+        if options.assignment and in_body.assignment and options.assignment is not in_body.assignment:
+            raise InputRejected([FieldError(f"assignment is given twice, differently: {options.assignment.value} in "
+                                            f"the query, {in_body.assignment.value} in the body", column="assignment",
+                                            value=in_body.assignment.value)])
         merged = JobOptions(
             dry_run=options.dry_run or in_body.dry_run,
             seat_policy=SeatPolicy.WAIT if SeatPolicy.WAIT in (options.seat_policy, in_body.seat_policy)
             else SeatPolicy.FAIL,
             callback_url=options.callback_url or in_body.callback_url,
             mode=in_body.mode,
+            assignment=options.assignment or in_body.assignment,
         )
         reading = Reading("json", mode=(in_body.mode or LicenseMode.ADD).value)
         return self._stage_and_commit(parse.tenant, parse, lambda: (parse.errors, parse.total_errors), source="json",
@@ -256,6 +271,7 @@ class Submitter:
         self._check_callback(options.callback_url, tenant, owner)
         job_id = new_job_id()
         adds: Counter[str] = Counter()
+        assignment = options.assignment or Assignment.ANY
 
         def valid_until_first_error() -> Iterator[Operation]:
             # Keep parsing after the first error (to report them all) but stop writing to Redis.
@@ -264,7 +280,7 @@ class Submitter:
                     continue
                 for lic in op.add:
                     adds[lic.sku_id.lower()] += 1
-                yield op
+                yield replace(op, assignment=assignment)
 
         try:
             total = self.store.stage(job_id, tenant, valid_until_first_error(), self.settings.chunk_size)
@@ -286,13 +302,13 @@ class Submitter:
         spec = JobSpec(source=source, owner=owner, warnings=warnings, dry_run=options.dry_run,
                        seat_policy=options.seat_policy, seat_basis=SeatBasis.INPUT,
                        prefetch=Prefetch.ASKED if paged else None, callback_url=options.callback_url or None,
-                       mode=mode, reading=read.to_json(), kept_columns=kept_columns())
+                       mode=mode, reading=read.to_json(), kept_columns=kept_columns(), assignment=assignment)
         total, chunks = self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run,
-                         mode=mode, reading=read.to_json())
+                         mode=mode, reading=read.to_json(), assignment=assignment)
 
     def _check_callback(self, url: str | None, tenant: str, owner: str) -> None:
         """Refuse the submission (422) when it names a callback URL notifications may not go to.

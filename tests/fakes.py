@@ -63,10 +63,12 @@ Fault = Callable[[str, str], httpx.Response | Exception | None]
 
 
 class Tenant:
-    """A tiny Graph: users with licenses and usageLocation, assignLicense/PATCH/GET, and $batch."""
+    """A tiny Graph: users with licenses and usageLocation, assignLicense/PATCH/GET, $batch, and GET of groups."""
 
-    def __init__(self, users: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, users: dict[str, dict[str, Any]], groups: dict[str, str] | None = None) -> None:
         self.users = users
+        self.groups = groups or {}  # group id -> displayName, for GET /groups/{id}
+        self.group_reads: list[str] = []  # the group ids asked for
         self.writes: list[tuple[str, str]] = []  # (method, user) of every write that reached us
         self.faults: list[Fault] = []  # consulted per item: (method, user) -> reply, or None
         self.batch_fault: Callable[[], Exception | None] | None = None
@@ -92,6 +94,8 @@ class Tenant:
         return httpx.Response(status, headers=headers, json=out) if out is not None else httpx.Response(status)
 
     def item(self, method: str, url: str, body: Any) -> tuple[int, dict[str, str], Any]:
+        if url.startswith("/groups/"):
+            return self.group(url)
         user = unquote(url.split("/users/", 1)[1].split("/")[0].split("?")[0])
         for fault in list(self.faults):
             reply = fault(method, user)
@@ -118,6 +122,13 @@ class Tenant:
             held[add["skuId"]] = {"skuId": add["skuId"], "disabledPlans": add["disabledPlans"]}
         state["assignedLicenses"] = list(held.values())
         return 200, {}, {"userPrincipalName": user, **state}
+
+    def group(self, url: str) -> tuple[int, dict[str, str], Any]:
+        group_id = url.split("/groups/", 1)[1].split("?")[0]
+        self.group_reads.append(group_id)
+        if group_id not in self.groups:
+            return 404, {}, {"error": {"code": "Request_ResourceNotFound", "message": f"'{group_id}' does not exist"}}
+        return 200, {}, {"id": group_id, "displayName": self.groups[group_id]}
 
 
 class Directory:

@@ -28,6 +28,7 @@ from jobs.control import ProbeAnswer, pause_unreachable, resume_due
 from jobs.due import DueSet
 from jobs.events import JobListener, Listeners
 from jobs.executor import ChunkDeps
+from jobs.group_names import GroupNames
 from jobs.models import PauseReason
 from jobs.notify import NotifyOnEnd
 from jobs.outbox import Outbox
@@ -68,6 +69,7 @@ class WorkerRuntime(ChunkContext):
         self.policy = RetryPolicy.from_settings(settings)
         self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
         self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)
+        self.group_names = GroupNames(self.redis)
         self.metrics = WorkerMetrics(chunks_in_flight=lambda: len(self.running))
         self.outbox = Outbox(self.redis, retention_s=settings.retention_s)
         self._metrics_server: MetricsServer | None = None
@@ -95,6 +97,7 @@ class WorkerRuntime(ChunkContext):
             rng=random.Random(),
             breaker=client.breaker,
             max_run_s=self.settings.chunk_max_run_s,
+            group_names=self.group_names,
         )
 
     def _listeners(self) -> list[JobListener]:

@@ -100,7 +100,8 @@ async function upload(event) {
   button.disabled = true;
   setText(byId("upload-status"), "Uploading…");
   try {
-    const choices = { mode: byId("mode").value, keepColumns: byId("keep-columns").value };
+    const choices = { mode: byId("mode").value, keepColumns: byId("keep-columns").value,
+      assignment: byId("assignment").value };
     const response = await call(`/v1/jobs?${vocabulary.submitQuery(tenant, choices)}`, {
       method: "POST", body: state.file, headers: { "Content-Type": "text/csv" },
     });

@@ -150,6 +150,7 @@ export class JobView {
     setText(byId("plan-changes"), count(plan.changes ?? 0));
     setText(byId("plan-unchanged"), count(plan.unchanged ?? job.unchanged ?? 0));
     setText(byId("plan-conflicts"), count(plan.warnings?.may_conflict ?? 0));
+    setText(byId("plan-via-group"), count(plan.notes?.held_via_group ?? 0));
     const predicted = Object.entries(plan.predicted_failures ?? {}).sort((a, b) => b[1] - a[1]);
     fillRows(byId("plan-failures").tBodies[0], predicted.map(([reason, n]) => [statusText(reason), count(n)]));
     const seats = (plan.seats ?? []).map((s) => [s.sku || s.sku_id, count(s.needed), count(s.released),
@@ -205,7 +206,7 @@ export class JobView {
     fillRows(byId("failure-reasons").tBodies[0], reasons.map(([reason, n]) => [statusText(reason), count(n)]));
     const shown = rows.slice(0, FAILED_ROWS_SHOWN);
     fillRows(byId("failed-rows").tBodies[0],
-      shown.map((r) => [r.row, r.user, statusText(r.reason), r.graph_message || r.detail || ""]));
+      shown.map((r) => [r.row, r.user, statusText(r.reason), withGroups(r.graph_message || r.detail || "", r)]));
     setText(byId("failed-rows-more"),
       rows.length > shown.length ? `Showing the first ${shown.length} of ${count(rows.length)} failed rows; download them all below.` : "");
     byId("failures").hidden = rows.length === 0;
@@ -247,9 +248,18 @@ export class JobView {
 function planDetail(row) {
   if (row.status === vocabulary.RESULT.WOULD_FAIL) {
     const why = row.graph_message || row.detail || "";
-    return `${statusText(row.reason)}${why ? `: ${why}` : ""}`;
+    return withGroups(`${statusText(row.reason)}${why ? `: ${why}` : ""}`, row);
   }
-  if (row.status === vocabulary.RESULT.WOULD_CHANGE) return row.action ?? "";
-  if (row.status === vocabulary.RESULT.UNCHANGED) return "already as asked";
+  if (row.status === vocabulary.RESULT.WOULD_CHANGE) return withGroups(row.action ?? "", row);
+  if (row.status === vocabulary.RESULT.UNCHANGED) {
+    return withGroups(row.note === "held_via_group" ? "already held through a group" : "already as asked", row);
+  }
   return statusText(row.status);
+}
+
+/** A row's text with the groups its licenses come from: "… (ENTERPRISEPACK via Sales E3)". */
+function withGroups(text, row) {
+  const groups = (row.groups ?? []).map((g) => `${g.sku || g.sku_id} via ${g.group_name || `group ${g.group_id}`}`);
+  if (!groups.length) return text;
+  return `${text}${text ? " " : ""}(${groups.join("; ")})`;
 }

@@ -18,12 +18,13 @@ export const RESULT = Object.freeze(VOCABULARY.results);
 
 /**
  * The upload's query string: every upload is a dry run first, previewed before anything is written;
- * the mode and the columns to keep unread when chosen.
+ * the mode, the columns to keep unread and how added licenses must be held, when chosen.
  */
-export function submitQuery(tenant, { mode = "", keepColumns = "" } = {}) {
+export function submitQuery(tenant, { mode = "", keepColumns = "", assignment = "" } = {}) {
   const query = new URLSearchParams({ tenant, dry_run: "true" });
   if (mode) query.set("mode", mode);
   if (keepColumns.trim()) query.set("keep_columns", keepColumns.trim());
+  if (assignment) query.set("assignment", assignment);
   return query.toString();
 }
 

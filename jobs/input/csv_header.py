@@ -61,6 +61,8 @@ IGNORED_COLUMNS = frozenset(
 )
 # Our results CSV, recognised by these columns: its `action` column is a description, not an Action.
 _RESULTS_SIGNATURE = frozenset({"status", "reason", "attempts"})
+# Columns our results CSV writes that an admin's own file may well have (kept there): dropped only in ours.
+_RESULTS_ONLY_COLUMNS = frozenset({"note", "groups"})
 # The Microsoft 365 admin center's user export ("Export users"): its `Licenses` column lists what
 # each user holds, display names joined by "+", or "Unlicensed". Two of these columns mark it.
 _ADMIN_EXPORT_SIGNATURE = frozenset(
@@ -168,7 +170,7 @@ def read_header(names: Sequence[str], row: int, max_cell_chars: int, max_kept_co
         if role is not None:
             _check_canonical(role, name, canonical_names, row)
             label = role.value
-        elif key in IGNORED_COLUMNS:
+        elif key in IGNORED_COLUMNS or (results and key in _RESULTS_ONLY_COLUMNS):
             role, label = Role.IGNORED, name
         elif key in SECRET_COLUMNS:
             role, label = Role.SECRET, name

@@ -10,7 +10,7 @@ from jobs.input.json_shape import AddLicenseIn, JobBody, OperationIn, load_job
 from jobs.input.licenses import AddName, Name, resolve_licenses
 from jobs.input.rules import JSON_WORDING, Limits, cell_problem, clip, quoted, usage_location_problem
 from jobs.input.users import UserCheck
-from jobs.models import FieldError, InputRejected, JobOptions, LicenseMode, Operation, SeatPolicy
+from jobs.models import Assignment, FieldError, InputRejected, JobOptions, LicenseMode, Operation, SeatPolicy
 from jobs.skus import SkuCatalog, is_guid, normalize_name
 
 
@@ -73,7 +73,8 @@ class JsonParse:
         self._checks = _OperationChecks(catalog, limits.max_cell_chars, self._value_errors, mode or LicenseMode.ADD)
         self.tenant = job.head.tenant
         self.options = JobOptions(dry_run=job.head.dry_run, seat_policy=SeatPolicy(job.head.on_seat_shortage),
-                                  callback_url=job.head.callback_url, mode=mode)
+                                  callback_url=job.head.callback_url, mode=mode,
+                                  assignment=Assignment(job.head.assignment) if job.head.assignment else None)
 
     @property
     def errors(self) -> list[FieldError]:

@@ -51,6 +51,7 @@ class JobIn(_In):
     on_seat_shortage: Literal["fail", "wait"] = "fail"
     callback_url: str | None = None
     mode: Literal["add", "exact", "sync"] | None = None
+    assignment: Literal["any", "direct"] | None = None
 
 
 _MODELS_BY_DEPTH: dict[tuple[str, ...], type[BaseModel]] = {

@@ -230,7 +230,7 @@ def test_results_csv_with_no_rows_is_the_header(client: TestClient) -> None:
     assert response.headers["content-disposition"] == f'attachment; filename="{job["id"]}-results.csv"'
     assert response.text.splitlines() == [
         "row,user,add,remove,disabled_plans,usage_location,status,reason,graph_code,graph_message,http_status,"
-        "attempts,updated_at,detail,action,before,after,warnings"]
+        "attempts,updated_at,detail,action,before,after,warnings,note,groups"]
 
 
 def test_the_job_shape_is_documented_and_what_get_answers(client: TestClient) -> None:

@@ -54,11 +54,11 @@ def test_submissions_record_the_actor_file_digest_and_rows(client: TestClient) -
     csv_digest = hashlib.sha256(GOOD_CSV.encode()).hexdigest()
     assert [e["details"] for e in events] == [
         {"file": "onboarding.csv", "sha256": csv_digest, "rows": 3, "dry_run": False, "on_seat_shortage": "fail",
-         "mode": "add"},
+         "mode": "add", "assignment": "any"},
         {"file": None, "sha256": csv_digest, "rows": 3, "dry_run": False, "on_seat_shortage": "fail",
-         "mode": "add"},
+         "mode": "add", "assignment": "any"},
         {"file": "weekly.json", "sha256": hashlib.sha256(body).hexdigest(), "rows": 1, "dry_run": False,
-         "on_seat_shortage": "fail", "mode": "add"},
+         "on_seat_shortage": "fail", "mode": "add", "assignment": "any"},
     ]
     assert [e["time"] for e in events] == sorted(e["time"] for e in events)
 

@@ -82,6 +82,20 @@ def assert_no_secrets(error: BaseException) -> None:
 # -- single calls ----------------------------------------------------------------------------------
 
 
+def test_get_group_asks_for_the_id_and_display_name_and_refuses_a_non_id(make_client: Any) -> None:
+    gid = "0A0A0A0A-1111-4111-8111-000000000001"
+    fake = FakeGraph(httpx.Response(200, json={"id": gid.lower(), "displayName": "Sales E3"}))
+    client = make_client(fake)
+    assert client.get_group(gid) == {"id": gid.lower(), "displayName": "Sales E3"}
+    request = fake.requests[0]
+    assert request.method == "GET"
+    assert request.url.path == f"/v1.0/groups/{gid.lower()}"
+    assert request.url.params["$select"] == "id,displayName"
+    with pytest.raises(GraphPermanentError, match="not a group id"):
+        client.get_group("../users/ada")
+    assert len(fake.requests) == 1
+
+
 def test_assign_license_sends_both_keys_and_encodes_the_user(make_client: Any, throttle: RecordingThrottle) -> None:
     fake = FakeGraph(httpx.Response(200, json={"id": "u1"}))
     client = make_client(fake)

@@ -141,3 +141,21 @@ def test_effective_disabled_plans_are_those_every_holding_assignment_disables() 
 def test_an_empty_body_holds_nothing() -> None:
     holdings = Holdings.from_graph({})
     assert holdings.skus == () and holdings.held_skus() == frozenset() and holdings.get(E3) is None
+
+
+def test_to_graph_round_trips_direct_group_and_failed_assignments() -> None:
+    holdings = Holdings.from_graph(body(state(E3, plans=(SWAY,)), state(E3, G1),
+                                        state(BI, G2, st="ActiveWithError", error="CountViolation"),
+                                        state(E5, G2, st="Error", error="CountViolation")))
+    again = Holdings.from_graph({"licenseAssignmentStates": holdings.to_graph()})
+    assert again == holdings
+
+
+def test_with_direct_keeps_the_groups_and_replaces_the_direct_assignments() -> None:
+    holdings = Holdings.from_graph(body(state(E3), state(E3, G1, plans=(SWAY,)), state(BI)))
+    after = holdings.with_direct({E5.upper(): [YAMMER]})
+    assert after.direct() == {E5: (YAMMER,)}
+    assert after.inherited_only(E3) and after.groups_covering(E3) == (G1,)
+    assert after.get(BI) is None
+    assert after.effective() == {E3: (SWAY,), E5: (YAMMER,)}
+    assert holdings.effective() == {E3: (), BI: ()}

@@ -96,7 +96,7 @@ def test_job_progress_from_a_running_record() -> None:
         "created_at": "2023-11-14T22:13:20.500Z", "started_at": "2023-11-14T22:14:00.250Z", "finished_at": None,
         "rate_per_s": 2.0, "eta_s": 32.5, "source": "csv", "warnings": ["column 'x' ignored"], "plan": None,
         "paused_reason": None, "paused_message": None, "paused_at": None, "next_probe_at": None,
-        "mode": "add", "input": None,
+        "mode": "add", "assignment": "any", "input": None,
     }
 
 

@@ -26,6 +26,8 @@ def bad_request(message: str) -> GraphPermanentError:
         (bad_request("Invalid usage location 'XX'."), Reason.INVALID_USAGE_LOCATION),
         (bad_request("Subscription does not have any available licenses."), Reason.NO_FREE_SEAT),
         (bad_request("User does not have a corresponding license."), Reason.LICENSE_NOT_ASSIGNED),
+        (bad_request("User license is inherited from a group membership and it cannot be removed directly from the "
+                     "user."), Reason.INHERITED_FROM_GROUP),
         (bad_request("Conflicting service plans: A and B."), Reason.CONFLICTING_LICENSES),
         (bad_request("License 'x' does not correspond to a valid company license."), Reason.UNKNOWN_SKU),
         (bad_request("License 'x' cannot be assigned to a user."), Reason.SKU_NOT_ASSIGNABLE),

@@ -129,3 +129,35 @@ def test_the_result_carries_the_plan_and_the_operations_note() -> None:
                                                                           "usage location GB kept")
     assert result.before is not None and result.after == {"assignedLicenses": [], "usageLocation": "US"}
     assert result.action == f"remove {EMS}"
+
+
+GROUP = "0a0a0a0a-1111-4111-8111-000000000001"
+
+
+def with_group(direct: tuple[str, ...], inherited: tuple[str, ...]) -> dict[str, object]:
+    """A user body holding `direct` directly and `inherited` through GROUP (assignedLicenses the union)."""
+    states = ([{"skuId": s, "assignedByGroup": None, "disabledPlans": [], "state": "Active", "error": "None"}
+               for s in direct]
+              + [{"skuId": s, "assignedByGroup": GROUP, "disabledPlans": [], "state": "Active", "error": "None"}
+                 for s in inherited])
+    return {**user(*dict.fromkeys(direct + inherited)), "licenseAssignmentStates": states}
+
+
+def test_reads_select_how_each_license_is_assigned() -> None:
+    assert "licenseAssignmentStates" in steps.USER_SELECT
+
+
+def test_an_inherited_removal_ends_without_a_write_and_names_the_group() -> None:
+    work = planned(op(2, "a@x", remove=(E3,)), with_group((), (E3,)))
+    ending = steps.after_plan(work, dry_run=False)
+    assert isinstance(ending, Ending) and ending.status is UserStatus.FAILED
+    assert ending.reason is Reason.INHERITED_FROM_GROUP
+    result = steps.result(work, ending, attempts=1, now=NOW, catalog=CATALOG)
+    assert [(g.sku_id, g.group_id) for g in result.groups] == [(E3, GROUP)]
+
+
+def test_a_read_back_tells_a_direct_removal_not_made_from_one_made_when_a_group_keeps_the_license() -> None:
+    work = planned(op(2, "a@x", remove=(E3,)), with_group((E3,), (E3,)), step=Step.READ)
+    assert steps.after_success(work, with_group((E3,), (E3,)), dry_run=False) is Step.ASSIGN
+    assert steps.after_success(work, with_group((), (E3,)), dry_run=False) == Ending(
+        UserStatus.SUCCEEDED, detail="already in the requested state", reached=True)

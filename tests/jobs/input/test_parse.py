@@ -135,6 +135,14 @@ def test_results_csv_columns_are_ignored_on_resubmission(catalog: SkuCatalog) ->
     assert ops[0].row == 2 and ops[0].extra == (("Dept", "HR"),) and ops[0].source == (("add", "EMS"),)
 
 
+def test_the_group_columns_of_a_results_csv_are_ignored_but_an_admins_own_note_is_kept(catalog: SkuCatalog) -> None:
+    results = ("row,user,status,reason,attempts,add,note,groups\n"
+               "2,ada@contoso.com,unchanged,,1,EMS,held_via_group,EMS via Sales (0a0a0a0a-1111)\n")
+    assert csv_ops(catalog, results)[0].extra == ()
+    own = csv_ops(catalog, "user,add,note\nada@contoso.com,EMS,new hire\n")
+    assert own[0].extra == (("note", "new hire"),)
+
+
 def test_streaming_across_tiny_chunks(catalog: SkuCatalog) -> None:
     data = "\ufeffuser,add,Name\r\nzoë@contoso.com,EMS,Zoë Ünal 日本\r\nbob@contoso.com,ENTERPRISEPACK,Bob\r\n"
     for chunk in (1, 2, 3, 7):

@@ -48,6 +48,11 @@ def direct_only(view: dict[str, Any]) -> set[str]:
     return {lic["skuId"] for lic in view["licenses"] if lic["direct"] and not lic["groups"]}
 
 
+def direct_skus(view: dict[str, Any]) -> set[str]:
+    """SKUs the user holds through a direct assignment."""
+    return {lic["skuId"] for lic in view["licenses"] if lic["direct"]}
+
+
 def seats_held(views: dict[str, dict[str, Any]]) -> Counter[str]:
     """Users holding each SKU (one seat each, however assigned)."""
     return Counter(lic["skuId"] for view in views.values() for lic in view["licenses"])
@@ -175,9 +180,14 @@ def test_the_cleanup_removes_only_redundant_direct_assignments_and_every_user_ke
         control.post("/reset")
     before = licenses(stack)
     with stack.api() as api:
-        response = api.post("/v1/cleanup/redundant-direct", params={"tenant": "sim", "dry_run": "false"})
+        response = api.post("/v1/cleanup/redundant-direct", params={"tenant": "sim"})
         assert response.status_code == 202, response.text
-        job = stack.wait_job(response.json()["id"])
+        planned = stack.wait_job(response.json()["id"])
+        assert planned["status"] == "planned" and planned["would_change"] == planned["total"] > 0
+        assert all(line["released"] == 0 and line["needed"] == 0 for line in planned["plan"]["seats"])
+        run = api.post(f"/v1/jobs/{planned['id']}/run")
+        assert run.status_code == 202, run.text
+        job = stack.wait_job(run.json()["id"])
     assert (job["status"], job["kind"], job["failed"]) == ("completed", "redundant_direct", 0)
     after = licenses(stack)
     assert job["succeeded"] > 0
@@ -192,6 +202,16 @@ def test_the_cleanup_removes_only_redundant_direct_assignments_and_every_user_ke
             if lic["skuId"] in skus:
                 assert lic["groups"], (before[user_id]["userPrincipalName"], lic)  # a group covered it
     assert seats_held(after) == seats_held(before)
+
+    # Undone with the ordinary rollback: the direct assignments are back, nothing else moved.
+    with stack.api() as api:
+        back = api.post(f"/v1/jobs/{job['id']}/rollback")
+        assert back.status_code == 202, back.text
+        undone = stack.wait_job(back.json()["id"])
+    assert (undone["status"], undone["succeeded"]) == ("completed", job["succeeded"])
+    restored = licenses(stack)
+    assert {u: (effective(v), direct_skus(v)) for u, v in restored.items()} == {
+        u: (effective(v), direct_skus(v)) for u, v in before.items()}
 
 
 def test_the_group_license_errors_report_lists_what_graph_says_per_user(stack: Stack) -> None:

@@ -141,6 +141,8 @@ def job_status(record: JobRecord) -> JobStatus:
     when cancelled during it and `completed_with_errors` when the tenant could not be read.
     """
     if record.scanning:
+        if record.finished_at is not None:  # its scan could not run (tenant not configured here, or kept dying)
+            return JobStatus.COMPLETED_WITH_ERRORS
         return JobStatus.QUEUED if record.started_at is None else JobStatus.PLANNING
     if record.scan_outcome is ScanOutcome.CANCELLED:
         return JobStatus.CANCELLED
@@ -215,4 +217,5 @@ def _scan_json(record: JobRecord) -> dict[str, Any] | None:
     if record.spec.scan is None:
         return None
     outcome = record.scan_outcome.value if record.scan_outcome is not None else None
-    return {"request": dict(record.spec.scan), "outcome": outcome, "summary": dict(record.scan_summary or {})}
+    request = {k: v for k, v in record.spec.scan.items() if k != "chunk_size"}  # how it is stored, not asked
+    return {"request": request, "outcome": outcome, "summary": dict(record.scan_summary or {})}

@@ -174,3 +174,15 @@ def test_a_scan_request_lists_every_problem_with_what_was_asked() -> None:
                          inactive_days=30, exclude_group=GROUP.upper(), exclude_upns=["svc-*, room-*"])
     assert (asked.skus, asked.exclude_group, asked.exclude_upns) == ((E3,), GROUP, ("svc-*", "room-*"))
     assert ScanRequest.from_json(asked.to_json()) == asked
+
+
+def test_a_scan_that_cannot_run_here_ends_the_job_with_errors(store: JobStore, clock: FakeClock) -> None:
+    def unknown(tenant: str) -> Any:
+        raise KeyError(tenant)
+
+    job_id = scan_job(store)
+    ctx = Ctx(store, unknown)
+    ctx.chunk_window = 3  # type: ignore[attr-defined]
+    execute_chunk(ctx, job_id, 0)
+    progress = store.progress(job_id)
+    assert progress is not None and progress.status is JobStatus.COMPLETED_WITH_ERRORS and progress.total == 0

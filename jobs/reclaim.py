@@ -92,6 +92,7 @@ def judge(user: ScannedUser, criteria: ReclaimCriteria) -> Verdict:
     if inactivity is None:
         return Verdict()
     why, detail = inactivity
+    # Graph leaves createdDateTime null on some accounts created long ago: they are not new.
     if user.created_at is not None and user.created_at > criteria.cutoff:
         return Verdict(excluded=Exclusion.NEW)
     if user.id.lower() in criteria.excluded_ids:

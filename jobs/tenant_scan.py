@@ -118,7 +118,7 @@ class TenantReader:
                 raise
             self.pages += 1
             for raw in users:
-                if raw.get("assignedLicenses") or raw.get("licenseAssignmentStates"):
+                if raw.get("assignedLicenses"):  # group assignments in error alone hold nothing
                     yield ScannedUser.from_graph(raw, sign_ins_read=sign_ins)
             self._on_page()
             if next_link is None:

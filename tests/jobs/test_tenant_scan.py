@@ -47,6 +47,13 @@ def test_the_scan_pages_licensed_users_120_at_a_time_when_it_reads_sign_ins() ->
     assert "signInActivity" not in found[1].body and found[1].body["assignedLicenses"]
 
 
+def test_a_user_whose_only_group_assignment_failed_is_not_licensed() -> None:
+    failed = graph_user(1, licensed=False)
+    failed["licenseAssignmentStates"] = [{"skuId": E3, "assignedByGroup": "g", "state": "Error",
+                                          "error": "CountViolation", "disabledPlans": []}]
+    assert [u.id for u in reader(Directory([failed, graph_user(2)])).licensed_users(sign_ins=False)] == ["id-2"]
+
+
 def test_without_sign_ins_the_scan_takes_pages_of_999_and_leaves_sign_ins_unknown() -> None:
     directory = Directory([graph_user(i) for i in range(5)])
     found = list(reader(directory).licensed_users(sign_ins=False))

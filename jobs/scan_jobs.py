@@ -7,6 +7,11 @@ meanwhile. The scan writes the operations it finds as chunks 1..n, counts them i
 written (or, in a dry run, reported), so it can be run, cancelled and rolled back as usual. A dry
 run plans from the states the scan read (no second read per user); a real job reads each user again
 before writing. A scan run again (its worker died) starts over and overwrites what the first wrote.
+
+The run of such a dry run scans again with the same criteria and keeps only what the preview showed
+and the tenant still calls for: a user who signed in since, joined the exclusion group, or whose group
+no longer covers the license is left out (counted as `changed_since_preview`), and nothing the preview
+did not show is added.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class ScanRequest:
     inactive_days: int = 0
     exclude_group: str | None = None
     exclude_upns: tuple[str, ...] = ()
+    planned_from: str | None = None  # the run of a dry run: keep only that preview's operations
 
     def to_json(self) -> dict[str, Any]:
         """The spec's `scan` JSON (also the job JSON's `scan.request`)."""
@@ -64,6 +70,8 @@ class ScanRequest:
         if self.kind is JobKind.RECLAIM:
             data |= {"inactive_days": self.inactive_days, "exclude_group": self.exclude_group,
                      "exclude_upns": list(self.exclude_upns)}
+        if self.planned_from is not None:
+            data["planned_from"] = self.planned_from
         return data
 
     @classmethod
@@ -72,7 +80,8 @@ class ScanRequest:
         return cls(kind=JobKind(data["kind"]), chunk_size=int(data["chunk_size"]),
                    as_of=datetime.fromisoformat(str(data["as_of"])).timestamp(),
                    skus=tuple(data.get("skus") or ()), inactive_days=int(data.get("inactive_days") or 0),
-                   exclude_group=data.get("exclude_group"), exclude_upns=tuple(data.get("exclude_upns") or ()))
+                   exclude_group=data.get("exclude_group"), exclude_upns=tuple(data.get("exclude_upns") or ()),
+                   planned_from=data.get("planned_from"))
 
 
 @dataclass
@@ -132,8 +141,10 @@ def run_scan(reader: TenantReader, store: JobStore, job: JobRecord, catalog: Sku
     # A dry run plans from the states the scan read: one read of the tenant in all.
     keep = StateKeeper(store, job.id) if job.spec.dry_run else None
     try:
-        total, chunks = store.save_scanned(job.id, _operations(reader, request, catalog, tally, warnings, keep),
-                                           request.chunk_size)
+        ops = _operations(reader, request, catalog, tally, warnings, keep)
+        if request.planned_from is not None:
+            ops = _still_called_for(store, request.planned_from, ops, catalog, tally)
+        total, chunks = store.save_scanned(job.id, ops, request.chunk_size)
         if keep is not None:
             keep.flush()
             store.mark_prefetched(job.id)
@@ -150,6 +161,21 @@ def run_scan(reader: TenantReader, store: JobStore, job: JobRecord, catalog: Sku
     log.info("job %s: scan %s, %d licensed users read in %d pages, %d to change", job.id, outcome.value,
              tally.licensed_users, reader.pages, total)
     return outcome
+
+
+def _still_called_for(store: JobStore, planned_from: str, found: Iterator[Operation], catalog: SkuCatalog,
+                      tally: ScanTally) -> Iterator[Operation]:
+    """The preview's operations (rows kept) narrowed to the licenses the scan finds to remove now."""
+    now = {op.user: frozenset(op.remove) for op in found}  # one entry per user found: bounded by the candidates
+    tally.operations, tally.seats = 0, Counter()
+    for op in store.iter_operations(planned_from):
+        keep = tuple(sku for sku in op.remove if sku in now.get(op.user, ()))
+        if len(keep) < len(op.remove):
+            tally.excluded["changed_since_preview"] += 1
+        if keep:
+            tally.operations += 1
+            tally.seats.update(keep)
+            yield replace(op, remove=keep, source=(("remove", ";".join(catalog.part_number(s) for s in keep)),))
 
 
 class StateKeeper:

@@ -179,7 +179,12 @@ class Submitter:
         try:
             if undone is not None:
                 self._claim_rollback(undone, job_id)
-            total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            if planned.spec.scan is not None:  # it scans again, keeping the previewed users still called for
+                self.store.stage_scan(job_id, tenant)
+                total = 1
+            else:
+                total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id),
+                                         self.settings.chunk_size)
             self.quotas.take(tenant, owner, job_id, total)
             self._reserve(tenant, job_id, self.store.plan_counters(planned_id).seat_demand(), seat_policy)
         except BaseException:
@@ -190,12 +195,13 @@ class Submitter:
             raise
         # The run of a rollback's dry run is that rollback; the run reports where its dry run did, and
         # keeps how its input was read.
-        # A scan-built dry run's run keeps its kind and takes its users from the dry run: it does not scan again.
+        # A scan-built dry run's run keeps its kind and scans again (jobs.scan_jobs: the preview's users only).
         kind = planned.spec.kind if undone is not None or planned.spec.kind in SCAN_KINDS else JobKind.JOB
+        scan = None if planned.spec.scan is None else {**planned.spec.scan, "planned_from": planned_id}
         spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
-                       seat_basis=SeatBasis.PLAN, kind=kind, prefetch=None, planned_from=planned_id, scan=None)
+                       seat_basis=SeatBasis.PLAN, kind=kind, prefetch=None, planned_from=planned_id, scan=scan)
         total, chunks = self.store.commit(job_id, spec)
-        dispatch(self.store, self.send, job_id, self.settings.chunk_window)
+        dispatch(self.store, self.send, job_id, 1 if scan is not None else self.settings.chunk_window)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone)
 

@@ -186,3 +186,29 @@ def test_a_scan_that_cannot_run_here_ends_the_job_with_errors(store: JobStore, c
     execute_chunk(ctx, job_id, 0)
     progress = store.progress(job_id)
     assert progress is not None and progress.status is JobStatus.COMPLETED_WITH_ERRORS and progress.total == 0
+
+
+def test_the_run_of_a_preview_scans_again_and_keeps_only_what_is_still_called_for(store: JobStore,
+                                                                                  clock: FakeClock) -> None:
+    both = [{"skuId": s, "assignedByGroup": None, "state": "Active", "error": "None", "disabledPlans": []}
+            for s in (E3, EMS)]
+    users = [graph_user(1, last_days=200), graph_user(2, last_days=200), graph_user(3, last_days=200),
+             graph_user(4, last_days=5)]
+    preview = scan_job(store)
+    execute_chunk(context(store, clock, Directory(users)), preview, 0)
+    assert [op.user for op in store.iter_operations(preview)] == ["id-1", "id-2", "id-3"]
+    # Since the preview: id-2 signed in, id-3 got EMS as well, id-4 stopped signing in.
+    users[1] = graph_user(2, last_days=1)
+    users[2] = graph_user(3, last_days=200, states=both)
+    users[3] = graph_user(4, last_days=200)
+    request = ScanRequest(kind=JobKind.RECLAIM, chunk_size=2, as_of=NOW, inactive_days=90, planned_from=preview)
+    store.stage_scan("run", "sim")
+    store.commit("run", JobSpec(source="scan", kind=JobKind.RECLAIM, scan=request.to_json()))
+    assert store.next_chunk("run") == 0
+    execute_chunk(context(store, clock, Directory(users)), "run", 0)
+    assert [(op.row, op.user, op.remove) for op in store.iter_operations("run")] == [(1, "id-1", (E3,)),
+                                                                                     (3, "id-3", (E3,))]
+    record = store.job("run")
+    assert record is not None and record.total == 2 and not record.prefetched  # the run reads users again
+    assert record.scan_summary is not None and record.scan_summary["excluded"]["changed_since_preview"] == 1
+    assert record.scan_summary["removals"] == {"ENTERPRISEPACK": 2}

@@ -41,6 +41,7 @@ class JobAccepted(BaseModel):
     warnings: list[str] = []
     dry_run: bool = False
     mode: str = "add"
+    assignment: Assignment = Assignment.ANY
     input: InputRead | None = None
 
     @classmethod
@@ -48,6 +49,7 @@ class JobAccepted(BaseModel):
         """The answer for a job just accepted."""
         return cls(id=submitted.id, status=JobStatus.QUEUED, total=submitted.total,
                    warnings=list(submitted.warnings), dry_run=submitted.dry_run, mode=submitted.mode.value,
+                   assignment=submitted.assignment,
                    input=InputRead.model_validate(submitted.reading) if submitted.reading else None)
 
 

@@ -183,9 +183,10 @@ def print_reading(answer: dict[str, Any]) -> None:
 
 
 def print_plan(job: dict[str, Any]) -> None:
-    """The plan: predicted failures and warnings by reason, and the seat table (shortfalls in red)."""
+    """The plan: predicted failures, warnings and notes by reason, and the seat table (shortfalls in red)."""
     plan = job.get("plan") or {}
-    for title, counts in (("predicted failures", plan.get("predicted_failures")), ("warnings", plan.get("warnings"))):
+    for title, counts in (("predicted failures", plan.get("predicted_failures")), ("warnings", plan.get("warnings")),
+                          ("notes", plan.get("notes"))):
         if counts:
             table = Table("reason", "users", title=title)
             for reason, n in sorted(counts.items()):

@@ -162,6 +162,8 @@ def _upload(client: ApiClient, file: Path, tenant: str | None, params: dict[str,
     kind = "dry run" if accepted.get("dry_run") else "job"
     console.print(f"{kind} [bold]{accepted['id']}[/bold] accepted: {accepted['total']} users")
     print_reading(accepted)
+    if accepted.get("assignment") == "direct":
+        console.print("assignment=direct: a license a group already gives is assigned directly too")
     for warning in accepted.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     return accepted

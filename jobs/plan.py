@@ -135,6 +135,7 @@ def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> Us
         if guarded is not None:
             return guarded
     links = group_links(op, state)
+    listed = op.add
     if op.mode is LicenseMode.EXACT:
         op = replace(op, add=exact_additions(op, state), remove=exact_removals(op, state), mode=LicenseMode.ADD)
     inherited = [sku.lower() for sku in op.remove if sku.lower() not in state.direct() and state.inherited(sku)]
@@ -145,7 +146,10 @@ def plan_user(op: Operation, state: UserState | None, catalog: SkuCatalog) -> Us
     covered = covered_adds(op, state)
     if covered:
         op = replace(op, add=tuple(a for a in op.add if a not in covered))
-    note = PlanNote.HELD_VIA_GROUP if covered else None
+    # Noted too: under mode=exact, a listed license only a group gives, which exact mode did not add.
+    left_to_groups = [a for a in listed if a not in op.add and a.sku_id.lower() not in state.direct()
+                      and state.inherited(a.sku_id)]
+    note = PlanNote.HELD_VIA_GROUP if covered or left_to_groups else None
     held = state.held()
     missing = [sku for sku in op.remove if sku.lower() not in held]
     after = predicted_after(op, state)

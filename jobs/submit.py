@@ -203,7 +203,8 @@ class Submitter:
         total, chunks = self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, 1 if scan is not None else self.settings.chunk_window)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
-        return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone)
+        return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone,
+                         assignment=planned.spec.assignment)
 
     def rollback(self, job_id: str, *, owner: str = "", dry_run: bool = False,
                  seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:

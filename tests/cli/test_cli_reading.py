@@ -1,4 +1,4 @@
-"""`bulklicense submit` says how the file was read, and passes --mode and --keep-columns."""
+"""`bulklicense submit` says how the file was read, and passes --mode, --keep-columns and --assignment."""
 
 from __future__ import annotations
 
@@ -42,3 +42,10 @@ def test_an_export_needs_mode(api_url: str) -> None:
                       "--keep-columns", "Department")
     assert "Licenses → licenses to hold (mode=exact: the others are removed)" in accepted.output
     assert "Department → kept (keep_columns)" in accepted.output
+
+
+def test_submit_passes_assignment_direct(api_url: str) -> None:
+    result = submit(api_url, CORPUS / "learn_powershell_create_users.csv", "--assignment", "direct")
+    assert result.exit_code == 0, result.output
+    assert "assignment=direct: a license a group already gives is assigned directly too" in result.output
+    assert "assignment=direct" not in submit(api_url, CORPUS / "learn_powershell_create_users.csv").output

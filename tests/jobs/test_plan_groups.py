@@ -180,3 +180,11 @@ def test_the_rollback_of_a_direct_add_over_a_group_removes_only_the_direct_one(c
     assert back is not None and back.remove == (E3,) and back.add == ()
     again = plan_user(back, plan.after, catalog)
     assert again.outcome is PlanOutcome.CHANGE and again.seats_released == ()
+
+
+def test_exact_mode_notes_a_listed_license_only_a_group_gives(catalog: SkuCatalog) -> None:
+    plan = plan_user(op(add=(License(E3),), mode=LicenseMode.EXACT), graph_user(groups=[(E3, G1, [])]), catalog)
+    assert plan.outcome is PlanOutcome.UNCHANGED and plan.note is PlanNote.HELD_VIA_GROUP
+    direct = plan_user(op(add=(License(E3),), mode=LicenseMode.EXACT, assignment=Assignment.DIRECT),
+                       graph_user(groups=[(E3, G1, [])]), catalog)
+    assert direct.outcome is PlanOutcome.CHANGE and direct.add == (License(E3),) and direct.note is None

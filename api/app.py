@@ -20,17 +20,19 @@ from api.key_attempts import FailedKeyAttempts
 from api.lanes import Lanes
 from api.metrics import add_metrics
 from api.reference import add_reference
-from api.routes import approvals, audit, control, events, health, jobs, tenants
+from api.routes import approvals, audit, control, events, health, jobs, scans, tenants
 from api.security import SecurityHeaders
 from config import Settings
 from config.redis_clients import redis_client as config_redis_client
 from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
 from jobs.due import DueSet
+from jobs.group_errors import GroupErrorReport
 from jobs.idempotency import IdempotencyStore
 from jobs.quotas import QuotaLedger
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
+from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 from jobs.submit import Submitter
 from webhooks.policy import CallbackPolicy
@@ -57,6 +59,7 @@ def create_app(
     check_broker: Callable[[], None] | None = None,
     idempotency: IdempotencyStore | None = None,
     callbacks: CallbackPolicy | None = None,
+    group_errors: Callable[[str, SkuCatalog, int], GroupErrorReport] | None = None,
 ) -> FastAPI:
     """Build the API; collaborators default to the real ones built from `settings`."""
     client = redis_client or config_redis_client(settings, **API_REDIS_OPTIONS)
@@ -83,6 +86,7 @@ def create_app(
         ceiling_for=ceiling_for or graphs.write_ceiling, check_broker=check_broker or broker_check(settings),
         catalogs=catalogs, seats=seats, send=sender, key_attempts=FailedKeyAttempts.from_settings(settings),
         lanes=lanes, pace=BodyPace(settings.api_body_timeout_s, settings.api_body_min_rate_bytes_s), quotas=quotas,
+        group_errors=group_errors or graphs.group_error_report,
     )
     app.include_router(health.router)
     app.include_router(jobs.router)
@@ -90,6 +94,7 @@ def create_app(
     app.include_router(approvals.router)
     app.include_router(events.router)
     app.include_router(tenants.router)
+    app.include_router(scans.router)
     app.include_router(audit.router)
     add_console(app)
     policies = add_reference(app)

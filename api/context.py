@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,12 +18,15 @@ from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClients
 from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
+from jobs.group_errors import GroupErrorReport, group_error_report
 from jobs.idempotency import IdempotencyStore
 from jobs.quotas import QuotaLedger
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
+from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 from jobs.submit import Submitter
+from jobs.tenant_scan import TenantReader
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,8 @@ class ApiContext:
     lanes: Lanes  # where blocking work runs, and what each key may have in progress
     pace: BodyPace  # how fast request bodies must arrive
     quotas: QuotaLedger
+    # A tenant's group license errors, read from Graph at most `limit` rows (TenantGraphs.group_error_report).
+    group_errors: Callable[[str, SkuCatalog, int], GroupErrorReport]
 
 
 class TenantGraphs:
@@ -61,6 +67,11 @@ class TenantGraphs:
     def subscribed_skus(self, tenant: str) -> list[dict[str, Any]]:
         """The tenant's GET /subscribedSkus, retried briefly."""
         return list(self._sku_policy.call(self.clients.get(tenant).graph.subscribed_skus))
+
+    def group_error_report(self, tenant: str, catalog: SkuCatalog, limit: int) -> GroupErrorReport:
+        """The tenant's users whose group licenses are in error; a long throttle wait is an error, not a wait."""
+        reader = TenantReader(self.clients.get(tenant).graph, self._sku_policy, time.sleep, patient=False)
+        return group_error_report(reader, catalog, limit)
 
     def write_ceiling(self, tenant: str) -> float | None:
         """The tenant's current write rate ceiling; None when its profile sets no rate."""

@@ -140,6 +140,8 @@ class JobOut(BaseModel):
     rolled_back_by: str | None = None
     awaiting_approval: bool = Field(default=False, description="Planned, and waits for another key's approval.")
     approval: ApprovalOut | None = None
+    scan: dict[str, Any] | None = Field(default=None, description="A job built from a scan of the tenant (reclaim, "
+                                        "redundant_direct): what it looks for, whether the scan ended, what it found.")
 
 
 class ErrorItem(BaseModel):

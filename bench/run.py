@@ -1,6 +1,6 @@
 """`python -m bench.run`: start everything, run the scenarios side by side, write BENCHMARKS.md.
 
-Options: --only SCENARIO[,..] (names or numbers 1-10), --quick (small sizes, a smoke run),
+Options: --only SCENARIO[,..] (names or numbers 1-11), --quick (small sizes, a smoke run),
 --out FILE (default BENCHMARKS.md), --workers N and --concurrency K (worker processes and their
 threads in scenarios other than 3), --keep (keep the temporary directory with every log).
 """

@@ -29,6 +29,7 @@ from bench.context import (
 )
 from bench.plan_scenarios import scenario_dry_run, scenario_half, scenario_rerun
 from bench.results import ScenarioResult, fmt_pct, fmt_rate, fmt_s
+from bench.scan_scenarios import scenario_reclaim
 from bench.stack import Sampler, ThrottleProbe, limit_fields
 from bench.workload import (
     GENERATED_SKU,
@@ -452,4 +453,5 @@ SCENARIOS: list[tuple[str, str, Callable[[Context, ScenarioResult], None]]] = [
     ("half", "8. Half already hold (issue 9)", scenario_half),
     ("rerun", "9. Rerun of a finished file (issue 9)", scenario_rerun),
     ("dryrun", "10. Dry run at tenant scale (issue 9)", scenario_dry_run),
+    ("reclaim", "11. Reclamation dry run at tenant scale (issue 20)", scenario_reclaim),
 ]

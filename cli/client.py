@@ -236,3 +236,30 @@ def print_plan(job: dict[str, Any]) -> None:
             table.add_row(line["sku"], str(line["needed"]), str(line["released"]), str(line["free"]),
                           f"[red]{short}[/red]" if line["shortfall"] else short)
         console.print(table)
+
+
+def print_scan(job: dict[str, Any]) -> None:
+    """What the scan of a job built from the tenant counted: users read, found and left alone, removals per SKU."""
+    scan = job.get("scan") or {}
+    summary = scan.get("summary") or {}
+    if not summary:
+        return
+    console.print(f"scan {scan.get('outcome')}: {summary.get('licensed_users', 0)} licensed users read, "
+                  f"{summary.get('users', 0)} to change", highlight=False)
+    for title, counts in (("found", summary.get("found")), ("left alone", summary.get("excluded")),
+                          ("assignments removed", summary.get("removals"))):
+        if counts:
+            table = Table("", "users", title=title)
+            for name, n in sorted(counts.items()):
+                table.add_row(escape(str(name)), str(n))
+            console.print(table)
+
+
+def print_group_errors(report: dict[str, Any]) -> None:
+    """The group license errors report as a table."""
+    table = Table("user", "group", "sku", "error", "holds it", title=f"group license errors — {report['count']} "
+                  f"in {report['groups_with_errors']} group(s){' (truncated)' if report.get('truncated') else ''}")
+    for row in report.get("value", []):
+        table.add_row(escape(row["userPrincipalName"]), escape(row["group"]), escape(row["sku"]), row["error"],
+                      "yes" if row["holds_license"] else "no")
+    console.print(table)

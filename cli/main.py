@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 import uvicorn
+from rich.markup import escape
 from rich.text import Text
 
 from api.app import create_app
@@ -20,9 +21,11 @@ from cli.client import (
     console,
     err,
     print_audit,
+    print_group_errors,
     print_jobs,
     print_plan,
     print_reading,
+    print_scan,
     print_summary,
     watch,
 )
@@ -277,6 +280,77 @@ def rollback(
             console.print(f"[yellow]warning:[/yellow] {warning}")
         if wait or dry_run:
             _finish(client, accepted["id"])
+
+
+def _scan_job(client: ApiClient, path: str, params: list[tuple[str, str]], body: dict[str, Any] | None,
+              dry_run: bool, wait: bool) -> None:
+    """Ask for a job built from a scan of the tenant; follow it (a dry run always) and show what the scan found."""
+    accepted = client.request("POST", path, params=[*params, ("dry_run", "true" if dry_run else "false")],
+                              json=body).json()
+    kind = "dry run" if accepted.get("dry_run") else "job"
+    console.print(f"{kind} [bold]{accepted['id']}[/bold] accepted: a worker scans the tenant (the job is planning "
+                  "meanwhile)")
+    if not (wait or dry_run):
+        return
+    job = watch(client, accepted["id"])
+    print_scan(job)
+    for warning in job.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False)
+    _finish(client, accepted["id"])
+
+
+@app.command()
+def reclaim(
+    tenant: str = typer.Option(..., help="Tenant profile to scan."),
+    inactive_days: int = typer.Option(90, help="Days without a successful sign-in."),
+    sku: list[str] = typer.Option(None, "--sku", help="Only this SKU (repeat; default: every SKU)."),
+    exclude_group: str = typer.Option(None, help="Object id of a group whose members (nested too) keep theirs."),
+    exclude_upn: list[str] = typer.Option(None, "--exclude-upn", help="UPN pattern to leave alone, `*` and `?` "
+                                                                      "wildcards (repeat)."),
+    run_now: bool = typer.Option(False, "--run", help="Remove at once instead of a dry run (default: dry run)."),
+    wait: bool = typer.Option(False, "--wait", help="Show progress until the job ends."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
+) -> None:
+    """Reclaim licenses of disabled users and of users who no longer sign in (a dry run unless --run)."""
+    params = [("tenant", tenant), ("inactive_days", str(inactive_days)), *(("sku", s) for s in sku or ()),
+              *(("exclude_upn", p) for p in exclude_upn or ())]
+    body = {"exclude_group": exclude_group} if exclude_group else None
+    with _client(_settings(), api_url, api_key) as client:
+        _scan_job(client, "/v1/reclaim", params, body, not run_now, wait)
+
+
+@app.command("cleanup-redundant")
+def cleanup_redundant(
+    tenant: str = typer.Option(..., help="Tenant profile to scan."),
+    sku: list[str] = typer.Option(None, "--sku", help="Only this SKU (repeat; default: every SKU)."),
+    run_now: bool = typer.Option(False, "--run", help="Remove at once instead of a dry run (default: dry run)."),
+    wait: bool = typer.Option(False, "--wait", help="Show progress until the job ends."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
+) -> None:
+    """Remove direct assignments a group already gives the same (same SKU, same disabled plans): no seat moves."""
+    params = [("tenant", tenant), *(("sku", s) for s in sku or ())]
+    with _client(_settings(), api_url, api_key) as client:
+        _scan_job(client, "/v1/cleanup/redundant-direct", params, None, not run_now, wait)
+
+
+@app.command("group-errors")
+def group_errors(
+    tenant: str = typer.Option(..., help="Tenant profile to read."),
+    limit: int = typer.Option(1000, help="At most this many rows."),
+    as_json: bool = typer.Option(False, "--json", help="The API's JSON instead of a table."),
+    api_url: str = typer.Option(None),
+    api_key: str = typer.Option(None, help=API_KEY_HELP),
+) -> None:
+    """Users whose license from a group is in error: the group, the SKU and Graph's reason."""
+    with _client(_settings(), api_url, api_key) as client:
+        report = client.request("GET", f"/v1/tenants/{tenant}/group-license-errors",
+                                params={"limit": str(limit)}).json()
+    if as_json:
+        console.print_json(data=report)
+        return
+    print_group_errors(report)
 
 
 @app.command()

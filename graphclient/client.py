@@ -260,16 +260,41 @@ class GraphClient:
 
         Graph charges a page like one read, whatever its size: the cheap way to read a whole tenant.
         """
+        first = f"/users{_select(select)}&$top={top}" if select else f"/users?$top={top}"
+        return self._page(first, next_link)
+
+    def groups_page(self, select: Sequence[str], filter_text: str | None = None,
+                    next_link: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of `GET /groups` (`$select`, `$filter`); returns its groups and the next page's link."""
+        parts = [_select(select)[1:]] if select else []
+        if filter_text:
+            parts.append("$filter=" + quote(filter_text, safe=""))
+        return self._page("/groups" + ("?" + "&".join(parts) if parts else ""), next_link)
+
+    def group_members_page(self, group_id: str, select: Sequence[str], next_link: str | None = None, *,
+                           errors_only: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a group's direct members (users and groups, `@odata.type` telling which).
+
+        With `errors_only`, `GET /groups/{id}/membersWithLicenseErrors`: the users whose license
+        assignment from this group is in error.
+        """
+        segment = "membersWithLicenseErrors" if errors_only else "members"
+        query = f"{_select(select)}&$top={MAX_PAGE_SIZE}" if select else f"?$top={MAX_PAGE_SIZE}"
+        return self._page(f"/groups/{quote(group_id, safe='')}/{segment}{query}", next_link)
+
+    def _page(self, first: str, next_link: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a list: `first` (the first page's path) or `next_link`; its items and the next link."""
+        base = first.partition("?")[0]
         if next_link is None:
-            path = f"/users{_select(select)}&$top={top}" if select else f"/users?$top={top}"
+            path = first
         elif next_link.startswith(self._root):
             path = next_link[len(self._root):]
         else:
-            raise GraphPermanentError(f"GET /users: next page link outside {self._root}: {next_link[:200]}")
+            raise GraphPermanentError(f"GET {base}: next page link outside {self._root}: {next_link[:200]}")
         body = self._call("GET", path)
         value = body.get("value") if isinstance(body, dict) else None
         if not isinstance(value, list):
-            raise GraphTransientError("GET /users: response has no value list", status=200)
+            raise GraphTransientError(f"GET {base}: response has no value list", status=200)
         link = body.get("@odata.nextLink")
         return [v for v in value if isinstance(v, dict)], link if isinstance(link, str) else None
 
@@ -482,9 +507,15 @@ def _label(method: str, path: str) -> str:
 
 
 def read_cost(path: str) -> int:
-    """Resource units Graph charges a read (its identity cost table: users 2, subscribedSkus 3, `$select` −1)."""
+    """Resource units Graph charges a read (users 2, subscribedSkus and members 3, else 1; `$select` −1)."""
     base, _, query = path.partition("?")
-    cost = 3 if base.rstrip("/").endswith("/subscribedSkus") else 2
+    base = base.rstrip("/")
+    if base.endswith("/subscribedSkus") or base.endswith("/members"):
+        cost = 3
+    elif base.startswith("/users"):
+        cost = 2
+    else:
+        cost = 1
     if "$select=" in query:
         cost -= 1
     return max(1, cost)

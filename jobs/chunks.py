@@ -10,15 +10,19 @@ from typing import Protocol
 
 from config.logs import bind_log_fields, log_context
 from graphclient.errors import GraphError, ThrottleWaitTooLong
+from jobs.catalogs import CatalogUnavailable
 from jobs.counters import USER_COUNTERS
 from jobs.events import JobEvent, Listeners
 from jobs.executor import ChunkDeps, HandBack, Parked, run_users
 from jobs.lifecycle import ChunkOutcome, ClaimResult
 from jobs.models import Reason, UserResult, UserStatus
 from jobs.prefetch import prefetch_users
-from jobs.record import Prefetch
+from jobs.record import Prefetch, ScanOutcome
+from jobs.scan_jobs import cancel_check, run_scan
 from jobs.scheduler import Send, dispatch
+from jobs.skus import SkuCatalog
 from jobs.store import ChunkView, JobStore
+from jobs.tenant_scan import TenantReader
 
 log = logging.getLogger(__name__)
 _running_lock = threading.Lock()
@@ -93,6 +97,7 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
     deps = _deps_or_fail(ctx, view, clock)
     if deps is not None:
         view = _read_tenant_first(ctx, deps, view)
+        view = _scan_first(ctx, deps, view)
         try:
             run_users(deps, job_id, n, budget_started_at=budget_started_at, view=view)
         except HandBack as hb:
@@ -147,6 +152,24 @@ def _read_tenant_first(ctx: ChunkContext, deps: ChunkDeps, view: ChunkView) -> C
         log.warning("job %s: could not list the tenant's users (%s); reading them one by one", job_id, exc)
     store.prefetch_done(job_id)
     dispatch(store, ctx.send, job_id, max(0, ctx.chunk_window - 1))
+    return store.chunk_view(job_id, view.n)
+
+
+def _scan_first(ctx: ChunkContext, deps: ChunkDeps, view: ChunkView) -> ChunkView:
+    """For a job built from a scan of the tenant, chunk 0 scans: the chunks it writes are then sent as any job's.
+
+    Returns the chunk's view as it is after the scan (chunk 0 holds no users).
+    """
+    store, job_id, record = ctx.store, view.job_id, view.record
+    if record is None or view.n != 0 or not record.scanning:
+        return view
+    try:
+        catalog = deps.catalog()
+    except CatalogUnavailable:  # names are for people: the scan works on ids
+        catalog = SkuCatalog(())
+    reader = TenantReader(deps.graph, deps.policy, deps.sleep, on_page=cancel_check(store, job_id))
+    if run_scan(reader, store, record, catalog) is ScanOutcome.DONE:
+        dispatch(store, ctx.send, job_id, max(0, ctx.chunk_window - 1))
     return store.chunk_view(job_id, view.n)
 
 

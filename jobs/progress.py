@@ -7,7 +7,7 @@ from typing import Any
 
 from jobs.counters import PlanCounters
 from jobs.models import JobStatus, LicenseMode, UserStatus, iso_time
-from jobs.record import ApprovalDecision, JobRecord
+from jobs.record import ApprovalDecision, JobRecord, ScanOutcome
 
 # Results per second are counted per wall-clock second; the current rate is the mean of the last
 # RATE_WINDOW_S whole seconds (the running second is left out: it is still filling).
@@ -59,6 +59,8 @@ class JobProgress:
     # A job that waits for approval once planned: who submitted it and the decision (None: no approval needed).
     approval: dict[str, Any] | None = None
     awaiting_approval: bool = False
+    # A job built from a scan of the tenant: what it looked for and what the scan counted.
+    scan: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The API's job shape."""
@@ -96,6 +98,8 @@ class JobProgress:
             "awaiting_approval": self.awaiting_approval,
             "approval": self.approval,
         }
+        if self.scan is not None:
+            data["scan"] = self.scan
         if self.dry_run or self.approval is not None:
             data.update(would_change=self.would_change, would_fail=self.would_fail)
         return data
@@ -137,8 +141,18 @@ def job_status(record: JobRecord) -> JobStatus:
     """The job's status from its record.
 
     Every job reads before it writes: `planning` until its first write (a dry run never writes
-    and ends `planned`); `paused` while a tenant-wide fault or a seat shortage holds it.
+    and ends `planned`); `paused` while a tenant-wide fault or a seat shortage holds it. A job built
+    from a scan of the tenant is `planning` while the scan runs (it has no users yet), `cancelled`
+    when cancelled during it and `completed_with_errors` when the tenant could not be read.
     """
+    if record.scanning:
+        if record.finished_at is not None:  # its scan could not run (tenant not configured here, or kept dying)
+            return JobStatus.COMPLETED_WITH_ERRORS
+        return JobStatus.QUEUED if record.started_at is None else JobStatus.PLANNING
+    if record.scan_outcome is ScanOutcome.CANCELLED:
+        return JobStatus.CANCELLED
+    if record.scan_outcome is ScanOutcome.FAILED:
+        return JobStatus.COMPLETED_WITH_ERRORS
     if record.pending == 0:
         if record.cancel_requested and record.count(UserStatus.CANCELLED):
             return JobStatus.CANCELLED
@@ -218,4 +232,14 @@ def job_progress(record: JobRecord, *, recent_results: int, now: float, ceiling_
         reading=dict(record.spec.reading) if record.spec.reading is not None else None,
         approval=approval_json(record),
         awaiting_approval=awaiting_approval(record),
+        scan=_scan_json(record),
     )
+
+
+def _scan_json(record: JobRecord) -> dict[str, Any] | None:
+    """A scan-built job's `scan`: what it was asked, whether the scan ended, and what it counted."""
+    if record.spec.scan is None:
+        return None
+    outcome = record.scan_outcome.value if record.scan_outcome is not None else None
+    request = {k: v for k, v in record.spec.scan.items() if k != "chunk_size"}  # how it is stored, not asked
+    return {"request": request, "outcome": outcome, "summary": dict(record.scan_summary or {})}

@@ -37,6 +37,21 @@ class JobKind(StrEnum):
 
     JOB = "job"  # operations from an upload
     ROLLBACK = "rollback"  # the way back of another job (`rollback_of`)
+    # Operations from a scan of the tenant itself (jobs.scan_jobs): its chunk 0 scans, the others run.
+    RECLAIM = "reclaim"  # remove the direct licenses of disabled and inactive users
+    REDUNDANT_DIRECT = "redundant_direct"  # remove direct assignments a group already covers
+
+
+# Kinds of job whose operations a scan of the tenant makes.
+SCAN_KINDS = frozenset({JobKind.RECLAIM, JobKind.REDUNDANT_DIRECT})
+
+
+class ScanOutcome(StrEnum):
+    """How the scan of a job built from the tenant ended."""
+
+    DONE = "done"
+    CANCELLED = "cancelled"  # cancelled before it finished: the job has no operations
+    FAILED = "failed"  # the tenant could not be read (the job's warnings say why)
 
 
 class Prefetch(StrEnum):
@@ -110,6 +125,8 @@ class JobSpec:
     mode: LicenseMode | None = None
     reading: Mapping[str, Any] | None = None
     kept_columns: tuple[str, ...] = ()
+    # What the scan of a job built from the tenant is to look for (jobs.scan_jobs.ScanRequest's JSON).
+    scan: Mapping[str, Any] | None = None
     # How adds must be held: `direct` asks for direct assignments where a group already gives the license.
     assignment: Assignment = Assignment.ANY
     # It plans, then waits at `planned` for another key's approval; its run is another job (jobs.approval).
@@ -130,6 +147,7 @@ class JobSpec:
                     "mode": self.mode.value if self.mode else None,
                     "input": json.dumps(dict(self.reading)) if self.reading is not None else None,
                     "kept_columns": json.dumps(list(self.kept_columns)) if self.kept_columns else None,
+                    "scan": json.dumps(dict(self.scan)) if self.scan is not None else None,
                     "assignment": self.assignment.value if self.assignment is not Assignment.ANY else None,
                     "needs_approval": "1" if self.needs_approval else None}
         return fields | {k: v for k, v in optional.items() if v is not None}
@@ -149,6 +167,7 @@ class JobSpec:
             mode=LicenseMode(raw["mode"]) if raw.get("mode") else None,
             reading=json.loads(raw["input"]) if "input" in raw else None,
             kept_columns=tuple(json.loads(raw.get("kept_columns") or "[]")),
+            scan=json.loads(raw["scan"]) if raw.get("scan") else None,
             assignment=Assignment(raw.get("assignment") or Assignment.ANY),
             needs_approval=raw.get("needs_approval") == "1",
         )
@@ -192,6 +211,8 @@ class JobRecord:
     rolled_back_by: str | None = None
     allowed: frozenset[str] = frozenset()  # steps Graph let the job's app do at least once
     approval: Approval | None = None  # the decision on a job that waited for approval
+    scan_outcome: ScanOutcome | None = None  # a job built from the tenant: how its scan ended (None: not yet)
+    scan_summary: Mapping[str, Any] | None = None  # what the scan counted (users read, candidates, exclusions)
 
     @property
     def done(self) -> int:
@@ -206,6 +227,11 @@ class JobRecord:
     def count(self, status: UserStatus) -> int:
         """Users that ended in `status`."""
         return self.counts.get(status, 0)
+
+    @property
+    def scanning(self) -> bool:
+        """Whether the job is built from a scan of the tenant that has not ended yet."""
+        return self.spec.scan is not None and self.scan_outcome is None
 
     @property
     def cancel_requested(self) -> bool:
@@ -239,6 +265,8 @@ class JobRecord:
             rolled_back_by=raw.get("rolled_back_by"),
             allowed=frozenset(k.removeprefix("allowed:") for k in raw if k.startswith("allowed:")),
             approval=Approval.parse(raw["approval"]) if raw.get("approval") else None,
+            scan_outcome=ScanOutcome(raw["scan_outcome"]) if raw.get("scan_outcome") else None,
+            scan_summary=json.loads(raw["scan_summary"]) if raw.get("scan_summary") else None,
         )
 
     def to_hash(self) -> dict[str, str]:
@@ -265,6 +293,10 @@ class JobRecord:
         fields |= {k: v for k, v in (("run_as", self.run_as), ("rolled_back_by", self.rolled_back_by)) if v}
         if self.approval is not None:
             fields["approval"] = self.approval.encode()
+        if self.scan_outcome is not None:
+            fields["scan_outcome"] = self.scan_outcome.value
+        if self.scan_summary is not None:
+            fields["scan_summary"] = json.dumps(dict(self.scan_summary), separators=(",", ":"))
         return fields
 
 

@@ -17,6 +17,7 @@ Keys (all under `bl:`; every job key expires after the retention period):
     bl:job:{id}:plan       hash   the plan counters (jobs.counters.PlanCounters): planned, changes, unchanged,
                                   fail:<reason>, warn:may_conflict, need:<skuId>, release:<skuId>
     bl:job:{id}:prefetched hash   lower-cased id or UPN -> user state JSON, for a dry run that paged the tenant
+                                  (or a job built from a scan of it: jobs.scan_jobs)
     bl:job:{id}:notfound   hash   "<row>:first" / "<row>:count": a user's "does not exist (yet)" answers
     bl:job:{id}:waiting    set    rows waiting for the directory to replicate them
     bl:job:{id}:seats      hash   skuId -> seats the job still holds (jobs.seats)
@@ -135,6 +136,7 @@ class JobStore:
         self._park = lua_script(client, "park_chunk")
         self._pause = lua_script(client, "pause")
         self._resume = lua_script(client, "resume")
+        self._finish_scan = lua_script(client, "finish_scan")
 
     # --- keys -------------------------------------------------------------------------------
     @staticmethod
@@ -178,6 +180,42 @@ class JobStore:
         pipe.hset(self._job_key(job_id), mapping={"staged_chunks": n, "staged_total": total})
         pipe.execute()
         return total
+
+    def stage_scan(self, job_id: str, tenant: str) -> None:
+        """Stage a job built from a scan of the tenant: one empty chunk, the scan's, until the scan adds the rest."""
+        self.stage(job_id, tenant, (), 1)
+        self.redis.hset(self._job_key(job_id), "staged_chunks", 1)
+
+    def save_scanned(self, job_id: str, operations: Iterable[Operation], chunk_size: int) -> tuple[int, int]:
+        """Write a scan's operations as the job's chunks after the scan's own (chunk 0); returns (total, chunks).
+
+        Not yet counted in the job: `finish_scan` does that, so a scan run again overwrites them.
+        """
+        total, n, chunk = 0, 1, []
+        pipe = self.redis.pipeline(transaction=False)
+        for op in operations:
+            chunk.append(op.dumps())
+            total += 1
+            if len(chunk) >= chunk_size:
+                pipe.set(self._subkey(job_id, f"ops:{n}"), "[" + ",".join(chunk) + "]", ex=self.retention_s)
+                n, chunk = n + 1, []
+                if n % 50 == 0:
+                    pipe.execute()
+        if chunk:
+            pipe.set(self._subkey(job_id, f"ops:{n}"), "[" + ",".join(chunk) + "]", ex=self.retention_s)
+            n += 1
+        pipe.execute()
+        return total, n
+
+    def finish_scan(self, job_id: str, total: int, chunks: int, outcome: str, warnings: Sequence[str],
+                    summary: Mapping[str, Any]) -> bool:
+        """Count the scan's operations in the job and note its outcome, once; False if a run of the scan did already."""
+        return int(self._finish_scan(keys=[self._job_key(job_id)], args=[
+            total, chunks, outcome, json.dumps(list(warnings)), json.dumps(dict(summary), separators=(",", ":"))])) == 1
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked to cancel the job."""
+        return bool(self.redis.hexists(self._job_key(job_id), "cancel_requested"))
 
     def discard(self, job_id: str) -> None:
         """Delete a staged (refused) submission."""

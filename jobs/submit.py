@@ -23,8 +23,9 @@ from jobs.models import (
     SeatPolicy,
 )
 from jobs.quotas import QuotaLedger
-from jobs.record import Approval, JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
+from jobs.record import SCAN_KINDS, Approval, JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
+from jobs.scan_jobs import ScanRequest
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine, seat_lines
 from jobs.skus import SkuCatalog
@@ -139,6 +140,30 @@ class Submitter:
                                       owner=owner, options=merged, status=lambda: parse.status_code,
                                       reading=lambda: reading)
 
+    def submit_scan(self, tenant: str, request: ScanRequest, *, owner: str = "", dry_run: bool = True) -> Submitted:
+        """Create and enqueue a job built from a scan of the tenant: `planning` while a worker scans (jobs.scan_jobs).
+
+        It removes licenses only, so it reserves no seat. In a tenant that requires approval a scan job that
+        would write always waits for one: how many users it changes is not known until the scan ends.
+        """
+        if tenant not in self.settings.tenants:
+            raise InputRejected([FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
+        job_id = new_job_id()
+        try:
+            self.store.stage_scan(job_id, tenant)
+            self.quotas.take(tenant, owner, job_id, 1)
+        except BaseException:
+            self.store.discard(job_id)
+            raise
+        gated = not dry_run and self.settings.tenants[tenant].require_approval
+        spec = JobSpec(source="scan", owner=owner, dry_run=dry_run, seat_basis=SeatBasis.PLAN, kind=request.kind,
+                       scan=request.to_json(), needs_approval=gated)
+        self.store.commit(job_id, spec)
+        dispatch(self.store, self.send, job_id, 1)
+        log.info("job %s accepted: %s from a scan of tenant %s%s", job_id, request.kind.value, tenant,
+                 " (dry run)" if dry_run else " (waits for approval once planned)" if gated else "")
+        return Submitted(id=job_id, total=0, chunks=1, warnings=(), dry_run=dry_run, needs_approval=gated)
+
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL,
                     approval: Approval | None = None) -> Submitted:
         """Start the real job of a finished dry run, from the same input (it reads the users again).
@@ -163,9 +188,16 @@ class Submitter:
         try:
             if undone is not None:
                 self._claim_rollback(undone, job_id)
-            total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            if planned.spec.scan is not None:  # it scans again, keeping the previewed users still called for
+                self.store.stage_scan(job_id, tenant)
+                total = 1
+            else:
+                total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id),
+                                         self.settings.chunk_size)
             self.quotas.take(tenant, owner, job_id, total)
-            gated = approval is None and self._needs_approval(tenant, total)
+            # A scan's run is staged as one chunk to scan again: its size is what the preview found.
+            rows = progress.total if planned.spec.scan is not None else total
+            gated = approval is None and self._needs_approval(tenant, rows)
             if approval is not None:
                 self.seats.transfer(tenant, planned_id, job_id)  # the seats it held while it waited
             else:
@@ -180,11 +212,14 @@ class Submitter:
             raise
         # The run of a rollback's dry run is that rollback; the run reports where its dry run did, and
         # keeps how its input was read.
+        # A scan-built dry run's run keeps its kind and scans again (jobs.scan_jobs: the preview's users only).
+        kind = planned.spec.kind if undone is not None or planned.spec.kind in SCAN_KINDS else JobKind.JOB
+        scan = None if planned.spec.scan is None else {**planned.spec.scan, "planned_from": planned_id}
         spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
-                       seat_basis=SeatBasis.PLAN, kind=planned.spec.kind if undone is not None else JobKind.JOB,
-                       prefetch=None, planned_from=planned_id, needs_approval=gated)
+                       seat_basis=SeatBasis.PLAN, kind=kind, prefetch=None, planned_from=planned_id, scan=scan,
+                       needs_approval=gated)
         total, chunks = self.store.commit(job_id, spec)
-        dispatch(self.store, self.send, job_id, self.settings.chunk_window)
+        dispatch(self.store, self.send, job_id, 1 if scan is not None else self.settings.chunk_window)
         log.info("job %s accepted: the run of %s %s, %d users for tenant %s%s", job_id,
                  "approved job" if approval else "dry run", planned_id, total, tenant,
                  " (waits for approval once planned)" if gated else "")

@@ -123,13 +123,68 @@ class Tenant:
         state["assignedLicenses"] = list(held.values())
         return 200, {}, {"userPrincipalName": user, **state}
 
-
     def group(self, url: str) -> tuple[int, dict[str, str], Any]:
         group_id = url.split("/groups/", 1)[1].split("?")[0]
         self.group_reads.append(group_id)
         if group_id not in self.groups:
             return 404, {}, {"error": {"code": "Request_ResourceNotFound", "message": f"'{group_id}' does not exist"}}
         return 200, {}, {"id": group_id, "displayName": self.groups[group_id]}
+
+
+class Directory:
+    """A tiny Graph directory for scans: paged `GET /users` (120 a page with signInActivity), groups and members.
+
+    `users` are Graph user bodies (with `signInActivity` when they have one); `groups` maps a group id to
+    its members (user or group ids) and `error_groups` lists the groups with members in license error.
+    `sign_ins_denied` is the 403 code a signInActivity read gets (None: allowed).
+    """
+
+    def __init__(self, users: list[dict[str, Any]], groups: dict[str, list[str]] | None = None,
+                 error_groups: dict[str, str] | None = None, sign_ins_denied: str | None = None) -> None:
+        self.users = users
+        self.groups = groups or {}
+        self.error_groups = error_groups or {}  # id -> displayName
+        self.sign_ins_denied = sign_ins_denied
+        self.requests: list[tuple[str, dict[str, str]]] = []  # path and query parameters of every request
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = unquote(request.url.path).split("/v1.0", 1)[1]
+        query = {k: v for k, v in request.url.params.items()}
+        self.requests.append((path, query))
+        select = query.get("$select", "").split(",")
+        top, skip = int(query.get("$top", "100")), int(query.get("$skiptoken", "0"))
+        if path == "/users":
+            if "signInActivity" in select:
+                if self.sign_ins_denied:
+                    return httpx.Response(403, json={"error": {"code": self.sign_ins_denied, "message": "denied"}})
+                if top > 120:
+                    return httpx.Response(400, json={"error": {"code": "Request_BadRequest", "message":
+                                                               "Cannot query data for more than 120 users at a time."}})
+            return self._page(request, [self._user(u, select) for u in self.users], top, skip)
+        if path == "/groups":
+            assert query.get("$filter") == "hasMembersWithLicenseErrors eq true"
+            return self._page(request, [{"id": g, "displayName": n} for g, n in self.error_groups.items()], top, skip)
+        group, _, segment = path.removeprefix("/groups/").partition("/")
+        if group not in self.groups:
+            return httpx.Response(404, json={"error": {"code": "Request_ResourceNotFound", "message": group}})
+        by_id = {u["id"]: u for u in self.users}
+        if segment == "membersWithLicenseErrors":
+            members = [self._user(by_id[m], select) for m in self.groups[group] if m in by_id]
+        else:
+            members = [{"@odata.type": "#microsoft.graph.user", "id": m} if m in by_id
+                       else {"@odata.type": "#microsoft.graph.group", "id": m} for m in self.groups[group]]
+        return self._page(request, members, top, skip)
+
+    @staticmethod
+    def _user(user: dict[str, Any], select: list[str]) -> dict[str, Any]:
+        return {k: v for k, v in user.items() if k in select or k == "id"}
+
+    @staticmethod
+    def _page(request: httpx.Request, items: list[dict[str, Any]], top: int, skip: int) -> httpx.Response:
+        body: dict[str, Any] = {"value": items[skip:skip + top]}
+        if skip + top < len(items):
+            body["@odata.nextLink"] = str(request.url.copy_merge_params({"$skiptoken": str(skip + top)}))
+        return httpx.Response(200, json=body)
 
 
 Reply = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]

@@ -4,6 +4,7 @@ import { call, callJson, detailOf, hooks, jsonOf, session } from "./api.js";
 import * as vocabulary from "./vocabulary.js";
 import { JobView } from "./job.js";
 import { age, byId, count, fillRows, setText, statusText } from "./render.js";
+import { scanRequest } from "./scan.js";
 
 const JOBS_SHOWN = 20;
 const state = { file: null, key: null };
@@ -65,10 +66,12 @@ function keyRefused() {
 }
 
 function fillTenants(names) {
-  const select = byId("tenant");
   const previous = sessionStorage.getItem("bulklicense.tenant");
-  select.replaceChildren(...names.map((name) => new Option(name, name)));
-  if (names.includes(previous)) select.value = previous;
+  for (const id of ["tenant", "scan-tenant"]) {
+    const select = byId(id);
+    select.replaceChildren(...names.map((name) => new Option(name, name)));
+    if (names.includes(previous)) select.value = previous;
+  }
 }
 
 // --- uploading --------------------------------------------------------------------------------
@@ -136,6 +139,44 @@ function refused(result) {
   byId("upload-errors").hidden = false;
 }
 
+// --- jobs from a scan of the tenant -------------------------------------------------------------
+async function scan(event) {
+  event.preventDefault();
+  const tenant = byId("scan-tenant").value;
+  if (!tenant) return setText(byId("scan-status"), "Pick a tenant first.");
+  sessionStorage.setItem("bulklicense.tenant", tenant);
+  const { path, body } = scanRequest({
+    tenant, kind: byId("scan-kind").value, inactiveDays: byId("inactive-days").value,
+    excludeGroup: byId("exclude-group").value, excludeUpns: byId("exclude-upns").value, skus: byId("scan-skus").value,
+  });
+  const button = byId("scan-submit");
+  button.disabled = true;
+  setText(byId("scan-status"), "Asking…");
+  try {
+    const options = body ? { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } }
+      : { method: "POST" };
+    const response = await call(path, options);
+    const answer = await jsonOf(response);
+    if (response.status === 202 && answer) {
+      setText(byId("scan-status"), "Accepted: a worker is reading the tenant.");
+      byId("upload-errors").hidden = true;
+      openJob(answer.id);
+      return loadJobs();
+    }
+    setText(byId("scan-status"), "");
+    return refused({ status: response.status, data: answer });
+  } catch (error) {
+    setText(byId("scan-status"), "");
+    return refused({ status: 0, data: { detail: `the request did not reach the API (${error.message})` } });
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function scanKindChanged() {
+  byId("reclaim-choices").hidden = byId("scan-kind").value !== "reclaim";
+}
+
 // --- jobs -------------------------------------------------------------------------------------
 function openJob(id) {
   jobView.open(id);
@@ -171,6 +212,8 @@ function wire() {
   byId("sign-in-form").addEventListener("submit", signIn);
   byId("sign-out").addEventListener("click", signOut);
   byId("upload-form").addEventListener("submit", upload);
+  byId("scan-form").addEventListener("submit", scan);
+  byId("scan-kind").addEventListener("change", scanKindChanged);
   byId("csv-file").addEventListener("change", (e) => choose(e.target.files[0]));
   byId("refresh-jobs").addEventListener("click", () => loadJobs());
   const zone = byId("drop-zone");

@@ -3,6 +3,7 @@
 import { callJson, detailOf, download } from "./api.js";
 import * as vocabulary from "./vocabulary.js";
 import { byId, count, duration, fillRows, setText, statusText } from "./render.js";
+import { scanLine } from "./scan.js";
 import { follow } from "./sse.js";
 
 // While a job runs its failed rows are re-read at most every 2 s, less often for big jobs (the read
@@ -100,6 +101,9 @@ export class JobView {
     paused.hidden = !job.paused_reason;
     setText(paused, job.paused_reason ? `paused: ${statusText(job.paused_reason)}` : "");
     this.showReading(job.input);
+    const scanText = scanLine(job);
+    byId("job-scan").hidden = !scanText;
+    setText(byId("job-scan"), scanText);
     this.showProgress(job);
     this.showActions(job);
     this.showApproval(job);

@@ -313,3 +313,16 @@ def test_two_approvals_raced_start_one_run(api_url: str, redis_client: redis.Red
 
     assert sorted(answers) == [202, 409, 409, 409]
     assert len({e["details"]["run_job"] for e in audit(client, job=job_id) if e["action"] == "approved"}) == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/reclaim", "/v1/cleanup/redundant-direct"])
+def test_a_scan_job_that_would_write_waits_for_approval_whatever_its_threshold(client: TestClient, path: str) -> None:
+    # How many users a scan changes is known only once it has run: the threshold cannot let it through.
+    params = {"tenant": "big", "dry_run": "false", **({"inactive_days": "90"} if "reclaim" in path else {})}
+    response = client.post(path, params=params, headers=auth(SIM_KEY))
+    assert response.status_code == 202, response.text
+    assert (response.json()["needs_approval"], response.json()["dry_run"]) == (True, False)
+    waiting = job(client, response.json()["id"])
+    assert waiting["approval"]["submitted_by"] == SIM_NAME and waiting["kind"] in {"reclaim", "redundant_direct"}
+    dry = client.post(path, params={**params, "dry_run": "true"}, headers=auth(SIM_KEY))
+    assert dry.status_code == 202 and dry.json()["needs_approval"] is False

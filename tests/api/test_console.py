@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -121,3 +124,32 @@ def test_the_page_template_escapes_what_it_is_given() -> None:
     page = TestClient(app).get("/").text
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_the_scan_form_asks_the_scan_routes_and_the_job_view_words_the_scan(client: TestClient) -> None:
+    page = client.get("/").text
+    assert all(f'id="{name}"' in page for name in ("scan-form", "scan-tenant", "inactive-days", "exclude-group",
+                                                   "exclude-upns", "scan-skus", "job-scan"))
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no Node.js to run the console's pure modules")
+    script = """
+        const scan = await import(process.argv[1]);
+        const reclaim = scan.scanRequest({tenant: "sim", kind: "reclaim", inactiveDays: "120", excludeGroup: " g1 ",
+                                          excludeUpns: "svc-*\\nroom-*, x", skus: "EMS, ENTERPRISEPACK"});
+        const cleanup = scan.scanRequest({tenant: "sim", kind: "redundant", inactiveDays: "90", excludeGroup: "",
+                                          excludeUpns: "", skus: "EMS"});
+        const line = scan.scanLine({scan: {outcome: "done", summary: {licensed_users: 10, users: 2,
+            found: {inactive: 2}, excluded: {exclusion_group: 1}, sign_ins_read: true}}});
+        const reading = scan.scanLine({scan: {outcome: null}});
+        console.log(JSON.stringify([reclaim, cleanup, line, reading, scan.scanLine({})]));
+    """
+    done = subprocess.run([node, "--input-type=module", "-e", script, (STATIC / "scan.js").as_uri()],
+                          capture_output=True, text=True, timeout=30, check=True)
+    reclaim, cleanup, line, reading, none = json.loads(done.stdout)
+    assert reclaim == {"path": "/v1/reclaim?tenant=sim&dry_run=true&inactive_days=120",
+                       "body": {"skus": ["EMS", "ENTERPRISEPACK"], "exclude_upns": ["svc-*", "room-*", "x"],
+                                "exclude_group": "g1"}}
+    assert cleanup == {"path": "/v1/cleanup/redundant-direct?tenant=sim&dry_run=true&sku=EMS", "body": None}
+    assert line == "Scan done: 10 licensed users read, 2 to change; found: 2 inactive; left alone: 1 exclusion group."
+    assert (reading, none) == ("Reading the tenant…", "")

@@ -65,6 +65,8 @@ OPERATIONS = [
     ("GET", "/v1/jobs/{job_id}/events"),
     ("GET", "/v1/tenants"),
     ("GET", "/v1/audit"),
+    ("POST", "/v1/reclaim"),
+    ("POST", "/v1/cleanup/redundant-direct"),
 ]
 
 
@@ -93,7 +95,7 @@ def deeper_variants(case: Any) -> Iterator[Any]:
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if (m, p) in {
         ("POST", "/v1/jobs"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/results"), ("GET", "/v1/audit"),
-        ("POST", "/v1/jobs/{job_id}/reject")}
+        ("POST", "/v1/jobs/{job_id}/reject"), ("POST", "/v1/reclaim")}
 ]
 
 
@@ -143,4 +145,6 @@ def test_the_schema_covers_every_route(api_app: Any) -> None:
         ("POST", "/v1/jobs/{job_id}/rollback"), ("POST", "/v1/jobs/{job_id}/approve"),
         ("POST", "/v1/jobs/{job_id}/reject"),
         ("GET", "/v1/jobs/{job_id}/events"), ("GET", "/v1/tenants"), ("GET", "/v1/audit"),
+        ("POST", "/v1/reclaim"), ("POST", "/v1/cleanup/redundant-direct"),
+        ("GET", "/v1/tenants/{tenant}/group-license-errors"),
     }, json.dumps(sorted(operations))

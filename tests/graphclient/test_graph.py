@@ -463,6 +463,7 @@ def test_a_resource_unit_429_slows_the_reads_not_the_writes(budgets: Any) -> Non
 
 @pytest.mark.parametrize(("path", "cost"), [
     ("/users/a@b.c?$select=id,assignedLicenses", 1), ("/users/a@b.c", 2), ("/users?$select=id&$top=999", 1),
-    ("/subscribedSkus", 3)])
+    ("/subscribedSkus", 3), ("/groups/g1/members?$select=id", 2), ("/groups/g1/members", 3),
+    ("/groups?$select=id,displayName", 1), ("/groups/g1/membersWithLicenseErrors", 1)])
 def test_read_cost_follows_graphs_table(path: str, cost: int) -> None:
     assert read_cost(path) == cost

@@ -6,6 +6,7 @@ import csv
 import io
 import itertools
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -18,15 +19,18 @@ RESULT_COLUMNS = ("status", "reason", "graph_code", "graph_message", "http_statu
 CSV_COLUMNS = ("row", "user", *SOURCE_COLUMNS, *RESULT_COLUMNS)
 # The status a user without a terminal result yet shows in the results; every status one can filter on.
 PENDING = "pending"
-RESULT_STATUSES = (*(s.value for s in UserStatus), PENDING)
+# A pending row held for its effective date, until its instant.
+SCHEDULED = "scheduled"
+RESULT_STATUSES = (*(s.value for s in UserStatus), PENDING, SCHEDULED)
 
 Row = tuple[Operation, UserResult | None]
 
 
 def result_rows(store: JobStore, job_id: str, status: str | None) -> Iterator[Row]:
     """A job's operations with their results (None while pending), only those in `status` if given."""
+    now = time.time()
     for op, res in store.iter_results(job_id):
-        current = res.status.value if res is not None else PENDING
+        current = res.status.value if res is not None else _waiting(op, now)
         if status is None or status == current:
             yield op, res
 
@@ -67,6 +71,9 @@ def json_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None) -> Iterat
         item["after"] = _named_state(res.after if res else None, catalog)
         item["warnings"] = list(res.warnings) if res else []
         item["extra"] = dict(op.extra)
+        if op.due_at is not None:  # a row held for its effective date: when it was due, how late it ran
+            item["scheduled_for"] = iso_time(op.due_at)
+            item["late_s"] = res.late_s if res else None
         yield (b"" if first else b",") + json.dumps(item).encode()
         first = False
     if isinstance(rows, Page) and rows.limit is not None:
@@ -111,13 +118,18 @@ def neutralise(cell: str) -> str:
     return cell
 
 
+def _waiting(op: Operation, now: float) -> str:
+    """The status of a row without a result: scheduled until its instant, then pending."""
+    return SCHEDULED if op.due_at is not None and op.due_at > now else PENDING
+
+
 def _row_dict(op: Operation, res: UserResult | None) -> dict[str, Any]:
     source = dict(op.source)
     out: dict[str, Any] = {
         "row": op.row,
         "user": op.user,
         **{col: source.get(col, "") for col in SOURCE_COLUMNS},
-        "status": res.status.value if res else PENDING,
+        "status": res.status.value if res else _waiting(op, time.time()),
         "reason": res.reason if res else None,
         "graph_code": res.graph_code if res else None,
         "graph_message": res.graph_message if res else None,

@@ -78,6 +78,26 @@ class PlanOut(BaseModel):
     seats: list[SeatOut] | None = Field(description="Null when Graph cannot be asked right now.")
 
 
+class DayOut(BaseModel):
+    """The rows of a job due at one instant (`at` null: at submission), and their chunks."""
+
+    at: str | None
+    rows: int
+    chunks: list[int]
+
+
+class DaySeatOut(BaseModel):
+    """One SKU on one day: seats the day's rows add and free, seats free before them, and what is short."""
+
+    at: str | None
+    sku_id: str
+    sku: str
+    adds: int
+    releases: int
+    free: int
+    shortfall: int
+
+
 class JobOut(BaseModel):
     """A job's progress (`GET /v1/jobs/{id}`, and each event of `GET /v1/jobs/{id}/events`).
 
@@ -119,6 +139,12 @@ class JobOut(BaseModel):
     run_as: str | None = None
     rollback_of: str | None = None
     rolled_back_by: str | None = None
+    # Effective dates (jobs.schedule): only for a job with rows dated ahead.
+    schedule: list[DayOut] | None = Field(default=None, description="The job's rows per day they are due.")
+    scheduled: int | None = Field(default=None, description="Rows still waiting for their day.")
+    seats_by_day: list[DaySeatOut] | None = Field(
+        default=None, description="The seat table by date (days still ahead; all of a dry run's); null when Graph"
+                                  " cannot be asked right now.")
 
 
 class ErrorItem(BaseModel):

@@ -27,7 +27,7 @@ from cli.client import (
 from cli.demo import run_demo
 from config import ConfigError, LogFormat, Settings, get_settings
 from config.logs import configure_logging
-from jobs.models import SeatPolicy
+from jobs.models import JobStatus, SeatPolicy
 from worker.celery_app import create_celery_app
 from worker.producer import CHUNK_QUEUE, NOTIFY_QUEUE
 
@@ -181,6 +181,8 @@ def _finish(client: ApiClient, job_id: str) -> None:
     if job.get("dry_run"):
         print_plan(job)
         raise typer.Exit(0)
+    if job["status"] == JobStatus.SCHEDULED:  # the rows due now are done; the others wait for their day
+        raise typer.Exit(0 if not job["failed"] and not job["cancelled"] else 1)
     raise typer.Exit(0 if job["succeeded"] + job.get("unchanged", 0) == job["total"] else 1)
 
 
@@ -280,7 +282,7 @@ def status(
 def results(
     job: str,
     status: str = typer.Option(None, "--status", help="succeeded, failed, cancelled, unchanged, would_change, "
-                                                      "would_fail or pending."),
+                                                      "would_fail, pending or scheduled."),
     output: Path = typer.Option(None, "-o", "--output", help="Write CSV here (default: stdout)."),
     api_url: str = typer.Option(None),
     api_key: str = typer.Option(None, help=API_KEY_HELP),
@@ -300,10 +302,13 @@ def results(
 
 @app.command()
 def cancel(job: str, api_url: str = typer.Option(None),
+           scheduled_only: bool = typer.Option(False, "--scheduled-only",
+                                               help="Cancel only the rows waiting for their day; the others go on."),
            api_key: str = typer.Option(None, help=API_KEY_HELP)) -> None:
-    """Cancel a job; returns once no further write for it can be sent."""
+    """Cancel a job; returns once no further write for it can be sent. Rows waiting for their day are cancelled."""
+    params = {"scheduled_only": "true"} if scheduled_only else {}
     with _client(_settings(), api_url, api_key) as client:
-        console.print_json(data=client.request("POST", f"/v1/jobs/{job}/cancel").json())
+        console.print_json(data=client.request("POST", f"/v1/jobs/{job}/cancel", params=params).json())
 
 
 @app.command()

@@ -90,6 +90,9 @@ class Operation:
     location_last: bool = False
     note: str | None = None
     mode: LicenseMode = LicenseMode.ADD
+    effective: str | None = None
+    last_day: bool = False
+    due_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""
@@ -112,6 +115,12 @@ class Operation:
             data["n"] = self.note
         if self.mode is not LicenseMode.ADD:
             data["m"] = self.mode.value
+        if self.effective:
+            data["d"] = self.effective
+        if self.last_day:
+            data["ld"] = 1
+        if self.due_at is not None:
+            data["due"] = self.due_at
         return data
 
     @classmethod
@@ -129,6 +138,9 @@ class Operation:
             location_last=bool(data.get("ll")),
             note=data.get("n"),
             mode=LicenseMode(data.get("m", LicenseMode.ADD)),
+            effective=data.get("d"),
+            last_day=bool(data.get("ld")),
+            due_at=float(data["due"]) if "due" in data else None,
         )
 
     def dumps(self) -> str:
@@ -161,6 +173,7 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     PLANNED = "planned"
+    SCHEDULED = "scheduled"  # every pending user waits for its effective date
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     CANCELLED = "cancelled"
@@ -250,6 +263,9 @@ class UserResult:
     after: dict[str, Any] | None = None
     action: str | None = None
     warnings: tuple[str, ...] = ()
+    # A row held for its effective date: when it was due, and how late it ran (workers were down then).
+    scheduled_for: float | None = None
+    late_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""

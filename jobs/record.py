@@ -16,6 +16,7 @@ from typing import Any
 
 from jobs.counters import CALL_COUNTERS
 from jobs.models import LicenseMode, PauseReason, SeatPolicy, UserStatus
+from jobs.schedule import Day, dump_days, load_days
 
 
 class JobState(StrEnum):
@@ -82,6 +83,8 @@ class JobSpec:
     mode: LicenseMode | None = None
     reading: Mapping[str, Any] | None = None
     kept_columns: tuple[str, ...] = ()
+    # The job's rows by the instant they are due (jobs.schedule); empty when no row has a date.
+    schedule: tuple[Day, ...] = ()
 
     def to_hash(self) -> dict[str, str]:
         """The hash fields (absent ones left out)."""
@@ -92,7 +95,8 @@ class JobSpec:
                     "rollback_of": self.rollback_of, "planned_from": self.planned_from,
                     "mode": self.mode.value if self.mode else None,
                     "input": json.dumps(dict(self.reading)) if self.reading is not None else None,
-                    "kept_columns": json.dumps(list(self.kept_columns)) if self.kept_columns else None}
+                    "kept_columns": json.dumps(list(self.kept_columns)) if self.kept_columns else None,
+                    "schedule": dump_days(self.schedule) if self.schedule else None}
         return fields | {k: v for k, v in optional.items() if v is not None}
 
     @classmethod
@@ -110,6 +114,7 @@ class JobSpec:
             mode=LicenseMode(raw["mode"]) if raw.get("mode") else None,
             reading=json.loads(raw["input"]) if "input" in raw else None,
             kept_columns=tuple(json.loads(raw.get("kept_columns") or "[]")),
+            schedule=load_days(raw.get("schedule")),
         )
 
 
@@ -150,6 +155,7 @@ class JobRecord:
     run_as: str | None = None  # a dry run's real run
     rolled_back_by: str | None = None
     allowed: frozenset[str] = frozenset()  # steps Graph let the job's app do at least once
+    held_from: int | None = None  # chunks from this one on wait for their day in the due set (jobs.schedule)
 
     @property
     def done(self) -> int:
@@ -196,6 +202,7 @@ class JobRecord:
             prefetched=raw.get("prefetched") == "1", run_as=raw.get("run_as"),
             rolled_back_by=raw.get("rolled_back_by"),
             allowed=frozenset(k.removeprefix("allowed:") for k in raw if k.startswith("allowed:")),
+            held_from=int(raw["held_from"]) if raw.get("held_from") else None,
         )
 
     def to_hash(self) -> dict[str, str]:
@@ -220,6 +227,8 @@ class JobRecord:
         if self.prefetched:
             fields["prefetched"] = "1"
         fields |= {k: v for k, v in (("run_as", self.run_as), ("rolled_back_by", self.rolled_back_by)) if v}
+        if self.held_from is not None:
+            fields["held_from"] = str(self.held_from)
         return fields
 
 

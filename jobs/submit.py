@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -16,6 +15,7 @@ from jobs.models import FieldError, InputRejected, JobOptions, JobStatus, Licens
 from jobs.quotas import QuotaLedger
 from jobs.record import JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
+from jobs.schedule import Holder, peak_demand
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine, seat_lines
 from jobs.skus import SkuCatalog
@@ -141,7 +141,12 @@ class Submitter:
         try:
             if undone is not None:
                 self._claim_rollback(undone, job_id)
-            total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id), self.settings.chunk_size)
+            holder = self._holder(tenant)
+            cuts: list[tuple[float | None, int, int]] = []
+            total = self.store.stage(job_id, tenant, holder.order(self.store.iter_operations(planned_id)),
+                                     self.settings.chunk_size, cuts)
+            if holder.errors:  # a day further ahead than a job is kept (the retention was shortened since)
+                raise InputRejected(holder.errors)
             self.quotas.take(tenant, owner, job_id, total)
             self._reserve(tenant, job_id, self.store.plan_counters(planned_id).seat_demand(), seat_policy)
         except BaseException:
@@ -154,9 +159,10 @@ class Submitter:
         # keeps how its input was read.
         spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
                        seat_basis=SeatBasis.PLAN, kind=planned.spec.kind if undone is not None else JobKind.JOB,
-                       prefetch=None, planned_from=planned_id)
+                       prefetch=None, planned_from=planned_id, schedule=holder.days(cuts) if holder.held() else ())
         total, chunks = self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
+        self._send_held(job_id, spec)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone)
 
@@ -231,27 +237,30 @@ class Submitter:
     ) -> Submitted:
         self._check_callback(options.callback_url, tenant, owner)
         job_id = new_job_id()
-        adds: Counter[str] = Counter()
+        holder = self._holder(tenant)
+        cuts: list[tuple[float | None, int, int]] = []
 
         def valid_until_first_error() -> Iterator[Operation]:
             # Keep parsing after the first error (to report them all) but stop writing to Redis.
             for op in operations:
-                if errors()[0]:
+                if errors()[0] or holder.errors:
                     continue
-                for lic in op.add:
-                    adds[lic.sku_id.lower()] += 1
                 yield op
 
         try:
-            total = self.store.stage(job_id, tenant, valid_until_first_error(), self.settings.chunk_size)
+            total = self.store.stage(job_id, tenant, holder.order(valid_until_first_error()),
+                                     self.settings.chunk_size, cuts)
             found, count = errors()
-            if found:
-                raise InputRejected(found, count, status())
+            if found or holder.errors:
+                raise InputRejected(found + holder.errors, count + len(holder.errors), status())
             if total == 0:
                 raise InputRejected([FieldError("the input has no operations")])
             self.quotas.take(tenant, owner, job_id, total)  # dropped by the next check if refused below
             mode = options.mode or LicenseMode.ADD
-            warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy, mode)
+            days = holder.days(cuts)
+            # Seats for the busiest day of the job: what its rows add up to then, minus its earlier leavers'.
+            warnings = () if options.dry_run else self._reserve(tenant, job_id, peak_demand(days), options.seat_policy,
+                                                                mode)
         except BaseException:
             self.store.discard(job_id)
             raise
@@ -262,13 +271,33 @@ class Submitter:
         spec = JobSpec(source=source, owner=owner, warnings=warnings, dry_run=options.dry_run,
                        seat_policy=options.seat_policy, seat_basis=SeatBasis.INPUT,
                        prefetch=Prefetch.ASKED if paged else None, callback_url=options.callback_url or None,
-                       mode=mode, reading=read.to_json(), kept_columns=kept_columns())
+                       mode=mode, reading=read.to_json(), kept_columns=kept_columns(),
+                       schedule=days if holder.held() else ())
         total, chunks = self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
+        self._send_held(job_id, spec)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run,
                          mode=mode, reading=read.to_json())
+
+    def _holder(self, tenant: str) -> Holder:
+        """Orders a submission's rows by when they are due, in the tenant's time zone."""
+        return Holder(self.settings.tenants[tenant].zone, self.store.clock(), self.settings.retention_s)
+
+    def _send_held(self, job_id: str, spec: JobSpec) -> None:
+        """Put a real job's chunks held for later in the due set, each due at its day's instant.
+
+        Were this process to die before, the reaper sends them once their time is past (their live
+        state says when they are due).
+        """
+        if spec.dry_run:
+            return
+        now = self.store.clock()
+        for day in spec.schedule:
+            if day.due_at is not None:
+                for n in range(day.first_chunk, day.first_chunk + day.chunks):
+                    self.send(job_id, n, max(day.due_at - now, 0.001))
 
     def _check_callback(self, url: str | None, tenant: str, owner: str) -> None:
         """Refuse the submission (422) when it names a callback URL notifications may not go to.

@@ -114,6 +114,14 @@ def test_tenant_profiles(tmp_path: Path) -> None:
     assert "s3cret-value" not in repr(profiles["contoso"])
     assert profiles["gov"].certificate_path == cert.resolve()
     assert profiles["gov"].write_rate_per_s is None
+    assert str(profiles["contoso"].zone) == "UTC"  # a date in an input is a day in this zone
+
+
+def test_a_tenant_profile_names_its_time_zone(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.toml"
+    path.write_text('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\n'
+                    'timezone = "America/New_York"\n')
+    assert str(load_tenants(path)["a"].zone) == "America/New_York"
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -121,6 +129,8 @@ def test_tenant_profiles(tmp_path: Path) -> None:
     ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\ngraph_url = "http://x"\n',
      "graph_url must be an https:// URL"),
     ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\nsurprise = 1\n', "tenants.a.surprise"),
+    ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\ntimezone = "Paris"\n',
+     "timezone 'Paris' is not an IANA time zone name"),
     ("not toml [", "is not valid TOML"),
     ("[other]\n", "has no [tenants.<name>] table"),
 ])

@@ -39,13 +39,17 @@ def cancel(store: JobStore, send: Send, job_id: str) -> None:
 
 
 # Who holds a held chunk's claim while its rows are cancelled (no heartbeat: the reaper requeues it
-# should the cancel die half-way, and the chunk then records its users cancelled itself).
+# should the cancel die half-way, and the chunk's run then ends what is left of it).
 CANCEL_CLAIMANT = "cancel"
 
 
-def cancel_held(store: JobStore, send: Send, seats: SeatLedger, job_id: str, *, now: float) -> int:
+def cancel_held(store: JobStore, send: Send, job_id: str, *, now: float) -> int:
     """Cancel the rows of a job still waiting for their day: each is recorded cancelled now and nothing is
-    written for it; returns how many. The job's other rows go on (`cancel` stops them too)."""
+    written for it; returns how many. The job's other rows go on (`cancel` stops them too).
+
+    Each such chunk is then sent at once: a worker finds every row ended and completes it, so that
+    the job's end is recorded, its seats released and its listeners told as for any job.
+    """
     job = store.job(job_id)
     if job is None or job.held_from is None:
         return 0
@@ -58,14 +62,8 @@ def cancel_held(store: JobStore, send: Send, seats: SeatLedger, job_id: str, *, 
                 continue  # done already, or its day came and a worker runs it
             view = store.chunk_view(job_id, n)
             count += store.record_results(job_id, [cancelled(op, 0, now) for op in view.pending])
-            completion = store.complete_chunk(job_id, n, [op.row for op in view.ops])
-            if completion is None:
-                continue
-            _, done, chunks, nxt = completion
-            if nxt is not None:
-                send(job_id, nxt, 0.0)
-            if done >= chunks:
-                seats.release_all(job.tenant, job_id)
+            store.release_chunk(job_id, n, CANCEL_CLAIMANT)
+            send(job_id, n, 0.0)
     log.info("job %s: %d rows waiting for their day cancelled", job_id, count)
     return count
 

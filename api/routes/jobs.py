@@ -123,7 +123,7 @@ async def cancel(job: ScopedJob, context: Context, who: Authenticated,
     _refuse_if_ended(context, job)
     if not scheduled_only:
         control.cancel(store, context.send, job.id)
-    held = control.cancel_held(store, context.send, context.seats, job.id, now=time.time())
+    held = control.cancel_held(store, context.send, job.id, now=time.time())
     context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id,
                          details={"scheduled_rows": held, "scheduled_only": scheduled_only} if held else None)
     deadline = time.monotonic() + CANCEL_WAIT_S

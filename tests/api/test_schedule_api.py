@@ -84,9 +84,11 @@ def test_a_job_of_future_rows_only_is_scheduled_and_cancelling_them_writes_nothi
     assert (shown["status"], shown["cancelled"], shown["pending"]) == ("completed_with_errors", 2, 0)
     rows = client.get(f"/v1/jobs/{body['id']}/results", headers=auth()).json()["value"]
     assert {r["status"] for r in rows} == {"cancelled"} and all(r["scheduled_for"] for r in rows)
-    # Sent later by the due set, the chunks find themselves done: a claim skips them.
+    # Their chunks are sent at once, for a worker to find every row ended and complete the job.
+    assert sorted((n, countdown) for _, n, countdown in sent if countdown == 0.0) == [(0, 0.0), (1, 0.0)]
     store = JobStore(redis_client, retention_s=3600)
-    assert store.claim_chunk(body["id"], 0, "w1").value == "done"
+    assert store.claim_chunk(body["id"], 0, "w1").value == "ok"
+    assert store.chunk_view(body["id"], 0).pending == []
 
 
 def test_a_cancel_before_the_day_cancels_the_job_at_once(client: TestClient) -> None:

@@ -14,8 +14,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from config import Settings
+from jobs.models import UserStatus
 from jobs.store import JobStore
-from tests.api.helpers import ALL_KEY, ALL_NAME, CORPUS, E3, Sent, auth, submit_csv
+from tests.api.helpers import ALL_KEY, ALL_NAME, CORPUS, E3, Sent, auth, finish, submit_csv
 
 ZONE = "Pacific/Auckland"
 
@@ -129,3 +130,21 @@ def test_the_plan_shows_a_seat_shortage_on_a_future_day(client: TestClient) -> N
     response = client.post("/v1/jobs?tenant=sim", headers={**auth(), "Content-Type": "text/csv"},
                            content=csv.encode())
     assert response.status_code == 409 and "short by 1" in response.text
+
+
+def test_the_run_of_a_dry_run_holds_its_dated_rows_for_their_day(
+        client: TestClient, sent: Sent, redis_client: redis.Redis) -> None:
+    ahead = day(2)
+    response = client.post("/v1/jobs?tenant=sim&dry_run=true", headers={**auth(), "Content-Type": "text/csv"},
+                           content=("user,add,effective_date\nada@contoso.example,ENTERPRISEPACK,\n"
+                                    f"bob@contoso.example,ENTERPRISEPACK,{ahead}\n").encode())
+    dry = response.json()
+    assert sorted((n, countdown) for _, n, countdown in sent) == [(0, 0.0), (1, 0.0)]  # a dry run plans all now
+    finish(redis_client, dry["id"], {"ada@contoso.example": (UserStatus.WOULD_CHANGE, None, None),
+                                     "bob@contoso.example": (UserStatus.WOULD_CHANGE, None, None)})
+    assert job(client, dry["id"])["status"] == "planned"
+    sent.clear()
+    run = client.post(f"/v1/jobs/{dry['id']}/run", headers=auth()).json()
+    assert [(n, countdown > 0) for _, n, countdown in sent] == [(0, False), (1, True)]
+    assert abs(time.time() + sent[1][2] - start_of(ahead)) < 5
+    assert job(client, run["id"])["scheduled"] == 1

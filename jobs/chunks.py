@@ -90,6 +90,12 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
                  clock: Callable[[], float]) -> ChunkOutcome:
     """Run a chunk we hold the claim on, then hand it back or complete it and send the job's next."""
     store, job_id, n = ctx.store, view.job_id, view.n
+    early_s = _early_by_s(view, clock())
+    if early_s > 0:  # sent before its rows' day (a reaper's resend, a duplicate): back to the due set
+        store.release_chunk(job_id, n, ctx.worker_id, due_in_s=early_s)
+        ctx.send(job_id, n, early_s)
+        log.info("chunk %s of job %s is due in %.1fs: put back until then", n, job_id, early_s)
+        return ChunkOutcome.HANDED_BACK
     deps = _deps_or_fail(ctx, view, clock)
     if deps is not None:
         view = _read_tenant_first(ctx, deps, view)
@@ -110,6 +116,17 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
             ctx.send(job_id, n, 0.0, budget_started_at)  # resumed meanwhile: run again at once
             return ChunkOutcome.RESUMED
     return _complete(ctx, deps, view)
+
+
+def _early_by_s(view: ChunkView, now: float) -> float:
+    """How long before its rows' instant a real job's chunk of rows dated ahead was sent (0: not early).
+
+    A row is never written before its day, whoever sent its chunk; a dry run plans every row now.
+    """
+    if view.record is None or view.record.spec.dry_run or view.record.cancel_requested:
+        return 0.0
+    due = max((op.due_at for op in view.pending if op.due_at is not None), default=None)
+    return 0.0 if due is None or due <= now else due - now
 
 
 def _complete(ctx: ChunkContext, deps: ChunkDeps | None, view: ChunkView) -> ChunkOutcome:

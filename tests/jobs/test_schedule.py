@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from jobs.chunks import execute_chunk
 from jobs.executor import run_users
-from jobs.lifecycle import LiveChunk, Phase
+from jobs.lifecycle import ChunkOutcome, LiveChunk, Phase
 from jobs.models import JobStatus, License, Operation
 from jobs.progress import job_status
 from jobs.record import JobSpec
@@ -17,7 +18,7 @@ from jobs.schedule import Day, Holder, due_at, late_by_s, peak_demand, seats_by_
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 from tests.fakes import FakeClock, Tenant
-from tests.jobs.helpers import job, make_deps, op, results, user
+from tests.jobs.helpers import Ctx, job, make_deps, op, results, user
 
 E3 = "6fd2c87f-b296-42f0-b197-1e91e994b900"
 PARIS = ZoneInfo("Europe/Paris")
@@ -158,3 +159,20 @@ def test_a_held_row_run_after_its_time_passed_says_how_late_it_ran(store: JobSto
     assert (late.status.value, late.late_s, late.scheduled_for) == ("succeeded", 600.0, clock() - 600)
     assert late.detail is not None and "ran 600 s late" in late.detail
     assert (on_time.late_s, on_time.detail, on_time.scheduled_for) == (None, None, clock() - 5)
+
+
+def test_a_chunk_sent_before_its_rows_day_writes_nothing_and_goes_back_to_wait(store: JobStore,
+                                                                              clock: FakeClock) -> None:
+    tenant = Tenant({"a@x": user()})
+    job_id = job(store, [replace(op(2, "a@x", add=(E3,)), due_at=clock() + 3600)])
+    deps, _ = make_deps(store, tenant, clock)
+    ctx = Ctx(store, lambda _: deps)
+    # The reaper (or a duplicate) sends it an hour early: it is put back, due at its instant.
+    assert execute_chunk(ctx, job_id, 0, clock=clock) is ChunkOutcome.HANDED_BACK
+    assert tenant.writes == []
+    assert ctx.sent == [(job_id, 0, 3600.0, None)]
+    assert LiveChunk.parse(store.redis.hget(f"bl:job:{job_id}:live", "0").decode()) == LiveChunk(
+        Phase.QUEUED, clock() + 3600)
+    clock.advance(3600)
+    assert execute_chunk(ctx, job_id, 0, clock=clock) is ChunkOutcome.DONE
+    assert tenant.writes == [("POST", "a@x")]

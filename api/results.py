@@ -17,6 +17,8 @@ from jobs.store import JobStore
 RESULT_COLUMNS = ("status", "reason", "graph_code", "graph_message", "http_status", "attempts", "updated_at",
                   "detail", "action", "before", "after", "warnings")
 CSV_COLUMNS = ("row", "user", *SOURCE_COLUMNS, *RESULT_COLUMNS)
+# A dated row's date as written, under the column it was read from: the results resubmit on the same day.
+DATE_COLUMNS = ("effective_date", "end_date")
 # The status a user without a terminal result yet shows in the results; every status one can filter on.
 PENDING = "pending"
 # A pending row held for its effective date, until its instant.
@@ -83,12 +85,12 @@ def json_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None) -> Iterat
 
 
 def csv_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None,
-              kept_columns: Sequence[str] | None = None) -> Iterator[bytes]:
+              kept_columns: Sequence[str] | None = None, *, dated: bool = False) -> Iterator[bytes]:
     """A CSV, one line at a time: the result columns then the input's other columns, cells defused.
 
     `before`/`after` read like `ENTERPRISEPACK (SWAY off); EMS | US`: licenses, then the usage location.
     The other columns are `kept_columns` (the job's, stored once: a row keeps only its non-empty
-    cells), else those of the first row.
+    cells), else those of the first row. A job with `dated` rows adds their date columns.
     """
     header: list[str] | None = None
     buf = io.StringIO()
@@ -100,7 +102,8 @@ def csv_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None,
         item["warnings"] = "; ".join(res.warnings) if res else ""
         if header is None:
             extra = kept_columns if kept_columns is not None else [name for name, _ in op.extra]
-            header = [*CSV_COLUMNS, *(name for name in extra if name not in CSV_COLUMNS)]
+            fixed = (*CSV_COLUMNS, *(DATE_COLUMNS if dated else ()))
+            header = [*fixed, *(name for name in extra if name not in fixed)]
             writer.writerow(header)
         writer.writerow([neutralise("" if item.get(col) is None else str(item.get(col))) for col in header])
         yield buf.getvalue().encode("utf-8")
@@ -139,6 +142,8 @@ def _row_dict(op: Operation, res: UserResult | None) -> dict[str, Any]:
         "detail": res.detail if res else None,
         "action": res.action if res else None,
     }
+    if op.effective:
+        out[DATE_COLUMNS[1] if op.last_day else DATE_COLUMNS[0]] = op.effective
     for name, value in op.extra:
         out.setdefault(name, value)
     return out

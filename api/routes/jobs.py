@@ -103,7 +103,8 @@ def results(
     if format == "csv":
         record = context.store.job(job.id)
         columns = list(record.spec.kept_columns) if record is not None and record.spec.kept_columns else None
-        return StreamingResponse(csv_lines(rows, catalog, columns), media_type="text/csv; charset=utf-8",
+        dated = record is not None and bool(record.spec.schedule)
+        return StreamingResponse(csv_lines(rows, catalog, columns, dated=dated), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{job.id}-results.csv"'})
     return StreamingResponse(json_lines(rows, catalog), media_type="application/json")
 
@@ -124,6 +125,8 @@ async def cancel(job: ScopedJob, context: Context, who: Authenticated,
     if not scheduled_only:
         control.cancel(store, context.send, job.id)
     held = control.cancel_held(store, context.send, job.id, now=time.time())
+    if scheduled_only and not held:
+        raise ApiError(409, f"job {job.id} has no rows waiting for their day: nothing was cancelled")
     context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id,
                          details={"scheduled_rows": held, "scheduled_only": scheduled_only} if held else None)
     deadline = time.monotonic() + CANCEL_WAIT_S

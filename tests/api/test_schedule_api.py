@@ -90,6 +90,14 @@ def test_a_job_of_future_rows_only_is_scheduled_and_cancelling_them_writes_nothi
     store = JobStore(redis_client, retention_s=3600)
     assert store.claim_chunk(body["id"], 0, "w1").value == "ok"
     assert store.chunk_view(body["id"], 0).pending == []
+    # Edit = cancel + resubmit: the cancelled rows' CSV keeps their dates, and resubmitted it is scheduled again.
+    export = client.get(f"/v1/jobs/{body['id']}/results?status=cancelled&format=csv", headers=auth()).text
+    assert f",{day(2)}" in export and export.splitlines()[0].split(",")[:2] == ["row", "user"]
+    again = submit_csv(client, export)
+    assert job(client, again["id"])["status"] == "scheduled"
+    # A job without rows waiting for their day has nothing to cancel that way.
+    now_only = submit_csv(client, "user,add\nzed@contoso.example,EMS\n")
+    assert client.post(f"/v1/jobs/{now_only['id']}/cancel?scheduled_only=true", headers=auth()).status_code == 409
 
 
 def test_a_cancel_before_the_day_cancels_the_job_at_once(client: TestClient) -> None:

@@ -21,11 +21,15 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from jobs.input.dates import parse_when
+from jobs.input.errors import MAX_KEPT_ERRORS
 from jobs.models import FieldError, Operation, iso_time
 from jobs.skus import SkuCatalog
 
 # A held row that runs more than this after its instant is reported late (workers were not running).
 LATE_AFTER_S = 60.0
+# Instants one job may hold rows for: each has chunks of its own and a line in the job record, which
+# every chunk reads (a year of days; date-times to the second would make a chunk per row).
+MAX_INSTANTS = 400
 
 
 def due_at(op: Operation, zone: ZoneInfo) -> float | None:
@@ -107,7 +111,8 @@ class Holder:
         self.zone = zone
         self.now = now
         self.horizon_s = horizon_s
-        self.errors: list[FieldError] = []
+        self.errors: list[FieldError] = []  # the first MAX_KEPT_ERRORS of `error_count`
+        self.error_count = 0
         self._rows: Counter[float | None] = Counter()
         self._adds: dict[float | None, Counter[str]] = {}
         self._releases: dict[float | None, Counter[str]] = {}
@@ -131,12 +136,22 @@ class Holder:
         due = due_at(op, self.zone)
         if due is None or due <= self.now:
             return None
+        column = "end_date" if op.last_day else "effective_date"
         if due - self.now > self.horizon_s:
-            column = "end_date" if op.last_day else "effective_date"
-            self.errors.append(FieldError(
+            self._error(FieldError(
                 f"the date is more than {self.horizon_s / 86400:.0f} days ahead: this server keeps a job that long "
                 "(retention_days); submit it nearer the day", row=op.row, column=column, value=op.effective))
+        elif due not in self._rows and len(self._rows) - (None in self._rows) >= MAX_INSTANTS:
+            self._error(FieldError(
+                f"the job's rows are due at more than {MAX_INSTANTS} different instants: give days rather than times "
+                "to the second, or split the file", row=op.row, column=column, value=op.effective))
+            return None  # not counted as an instant of its own: the next rows are checked the same way
         return due
+
+    def _error(self, error: FieldError) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_KEPT_ERRORS:
+            self.errors.append(error)
 
     def _count(self, due: float | None, op: Operation) -> None:
         self._rows[due] += 1

@@ -146,7 +146,7 @@ class Submitter:
             total = self.store.stage(job_id, tenant, holder.order(self.store.iter_operations(planned_id)),
                                      self.settings.chunk_size, cuts)
             if holder.errors:  # a day further ahead than a job is kept (the retention was shortened since)
-                raise InputRejected(holder.errors)
+                raise InputRejected(holder.errors, holder.error_count)
             self.quotas.take(tenant, owner, job_id, total)
             self._reserve(tenant, job_id, self.store.plan_counters(planned_id).seat_demand(), seat_policy)
         except BaseException:
@@ -252,7 +252,7 @@ class Submitter:
                                      self.settings.chunk_size, cuts)
             found, count = errors()
             if found or holder.errors:
-                raise InputRejected(found + holder.errors, count + len(holder.errors), status())
+                raise InputRejected(found + holder.errors, count + holder.error_count, status())
             if total == 0:
                 raise InputRejected([FieldError("the input has no operations")])
             self.quotas.take(tenant, owner, job_id, total)  # dropped by the next check if refused below

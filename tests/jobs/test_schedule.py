@@ -14,7 +14,7 @@ from jobs.lifecycle import ChunkOutcome, LiveChunk, Phase
 from jobs.models import JobStatus, License, Operation
 from jobs.progress import job_status
 from jobs.record import JobSpec
-from jobs.schedule import Day, Holder, due_at, late_by_s, peak_demand, seats_by_day
+from jobs.schedule import MAX_INSTANTS, Day, Holder, due_at, late_by_s, peak_demand, seats_by_day
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 from tests.fakes import FakeClock, Tenant
@@ -176,3 +176,11 @@ def test_a_chunk_sent_before_its_rows_day_writes_nothing_and_goes_back_to_wait(s
     clock.advance(3600)
     assert execute_chunk(ctx, job_id, 0, clock=clock) is ChunkOutcome.DONE
     assert tenant.writes == [("POST", "a@x")]
+
+
+def test_a_job_holds_rows_for_at_most_so_many_instants() -> None:
+    holder = Holder(ZoneInfo("UTC"), NOW, horizon_s=30 * 86400)
+    ops = [joiner(r, datetime.fromtimestamp(NOW + 60 * r, UTC).isoformat()) for r in range(2, MAX_INSTANTS + 4)]
+    list(holder.order([*ops, joiner(999, ops[0].effective)]))  # an instant already held is fine
+    assert (holder.error_count, [e.row for e in holder.errors]) == (2, [MAX_INSTANTS + 2, MAX_INSTANTS + 3])
+    assert "more than 400 different instants" in holder.errors[0].message

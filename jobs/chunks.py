@@ -118,6 +118,23 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
     return _complete(ctx, deps, view)
 
 
+def _send_next_of_day(ctx: ChunkContext, view: ChunkView) -> None:
+    """A chunk of rows dated ahead is completing: send its day's next chunk, if one is still unsent.
+
+    The next chunk is marked queued when it is claimed here, so the reaper sends it should this
+    worker die before sending it.
+    """
+    record, n = view.record, view.n
+    if record is None or record.held_from is None or n < record.held_from:
+        return
+    for day in record.spec.schedule:
+        if day.first_chunk <= n < day.first_chunk + day.chunks:
+            nxt = ctx.store.next_of_day(view.job_id, day.first_chunk, day.first_chunk + day.chunks, ctx.chunk_window)
+            if nxt is not None:
+                ctx.send(view.job_id, nxt, 0.0)
+            return
+
+
 def _early_by_s(view: ChunkView, now: float) -> float:
     """How long before its rows' instant a real job's chunk of rows dated ahead was sent (0: not early).
 
@@ -132,6 +149,7 @@ def _early_by_s(view: ChunkView, now: float) -> float:
 def _complete(ctx: ChunkContext, deps: ChunkDeps | None, view: ChunkView) -> ChunkOutcome:
     """Mark the chunk done and send the job's next (or finish the job); sent again if a user has no result."""
     store, job_id, n = ctx.store, view.job_id, view.n
+    _send_next_of_day(ctx, view)  # before the completion: a worker dying in between leaves it queued, not lost
     completion = store.complete_chunk(job_id, n, [op.row for op in view.ops])
     if completion is None:  # results this run recorded are gone (a Redis failover): run it again
         store.release_chunk(job_id, n, ctx.worker_id)

@@ -20,6 +20,7 @@ Keys (all under `bl:`; every job key expires after the retention period):
     bl:job:{id}:notfound   hash   "<row>:first" / "<row>:count": a user's "does not exist (yet)" answers
     bl:job:{id}:waiting    set    rows waiting for the directory to replicate them
     bl:job:{id}:seats      hash   skuId -> seats the job still holds (jobs.seats)
+    bl:job:{id}:days       hash   a held day's first chunk -> its next chunk to send (jobs.schedule)
     bl:seats:{tenant}      set    jobs holding seat reservations in the tenant (jobs.seats)
     bl:paused              set    paused jobs (the resumer's work list)
     bl:job:{id}:sec:{t}    int    results recorded in second t (current rate)
@@ -127,6 +128,7 @@ class JobStore:
         self._chunk_view = lua_script(client, "chunk_view")
         self._complete = lua_script(client, "complete_chunk")
         self._next_chunk = lua_script(client, "next_chunk")
+        self._next_of_day = lua_script(client, "next_of_day")
         self._cas_live = lua_script(client, "cas_live")
         self._release = lua_script(client, "release_chunk")
         self._bump = lua_script(client, "bump")
@@ -200,12 +202,13 @@ class JobStore:
         for i in range(0, len(keys), 500):
             self.redis.delete(*keys[i : i + 500])
 
-    def commit(self, job_id: str, spec: JobSpec = JobSpec()) -> tuple[int, int]:
+    def commit(self, job_id: str, spec: JobSpec = JobSpec(), *, held_window: int = 0) -> tuple[int, int]:
         """Turn a staged submission into a queued job with this spec; returns (total, chunks).
 
-        A real job's chunks held for a later instant (`spec.schedule`) are marked queued, due then:
-        they are not dispatched with the others, and the job and its results are kept the retention
-        period after its last day.
+        A real job's chunks held for a later instant (`spec.schedule`) are not dispatched with the
+        others: each day's first `held_window` chunks (all when 0) are marked queued, due then, and
+        the rest are sent as those complete (`next_of_day`). The job and its results are kept the
+        retention period after its last day.
         """
         key = self._job_key(job_id)
         raw = cast(list[bytes | None], self.redis.hmget(key, "tenant", "staged_chunks", "staged_total", "created_at"))
@@ -223,7 +226,7 @@ class JobStore:
         for n in range(chunks):
             pipe.expire(self._subkey(job_id, f"ops:{n}"), keep_s)
         for day in held:
-            for n in range(day.first_chunk, day.first_chunk + day.chunks):
+            for n in range(day.first_chunk, day.first_chunk + (min(day.chunks, held_window) or day.chunks)):
                 pipe.hset(self._subkey(job_id, "live"), str(n), LiveChunk(Phase.QUEUED, day.due_at or 0.0).encode())
         if held:
             pipe.expire(self._subkey(job_id, "live"), keep_s)
@@ -246,6 +249,13 @@ class JobStore:
         """Claim the next undispatched chunk of a job for enqueueing (None when all are out)."""
         n = int(self._next_chunk(keys=[self._job_key(job_id), self._subkey(job_id, "live")],
                                  args=[self.clock(), self.retention_s]))
+        return None if n < 0 else n
+
+    def next_of_day(self, job_id: str, first: int, end: int, window: int) -> int | None:
+        """Claim the next unsent chunk of the held day whose chunks are `first` to `end` (excluded), whose
+        first `window` went to the due set; None when all are out."""
+        n = int(self._next_of_day(keys=[self._subkey(job_id, "days"), self._subkey(job_id, "live")],
+                                  args=[first, end, first + window, self.clock(), self.retention_s]))
         return None if n < 0 else n
 
     def claim_chunk(self, job_id: str, n: int, worker_id: str) -> ClaimResult:

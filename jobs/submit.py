@@ -160,7 +160,7 @@ class Submitter:
         spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
                        seat_basis=SeatBasis.PLAN, kind=planned.spec.kind if undone is not None else JobKind.JOB,
                        prefetch=None, planned_from=planned_id, schedule=holder.days(cuts) if holder.held() else ())
-        total, chunks = self.store.commit(job_id, spec)
+        total, chunks = self.store.commit(job_id, spec, held_window=self.settings.chunk_window)
         dispatch(self.store, self.send, job_id, self.settings.chunk_window)
         self._send_held(job_id, spec)
         log.info("job %s accepted: the run of dry run %s, %d users for tenant %s", job_id, planned_id, total, tenant)
@@ -273,7 +273,7 @@ class Submitter:
                        prefetch=Prefetch.ASKED if paged else None, callback_url=options.callback_url or None,
                        mode=mode, reading=read.to_json(), kept_columns=kept_columns(),
                        schedule=days if holder.held() else ())
-        total, chunks = self.store.commit(job_id, spec)
+        total, chunks = self.store.commit(job_id, spec, held_window=self.settings.chunk_window)
         dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
         self._send_held(job_id, spec)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
@@ -286,17 +286,17 @@ class Submitter:
         return Holder(self.settings.tenants[tenant].zone, self.store.clock(), self.settings.retention_s)
 
     def _send_held(self, job_id: str, spec: JobSpec) -> None:
-        """Put a real job's chunks held for later in the due set, each due at its day's instant.
+        """Put the first chunks (a window) of each day a real job holds rows for in the due set, due at its instant.
 
-        Were this process to die before, the reaper sends them once their time is past (their live
-        state says when they are due).
+        Each that completes sends the day's next (jobs.chunks). Were this process to die before, the
+        reaper sends them once their time is past (their live state says when they are due).
         """
         if spec.dry_run:
             return
         now = self.store.clock()
         for day in spec.schedule:
             if day.due_at is not None:
-                for n in range(day.first_chunk, day.first_chunk + day.chunks):
+                for n in range(day.first_chunk, day.first_chunk + min(day.chunks, self.settings.chunk_window)):
                     self.send(job_id, n, max(day.due_at - now, 0.001))
 
     def _check_callback(self, url: str | None, tenant: str, owner: str) -> None:

@@ -184,3 +184,27 @@ def test_a_job_holds_rows_for_at_most_so_many_instants() -> None:
     list(holder.order([*ops, joiner(999, ops[0].effective)]))  # an instant already held is fine
     assert (holder.error_count, [e.row for e in holder.errors]) == (2, [MAX_INSTANTS + 2, MAX_INSTANTS + 3])
     assert "more than 400 different instants" in holder.errors[0].message
+
+
+def test_a_day_of_many_chunks_goes_to_the_broker_a_window_at_a_time(store: JobStore, clock: FakeClock) -> None:
+    clock.t = NOW
+    holder = Holder(ZoneInfo("UTC"), NOW, horizon_s=30 * 86400)
+    cuts: list[tuple[float | None, int, int]] = []
+    ops = [joiner(r, "2026-03-03") for r in range(2, 12)]  # 10 rows: 5 chunks of 2
+    store.stage("j", "sim", holder.order(ops), chunk_size=2, cuts=cuts)
+    store.commit("j", JobSpec(schedule=holder.days(cuts)), held_window=2)
+    live = {k.decode() for k in store.redis.hkeys("bl:job:j:live")}
+    assert live == {"0", "1"}  # the window waits in the due set; the rest has no live state to reap yet
+    tenant = Tenant({f"u{r}@contoso.example": user() for r in range(2, 12)})
+    deps, _ = make_deps(store, tenant, clock)
+    ctx = Ctx(store, lambda _: deps, chunk_window=2)
+    clock.t = ts("2026-03-03T00:00:01+00:00")
+    # Each chunk of the day that completes sends the day's next one, until none is left.
+    assert execute_chunk(ctx, "j", 0, clock=clock) is ChunkOutcome.DONE
+    assert execute_chunk(ctx, "j", 1, clock=clock) is ChunkOutcome.DONE
+    assert [(n, countdown) for _, n, countdown, _ in ctx.sent] == [(2, 0.0), (3, 0.0)]
+    for n in (2, 3, 4):
+        assert execute_chunk(ctx, "j", n, clock=clock) is ChunkOutcome.DONE
+    assert [n for _, n, _, _ in ctx.sent] == [2, 3, 4]
+    progress = store.progress("j")
+    assert len(tenant.writes) == 10 and progress is not None and progress.status.value == "completed"

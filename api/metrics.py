@@ -142,7 +142,7 @@ class StoreCollector(Collector):
     def _queue(self) -> list[GaugeMetricFamily]:
         """Messages waiting in the broker's queues, those taken and not yet acknowledged, tasks due later."""
         delayed = GaugeMetricFamily("bulklicense_delayed_tasks",
-                                    "Chunks waiting in Redis for their time (hand-backs)")
+                                    "Chunks waiting in Redis for their time (hand-backs, rows dated ahead)")
         delayed.add_metric([], self._due.count())
         if self._queues is None:
             return [delayed]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from api.context import ApiContext
 from jobs.catalogs import CatalogUnavailable
 from jobs.progress import JobProgress
+from jobs.schedule import seats_by_day
 from jobs.seats import seat_table, with_seats
 from jobs.skus import SkuCatalog
 
@@ -28,4 +30,19 @@ def job_json(progress: JobProgress, context: ApiContext) -> dict[str, Any]:
     if progress.plan is not None:
         lines = seat_table(progress.plan, known_catalog(context, progress.tenant),
                            lambda: context.seats.held_by_others(progress.tenant, progress.id))
-    return with_seats(progress.to_json(), lines)
+    job = with_seats(progress.to_json(), lines)
+    if progress.schedule:
+        job["seats_by_day"] = _seats_by_day(progress, context)
+    return job
+
+
+def _seats_by_day(progress: JobProgress, context: ApiContext) -> list[dict[str, object]] | None:
+    """The seat table by date: every day of a dry run, the days still ahead of a real job (None: Graph unknown)."""
+    record = context.store.job(progress.id)
+    catalog = known_catalog(context, progress.tenant)
+    if record is None or catalog is None:
+        return None
+    now = time.time()
+    days = [d for d in record.spec.schedule if progress.dry_run or (d.due_at is not None and d.due_at > now)]
+    others = context.seats.held_by_others(progress.tenant, progress.id)
+    return [line.to_json() for line in seats_by_day(days, catalog, others)]

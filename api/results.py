@@ -6,6 +6,7 @@ import csv
 import io
 import itertools
 import json
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -16,17 +17,22 @@ from jobs.store import JobStore
 RESULT_COLUMNS = ("status", "reason", "graph_code", "graph_message", "http_status", "attempts", "updated_at",
                   "detail", "action", "before", "after", "warnings", "note", "groups")
 CSV_COLUMNS = ("row", "user", *SOURCE_COLUMNS, *RESULT_COLUMNS)
+# A dated row's date as written, under the column it was read from: the results resubmit on the same day.
+DATE_COLUMNS = ("effective_date", "end_date")
 # The status a user without a terminal result yet shows in the results; every status one can filter on.
 PENDING = "pending"
-RESULT_STATUSES = (*(s.value for s in UserStatus), PENDING)
+# A pending row held for its effective date, until its instant.
+SCHEDULED = "scheduled"
+RESULT_STATUSES = (*(s.value for s in UserStatus), PENDING, SCHEDULED)
 
 Row = tuple[Operation, UserResult | None]
 
 
 def result_rows(store: JobStore, job_id: str, status: str | None) -> Iterator[Row]:
     """A job's operations with their results (None while pending), only those in `status` if given."""
+    now = time.time()
     for op, res in store.iter_results(job_id):
-        current = res.status.value if res is not None else PENDING
+        current = res.status.value if res is not None else _waiting(op, now)
         if status is None or status == current:
             yield op, res
 
@@ -68,6 +74,9 @@ def json_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None) -> Iterat
         item["warnings"] = list(res.warnings) if res else []
         item["groups"] = [{**g.to_json(), "sku": _part(catalog, g.sku_id)} for g in res.groups] if res else []
         item["extra"] = dict(op.extra)
+        if op.due_at is not None:  # a row held for its effective date: when it was due, how late it ran
+            item["scheduled_for"] = iso_time(op.due_at)
+            item["late_s"] = res.late_s if res else None
         yield (b"" if first else b",") + json.dumps(item).encode()
         first = False
     if isinstance(rows, Page) and rows.limit is not None:
@@ -77,12 +86,12 @@ def json_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None) -> Iterat
 
 
 def csv_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None,
-              kept_columns: Sequence[str] | None = None) -> Iterator[bytes]:
+              kept_columns: Sequence[str] | None = None, *, dated: bool = False) -> Iterator[bytes]:
     """A CSV, one line at a time: the result columns then the input's other columns, cells defused.
 
     `before`/`after` read like `ENTERPRISEPACK (SWAY off); EMS | US`: licenses, then the usage location.
     The other columns are `kept_columns` (the job's, stored once: a row keeps only its non-empty
-    cells), else those of the first row.
+    cells), else those of the first row. A job with `dated` rows adds their date columns.
     """
     header: list[str] | None = None
     buf = io.StringIO()
@@ -95,7 +104,8 @@ def csv_lines(rows: Iterable[Row], catalog: SkuCatalog | None = None,
         item["groups"] = _groups_text(res.groups, catalog) if res else ""
         if header is None:
             extra = kept_columns if kept_columns is not None else [name for name, _ in op.extra]
-            header = [*CSV_COLUMNS, *(name for name in extra if name not in CSV_COLUMNS)]
+            fixed = (*CSV_COLUMNS, *(DATE_COLUMNS if dated else ()))
+            header = [*fixed, *(name for name in extra if name not in fixed)]
             writer.writerow(header)
         writer.writerow([neutralise("" if item.get(col) is None else str(item.get(col))) for col in header])
         yield buf.getvalue().encode("utf-8")
@@ -113,13 +123,18 @@ def neutralise(cell: str) -> str:
     return cell
 
 
+def _waiting(op: Operation, now: float) -> str:
+    """The status of a row without a result: scheduled until its instant, then pending."""
+    return SCHEDULED if op.due_at is not None and op.due_at > now else PENDING
+
+
 def _row_dict(op: Operation, res: UserResult | None) -> dict[str, Any]:
     source = dict(op.source)
     out: dict[str, Any] = {
         "row": op.row,
         "user": op.user,
         **{col: source.get(col, "") for col in SOURCE_COLUMNS},
-        "status": res.status.value if res else PENDING,
+        "status": res.status.value if res else _waiting(op, time.time()),
         "reason": res.reason if res else None,
         "graph_code": res.graph_code if res else None,
         "graph_message": res.graph_message if res else None,
@@ -130,6 +145,8 @@ def _row_dict(op: Operation, res: UserResult | None) -> dict[str, Any]:
         "action": res.action if res else None,
         "note": res.note.value if res and res.note else None,
     }
+    if op.effective:
+        out[DATE_COLUMNS[1] if op.last_day else DATE_COLUMNS[0]] = op.effective
     for name, value in op.extra:
         out.setdefault(name, value)
     return out

@@ -93,6 +93,24 @@ class ApprovalOut(BaseModel):
     by: str | None
     at: str | None
     reason: str | None
+class DayOut(BaseModel):
+    """The rows of a job due at one instant (`at` null: at submission), and their chunks."""
+
+    at: str | None
+    rows: int
+    chunks: list[int]
+
+
+class DaySeatOut(BaseModel):
+    """One SKU on one day: seats the day's rows add and free, seats free before them, and what is short."""
+
+    at: str | None
+    sku_id: str
+    sku: str
+    adds: int
+    releases: int
+    free: int
+    shortfall: int
 
 
 class JobOut(BaseModel):
@@ -142,6 +160,12 @@ class JobOut(BaseModel):
     approval: ApprovalOut | None = None
     scan: dict[str, Any] | None = Field(default=None, description="A job built from a scan of the tenant (reclaim, "
                                         "redundant_direct): what it looks for, whether the scan ended, what it found.")
+    # Effective dates (jobs.schedule): only for a job with rows dated ahead.
+    schedule: list[DayOut] | None = Field(default=None, description="The job's rows per day they are due.")
+    scheduled: int | None = Field(default=None, description="Rows still waiting for their day.")
+    seats_by_day: list[DaySeatOut] | None = Field(
+        default=None, description="The seat table by date (days still ahead; all of a dry run's); null when Graph"
+                                  " cannot be asked right now.")
 
 
 class ErrorItem(BaseModel):

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from jobs.models import TERMINAL_JOB_STATUSES
+from jobs.models import TERMINAL_JOB_STATUSES, JobStatus
 
 console = Console()
 err = Console(stderr=True)
@@ -129,7 +129,8 @@ def watch(client: ApiClient, job_id: str, *, poll_s: float = 0.5) -> dict[str, A
                 if job.get("waiting_for_replication"):
                     detail += f" [cyan]{job['waiting_for_replication']} not replicated yet[/cyan]"
             progress.update(task, completed=done, detail=detail)
-            if job["status"] in TERMINAL_JOB_STATUSES:
+            # A scheduled job's remaining rows wait for their day: nothing more to watch now.
+            if job["status"] in TERMINAL_JOB_STATUSES or job["status"] == JobStatus.SCHEDULED:
                 break
             time.sleep(poll_s)
             job = client.request("GET", f"/v1/jobs/{job_id}").json()
@@ -168,6 +169,7 @@ def print_summary(job: dict[str, Any]) -> None:
     approval = approval_line(job)
     if approval:
         console.print(f"[yellow]{escape(approval)}[/yellow]", highlight=False)
+    print_schedule(job)
 
 
 def status_text(job: dict[str, Any]) -> str:
@@ -200,6 +202,24 @@ def print_jobs(jobs: Iterable[dict[str, Any]]) -> None:
         table.add_row(*(Text(str(v)) for v in (job["id"], job["tenant"], status_text(job) + kind, job["total"],
                                                 job.get("created_at") or "")))
     console.print(table if table.row_count else "no jobs")
+
+
+def print_schedule(job: dict[str, Any]) -> None:
+    """A job's rows per day they are due, and its seat table by date (shortfalls in red)."""
+    if not job.get("schedule"):
+        return
+    table = Table("due", "rows", title=f"rows by day ({job.get('scheduled', 0)} waiting for their day)")
+    for day in job["schedule"]:
+        table.add_row(day["at"] or "at submission", str(day["rows"]))
+    console.print(table)
+    seats = job.get("seats_by_day") or []
+    if seats:
+        table = Table("due", "sku", "adds", "frees", "free before", "shortfall", title="seats by date")
+        for line in seats:
+            short = str(line["shortfall"])
+            table.add_row(line["at"] or "at submission", line["sku"], str(line["adds"]), str(line["releases"]),
+                          str(line["free"]), f"[red]{short}[/red]" if line["shortfall"] else short)
+        console.print(table)
 
 
 def print_reading(answer: dict[str, Any]) -> None:

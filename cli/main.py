@@ -32,7 +32,7 @@ from cli.client import (
 from cli.demo import run_demo
 from config import ConfigError, LogFormat, Settings, get_settings
 from config.logs import configure_logging
-from jobs.models import Assignment, SeatPolicy
+from jobs.models import Assignment, JobStatus, SeatPolicy
 from worker.celery_app import create_celery_app
 from worker.producer import CHUNK_QUEUE, NOTIFY_QUEUE
 
@@ -203,6 +203,8 @@ def _finish(client: ApiClient, job_id: str) -> None:
     if job.get("approval"):  # planned only: written once another key approves (then its run is followed)
         print_plan(job)
         raise typer.Exit(EXIT_AWAITING_APPROVAL if job.get("awaiting_approval") else 1)
+    if job["status"] == JobStatus.SCHEDULED:  # the rows due now are done; the others wait for their day
+        raise typer.Exit(0 if not job["failed"] and not job["cancelled"] else 1)
     raise typer.Exit(0 if job["succeeded"] + job.get("unchanged", 0) == job["total"] else 1)
 
 
@@ -374,7 +376,7 @@ def status(
 def results(
     job: str,
     status: str = typer.Option(None, "--status", help="succeeded, failed, cancelled, unchanged, would_change, "
-                                                      "would_fail or pending."),
+                                                      "would_fail, pending or scheduled."),
     output: Path = typer.Option(None, "-o", "--output", help="Write CSV here (default: stdout)."),
     api_url: str = typer.Option(None),
     api_key: str = typer.Option(None, help=API_KEY_HELP),
@@ -394,10 +396,13 @@ def results(
 
 @app.command()
 def cancel(job: str, api_url: str = typer.Option(None),
+           scheduled_only: bool = typer.Option(False, "--scheduled-only",
+                                               help="Cancel only the rows waiting for their day; the others go on."),
            api_key: str = typer.Option(None, help=API_KEY_HELP)) -> None:
-    """Cancel a job; returns once no further write for it can be sent."""
+    """Cancel a job; returns once no further write for it can be sent. Rows waiting for their day are cancelled."""
+    params = {"scheduled_only": "true"} if scheduled_only else {}
     with _client(_settings(), api_url, api_key) as client:
-        console.print_json(data=client.request("POST", f"/v1/jobs/{job}/cancel").json())
+        console.print_json(data=client.request("POST", f"/v1/jobs/{job}/cancel", params=params).json())
 
 
 @app.command()

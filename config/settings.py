@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -68,6 +69,23 @@ class TenantProfile(BaseModel):
     callback_url: str | None = None
     # Signs this tenant's notifications; without it, BULKLICENSE_WEBHOOK_SECRET does.
     webhook_secret: SecretStr | None = None
+    # The IANA time zone an input's dates are days of (an effective date runs at its start there).
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone {value!r} is not an IANA time zone name (such as Europe/Paris or UTC)") \
+                from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The profile's time zone."""
+        return ZoneInfo(self.timezone)
 
     @model_validator(mode="after")
     def _one_credential(self) -> TenantProfile:

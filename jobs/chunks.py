@@ -94,6 +94,12 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
                  clock: Callable[[], float]) -> ChunkOutcome:
     """Run a chunk we hold the claim on, then hand it back or complete it and send the job's next."""
     store, job_id, n = ctx.store, view.job_id, view.n
+    early_s = _early_by_s(view, clock())
+    if early_s > 0:  # sent before its rows' day (a reaper's resend, a duplicate): back to the due set
+        store.release_chunk(job_id, n, ctx.worker_id, due_in_s=early_s)
+        ctx.send(job_id, n, early_s)
+        log.info("chunk %s of job %s is due in %.1fs: put back until then", n, job_id, early_s)
+        return ChunkOutcome.HANDED_BACK
     deps = _deps_or_fail(ctx, view, clock)
     if deps is not None:
         view = _read_tenant_first(ctx, deps, view)
@@ -117,9 +123,39 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
     return _complete(ctx, deps, view)
 
 
+def _send_next_of_day(ctx: ChunkContext, view: ChunkView) -> None:
+    """A chunk of rows dated ahead is completing: send its day's next chunk, if one is still unsent.
+
+    The next chunk is marked queued when it is claimed here, so the reaper sends it should this
+    worker die before sending it.
+    """
+    record, n = view.record, view.n
+    if record is None or record.held_from is None or n < record.held_from:
+        return
+    for day in record.spec.schedule:
+        if day.first_chunk <= n < day.first_chunk + day.chunks:
+            nxt = ctx.store.next_of_day(view.job_id, day.first_chunk, day.first_chunk + day.chunks, ctx.chunk_window)
+            if nxt is not None:
+                ctx.send(view.job_id, nxt, 0.0)
+            return
+
+
+def _early_by_s(view: ChunkView, now: float) -> float:
+    """How long before its rows' instant a real job's chunk of rows dated ahead was sent (0: not early).
+
+    A row is never written before its day, whoever sent its chunk; a dry run (or a job awaiting approval)
+    plans every row now.
+    """
+    if view.record is None or view.record.spec.plans_only or view.record.cancel_requested:
+        return 0.0
+    due = max((op.due_at for op in view.pending if op.due_at is not None), default=None)
+    return 0.0 if due is None or due <= now else due - now
+
+
 def _complete(ctx: ChunkContext, deps: ChunkDeps | None, view: ChunkView) -> ChunkOutcome:
     """Mark the chunk done and send the job's next (or finish the job); sent again if a user has no result."""
     store, job_id, n = ctx.store, view.job_id, view.n
+    _send_next_of_day(ctx, view)  # before the completion: a worker dying in between leaves it queued, not lost
     completion = store.complete_chunk(job_id, n, [op.row for op in view.ops])
     if completion is None:  # results this run recorded are gone (a Redis failover): run it again
         store.release_chunk(job_id, n, ctx.worker_id)

@@ -14,9 +14,11 @@ from typing import Protocol
 
 from graphclient.breaker import BreakerState
 from jobs.events import NO_LISTENERS, JobEvent, Listeners
+from jobs.lifecycle import ClaimResult
 from jobs.models import PauseReason
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
+from jobs.steps import cancelled
 from jobs.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,36 @@ def cancel(store: JobStore, send: Send, job_id: str) -> None:
     """Flag the job as cancelled (no write registered after this goes out) and run its parked chunks once more."""
     store.request_cancel(job_id)
     resume(store, send, job_id)
+
+
+# Who holds a held chunk's claim while its rows are cancelled (no heartbeat: the reaper requeues it
+# should the cancel die half-way, and the chunk's run then ends what is left of it).
+CANCEL_CLAIMANT = "cancel"
+
+
+def cancel_held(store: JobStore, send: Send, job_id: str, *, now: float) -> int:
+    """Cancel the rows of a job still waiting for their day: each is recorded cancelled now and nothing is
+    written for it; returns how many. The job's other rows go on (`cancel` stops them too).
+
+    Each such chunk is then sent at once: a worker finds every row ended and completes it, so that
+    the job's end is recorded, its seats released and its listeners told as for any job.
+    """
+    job = store.job(job_id)
+    if job is None or job.held_from is None:
+        return 0
+    count = 0
+    for day in job.spec.schedule:
+        if day.due_at is None or day.due_at <= now:
+            continue
+        for n in range(day.first_chunk, day.first_chunk + day.chunks):
+            if store.claim_chunk(job_id, n, CANCEL_CLAIMANT) is not ClaimResult.OK:
+                continue  # done already, or its day came and a worker runs it
+            view = store.chunk_view(job_id, n)
+            count += store.record_results(job_id, [cancelled(op, 0, now) for op in view.pending])
+            store.release_chunk(job_id, n, CANCEL_CLAIMANT)
+            send(job_id, n, 0.0)
+    log.info("job %s: %d rows waiting for their day cancelled", job_id, count)
+    return count
 
 
 def settle_cancel(store: JobStore, seats: SeatLedger, job_id: str, tenant: str) -> int:

@@ -103,6 +103,9 @@ class Operation:
     note: str | None = None
     mode: LicenseMode = LicenseMode.ADD
     assignment: Assignment = Assignment.ANY
+    effective: str | None = None
+    last_day: bool = False
+    due_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""
@@ -127,6 +130,12 @@ class Operation:
             data["m"] = self.mode.value
         if self.assignment is not Assignment.ANY:
             data["as"] = self.assignment.value
+        if self.effective:
+            data["d"] = self.effective
+        if self.last_day:
+            data["ld"] = 1
+        if self.due_at is not None:
+            data["due"] = self.due_at
         return data
 
     @classmethod
@@ -145,6 +154,9 @@ class Operation:
             note=data.get("n"),
             mode=LicenseMode(data.get("m", LicenseMode.ADD)),
             assignment=Assignment(data.get("as", Assignment.ANY)),
+            effective=data.get("d"),
+            last_day=bool(data.get("ld")),
+            due_at=float(data["due"]) if "due" in data else None,
         )
 
     def dumps(self) -> str:
@@ -177,6 +189,7 @@ class JobStatus(StrEnum):
     RUNNING = "running"
     PAUSED = "paused"
     PLANNED = "planned"
+    SCHEDULED = "scheduled"  # every pending user waits for its effective date
     COMPLETED = "completed"
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     CANCELLED = "cancelled"
@@ -299,6 +312,9 @@ class UserResult:
     # `held_via_group` (PlanNote) and the groups through which the user holds the operation's licenses.
     note: PlanNote | None = None
     groups: tuple[GroupLink, ...] = ()
+    # A row held for its effective date: when it was due, and how late it ran (workers were down then).
+    scheduled_for: float | None = None
+    late_s: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A compact JSON-able form for storage in Redis."""

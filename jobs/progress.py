@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from jobs.counters import PlanCounters
 from jobs.models import JobStatus, LicenseMode, UserStatus, iso_time
 from jobs.record import ApprovalDecision, JobRecord, ScanOutcome
+from jobs.schedule import rows_ahead
 
 # Results per second are counted per wall-clock second; the current rate is the mean of the last
 # RATE_WINDOW_S whole seconds (the running second is left out: it is still filling).
@@ -61,6 +63,9 @@ class JobProgress:
     awaiting_approval: bool = False
     # A job built from a scan of the tenant: what it looked for and what the scan counted.
     scan: dict[str, Any] | None = None
+    # The rows per day they are due (jobs.schedule.Day.view), and how many still wait for theirs.
+    schedule: tuple[dict[str, object], ...] = ()
+    scheduled: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The API's job shape."""
@@ -102,6 +107,8 @@ class JobProgress:
             data["scan"] = self.scan
         if self.dry_run or self.approval is not None:
             data.update(would_change=self.would_change, would_fail=self.would_fail)
+        if self.schedule:
+            data.update(schedule=list(self.schedule), scheduled=self.scheduled)
         return data
 
 
@@ -137,13 +144,14 @@ def eta_s(pending: int, rate: float, ceiling_rate_per_s: float | None) -> float 
     return pending / basis if basis else None
 
 
-def job_status(record: JobRecord) -> JobStatus:
-    """The job's status from its record.
+def job_status(record: JobRecord, now: float | None = None) -> JobStatus:
+    """The job's status from its record (at `now`, by default the present).
 
     Every job reads before it writes: `planning` until its first write (a dry run never writes
-    and ends `planned`); `paused` while a tenant-wide fault or a seat shortage holds it. A job built
-    from a scan of the tenant is `planning` while the scan runs (it has no users yet), `cancelled`
-    when cancelled during it and `completed_with_errors` when the tenant could not be read.
+    and ends `planned`); `paused` while a tenant-wide fault or a seat shortage holds it;
+    `scheduled` while every pending user waits for its day. A job built from a scan of the tenant
+    is `planning` while the scan runs (it has no users yet), `cancelled` when cancelled during it
+    and `completed_with_errors` when the tenant could not be read.
     """
     if record.scanning:
         if record.finished_at is not None:  # its scan could not run (tenant not configured here, or kept dying)
@@ -164,6 +172,9 @@ def job_status(record: JobRecord) -> JobStatus:
         return JobStatus.COMPLETED_WITH_ERRORS if ended_badly else JobStatus.COMPLETED
     if record.pause is not None and not record.cancel_requested:
         return JobStatus.PAUSED
+    if record.held_from is not None and record.pending <= rows_ahead(record.spec.schedule,
+                                                                     time.time() if now is None else now):
+        return JobStatus.SCHEDULED
     if record.started_at is None:
         return JobStatus.QUEUED
     if record.spec.plans_only or record.first_write_at is None:
@@ -192,7 +203,7 @@ def job_progress(record: JobRecord, *, recent_results: int, now: float, ceiling_
     pending = record.pending
     rate = rate_per_s(recent_results=recent_results, done=record.done, pending=pending, started_at=record.started_at,
                       now=now)
-    status = job_status(record)
+    status = job_status(record, now)
     paused = record.pause if status is JobStatus.PAUSED else None
     return JobProgress(
         id=record.id,
@@ -233,6 +244,8 @@ def job_progress(record: JobRecord, *, recent_results: int, now: float, ceiling_
         approval=approval_json(record),
         awaiting_approval=awaiting_approval(record),
         scan=_scan_json(record),
+        schedule=tuple(day.view() for day in record.spec.schedule),
+        scheduled=rows_ahead(record.spec.schedule, now) if record.held_from is not None else 0,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from jobs.counters import CALL_COUNTERS
 from jobs.models import Assignment, LicenseMode, PauseReason, SeatPolicy, UserStatus
+from jobs.schedule import Day, dump_days, load_days
 
 
 class JobState(StrEnum):
@@ -131,6 +132,8 @@ class JobSpec:
     assignment: Assignment = Assignment.ANY
     # It plans, then waits at `planned` for another key's approval; its run is another job (jobs.approval).
     needs_approval: bool = False
+    # The job's rows by the instant they are due (jobs.schedule); empty when no row has a date.
+    schedule: tuple[Day, ...] = ()
 
     @property
     def plans_only(self) -> bool:
@@ -149,7 +152,8 @@ class JobSpec:
                     "kept_columns": json.dumps(list(self.kept_columns)) if self.kept_columns else None,
                     "scan": json.dumps(dict(self.scan)) if self.scan is not None else None,
                     "assignment": self.assignment.value if self.assignment is not Assignment.ANY else None,
-                    "needs_approval": "1" if self.needs_approval else None}
+                    "needs_approval": "1" if self.needs_approval else None,
+                    "schedule": dump_days(self.schedule) if self.schedule else None}
         return fields | {k: v for k, v in optional.items() if v is not None}
 
     @classmethod
@@ -170,6 +174,7 @@ class JobSpec:
             scan=json.loads(raw["scan"]) if raw.get("scan") else None,
             assignment=Assignment(raw.get("assignment") or Assignment.ANY),
             needs_approval=raw.get("needs_approval") == "1",
+            schedule=load_days(raw.get("schedule")),
         )
 
 
@@ -213,6 +218,7 @@ class JobRecord:
     approval: Approval | None = None  # the decision on a job that waited for approval
     scan_outcome: ScanOutcome | None = None  # a job built from the tenant: how its scan ended (None: not yet)
     scan_summary: Mapping[str, Any] | None = None  # what the scan counted (users read, candidates, exclusions)
+    held_from: int | None = None  # chunks from this one on wait for their day in the due set (jobs.schedule)
 
     @property
     def done(self) -> int:
@@ -267,6 +273,7 @@ class JobRecord:
             approval=Approval.parse(raw["approval"]) if raw.get("approval") else None,
             scan_outcome=ScanOutcome(raw["scan_outcome"]) if raw.get("scan_outcome") else None,
             scan_summary=json.loads(raw["scan_summary"]) if raw.get("scan_summary") else None,
+            held_from=int(raw["held_from"]) if raw.get("held_from") else None,
         )
 
     def to_hash(self) -> dict[str, str]:
@@ -297,6 +304,8 @@ class JobRecord:
             fields["scan_outcome"] = self.scan_outcome.value
         if self.scan_summary is not None:
             fields["scan_summary"] = json.dumps(dict(self.scan_summary), separators=(",", ":"))
+        if self.held_from is not None:
+            fields["held_from"] = str(self.held_from)
         return fields
 
 

@@ -31,6 +31,7 @@ from graphclient.retry import RetryPolicy, is_retryable
 from jobs.models import Operation, Reason, UserResult, UserStatus, iso_time
 from jobs.plan import PlanOutcome, UserPlan, UserState, plan_user
 from jobs.reasons import reason_for
+from jobs.schedule import late_by_s
 from jobs.skus import SkuCatalog
 
 # What a read asks of a user: the license-relevant state and the ids (jobs.plan.UserState);
@@ -259,6 +260,11 @@ def result(work: UserWork, ending: Ending, *, attempts: int, now: float, catalog
     detail = ending.detail
     if op.note and ending.status in _NOTED:  # what the operation cannot do (a rollback's), told with its outcome
         detail = f"{detail}; {op.note}" if detail else op.note
+    late_s = late_by_s(op, now)
+    if late_s is not None and op.due_at is not None:
+        late = (f"ran {late_s:.0f} s late: it was due at {iso_time(op.due_at)} and no worker ran it then "
+                "(the row's day passed while workers were down)")
+        detail = f"{detail}; {late}" if detail else late
     return UserResult(
         row=op.row, user=op.user, status=ending.status, reason=ending.reason,
         graph_code=error.code if error else None,
@@ -271,13 +277,14 @@ def result(work: UserWork, ending: Ending, *, attempts: int, now: float, catalog
         warnings=plan.warnings if plan is not None else (),
         note=plan.note if plan is not None and ending.status in _NOTED else None,
         groups=plan.groups if plan is not None else (),
+        scheduled_for=op.due_at, late_s=late_s,
     )
 
 
 def cancelled(op: Operation, attempts: int, now: float) -> UserResult:
     """The result of a user a cancel stopped."""
     return UserResult(row=op.row, user=op.user, status=UserStatus.CANCELLED, reason=Reason.CANCELLED,
-                      attempts=attempts, updated_at=now)
+                      attempts=attempts, updated_at=now, scheduled_for=op.due_at)
 
 
 def _plan(work: UserWork) -> UserPlan:

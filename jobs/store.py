@@ -21,6 +21,7 @@ Keys (all under `bl:`; every job key expires after the retention period):
     bl:job:{id}:notfound   hash   "<row>:first" / "<row>:count": a user's "does not exist (yet)" answers
     bl:job:{id}:waiting    set    rows waiting for the directory to replicate them
     bl:job:{id}:seats      hash   skuId -> seats the job still holds (jobs.seats)
+    bl:job:{id}:days       hash   a held day's first chunk -> its next chunk to send (jobs.schedule)
     bl:seats:{tenant}      set    jobs holding seat reservations in the tenant (jobs.seats)
     bl:paused              set    paused jobs (the resumer's work list)
     bl:job:{id}:sec:{t}    int    results recorded in second t (current rate)
@@ -128,6 +129,7 @@ class JobStore:
         self._chunk_view = lua_script(client, "chunk_view")
         self._complete = lua_script(client, "complete_chunk")
         self._next_chunk = lua_script(client, "next_chunk")
+        self._next_of_day = lua_script(client, "next_of_day")
         self._cas_live = lua_script(client, "cas_live")
         self._release = lua_script(client, "release_chunk")
         self._bump = lua_script(client, "bump")
@@ -150,11 +152,13 @@ class JobStore:
         return f"bl:job:{job_id}:{suffix}"
 
     # --- submission ---------------------------------------------------------------------------
-    def stage(self, job_id: str, tenant: str, operations: Iterable[Operation], chunk_size: int) -> int:
+    def stage(self, job_id: str, tenant: str, operations: Iterable[Operation], chunk_size: int,
+              cuts: list[tuple[float | None, int, int]] | None = None) -> int:
         """Write operations as chunks under a staging record; returns how many were written.
 
         Staged keys expire quickly unless `commit` is called, so a submission that is refused or
-        whose API process dies leaves nothing behind.
+        whose API process dies leaves nothing behind. A chunk holds rows of one due time (an
+        operation's `due_at`, jobs.schedule): `cuts` gets `(due_at, first chunk, chunks)` per due time.
         """
         self.redis.hset(
             self._job_key(job_id),
@@ -165,7 +169,14 @@ class JobStore:
         chunk: list[str] = []
         n = 0
         pipe = self.redis.pipeline(transaction=False)
+        groups: list[tuple[float | None, int, int]] = []
         for op in operations:
+            if chunk and op.due_at != groups[-1][0]:  # a new due time starts a new chunk
+                pipe.set(self._subkey(job_id, f"ops:{n}"), "[" + ",".join(chunk) + "]", ex=STAGING_TTL_S)
+                n += 1
+                chunk = []
+            if not groups or op.due_at != groups[-1][0]:
+                groups.append((op.due_at, n, 0))
             chunk.append(op.dumps())
             total += 1
             if len(chunk) >= chunk_size:
@@ -177,6 +188,9 @@ class JobStore:
         if chunk:
             pipe.set(self._subkey(job_id, f"ops:{n}"), "[" + ",".join(chunk) + "]", ex=STAGING_TTL_S)
             n += 1
+        if cuts is not None and groups:
+            ends = [g[1] for g in groups[1:]] + [n]
+            cuts.extend((due, first, end - first) for (due, first, _), end in zip(groups, ends, strict=True))
         pipe.hset(self._job_key(job_id), mapping={"staged_chunks": n, "staged_total": total})
         pipe.execute()
         return total
@@ -226,27 +240,40 @@ class JobStore:
         for i in range(0, len(keys), 500):
             self.redis.delete(*keys[i : i + 500])
 
-    def commit(self, job_id: str, spec: JobSpec = JobSpec()) -> tuple[int, int]:
-        """Turn a staged submission into a queued job with this spec; returns (total, chunks)."""
+    def commit(self, job_id: str, spec: JobSpec = JobSpec(), *, held_window: int = 0) -> tuple[int, int]:
+        """Turn a staged submission into a queued job with this spec; returns (total, chunks).
+
+        A real job's chunks held for a later instant (`spec.schedule`) are not dispatched with the
+        others: each day's first `held_window` chunks (all when 0) are marked queued, due then, and
+        the rest are sent as those complete (`next_of_day`). The job and its results are kept the
+        retention period after its last day.
+        """
         key = self._job_key(job_id)
         raw = cast(list[bytes | None], self.redis.hmget(key, "tenant", "staged_chunks", "staged_total", "created_at"))
         tenant = (raw[0] or b"").decode()
         chunks, total = int(raw[1] or 0), int(raw[2] or 0)
         created_at = float(raw[3] or self.clock())
+        held = [] if spec.plans_only else [d for d in spec.schedule if d.due_at is not None]
         record = JobRecord(id=job_id, tenant=tenant, state=JobState.QUEUED, created_at=created_at, spec=spec,
-                           total=total, chunks=chunks)
+                           total=total, chunks=chunks, held_from=min((d.first_chunk for d in held), default=None))
+        keep_s = self.retention_s + int(max((d.due_at or 0.0 for d in held), default=self.clock()) - self.clock())
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=record.to_hash())  # type: ignore[arg-type]
         pipe.hdel(key, "staged_chunks", "staged_total")
-        pipe.expire(key, self.retention_s)
+        pipe.expire(key, keep_s)
         for n in range(chunks):
-            pipe.expire(self._subkey(job_id, f"ops:{n}"), self.retention_s)
+            pipe.expire(self._subkey(job_id, f"ops:{n}"), keep_s)
+        for day in held:
+            for n in range(day.first_chunk, day.first_chunk + (min(day.chunks, held_window) or day.chunks)):
+                pipe.hset(self._subkey(job_id, "live"), str(n), LiveChunk(Phase.QUEUED, day.due_at or 0.0).encode())
+        if held:
+            pipe.expire(self._subkey(job_id, "live"), keep_s)
         pipe.zadd("bl:jobs", {job_id: created_at})
         pipe.sadd("bl:active", job_id)
         pipe.execute()
         # The job is committed; give the replicas a moment to hold it before it is reported accepted.
         anchor = self.redis.pipeline(transaction=False)
-        anchor.expire(key, self.retention_s)
+        anchor.expire(key, keep_s)
         self._replicated(anchor)
         self._trim_job_index()
         return total, chunks
@@ -260,6 +287,13 @@ class JobStore:
         """Claim the next undispatched chunk of a job for enqueueing (None when all are out)."""
         n = int(self._next_chunk(keys=[self._job_key(job_id), self._subkey(job_id, "live")],
                                  args=[self.clock(), self.retention_s]))
+        return None if n < 0 else n
+
+    def next_of_day(self, job_id: str, first: int, end: int, window: int) -> int | None:
+        """Claim the next unsent chunk of the held day whose chunks are `first` to `end` (excluded), whose
+        first `window` went to the due set; None when all are out."""
+        n = int(self._next_of_day(keys=[self._subkey(job_id, "days"), self._subkey(job_id, "live")],
+                                  args=[first, end, first + window, self.clock(), self.retention_s]))
         return None if n < 0 else n
 
     def claim_chunk(self, job_id: str, n: int, worker_id: str) -> ClaimResult:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -26,6 +25,7 @@ from jobs.quotas import QuotaLedger
 from jobs.record import SCAN_KINDS, Approval, JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scan_jobs import ScanRequest
+from jobs.schedule import Holder, peak_demand
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine, seat_lines
 from jobs.skus import SkuCatalog
@@ -188,12 +188,16 @@ class Submitter:
         try:
             if undone is not None:
                 self._claim_rollback(undone, job_id)
+            holder = self._holder(tenant)
+            cuts: list[tuple[float | None, int, int]] = []
             if planned.spec.scan is not None:  # it scans again, keeping the previewed users still called for
                 self.store.stage_scan(job_id, tenant)
                 total = 1
             else:
-                total = self.store.stage(job_id, tenant, self.store.iter_operations(planned_id),
-                                         self.settings.chunk_size)
+                total = self.store.stage(job_id, tenant, holder.order(self.store.iter_operations(planned_id)),
+                                         self.settings.chunk_size, cuts)
+            if holder.errors:  # a day further ahead than a job is kept (the retention was shortened since)
+                raise InputRejected(holder.errors, holder.error_count)
             self.quotas.take(tenant, owner, job_id, total)
             # A scan's run is staged as one chunk to scan again: its size is what the preview found.
             rows = progress.total if planned.spec.scan is not None else total
@@ -217,9 +221,10 @@ class Submitter:
         scan = None if planned.spec.scan is None else {**planned.spec.scan, "planned_from": planned_id}
         spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
                        seat_basis=SeatBasis.PLAN, kind=kind, prefetch=None, planned_from=planned_id, scan=scan,
-                       needs_approval=gated)
-        total, chunks = self.store.commit(job_id, spec)
+                       needs_approval=gated, schedule=holder.days(cuts) if holder.held() else ())
+        total, chunks = self.store.commit(job_id, spec, held_window=self.settings.chunk_window)
         dispatch(self.store, self.send, job_id, 1 if scan is not None else self.settings.chunk_window)
+        self._send_held(job_id, spec)
         log.info("job %s accepted: the run of %s %s, %d users for tenant %s%s", job_id,
                  "approved job" if approval else "dry run", planned_id, total, tenant,
                  " (waits for approval once planned)" if gated else "")
@@ -310,28 +315,31 @@ class Submitter:
     ) -> Submitted:
         self._check_callback(options.callback_url, tenant, owner)
         job_id = new_job_id()
-        adds: Counter[str] = Counter()
         assignment = options.assignment or Assignment.ANY
+        holder = self._holder(tenant)
+        cuts: list[tuple[float | None, int, int]] = []
 
         def valid_until_first_error() -> Iterator[Operation]:
             # Keep parsing after the first error (to report them all) but stop writing to Redis.
             for op in operations:
-                if errors()[0]:
+                if errors()[0] or holder.errors:
                     continue
-                for lic in op.add:
-                    adds[lic.sku_id.lower()] += 1
                 yield replace(op, assignment=assignment)
 
         try:
-            total = self.store.stage(job_id, tenant, valid_until_first_error(), self.settings.chunk_size)
+            total = self.store.stage(job_id, tenant, holder.order(valid_until_first_error()),
+                                     self.settings.chunk_size, cuts)
             found, count = errors()
-            if found:
-                raise InputRejected(found, count, status())
+            if found or holder.errors:
+                raise InputRejected(found + holder.errors, count + holder.error_count, status())
             if total == 0:
                 raise InputRejected([FieldError("the input has no operations")])
             self.quotas.take(tenant, owner, job_id, total)  # dropped by the next check if refused below
             mode = options.mode or LicenseMode.ADD
-            warnings = () if options.dry_run else self._reserve(tenant, job_id, adds, options.seat_policy, mode)
+            days = holder.days(cuts)
+            # Seats for the busiest day of the job: what its rows add up to then, minus its earlier leavers'.
+            warnings = () if options.dry_run else self._reserve(tenant, job_id, peak_demand(days), options.seat_policy,
+                                                                mode)
         except BaseException:
             self.store.discard(job_id)
             raise
@@ -344,13 +352,32 @@ class Submitter:
                        seat_policy=options.seat_policy, seat_basis=SeatBasis.INPUT,
                        prefetch=Prefetch.ASKED if paged else None, callback_url=options.callback_url or None,
                        mode=mode, reading=read.to_json(), kept_columns=kept_columns(), assignment=assignment,
-                       needs_approval=gated)
-        total, chunks = self.store.commit(job_id, spec)
+                       needs_approval=gated, schedule=days if holder.held() else ())
+        total, chunks = self.store.commit(job_id, spec, held_window=self.settings.chunk_window)
         dispatch(self.store, self.send, job_id, 1 if paged else self.settings.chunk_window)
+        self._send_held(job_id, spec)
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else " (waits for approval once planned)" if gated else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run,
                          mode=mode, reading=read.to_json(), assignment=assignment, needs_approval=gated)
+
+    def _holder(self, tenant: str) -> Holder:
+        """Orders a submission's rows by when they are due, in the tenant's time zone."""
+        return Holder(self.settings.tenants[tenant].zone, self.store.clock(), self.settings.retention_s)
+
+    def _send_held(self, job_id: str, spec: JobSpec) -> None:
+        """Put the first chunks (a window) of each day a real job holds rows for in the due set, due at its instant.
+
+        Each that completes sends the day's next (jobs.chunks). Were this process to die before, the
+        reaper sends them once their time is past (their live state says when they are due).
+        """
+        if spec.plans_only:
+            return
+        now = self.store.clock()
+        for day in spec.schedule:
+            if day.due_at is not None:
+                for n in range(day.first_chunk, day.first_chunk + min(day.chunks, self.settings.chunk_window)):
+                    self.send(job_id, n, max(day.due_at - now, 0.001))
 
     def _check_callback(self, url: str | None, tenant: str, owner: str) -> None:
         """Refuse the submission (422) when it names a callback URL notifications may not go to.

@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 # Each status's place in a job's life (a dry run ends `planned`, a terminal status; running it
 # starts a new job); a status not listed counts as running.
 STAGES = {JobStatus.QUEUED.value: 0, JobStatus.PLANNING.value: 1, JobStatus.RUNNING.value: 2,
-          JobStatus.PAUSED.value: 3}
+          JobStatus.PAUSED.value: 3, JobStatus.SCHEDULED.value: 4}
 TERMINAL_STAGE = 5
 STAGE_SLOTS = 8  # > every stage, so one more counted result outranks any status change
 TERMINAL = frozenset(status.value for status in TERMINAL_JOB_STATUSES)

@@ -114,24 +114,35 @@ def results(
     if format == "csv":
         record = context.store.job(job.id)
         columns = list(record.spec.kept_columns) if record is not None and record.spec.kept_columns else None
-        return StreamingResponse(csv_lines(rows, catalog, columns), media_type="text/csv; charset=utf-8",
+        dated = record is not None and bool(record.spec.schedule)
+        return StreamingResponse(csv_lines(rows, catalog, columns, dated=dated), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{job.id}-results.csv"'})
     return StreamingResponse(json_lines(rows, catalog), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=202, dependencies=[WRITES],
              responses=error_responses(401, 403, 404, 409, 503))
-async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, Any]:
+async def cancel(job: ScopedJob, context: Context, who: Authenticated,
+                 scheduled_only: Annotated[bool, Query(description="Cancel only the rows still waiting for their"
+                                                                   " day; the others go on.")] = False,
+                 ) -> dict[str, Any]:
     """Cancel a job: returns once no write for it can still go out; 409 when it has ended already.
 
-    A job waiting for approval is withdrawn: it ends cancelled and its seats are released.
+    A job waiting for approval is withdrawn: it ends cancelled and its seats are released. Rows
+    waiting for their effective date are recorded cancelled at once (nothing is written for them);
+    with `?scheduled_only=true` only they are, and the job's other rows go on.
     """
     store = context.store
     if _withdrawn(context, job, who):
         return {"id": job.id, "cancel_requested": True, "writes_in_flight": 0, "status": JobStatus.CANCELLED.value}
     _refuse_if_ended(context, job)
-    control.cancel(store, context.send, job.id)
-    context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id)
+    if not scheduled_only:
+        control.cancel(store, context.send, job.id)
+    held = control.cancel_held(store, context.send, job.id, now=time.time())
+    if scheduled_only and not held:
+        raise ApiError(409, f"job {job.id} has no rows waiting for their day: nothing was cancelled")
+    context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id,
+                         details={"scheduled_rows": held, "scheduled_only": scheduled_only} if held else None)
     deadline = time.monotonic() + CANCEL_WAIT_S
     while store.writes_in_flight(job.id) and time.monotonic() < deadline:
         await asyncio.sleep(CANCEL_POLL_S)
@@ -139,7 +150,8 @@ async def cancel(job: ScopedJob, context: Context, who: Authenticated) -> dict[s
     progress = store.progress(job.id)
     return {
         "id": job.id,
-        "cancel_requested": True,
+        "cancel_requested": not scheduled_only,
+        "scheduled_cancelled": held,
         "writes_in_flight": in_flight,
         "status": (progress.status if progress else JobStatus.CANCELLED).value,
     }

@@ -104,6 +104,7 @@ export class JobView {
     const scanText = scanLine(job);
     byId("job-scan").hidden = !scanText;
     setText(byId("job-scan"), scanText);
+    this.showSchedule(job);
     this.showProgress(job);
     this.showActions(job);
     this.showApproval(job);
@@ -127,6 +128,19 @@ export class JobView {
       return item;
     });
     byId("reading-notes").replaceChildren(...notes);
+  }
+
+  /** A job with dated rows: its rows by the day they are due, and the seat table by date. */
+  showSchedule(job) {
+    const box = byId("schedule");
+    box.hidden = !Array.isArray(job.schedule) || job.schedule.length === 0;
+    if (box.hidden) return;
+    setText(byId("schedule-summary"), `Rows by day (${count(job.scheduled ?? 0)} waiting for their day)`);
+    fillRows(byId("schedule-days").tBodies[0], job.schedule.map((d) => [d.at ?? "at submission", count(d.rows)]));
+    const seats = job.seats_by_day ?? [];
+    fillRows(byId("schedule-seats").tBodies[0], seats.map((s) => [s.at ?? "at submission", s.sku || s.sku_id,
+      count(s.adds), count(s.releases), count(s.free), count(s.shortfall)]),
+    (_, i) => (Number(seats[i].shortfall) > 0 ? "short" : ""));
   }
 
   showProgress(job) {
@@ -284,6 +298,11 @@ export class JobView {
 
 /** A planned user's line: what changes, or the predicted failure and its reason. */
 function planDetail(row) {
+  const day = row.scheduled_for ? `on ${row.scheduled_for}: ` : "";
+  return day + planText(row);
+}
+
+function planText(row) {
   if (row.status === vocabulary.RESULT.WOULD_FAIL) {
     const why = row.graph_message || row.detail || "";
     return withGroups(`${statusText(row.reason)}${why ? `: ${why}` : ""}`, row);

@@ -27,6 +27,8 @@ class Role(StrEnum):
     DISABLED_PLANS = "disabled_plans"
     USAGE_LOCATION = "usage_location"
     ACTION = "action"  # Add or Remove: the side the row's licenses go to
+    EFFECTIVE_DATE = "effective_date"  # the day (or instant) the row takes effect
+    END_DATE = "end_date"  # a leaver's last day: the row's removals run at its end
     HELD = "held"  # the licenses a user holds (an export): their meaning depends on the job's mode
     EXTRA = "extra"  # any other named column: kept and echoed in the results
     IGNORED = "ignored"  # a column of our results CSV
@@ -50,6 +52,8 @@ COLUMNS = (
     Column(Role.DISABLED_PLANS, ("disabledplans",)),
     Column(Role.USAGE_LOCATION, ("usagelocation",)),
     Column(Role.ACTION, ("action", "operation")),
+    Column(Role.EFFECTIVE_DATE, ("effectivedate", "startdate", "employeehiredate")),
+    Column(Role.END_DATE, ("enddate", "lastday", "employeeleavedatetime")),
     # Microsoft 365 usage reports (Graph reports' CSVs) list what each user holds, "+"-joined.
     Column(Role.HELD, ("assignedproducts",)),
 )

@@ -14,6 +14,7 @@ from jobs.input.csv_header import ASSIGNMENT_DETAILS, Header, Layout, Role, colu
 from jobs.input.csv_layout import Preamble, is_example_row, skip_preamble
 from jobs.input.csv_lines import HEADER_CAP, LineReader, Overflow, Records, overflow_error
 from jobs.input.csv_text import CsvText
+from jobs.input.dates import row_dates
 from jobs.input.errors import ErrorLog, Fatal
 from jobs.input.licenses import AddName, Licenses, Name, resolve_licenses
 from jobs.input.reading import Reading
@@ -218,6 +219,10 @@ def _read_as(header: Header, i: int, options: JobOptions) -> str:
         words = "add or remove, by the Action column"
     elif role is Role.ACTION:
         words = "action (Add or Remove)"
+    elif role is Role.EFFECTIVE_DATE:
+        words = "effective date (ISO date or date-time; a date is a day in the tenant's timezone)"
+    elif role is Role.END_DATE:
+        words = "last day (the row's removals run at the end of that day, in the tenant's timezone)"
     elif role is Role.EXTRA and _describes_held(header, i):
         words = "kept (how the held licenses are assigned; not read)"
     elif role is Role.EXTRA:
@@ -265,6 +270,7 @@ class _Rows:
                                             Role.USAGE_LOCATION, Role.ACTION)
         )
         self._has_action = header.has(Role.ACTION)
+        self._effective_at, self._end_at = header.index(Role.EFFECTIVE_DATE), header.index(Role.END_DATE)
         self._extra_at = [(i, labels[i]) for i, role in enumerate(roles) if role is Role.EXTRA]
         acknowledged = {c.strip().lower() for c in options.keep_columns}
         # Kept columns still checked for license names: position → non-empty cells checked so far.
@@ -291,6 +297,7 @@ class _Rows:
         side = self._side(record, row, refused)
         licenses, unlicensed = self._licenses(record, row, refused, side)
         location = self._usage_location(record, row, refused)
+        effective, last_day = self._dates(record, row, refused, bool(licenses.add))
         extra = self._kept(record, row)
         if not (licenses.add or licenses.remove or location or unlicensed or self._mode is LicenseMode.EXACT
                 or self._names_licenses(record)):
@@ -308,7 +315,19 @@ class _Rows:
             extra=extra,
             source=self._source(record, side),
             mode=self._mode,
+            effective=effective,
+            last_day=last_day,
         )
+
+    def _dates(self, record: list[str], row: int, refused: frozenset[Role], adds: bool) -> tuple[str | None, bool]:
+        """The row's effective date (or last day), an error noted when it has a wrong one."""
+        if refused & {Role.EFFECTIVE_DATE, Role.END_DATE}:
+            return None, False
+        effective, last_day, problem = row_dates(record[self._effective_at], record[self._end_at],
+                                                 adds=adds)
+        if problem is not None:
+            self._errors.add(problem[2], row, problem[0], problem[1])
+        return effective, last_day
 
     def merge(self, first: Operation, then: Operation) -> Operation:
         """Two adjacent rows of one user (an Action file) as one operation; errors recorded at `then`'s row."""
@@ -325,6 +344,13 @@ class _Rows:
             self._errors.add(
                 f"usage_location {then.usage_location} differs from {first.usage_location} in row {first.row}, the "
                 "same user's; give one", then.row, Role.USAGE_LOCATION.value, then.usage_location)
+        if first.effective and then.effective and (first.effective, first.last_day) != (then.effective, then.last_day):
+            self._errors.add(f"the date {then.effective} differs from {first.effective} in row {first.row}, the same "
+                             "user's; give one", then.row, "end_date" if then.last_day else "effective_date",
+                             then.effective)
+        if (first.last_day and then.add) or (then.last_day and first.add):
+            self._errors.add("end_date is a leaver's last day: the user's rows may only remove licenses", then.row,
+                             "end_date", then.effective or first.effective)
         source = dict(first.source)
         for key, value in then.source:
             source[key] = f"{source[key]};{value}" if source.get(key) else value
@@ -334,7 +360,8 @@ class _Rows:
         return Operation(
             row=first.row, user=first.user, add=first.add + then.add, remove=first.remove + then.remove,
             usage_location=first.usage_location or then.usage_location, extra=tuple(extra.items()),
-            source=tuple(source.items()), mode=first.mode,
+            source=tuple(source.items()), mode=first.mode, effective=first.effective or then.effective,
+            last_day=first.last_day or then.last_day,
         )
 
     def _twice(self, op: Operation, shown: str, first_row: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
+from jobs.input.dates import row_dates
 from jobs.input.errors import ErrorLog
 from jobs.input.json_scan import reject
 from jobs.input.json_shape import AddLicenseIn, JobBody, OperationIn, load_job
@@ -117,6 +118,11 @@ class _OperationChecks:
             self._errors.add_at(row, error)
         location = self._usage_location(op.usage_location, row, f"{base}.usageLocation")
         extra = self._extra(op.extra or {}, row, f"{base}.extra")
+        effective, last_day, problem = row_dates(op.effective_date or "", op.end_date or "",
+                                                 adds=bool(op.add_licenses))
+        if problem is not None:
+            field = "endDate" if problem[0] == "end_date" else "effectiveDate"
+            self._errors.add(problem[2], row, f"{base}.{field}", problem[1])
         if self._mode is LicenseMode.EXACT:
             self._exact(op, row, base)
         elif not (op.add_licenses or op.remove_licenses or location):
@@ -140,6 +146,8 @@ class _OperationChecks:
             extra=extra,
             source=tuple((k, v) for k, v in source if v),
             mode=self._mode,
+            effective=effective,
+            last_day=last_day,
         )
 
     def _exact(self, op: OperationIn, row: int, base: str) -> None:

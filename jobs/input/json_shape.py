@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 
 from jobs.input.errors import ErrorLog
 from jobs.input.json_scan import BodyLayout, Path, json_path, operation_items, reject, row_of, scan_body
@@ -40,6 +40,12 @@ class OperationIn(_In):
     remove_licenses: list[str] | None = Field(default=None, alias="removeLicenses")
     usage_location: str | None = Field(default=None, alias="usageLocation")
     extra: dict[str, str] | None = None
+    # ISO date or date-time (jobs.input.dates): when the row takes effect, or a leaver's last day.
+    effective_date: str | None = Field(
+        default=None, alias="effectiveDate",
+        validation_alias=AliasChoices("effectiveDate", "effective_date", "startDate", "employeeHireDate"))
+    end_date: str | None = Field(
+        default=None, alias="endDate", validation_alias=AliasChoices("endDate", "end_date", "employeeLeaveDateTime"))
 
 
 class JobIn(_In):

@@ -25,7 +25,8 @@ if d >= chunks then
   if redis.call('HEXISTS', job, 'finished_at') == 0 then redis.call('HSET', job, 'finished_at', ARGV[4]) end
 end
 local nxt = tonumber(redis.call('HGET', job, 'next_chunk') or 0)
-if nxt < chunks then
+-- Chunks from held_from on wait for their day in the due set (jobs.schedule): never sent from here.
+if nxt < tonumber(redis.call('HGET', job, 'held_from') or chunks) then
   redis.call('HSET', job, 'next_chunk', nxt + 1)
   redis.call('HSET', live, tostring(nxt), 'q:' .. ARGV[4])
 else

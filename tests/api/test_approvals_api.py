@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +327,16 @@ def test_a_scan_job_that_would_write_waits_for_approval_whatever_its_threshold(c
     assert waiting["approval"]["submitted_by"] == SIM_NAME and waiting["kind"] in {"reclaim", "redundant_direct"}
     dry = client.post(path, params={**params, "dry_run": "true"}, headers=auth(SIM_KEY))
     assert dry.status_code == 202 and dry.json()["needs_approval"] is False
+
+
+def test_a_job_awaiting_approval_plans_its_dated_rows_now_and_holds_none_for_their_day(
+        client: TestClient, sent: Sent, redis_client: redis.Redis) -> None:
+    # Held chunks would be sent by the reaper once due, approved or not: a waiting job plans every row now.
+    ahead = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+    accepted = submit_csv(client, f"user,add,start_date\nada@contoso.example,ENTERPRISEPACK,\n"
+                                  f"grace@contoso.example,ENTERPRISEPACK,{ahead}\n", key=SIM_KEY)
+    assert accepted["needs_approval"] is True
+    assert all(countdown == 0 for _, _, countdown in sent) and {n for _, n, _ in sent} == {0, 1}
+    assert redis_client.hget(f"bl:job:{accepted['id']}", "held_from") is None
+    shown = job(client, accepted["id"])
+    assert shown["status"] != "scheduled" and [d["rows"] for d in shown["schedule"]] == [1, 1]

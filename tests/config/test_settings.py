@@ -114,6 +114,14 @@ def test_tenant_profiles(tmp_path: Path) -> None:
     assert "s3cret-value" not in repr(profiles["contoso"])
     assert profiles["gov"].certificate_path == cert.resolve()
     assert profiles["gov"].write_rate_per_s is None
+    assert str(profiles["contoso"].zone) == "UTC"  # a date in an input is a day in this zone
+
+
+def test_a_tenant_profile_names_its_time_zone(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.toml"
+    path.write_text('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\n'
+                    'timezone = "America/New_York"\n')
+    assert str(load_tenants(path)["a"].zone) == "America/New_York"
 
 
 def test_a_profile_may_require_approval_from_a_number_of_rows(tmp_path: Path) -> None:
@@ -136,6 +144,8 @@ def test_a_profile_may_require_approval_from_a_number_of_rows(tmp_path: Path) ->
      "approval_min_rows applies only with require_approval = true"),
     ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\nrequire_approval = true\n'
      'approval_min_rows = 0\n', "tenants.a.approval_min_rows"),
+    ('[tenants.a]\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\ntimezone = "Paris"\n',
+     "timezone 'Paris' is not an IANA time zone name"),
     ("not toml [", "is not valid TOML"),
     ("[other]\n", "has no [tenants.<name>] table"),
 ])

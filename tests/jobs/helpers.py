@@ -87,6 +87,7 @@ class Ctx:
     running: set[str] = field(default_factory=set)
     max_countdown_s: float = 60.0
     max_chunk_runs: int = 3
+    chunk_window: int = 4
     sent: list[Sent] = field(default_factory=list)
     events: Listeners = NO_LISTENERS
     asked_for: list[str] = field(default_factory=list)

@@ -500,7 +500,7 @@ def test_json_type_and_field_errors(catalog: SkuCatalog) -> None:
         ),
         FieldError(
             'operations[1].licence: unknown field "licence"; allowed here: user, addLicenses, removeLicenses, '
-            "usageLocation, extra",
+            "usageLocation, extra, effectiveDate, endDate",
             2,
             "operations[1].licence",
             "[… 0 items]",

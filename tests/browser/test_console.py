@@ -540,7 +540,7 @@ def test_a_job_awaiting_approval_is_approved_from_another_key_only(stack: Stack,
     tab, watch = page
     users = free_users(stack, 60)[-3:]  # users no other test of the module writes to
     sign_in(tab, stack, SIM_KEY)
-    tab.get_by_label("Tenant").select_option("sim-approval")
+    tab.get_by_role("region", name="New job").get_by_label("Tenant").select_option("sim-approval")
     tab.get_by_label("CSV file").set_input_files(
         {"name": "gated.csv", "mimeType": "text/csv", "buffer": csv_text([{"user": u, "add": "EMS"} for u in users])
          .encode()})

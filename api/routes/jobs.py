@@ -13,7 +13,7 @@ from api.context import ApiContext
 from api.deps import WRITES, Authenticated, Context, CsvTenant, IdempotencyKey, ScopedJob, SubmitOptions, VisibleJob
 from api.errors import ApiError
 from api.plan_view import job_json, known_catalog
-from api.results import RESULT_STATUSES, Page, csv_lines, json_lines, result_rows
+from api.results import RESULT_STATUSES, Page, blocks, csv_lines, json_lines, result_rows
 from api.schemas import JobAccepted, JobOut, accepted, error_responses
 from api.submissions import accept_submission
 from jobs import control
@@ -103,9 +103,9 @@ def results(
     if format == "csv":
         record = context.store.job(job.id)
         columns = list(record.spec.kept_columns) if record is not None and record.spec.kept_columns else None
-        return StreamingResponse(csv_lines(rows, catalog, columns), media_type="text/csv; charset=utf-8",
+        return StreamingResponse(blocks(csv_lines(rows, catalog, columns)), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{job.id}-results.csv"'})
-    return StreamingResponse(json_lines(rows, catalog), media_type="application/json")
+    return StreamingResponse(blocks(json_lines(rows, catalog)), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=202, dependencies=[WRITES],

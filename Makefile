@@ -34,8 +34,9 @@ imports: $(BIN)/.installed  ## the layering contract (pyproject: [tool.importlin
 
 check: lint typecheck imports test  ## lint, strict types, import contract and tests
 
-bench: $(BIN)/.installed  ## the throughput benchmark; writes BENCHMARKS.md
+bench: $(BIN)/.installed  ## the throughput benchmark and the capacity model; writes BENCHMARKS.md
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.capacity
 
 # Microsoft's "Product names and service plan identifiers for licensing" table, as display names the
 # service reads (jobs/data/product_names.json). Download the CSV from Microsoft (linked from the page in

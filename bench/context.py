@@ -19,6 +19,8 @@ OTHER_TENANT_ID = "7c1f0a3e-2b4d-4c6e-9f8a-0d1e2f3a4b5c"
 LATENCY_MS, JITTER_MS = 100.0, 50.0
 CEILING = (500, 5.0)  # graphsim's write bucket in scenarios 1, 2, 4, 8 and 9: 500 writes, refilled at 100/s
 HIDDEN_REAL = (250, 5.0)  # scenario 5: what graphsim really allows (the profile still says CEILING)
+GRAPH_REAL = (3_000, 150.0)  # scenario 12: Graph's write limit per app+tenant (a bucket of 150 s of refill)
+GRAPH_LATENCY_MS, GRAPH_JITTER_MS = 600.0, 300.0
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,8 @@ class Sizes:
     ceiling: int
     ceiling_runs: int
     sequential: int
-    naive: int
-    naive_threads: int
+    baseline: int  # users of scenario 2's comparison (naive client and product)
+    baseline_runs: int  # runs of each side in scenario 2
     pipeline: int
     fair_big: int
     fair_small: int
@@ -43,22 +45,24 @@ class Sizes:
     half: int
     rerun: int
     dry_run: int  # users in the dry run, and in the graphsim it runs on
+    real_limits: int  # users of scenario 12 (the product)
+    real_naive: int  # users the naive client runs in scenario 12 (projected to real_limits)
 
     @classmethod
     def full(cls) -> Sizes:
         """The sizes issues 4, 5 and 9 ask for."""
-        return cls(sim_users=120_000, other_users=5_000, ceiling=10_000, ceiling_runs=2, sequential=1_000, naive=10_000,
-                   naive_threads=16, pipeline=20_000, fair_big=20_000, fair_small=10, fair_other=3_000,
+        return cls(sim_users=120_000, other_users=5_000, ceiling=10_000, ceiling_runs=2, sequential=300,
+                   baseline=3_000, baseline_runs=3, pipeline=20_000, fair_big=20_000, fair_small=10, fair_other=3_000,
                    fair_small_after_s=5.0, progress=100_000, progress_samples=600, csv_rows=1_000_000,
-                   half=10_000, rerun=10_000, dry_run=100_000)
+                   half=10_000, rerun=10_000, dry_run=100_000, real_limits=4_000, real_naive=1_000)
 
     @classmethod
     def quick(cls) -> Sizes:
         """A smoke run: every code path, small sizes."""
-        return cls(sim_users=25_000, other_users=2_000, ceiling=1_500, ceiling_runs=1, sequential=100, naive=1_500,
-                   naive_threads=16, pipeline=4_000, fair_big=5_000, fair_small=10, fair_other=800,
+        return cls(sim_users=25_000, other_users=2_000, ceiling=1_500, ceiling_runs=1, sequential=100,
+                   baseline=1_000, baseline_runs=2, pipeline=4_000, fair_big=5_000, fair_small=10, fair_other=800,
                    fair_small_after_s=5.0, progress=20_000, progress_samples=200, csv_rows=100_000,
-                   half=1_500, rerun=1_500, dry_run=10_000)
+                   half=1_500, rerun=1_500, dry_run=10_000, real_limits=3_400, real_naive=200)
 
 
 @dataclass
@@ -87,7 +91,8 @@ class Context:
         self.rows_main = one_write_rows(users, skus)
         self.rows_other = one_write_rows(self.other.all_users(), self.other.skus())
         s = self.sizes
-        need_main = max(s.ceiling, s.naive, s.pipeline, s.fair_big + s.fair_small, s.progress, s.half, s.rerun)
+        need_main = max(s.ceiling, s.baseline, s.real_limits, s.pipeline, s.fair_big + s.fair_small, s.progress,
+                        s.half, s.rerun)
         if len(self.rows_main) < need_main or len(self.rows_other) < s.fair_other:
             raise RuntimeError(f"graphsim has {len(self.rows_main)}/{len(self.rows_other)} one-write users; "
                                f"need {need_main}/{s.fair_other}")

@@ -103,8 +103,9 @@ def render(results: dict[str, ScenarioResult], *, command: str, started: datetim
         "# Benchmarks",
         "",
         "Throughput of bulk-license against graphsim (the local Microsoft Graph simulator), issue 4's scenarios,",
-        "the input-scale figure of issue 5 and issue 9's plan-before-write figures, from one run of the benchmark",
-        "command. Regenerate with `make bench`.",
+        "the input-scale figure of issue 5, issue 9's plan-before-write figures and issue 21's baselines and Graph's",
+        "real limits, from one run of the benchmark command; then the capacity model (`python -m bench.capacity`).",
+        "Regenerate both with `make bench`.",
         "",
         f"- command: `{command}`",
         f"- date: {started.astimezone(UTC).strftime('%Y-%m-%d %H:%M UTC')}; "

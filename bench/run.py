@@ -1,6 +1,6 @@
 """`python -m bench.run`: start everything, run the scenarios side by side, write BENCHMARKS.md.
 
-Options: --only SCENARIO[,..] (names or numbers 1-11), --quick (small sizes, a smoke run),
+Options: --only SCENARIO[,..] (names or numbers 1-12), --quick (small sizes, a smoke run),
 --out FILE (default BENCHMARKS.md), --workers N and --concurrency K (worker processes and their
 threads in scenarios other than 3), --keep (keep the temporary directory with every log).
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.analysis import analyse, observations
+from bench.capacity import kept_section, splice
 from bench.context import MAIN, OTHER, OTHER_TENANT_ID, Context, Sizes
 from bench.report import render
 from bench.results import ScenarioResult
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = render(results, command=_command(raw), started=started, elapsed_s=time.monotonic() - t0,
                   settings=settings, analysis=analyse(results), observations=observations(results))
-    args.out.write_text(text, encoding="utf-8")
+    kept = kept_section(args.out)  # `python -m bench.capacity` writes that section; keep it
+    args.out.write_text(splice(text, kept) if kept else text, encoding="utf-8")
     print(f"\nwrote {args.out}")
     return 1 if broken else 0
 

@@ -4,6 +4,7 @@ registry of every scenario, issue 9's (bench.plan_scenarios) included."""
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +13,12 @@ from typing import Any
 import httpx
 
 from bench.analysis import throttle_safety
-from bench.baselines import MAX_ATTEMPTS, BaselineResult, naive_parallel, sequential
+from bench.baselines import BaselineResult, naive_parallel, sequential
 from bench.context import (
     CEILING,
+    GRAPH_JITTER_MS,
+    GRAPH_LATENCY_MS,
+    GRAPH_REAL,
     HIDDEN_REAL,
     JITTER_MS,
     LATENCY_MS,
@@ -50,10 +54,10 @@ from jobs.models import JobStatus
 
 
 def _ceiling_once(ctx: Context, name: str, rows: list[Row], real: tuple[int, float],
-                  profile: tuple[int, float]) -> dict[str, Any]:
+                  profile: tuple[int, float], latency: tuple[float, float] = (LATENCY_MS, JITTER_MS)) -> dict[str, Any]:
     """One job at the ceiling on a freshly reset graphsim and a fresh product; what it measured."""
     n, (cap, period) = len(rows), real
-    ctx.main.reset(write_limit=f"{cap}/{period:g}", latency_ms=LATENCY_MS, latency_jitter_ms=JITTER_MS)
+    ctx.main.reset(write_limit=f"{cap}/{period:g}", latency_ms=latency[0], latency_jitter_ms=latency[1])
     profiles = {MAIN: ctx.main.profile(**limit_fields(profile[0], profile[1]))}
     with ctx.product(name, profiles) as product, product.api() as api:
         with Sampler(ctx.pids(product)) as sampler, ThrottleProbe(product.redis.url, MAIN) as probe:
@@ -165,80 +169,173 @@ def scenario_headroom(ctx: Context, result: ScenarioResult) -> None:
 # The naive client's figure while graphsim let refused requests cost nothing (the run before issue 9).
 PREVIOUS_NAIVE = ("95.4 s for 10,000 users with 4,328 of 14,328 write requests refused (30.2 %), against the "
                   "product's 98.6 s (BENCHMARKS.md of 2026-11-28, same graphsim settings)")
+NAIVE_THREADS = (4, 8, 12, 16)  # the naive client runs at each; its fastest is run again and compared
+
+
+def _naive_once(ctx: Context, users: list[tuple[str, str]], threads: int, real: tuple[int, float],
+                latency: tuple[float, float]) -> tuple[BaselineResult, dict[str, Any], dict[str, dict[str, float]]]:
+    """One run of the naive client on a freshly reset graphsim: its result, graphsim's stats, CPU per process."""
+    cap, period = real
+    ctx.main.reset(write_limit=f"{cap}/{period:g}", latency_ms=latency[0], latency_jitter_ms=latency[1])
+    profile = load_tenants(Path(ctx.main.info["profile_path"]))[MAIN]
+    with Sampler({"graphsim": ctx.main.pid, "bench client": os.getpid()}) as sampler:
+        res = naive_parallel(profile, users, threads)
+    return res, ctx.main.stats(), sampler.cpu_summary()
+
+
+def _spread(values: list[float], fmt: Callable[[float], str] = fmt_s) -> str:
+    """min / median / max of several runs (the one value of a single run)."""
+    if len(values) == 1:
+        return fmt(values[0])
+    return " / ".join(fmt(v) for v in (min(values), statistics.median(values), max(values)))
 
 
 def scenario_baselines(ctx: Context, result: ScenarioResult) -> None:
-    """2. A sequential loop and a naive parallel client on scenario 1's graphsim settings."""
+    """2. A sequential loop and a naive parallel client at its best thread count against the product, on scenario
+    1's graphsim settings, each run several times."""
     s = ctx.sizes
     cap, period = CEILING
-    full = s.ceiling
+    n, runs = s.baseline, s.baseline_runs
     result.setup += [
         f"graphsim as in scenario 1: write limit {cap}/{period:g} s, tenant limit none, "
-        f"latency {LATENCY_MS:g} ± {JITTER_MS:g} ms; reset (full bucket) before each client",
+        f"latency {LATENCY_MS:g} ± {JITTER_MS:g} ms; reset (full bucket) before each run",
         "graphsim charges a request it refuses with 429 to the bucket that refused it (charge_refused, its "
         "default since issue 9), as Graph does: its throttling guidance warns that \"all requests accrue against "
         "your usage limits\"",
-        "both clients: MSAL token (the product's MsalTokenProvider), httpx, one POST /users/{upn}/assignLicense "
+        "baseline clients: MSAL token (the product's MsalTokenProvider), httpx, one POST /users/{upn}/assignLicense "
         "per user, on 429 sleep Retry-After and resend (per request, no shared gate), no $batch",
-        f"sequential: the first {s.sequential:,} of scenario 1's users, one call at a time; "
-        f"naive parallel: {s.naive:,} users on {s.naive_threads} threads",
+        f"{n:,} users (scenario 1's first); the naive client once at each of {', '.join(map(str, NAIVE_THREADS))} "
+        f"threads, then its fastest thread count {runs - 1} more time(s); the product {runs} times (fresh Redis, API "
+        f"and workers each time); figures are min / median / max over the runs",
+        f"sequential: the first {s.sequential:,} users, one call at a time, projected to {n:,}",
     ]
-    profile = load_tenants(Path(ctx.main.info["profile_path"]))[MAIN]
-    users = [(r.upn, ctx.sku_ids[r.part_number]) for r in ctx.rows_main]
-
-    runs: list[tuple[str, int, Callable[[], BaselineResult]]] = [
-        ("sequential", s.sequential, lambda: sequential(profile, users[: s.sequential])),
-        (f"naive parallel ({s.naive_threads} threads)", s.naive,
-         lambda: naive_parallel(profile, users[: s.naive], s.naive_threads)),
-    ]
-    ours = ctx.results.get("ceiling")
-    ours_wall = ours.values.get("wall_s") if ours and not ours.error else None
-    for name, count, run in runs:
-        ctx.main.reset(write_limit=f"{cap}/{period:g}", latency_ms=LATENCY_MS, latency_jitter_ms=JITTER_MS)
-        with Sampler({"graphsim": ctx.main.pid, "bench client": os.getpid()}) as sampler:
-            res = run()
-        stats = ctx.main.stats()
-        result.processes[name] = sampler.cpu_summary()
+    users = [(r.upn, ctx.sku_ids[r.part_number]) for r in ctx.rows_main[:n]]
+    sweep: dict[int, BaselineResult] = {}
+    refused: dict[int, int] = {}  # thread count -> graphsim's 429s in the sweep's run
+    for threads in NAIVE_THREADS:
+        res, stats, procs = _naive_once(ctx, users, threads, CEILING, (LATENCY_MS, JITTER_MS))
+        sweep[threads] = res
         requests, throttled, share = write_refusals(stats)
-        projected = res.wall_s if count == full else _project(res, count, full, cap, period)
-        how = "measured" if count == full else "projected"
-        gave_up = f", {res.gave_up:,} of them after {MAX_ATTEMPTS} attempts" if res.gave_up else ""
-        result.add(f"{name}: users", f"{count:,} ({res.succeeded:,} succeeded, {res.failed:,} failed{gave_up})")
-        result.add(f"{name}: wall time for {count:,}", fmt_s(res.wall_s))
-        result.add(f"{name}: users/s", fmt_rate(res.users_per_s))
-        result.add(f"{name}: 429s / write requests (graphsim)", f"{fmt_pct(share)} ({throttled:,} of {requests:,})")
-        result.add(f"{name}: time for {full:,} users", fmt_s(projected), measured=how)
-        if ours_wall:
-            result.add(f"{name}: time for {full:,} users, theirs / ours", f"{projected / ours_wall:.2f} ×",
-                       measured="derived" if how == "measured" else "projected")
-        result.values[f"{name}:time_full_s"] = projected
-        result.values[f"{name}:share_429"] = share
-        result.values[f"{name}:throttled"] = throttled
-        result.values[f"{name}:gave_up"] = res.gave_up
-        result.values[f"{name}:users_per_s"] = res.users_per_s
-    if ours_wall:
-        result.values["ours_wall_s"] = ours_wall
-        which = "scenario 1's slowest run" if ours.values.get("runs", 1) > 1 else "scenario 1"
-        result.notes.append(f"Ours for {full:,} users: {fmt_s(ours_wall)} ({which}, same graphsim settings).")
+        refused[threads] = throttled
+        result.processes[f"naive, {threads} threads"] = procs
+        result.add(f"naive, {threads} threads: wall time · 429s / write requests · users failed",
+                   f"{fmt_s(res.wall_s)} · {fmt_pct(share)} ({throttled:,} of {requests:,}) · {res.failed:,}")
+    best = min(NAIVE_THREADS, key=lambda t: (sweep[t].failed > 0, sweep[t].wall_s))
+    naive_runs = [sweep[best]]
+    naive_429 = [refused[best]]
+    for i in range(runs - 1):
+        res, stats, procs = _naive_once(ctx, users, best, CEILING, (LATENCY_MS, JITTER_MS))
+        naive_runs.append(res)
+        naive_429.append(write_refusals(stats)[1])
+        result.processes[f"naive, {best} threads, run {i + 2}"] = procs
+    ours = [_ceiling_once(ctx, f"{result.key}-ours-{i + 1}", ctx.rows_main[:n], CEILING, CEILING)
+            for i in range(runs)]
+    for i, r in enumerate(ours):
+        result.processes[f"ours, run {i + 1}"] = r["processes"]
+    theirs_wall = [r.wall_s for r in naive_runs]
+    ours_wall = [r["wall"] for r in ours]
+    result.add(f"naive: fastest thread count (of {', '.join(map(str, NAIVE_THREADS))})", f"{best}")
+    result.add(f"naive, {best} threads: wall time for {n:,} ({len(naive_runs)} runs)", _spread(theirs_wall))
+    result.add(f"ours: wall time for {n:,} ({runs} runs)", _spread(ours_wall))
+    ratio = statistics.median(theirs_wall) / statistics.median(ours_wall)
+    result.add("naive (fastest) / ours, medians", f"{ratio:.2f} ×", measured="derived")
+    result.add("naive (fastest, its best run) / ours (our worst run)", f"{min(theirs_wall) / max(ours_wall):.2f} ×",
+               measured="derived")
+    result.add(f"naive, {best} threads: 429s per run (sweep run first)",
+               " · ".join(f"{v:,}" for v in naive_429))
+    result.add(f"naive, {best} threads: users failed per run", " · ".join(f"{r.failed:,}" for r in naive_runs))
+    result.add("ours: 429s per run", " · ".join(f"{r['throttled']:,}" for r in ours))
+    result.add("ours: users failed per run", " · ".join(f"{int(r['job']['failed']):,}" for r in ours))
+    seq = _sequential(ctx, result, s.sequential, n)
+    result.values.update({"naive_best_threads": best, "naive_median_s": statistics.median(theirs_wall),
+                          "ours_median_s": statistics.median(ours_wall), "ratio_median": ratio,
+                          "ratio_robust": min(theirs_wall) / max(ours_wall), "users": n, "runs": runs,
+                          "sequential_s": seq, "ours_429": sum(r["throttled"] for r in ours),
+                          "ours_failed": sum(int(r["job"]["failed"]) for r in ours),
+                          "naive_429_total": sum(refused.values()) + sum(naive_429[1:]),
+                          "naive_failed_total": sum(r.failed for r in [*sweep.values(), *naive_runs[1:]])})
+    for threads, res in sweep.items():
+        result.values[f"naive_wall_s:{threads}"] = res.wall_s
+        result.values[f"naive_failed:{threads}"] = res.failed
+        result.values[f"naive_throttled:{threads}"] = res.throttled
     result.notes.append(
         "Refused requests cost since issue 9: each 429 spends a token of graphsim's write bucket, so a client "
         "whose threads retry as soon as Retry-After says pushes the next free token further away for all of "
         f"them. Before, refused writes cost nothing on graphsim and the naive client looked as fast as the "
-        f"product: {PREVIOUS_NAIVE}. The figures above are with refused requests charged."
+        f"product: {PREVIOUS_NAIVE}."
     )
+
+
+def _sequential(ctx: Context, result: ScenarioResult, count: int, full: int) -> float:
+    """The sequential loop on `count` users, projected to `full`; returns the projected seconds."""
+    cap, period = CEILING
+    ctx.main.reset(write_limit=f"{cap}/{period:g}", latency_ms=LATENCY_MS, latency_jitter_ms=JITTER_MS)
+    profile = load_tenants(Path(ctx.main.info["profile_path"]))[MAIN]
+    users = [(r.upn, ctx.sku_ids[r.part_number]) for r in ctx.rows_main[:count]]
+    with Sampler({"graphsim": ctx.main.pid, "bench client": os.getpid()}) as sampler:
+        res = sequential(profile, users)
+    result.processes["sequential"] = sampler.cpu_summary()
+    projected = _project(res, count, full, cap, period)
+    result.add(f"sequential: wall time for {count:,} · users/s", f"{fmt_s(res.wall_s)} · {fmt_rate(res.users_per_s)}")
+    result.add(f"sequential: time for {full:,} users", fmt_s(projected), measured="projected")
     result.notes.append(
-        "Projection: the sequential loop sends one call at a time "
-        f"({result.values.get('sequential:users_per_s', 0.0):.1f} calls/s at this latency), far below the "
-        f"{cap / period:g}/s limit, so it is never throttled and its time is linear in users: "
-        f"time({full:,}) = time({s.sequential:,}) × {full // max(1, s.sequential)}; had it been throttled, the "
-        "projection would add the ceiling's minimum instead."
-    )
+        f"Projection: the sequential loop sends one call at a time ({res.users_per_s:.1f} calls/s at this latency), "
+        f"far below the {cap / period:g}/s limit, so it is never throttled and its time is linear in users.")
+    return projected
 
 
 def _project(res: BaselineResult, count: int, full: int, cap: int, period: float) -> float:
     """Time for `full` users from a run of `count`: linear in users, but never under the ceiling's minimum."""
     per_user = res.wall_s / count
     return max(per_user * full, min_time_s(full, cap, period))
+
+
+# --- 11: Graph's real limits -------------------------------------------------------------------------
+
+
+def scenario_graph_limits(ctx: Context, result: ScenarioResult) -> None:
+    """12. Graph's own write limit (its bucket holds 150 s of refill) and latency, the product and the naive client."""
+    n, count = ctx.sizes.real_limits, ctx.sizes.real_naive
+    cap, period = GRAPH_REAL
+    latency = (GRAPH_LATENCY_MS, GRAPH_JITTER_MS)
+    minimum = min_time_s(n, cap, period)
+    result.setup += [
+        f"{n:,} users as in scenario 1 (one read and one assignLicense each)",
+        f"graphsim: write limit {cap:,}/{period:g} s per app+tenant ({cap / period:g}/s), Graph's published limit, "
+        f"so its bucket holds {period:g} s of refill as Graph's does; latency {latency[0]:g} ± {latency[1]:g} ms",
+        f"product profile: write_capacity = {cap}, write_period_s = {period:g}; one run",
+        f"naive client: {NAIVE_THREADS[-1]} threads (the most of scenario 2's sweep: at this latency more threads "
+        f"only send faster) on the first {count:,} users, projected to {n:,}",
+    ]
+    ours = _ceiling_once(ctx, result.key, ctx.rows_main[:n], GRAPH_REAL, GRAPH_REAL, latency)
+    result.processes["ours"] = ours["processes"]
+    users = [(r.upn, ctx.sku_ids[r.part_number]) for r in ctx.rows_main[:count]]
+    naive, stats, procs = _naive_once(ctx, users, NAIVE_THREADS[-1], GRAPH_REAL, latency)
+    result.processes["naive"] = procs
+    _, refused, _ = write_refusals(stats)
+    rate = naive.users_per_s
+    # Linear while the naive client stays under the limit: it sends `rate`/s and Graph refills cap/period/s.
+    under = rate <= cap / period or n / rate <= cap / (rate - cap / period)
+    projected = _project(naive, count, n, cap, period)
+    result.add("ours: wall time (202 accepted → last result)", fmt_s(ours["wall"]))
+    result.add(f"theoretical minimum (({n:,} − {cap:,}) / {cap / period:g}/s)", fmt_s(minimum), measured="derived")
+    result.add("ours: ratio wall / minimum", f"{ours['ratio']:.3f}" if minimum else "–")
+    result.add("ours: 429s / write requests (graphsim)", f"{fmt_pct(ours['share'])} ({ours['throttled']:,})")
+    result.add("ours: users failed", f"{int(ours['job']['failed']):,}", "0", int(ours["job"]["failed"]) == 0)
+    result.add("ours: first write, after the 202", fmt_s(ours["first_write_s"]))
+    result.add(f"naive ({NAIVE_THREADS[-1]} threads): wall time for {count:,} · users/s · 429s · failed",
+               f"{fmt_s(naive.wall_s)} · {fmt_rate(rate)} · {refused:,} · {naive.failed:,}")
+    result.add(f"naive ({NAIVE_THREADS[-1]} threads): time for {n:,} users", fmt_s(projected), measured="projected")
+    result.add("naive / ours", f"{projected / ours['wall']:.2f} ×", measured="projected")
+    result.notes.append(
+        f"Projection: the naive client sends {rate:.1f} requests/s at this latency; "
+        + ("that stays within Graph's bucket for all the users (it would take "
+           f"{cap / max(1e-9, rate - cap / period):,.0f} s of sending above the refill rate to empty it), so its time "
+           "is linear in users." if under else
+           "that would empty Graph's bucket before the end, so the projection is at least the ceiling's minimum and "
+           "429s would follow."))
+    result.values.update(users=n, wall_s=ours["wall"], min_s=minimum, ratio=ours["ratio"], naive_s=projected,
+                         naive_rate=rate, ours_429=ours["throttled"], naive_429=refused)
 
 
 # --- 3: pipeline ceiling ---------------------------------------------------------------------------
@@ -454,4 +551,5 @@ SCENARIOS: list[tuple[str, str, Callable[[Context, ScenarioResult], None]]] = [
     ("rerun", "9. Rerun of a finished file (issue 9)", scenario_rerun),
     ("dryrun", "10. Dry run at tenant scale (issue 9)", scenario_dry_run),
     ("reclaim", "11. Reclamation dry run at tenant scale (issue 20)", scenario_reclaim),
+    ("graph", "12. Graph's real limits and latency (issue 21)", scenario_graph_limits),
 ]

@@ -3,10 +3,10 @@
 `run_users` reads the chunk once (`JobStore.chunk_view`) and hands its pending users to a
 `RoundDriver`, which sends rounds of their next steps (jobs.steps) until none is pending. A round
 is one `$batch` of up to 20 items (reads, which change nothing, may go out as several batches at
-once); its answers are judged for faults of the whole tenant (jobs.faults), then applied user by
-user. After each round the driver keeps the new plans, counts throttled answers and retries,
-writes the results of the users that ended (atomically, once per user) and gives back the seats
-they no longer need.
+once, and the users of each are planned, then written, as soon as its answers are in); its answers
+are judged for faults of the whole tenant (jobs.faults), then applied user by user. After each
+round the driver keeps the new plans, counts throttled answers and retries, writes the results of
+the users that ended (atomically, once per user) and gives back the seats they no longer need.
 
 When every remaining user must wait longer than the retry policy's inline wait, or the run has
 held its broker message `max_run_s`, the chunk is handed back (`HandBack`); a fault of the whole
@@ -23,7 +23,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -306,6 +306,9 @@ class RoundDriver:
         self.held_back = 0  # write rounds held back because a Redis replica did not confirm
         self._pool: ThreadPoolExecutor | None = None  # for overlapping reads, made on first use
         self._unnamed: set[str] = set()  # groups Graph did not name in this run: not asked again
+        self._reads: dict[Future[dict[int, Answer]], list[UserWork]] = {}  # read batches in flight
+        self._reading: set[int] = set()  # their rows
+        self._hand_back_s: float | None = None  # a read Graph held back this long: the chunk goes back
 
     def drain(self, works: list[UserWork]) -> int:
         """Run rounds until every user is terminal; returns how many results were written."""
@@ -323,19 +326,15 @@ class RoundDriver:
             if rounds and self._ran_long_enough(now):
                 raise HandBack(0.0)  # long enough on this message: the rest goes back to the queue
             rounds += 1
-            ready = [w for w in pending if w.not_before <= now]
-            if not ready:
+            ready = [w for w in pending if w.not_before <= now and w.row not in self._reading]
+            if not ready and not self._reads:
                 wait_s = min(w.not_before for w in pending) - now
                 # Users waiting for the directory to replicate them never hold a worker slot.
                 if not deps.policy.waits_inline(wait_s) or all(w.waited is not None for w in pending):
                     raise HandBack(wait_s)
                 deps.sleep(wait_s)
                 continue
-            reads = [w for w in ready if w.step is Step.READ]
-            if deps.read_parallelism > 1 and len(reads) > deps.batch_size:
-                ended: set[int] | None = self._send_reads(reads[: deps.batch_size * deps.read_parallelism])
-            else:
-                ended = self._send_round(ready[: deps.batch_size])
+            ended = self._next_round(ready)
             if ended is None:  # cancelled before the writes went out
                 now = deps.clock()
                 self._write([steps.cancelled(w.op, self.attempts.of(w.row), now) for w in pending])
@@ -346,31 +345,65 @@ class RoundDriver:
                 pause_job(deps, self.job, self.pause)
         return self.written
 
-    # --- sending ----------------------------------------------------------------------------
-    def _send_reads(self, works: list[UserWork]) -> set[int]:
-        """Send several `$batch` requests of reads at once; returns the rows that ended.
+    def _next_round(self, ready: list[UserWork]) -> set[int] | None:
+        """One round; returns the rows that ended (None: the job was cancelled, nothing was written).
 
-        A job's reads then keep pace with its writes: a chunk's first reads take one round trip
-        instead of one per 20 users.
+        A chunk with more reads than one `$batch` sends them as several at once, and each batch's
+        users are planned as soon as its answers are in: their writes go out while the chunk's
+        other reads are still on their way.
         """
+        deps = self.deps
+        reads = [w for w in ready if w.step is Step.READ]
+        if deps.read_parallelism <= 1 or (len(reads) <= deps.batch_size and not self._reads):
+            return self._send_round(ready[: deps.batch_size])
+        self._start_reads(reads)
+        writes = [w for w in ready if w.step is not Step.READ]
+        written = self._send_round(writes[: deps.batch_size]) if writes else set()
+        if written is None:
+            return None
+        return written | self._planned_reads(block=not writes)
+
+    # --- sending ----------------------------------------------------------------------------
+    def _start_reads(self, works: list[UserWork]) -> None:
+        """Send reads as `$batch` requests in the background, up to `read_parallelism` in flight."""
         size = self.deps.batch_size
-        groups = [works[i:i + size] for i in range(0, len(works), size)]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.deps.read_parallelism,
                                             thread_name_prefix="bulklicense-reads")
-        futures = [self._pool.submit(self._post, group) for group in groups]
+        free = self.deps.read_parallelism - len(self._reads)
+        for i in range(0, min(len(works), free * size), size):
+            group = works[i:i + size]
+            self._reads[self._pool.submit(self._post, group)] = group
+            self._reading.update(w.row for w in group)
+
+    def _planned_reads(self, *, block: bool) -> set[int]:
+        """Apply the read batches that have answered (waiting for one when `block`); returns the rows that ended.
+
+        A read Graph holds back for longer than the policy waits inline hands the chunk back, once
+        the other reads in flight have answered.
+        """
+        if not self._reads:
+            return set()
+        done, _ = wait(self._reads, timeout=None if block else 0, return_when=FIRST_COMPLETED)
         ended: set[int] = set()
-        wait_s: float | None = None
-        for group, future in zip(groups, futures, strict=True):
-            try:
-                answers = future.result()
-            except ThrottleWaitTooLong as exc:
-                wait_s = max(wait_s or 0.0, exc.wait_s)
-                continue
-            ended |= self._apply(group, answers)
-        if wait_s is not None:
-            raise HandBack(wait_s)
+        for future in done:
+            ended |= self._landed(future)
+        if self._hand_back_s is not None:
+            for future in list(self._reads):
+                ended |= self._landed(future)
+            raise HandBack(self._hand_back_s)
         return ended
+
+    def _landed(self, future: Future[dict[int, Answer]]) -> set[int]:
+        """Apply one read batch's answers (waiting for them); returns the rows that ended."""
+        group = self._reads.pop(future)
+        self._reading.difference_update(w.row for w in group)
+        try:
+            answers = future.result()
+        except ThrottleWaitTooLong as exc:
+            self._hand_back_s = max(self._hand_back_s or 0.0, exc.wait_s)
+            return set()
+        return self._apply(group, answers)
 
     def _send_round(self, works: list[UserWork]) -> set[int] | None:
         """Send one round; returns the rows that ended (None: the job was cancelled, nothing was sent)."""

@@ -65,8 +65,25 @@ def seat_order(op: Operation) -> SeatOrder:
 
 
 def rollback_operations(rows: Rows, catalog: SkuCatalog) -> Iterator[Operation]:
-    """The rollback of every changed user of `rows()`, in SeatOrder (one pass over the rows per group)."""
-    for group in SeatOrder:
+    """The rollback of every changed user of `rows()`, in SeatOrder.
+
+    One pass yields the operations that need no seat and counts the others; a group of those gets a
+    pass of its own only when there is one, so a job that only added (or only removed) is read at
+    most twice, and nothing but counts is held between passes.
+    """
+    later: Counter[SeatOrder] = Counter()
+    for op, result in rows():
+        back = undo(op, result, catalog)
+        if back is None:
+            continue
+        group = seat_order(back)
+        if group is SeatOrder.NO_SEAT:
+            yield back
+        else:
+            later[group] += 1
+    for group in (SeatOrder.SWAP, SeatOrder.READD):
+        if not later[group]:
+            continue
         for op, result in rows():
             back = undo(op, result, catalog)
             if back is not None and seat_order(back) is group:

@@ -54,6 +54,9 @@ from jobs.record import Approval, JobRecord, JobSpec, JobState, Prefetch, commit
 from jobs.scripts import lua_script
 
 STAGING_TTL_S = 3600
+# Users whose operations and results a reader of a whole job (results, failed rows, a rollback's
+# plan) holds at once: one page, read in two round trips.
+RESULT_PAGE_ROWS = 1_000
 # How long the number of Redis replicas online is taken as known before it is asked again.
 REPLICAS_RECHECK_S = 5.0
 
@@ -738,15 +741,28 @@ class JobStore:
         if self._field(job_id, "approval") == approval.encode():
             self.redis.hdel(self._job_key(job_id), "approval")
 
-    def iter_results(self, job_id: str) -> Iterator[tuple[Operation, UserResult | None]]:
-        """Every operation of the job with its result (None while pending), in input order."""
-        chunks = int(self.redis.hget(self._job_key(job_id), "chunks") or 0)
-        res_key = self._subkey(job_id, "res")
-        for n in range(chunks):
-            ops = self.load_chunk(job_id, n)
-            if not ops:
-                continue
-            values = cast(list[bytes | None], self.redis.hmget(res_key, [str(op.row) for op in ops]))
-            for op, value in zip(ops, values, strict=True):
-                yield op, (UserResult.from_json(json.loads(value)) if value is not None else None)
+    def iter_results(self, job_id: str, *, page_rows: int = RESULT_PAGE_ROWS
+                     ) -> Iterator[tuple[Operation, UserResult | None]]:
+        """Every operation of the job with its result (None while pending), in input order.
 
+        Read a page at a time: the operations of about `page_rows` users (whole chunks, at least
+        one) in one round trip, then their results in another; no more than a page is held.
+        """
+        raw = cast(list[bytes | None], self.redis.hmget(self._job_key(job_id), "chunks", "total"))
+        chunks, total = int(raw[0] or 0), int(raw[1] or 0)
+        rows_per_chunk = max(1, -(-total // chunks)) if chunks else 1
+        chunks_per_page = max(1, page_rows // rows_per_chunk)
+        for first in range(0, chunks, chunks_per_page):
+            yield from self._results_page(job_id, range(first, min(chunks, first + chunks_per_page)))
+
+    def _results_page(self, job_id: str, numbers: range) -> list[tuple[Operation, UserResult | None]]:
+        """The operations of chunks `numbers` with their results: two round trips."""
+        pipe = self.redis.pipeline(transaction=False)
+        for n in numbers:
+            pipe.get(self._subkey(job_id, f"ops:{n}"))
+        ops = [Operation.from_json(d) for raw in pipe.execute() if raw is not None for d in json.loads(raw)]
+        if not ops:
+            return []
+        values = cast(list[bytes | None], self.redis.hmget(self._subkey(job_id, "res"), [str(op.row) for op in ops]))
+        return [(op, UserResult.from_json(json.loads(value)) if value is not None else None)
+                for op, value in zip(ops, values, strict=True)]

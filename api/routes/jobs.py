@@ -23,7 +23,7 @@ from api.deps import (
 )
 from api.errors import ApiError
 from api.plan_view import job_json, known_catalog
-from api.results import RESULT_STATUSES, Page, csv_lines, json_lines, result_rows
+from api.results import RESULT_STATUSES, Page, blocks, csv_lines, json_lines, result_rows
 from api.schemas import JobAccepted, JobOut, accepted, error_responses
 from api.submissions import accept_submission
 from jobs import control
@@ -115,9 +115,10 @@ def results(
         record = context.store.job(job.id)
         columns = list(record.spec.kept_columns) if record is not None and record.spec.kept_columns else None
         dated = record is not None and bool(record.spec.schedule)
-        return StreamingResponse(csv_lines(rows, catalog, columns, dated=dated), media_type="text/csv; charset=utf-8",
+        return StreamingResponse(blocks(csv_lines(rows, catalog, columns, dated=dated)),
+                                 media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": f'attachment; filename="{job.id}-results.csv"'})
-    return StreamingResponse(json_lines(rows, catalog), media_type="application/json")
+    return StreamingResponse(blocks(json_lines(rows, catalog)), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=202, dependencies=[WRITES],

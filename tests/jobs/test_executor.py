@@ -404,3 +404,62 @@ def test_exact_mode_removes_what_the_user_holds_beyond_the_list(store: JobStore,
     assert tenant.users["c@x"]["assignedLicenses"] == []
     assert got["a@x"].after is not None and got["a@x"].before is not None
     assert tenant.writes == [("POST", "a@x"), ("POST", "c@x")]
+
+
+def overlapping(tenant: Tenant, held_read: str) -> tuple[httpx.MockTransport, list[tuple[str, frozenset[str]]],
+                                                         threading.Event, list[bool]]:
+    """A transport that holds back the $batch of reads naming `held_read` until a write arrives (5 s at most).
+
+    Returns it, the log of (read|write, users) in arrival order, the first write's event, and
+    whether the held read saw a write before it went on.
+    """
+    log: list[tuple[str, frozenset[str]]] = []
+    first_write = threading.Event()
+    seen: list[bool] = []
+    lock = threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["requests"]
+        users = frozenset(item["url"].split("/users/", 1)[1].split("?")[0].split("/")[0] for item in items)
+        kind = "read" if {item["method"] for item in items} == {"GET"} else "write"
+        if kind == "read" and held_read in users:
+            seen.append(first_write.wait(5))
+        with lock:
+            log.append((kind, users))
+        if kind == "write":
+            first_write.set()
+        return tenant(request)
+
+    return httpx.MockTransport(handler), log, first_write, seen
+
+
+def test_a_batchs_writes_go_out_while_the_chunks_other_reads_are_in_flight(store: JobStore, clock: FakeClock) -> None:
+    # Odd users hold E3 already: their reads plan them unchanged, and nothing is written to them.
+    tenant = Tenant({f"u{i:02d}@x": user(E3) if i % 2 else user() for i in range(60)})
+    transport, log, _, seen = overlapping(tenant, "u40@x")
+    job_id = job(store, [op(i + 2, f"u{i:02d}@x", add=(E3,)) for i in range(60)])
+    deps, _ = make_deps(store, tenant, clock)
+    graph = GraphClient(httpx.Client(transport=transport), base_url="https://graph.test",
+                        throttle=RecordingThrottle(), timeout_s=5)
+    assert run_users(dataclasses.replace(deps, graph=graph, read_parallelism=3), job_id, 0,
+                     budget_started_at=clock()) == 60
+    assert seen == [True]  # the third batch of reads was still out when the first writes went
+    got = results(store, job_id)
+    lacking, holding = [f"u{i:02d}@x" for i in range(0, 60, 2)], [f"u{i:02d}@x" for i in range(1, 60, 2)]
+    assert sorted(u for u, r in got.items() if r.status.value == "succeeded") == lacking
+    assert sorted(u for u, r in got.items() if r.status.value == "unchanged") == holding
+    assert sorted(u for _, u in tenant.writes) == lacking
+    read_at = {u: i for i, (kind, users) in enumerate(log) if kind == "read" for u in users}
+    assert all(read_at[u] < i for i, (kind, users) in enumerate(log) if kind == "write" for u in users)
+    assert store.plan_counters(job_id).planned == 60
+
+
+def test_a_dry_run_with_overlapping_reads_writes_nothing(store: JobStore, clock: FakeClock) -> None:
+    tenant = Tenant({f"u{i:02d}@x": user(E3) if i % 2 else user() for i in range(45)})
+    store.stage("job", "sim", [op(i + 2, f"u{i:02d}@x", add=(E3,)) for i in range(45)], 100)
+    store.commit("job", JobSpec(source="csv", dry_run=True))
+    deps, _ = make_deps(store, tenant, clock)
+    assert run_users(dataclasses.replace(deps, read_parallelism=3), "job", 0, budget_started_at=clock()) == 45
+    assert tenant.writes == []
+    statuses = [r.status.value for _, r in sorted(results(store, "job").items())]
+    assert statuses == ["would_change" if i % 2 == 0 else "unchanged" for i in range(45)]

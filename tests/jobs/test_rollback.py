@@ -198,6 +198,25 @@ def test_removals_go_first_then_swaps_then_re_adds(catalog: SkuCatalog) -> None:
     assert len(passes) == len(SeatOrder)  # the rows are read again per group, never held whole
 
 
+@pytest.mark.parametrize(("before", "after", "reads"), [
+    ((), (E3,), 1),  # the job only added: every way back is a removal, found in the first pass
+    ((E1,), (), 2),  # the job only removed: one more pass for the re-adds
+    ((E1,), (E3,), 2),  # swaps
+])
+def test_a_group_of_operations_needing_seats_is_read_only_when_there_is_one(
+        catalog: SkuCatalog, before: tuple[str, ...], after: tuple[str, ...], reads: int) -> None:
+    rows = [changed(state(*((s, []) for s in before)), state(*((s, []) for s in after)), row=i + 2, user=f"u{i}@x")
+            for i in range(5)]
+    passes: list[int] = []
+
+    def results() -> list[tuple[Operation, UserResult | None]]:
+        passes.append(1)
+        return list(rows)
+
+    assert [op.user for op in rollback_operations(results, catalog)] == [f"u{i}@x" for i in range(5)]
+    assert len(passes) == reads
+
+
 def test_seat_demand_is_net_of_what_the_rollback_frees(catalog: SkuCatalog) -> None:
     rows = [
         changed(state((E1, [])), state(), row=2, user="a@x"),  # re-adds STANDARDPACK

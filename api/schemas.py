@@ -33,7 +33,7 @@ class InputRead(BaseModel):
 
 
 class JobAccepted(BaseModel):
-    """Answer to a submission (and to run and rollback, which create a job): the job, queued."""
+    """Answer to a submission (and to run and rollback, which create a job): the job, queued or scheduled."""
 
     id: str
     status: JobStatus
@@ -48,7 +48,7 @@ class JobAccepted(BaseModel):
     @classmethod
     def of(cls, submitted: Submitted) -> JobAccepted:
         """The answer for a job just accepted."""
-        return cls(id=submitted.id, status=JobStatus.QUEUED, total=submitted.total,
+        return cls(id=submitted.id, status=submitted.status, total=submitted.total,
                    warnings=list(submitted.warnings), dry_run=submitted.dry_run, mode=submitted.mode.value,
                    assignment=submitted.assignment,
                    input=InputRead.model_validate(submitted.reading) if submitted.reading else None,

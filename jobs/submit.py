@@ -21,6 +21,7 @@ from jobs.models import (
     Operation,
     SeatPolicy,
 )
+from jobs.progress import accepted_status
 from jobs.quotas import QuotaLedger
 from jobs.record import SCAN_KINDS, Approval, JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
@@ -50,6 +51,7 @@ class Submitted:
     # How the input was read (jobs.input.reading), as the API shows it.
     reading: dict[str, object] = field(default_factory=dict)
     needs_approval: bool = False  # it plans, then waits for another key's approval before anything is written
+    status: JobStatus = JobStatus.QUEUED  # `scheduled` when every row waits for its day (jobs.progress)
 
 
 class SeatShortage(Exception):
@@ -229,7 +231,8 @@ class Submitter:
                  "approved job" if approval else "dry run", planned_id, total, tenant,
                  " (waits for approval once planned)" if gated else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone,
-                         assignment=planned.spec.assignment, needs_approval=gated)
+                         assignment=planned.spec.assignment, needs_approval=gated,
+                         status=accepted_status(spec, total, self.store.clock()))
 
     def rollback(self, job_id: str, *, owner: str = "", dry_run: bool = False,
                  seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
@@ -359,7 +362,8 @@ class Submitter:
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else " (waits for approval once planned)" if gated else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run,
-                         mode=mode, reading=read.to_json(), assignment=assignment, needs_approval=gated)
+                         mode=mode, reading=read.to_json(), assignment=assignment, needs_approval=gated,
+                         status=accepted_status(spec, total, self.store.clock()))
 
     def _holder(self, tenant: str) -> Holder:
         """Orders a submission's rows by when they are due, in the tenant's time zone."""

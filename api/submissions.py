@@ -39,6 +39,7 @@ from jobs.idempotency import (
     request_fingerprint,
 )
 from jobs.models import FieldError, JobOptions
+from jobs.schedule import held_summary
 from jobs.submit import Submitted
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ async def _read_and_submit(request: Request, context: ApiContext, who: Caller, t
     details = {"file": filename, "sha256": sha256, "rows": accepted.total, "dry_run": accepted.dry_run,
                "on_seat_shortage": options.seat_policy.value, "mode": accepted.mode.value,
                "assignment": accepted.assignment.value,
-               **({"needs_approval": True} if accepted.needs_approval else {})}
+               **({"needs_approval": True} if accepted.needs_approval else {}), **held_summary(accepted.held)}
     await _after_commit(_audit_submitted, context, who, tenant, accepted.id, details)
     return _answer(accepted), _fingerprint(request, _with_form_fields(sha256, form_url))
 

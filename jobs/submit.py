@@ -26,7 +26,7 @@ from jobs.quotas import QuotaLedger
 from jobs.record import SCAN_KINDS, Approval, JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scan_jobs import ScanRequest
-from jobs.schedule import Holder, peak_demand
+from jobs.schedule import Day, Holder, peak_demand
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine, seat_lines
 from jobs.skus import SkuCatalog
@@ -52,6 +52,7 @@ class Submitted:
     reading: dict[str, object] = field(default_factory=dict)
     needs_approval: bool = False  # it plans, then waits for another key's approval before anything is written
     status: JobStatus = JobStatus.QUEUED  # `scheduled` when every row waits for its day (jobs.progress)
+    held: tuple[Day, ...] = ()  # the days a real job holds rows for (jobs.schedule)
 
 
 class SeatShortage(Exception):
@@ -232,7 +233,7 @@ class Submitter:
                  " (waits for approval once planned)" if gated else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone,
                          assignment=planned.spec.assignment, needs_approval=gated,
-                         status=accepted_status(spec, total, self.store.clock()))
+                         status=accepted_status(spec, total, self.store.clock()), held=_held(spec))
 
     def rollback(self, job_id: str, *, owner: str = "", dry_run: bool = False,
                  seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
@@ -363,7 +364,7 @@ class Submitter:
                  " (dry run)" if options.dry_run else " (waits for approval once planned)" if gated else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run,
                          mode=mode, reading=read.to_json(), assignment=assignment, needs_approval=gated,
-                         status=accepted_status(spec, total, self.store.clock()))
+                         status=accepted_status(spec, total, self.store.clock()), held=_held(spec))
 
     def _holder(self, tenant: str) -> Holder:
         """Orders a submission's rows by when they are due, in the tenant's time zone."""
@@ -420,3 +421,8 @@ class Submitter:
             raise SeatShortage(lines, mode)
         return tuple(f"{line.sku}: the job adds up to {line.needed} but only {max(line.free, 0)} seats are free;"
                      " it pauses when they run out and goes on when seats appear" for line in lines if line.shortfall)
+
+
+def _held(spec: JobSpec) -> tuple[Day, ...]:
+    """The days a job holds rows for until then (none for a job that only plans: it plans them all now)."""
+    return () if spec.plans_only else tuple(d for d in spec.schedule if d.due_at is not None)

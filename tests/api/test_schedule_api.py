@@ -50,6 +50,14 @@ def start_of(date_text: str) -> float:
     return datetime.fromisoformat(date_text).replace(tzinfo=ZoneInfo(ZONE)).timestamp()
 
 
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def audit(client: TestClient) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in client.get("/v1/audit", headers=auth()).text.splitlines()]
+
+
 def job(client: TestClient, job_id: str) -> dict[str, Any]:
     return dict(client.get(f"/v1/jobs/{job_id}", headers=auth()).json())
 
@@ -167,3 +175,20 @@ def test_the_202_of_a_dry_run_and_of_its_run_says_what_get_says(client: TestClie
     finish(redis_client, dry["id"], {"ada@contoso.example": (UserStatus.WOULD_CHANGE, None, None)})
     run = client.post(f"/v1/jobs/{dry['id']}/run", headers=auth()).json()
     assert run["status"] == job(client, run["id"])["status"] == "scheduled"
+    # The audit trail says which rows the run holds for which day; the dry run held none.
+    submitted = {e["job"]: e["details"] for e in audit(client) if e["action"] == "submitted"}
+    assert "scheduled_rows" not in submitted[dry["id"]]
+    assert (submitted[run["id"]]["scheduled_rows"], submitted[run["id"]]["scheduled_days"]) == (
+        1, [{"at": iso(start_of(day(2))), "rows": 1}])
+
+
+def test_the_submitted_audit_event_says_how_many_rows_wait_for_which_day(client: TestClient) -> None:
+    body = submit_csv(client, "user,add,effective_date\n"
+                              "ada@contoso.example,EMS,\n"
+                              f"bob@contoso.example,EMS,{day(3)}\n"
+                              f"cy@contoso.example,EMS,{day(2)}\n"
+                              f"di@contoso.example,EMS,{day(3)}\n")
+    [event] = [e for e in audit(client) if e["job"] == body["id"]]
+    assert (event["action"], event["details"]["rows"], event["details"]["scheduled_rows"]) == ("submitted", 4, 3)
+    assert event["details"]["scheduled_days"] == [{"at": iso(start_of(day(2))), "rows": 1},
+                                                  {"at": iso(start_of(day(3))), "rows": 2}]

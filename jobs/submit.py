@@ -143,7 +143,8 @@ class Submitter:
                                       owner=owner, options=merged, status=lambda: parse.status_code,
                                       reading=lambda: reading)
 
-    def submit_scan(self, tenant: str, request: ScanRequest, *, owner: str = "", dry_run: bool = True) -> Submitted:
+    def submit_scan(self, tenant: str, request: ScanRequest, *, owner: str = "", dry_run: bool = True,
+                    callback_url: str | None = None) -> Submitted:
         """Create and enqueue a job built from a scan of the tenant: `planning` while a worker scans (jobs.scan_jobs).
 
         It removes licenses only, so it reserves no seat. In a tenant that requires approval a scan job that
@@ -151,6 +152,7 @@ class Submitter:
         """
         if tenant not in self.settings.tenants:
             raise InputRejected([FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
+        self._check_callback(callback_url, tenant, owner)
         job_id = new_job_id()
         try:
             self.store.stage_scan(job_id, tenant)
@@ -160,7 +162,7 @@ class Submitter:
             raise
         gated = not dry_run and self.settings.tenants[tenant].require_approval
         spec = JobSpec(source="scan", owner=owner, dry_run=dry_run, seat_basis=SeatBasis.PLAN, kind=request.kind,
-                       scan=request.to_json(), needs_approval=gated)
+                       scan=request.to_json(), needs_approval=gated, callback_url=callback_url)
         self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, 1)
         log.info("job %s accepted: %s from a scan of tenant %s%s", job_id, request.kind.value, tenant,

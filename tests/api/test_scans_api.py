@@ -10,9 +10,11 @@ import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from api.app import create_app
 from config import Settings
+from config.settings import parse_webhook_origins
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
 from jobs.group_errors import group_error_report
@@ -111,3 +113,39 @@ def test_the_group_license_errors_report_names_user_group_sku_and_reason(reporti
     limited = reporting_client.get("/v1/tenants/sim/group-license-errors", params={"limit": 1}, headers=auth()).json()
     assert (limited["count"], limited["truncated"]) == (1, True)
     assert reporting_client.get("/v1/tenants/sim/group-license-errors", headers=auth(OTHER_KEY)).status_code == 403
+
+
+def test_a_scan_request_retried_with_its_idempotency_key_returns_the_first_job(client: TestClient, sent: Sent) -> None:
+    def reclaim(key: str, sku: str = "ENTERPRISEPACK", path: str = "/v1/reclaim") -> httpx.Response:
+        return client.post(path, params={"tenant": "sim", "sku": sku}, json={"exclude_upns": ["svc-*"]},
+                           headers={**auth(), "Idempotency-Key": key})
+
+    first, retry = reclaim("nightly-1"), reclaim("nightly-1")
+    assert (first.status_code, retry.status_code) == (202, 200)
+    assert retry.json() == first.json() and retry.headers["location"] == f"/v1/jobs/{first.json()['id']}"
+    assert [job for job, _, _ in sent] == [first.json()["id"]]  # one job, one scan
+    # The same key for another request (other criteria, another route) is refused; another key is another job.
+    assert reclaim("nightly-1", sku="EMS").status_code == 409
+    assert reclaim("nightly-1", path="/v1/cleanup/redundant-direct").status_code == 409
+    assert reclaim("nightly-2").status_code == 202 and len(sent) == 2
+
+
+def test_a_scan_request_takes_a_callback_url_checked_as_a_submissions(
+        settings: Settings, redis_client: redis.Redis, subscribed_skus: list[dict[str, Any]], client: TestClient,
+        sent: Sent) -> None:
+    hook = "http://127.0.0.1:9000/hook"
+    refused = client.post("/v1/cleanup/redundant-direct", params={"tenant": "sim", "callback_url": hook},
+                          headers=auth())  # no webhook secret on this server
+    assert refused.status_code == 422 and refused.json()["errors"][0]["column"] == "callback_url"
+    assert sent == []
+    hooked = settings.model_copy(update={"webhook_secret": SecretStr("s3cret-webhook"),
+                                         "webhook_allowed_origins": parse_webhook_origins("http://127.0.0.1:9000")})
+    app = create_app(hooked, redis_client=redis_client, send=lambda job, n, countdown: None,
+                     fetch_skus=lambda tenant: subscribed_skus, ceiling_for=lambda tenant: 20.0)
+    with TestClient(app, raise_server_exceptions=False) as hooked_client:
+        internal = hooked_client.post("/v1/reclaim", params={"tenant": "sim", "callback_url": "http://10.0.0.5/x"},
+                                      headers=auth())
+        assert internal.status_code == 422 and internal.json()["errors"][0]["column"] == "callback_url"
+        accepted = hooked_client.post("/v1/reclaim", params={"tenant": "sim", "callback_url": hook}, headers=auth())
+    assert accepted.status_code == 202, accepted.text
+    assert redis_client.hget(f"bl:job:{accepted.json()['id']}", "callback_url") == hook.encode()

@@ -53,6 +53,13 @@ class Submitted:
     needs_approval: bool = False  # it plans, then waits for another key's approval before anything is written
     status: JobStatus = JobStatus.QUEUED  # `scheduled` when every row waits for its day (jobs.progress)
     held: tuple[Day, ...] = ()  # the days a real job holds rows for (jobs.schedule)
+    counted_by_scan: bool = False  # built from a scan of the tenant: `total` is 0 until the scan has found its rows
+
+    def audited_rows(self) -> dict[str, object]:
+        """The job's rows as the audit trail records them: null, `counted_by_scan`, until a scan has found them."""
+        if self.counted_by_scan:
+            return {"rows": None, "counted_by_scan": True}
+        return {"rows": self.total}
 
 
 class SeatShortage(Exception):
@@ -167,7 +174,8 @@ class Submitter:
         dispatch(self.store, self.send, job_id, 1)
         log.info("job %s accepted: %s from a scan of tenant %s%s", job_id, request.kind.value, tenant,
                  " (dry run)" if dry_run else " (waits for approval once planned)" if gated else "")
-        return Submitted(id=job_id, total=0, chunks=1, warnings=(), dry_run=dry_run, needs_approval=gated)
+        return Submitted(id=job_id, total=0, chunks=1, warnings=(), dry_run=dry_run, needs_approval=gated,
+                         counted_by_scan=True)
 
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL,
                     approval: Approval | None = None) -> Submitted:
@@ -235,7 +243,8 @@ class Submitter:
                  " (waits for approval once planned)" if gated else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone,
                          assignment=planned.spec.assignment, needs_approval=gated,
-                         status=accepted_status(spec, total, self.store.clock()), held=_held(spec))
+                         status=accepted_status(spec, total, self.store.clock()), held=_held(spec),
+                         counted_by_scan=scan is not None)
 
     def rollback(self, job_id: str, *, owner: str = "", dry_run: bool = False,
                  seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:

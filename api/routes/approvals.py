@@ -105,10 +105,11 @@ def reject(job_id: JobId, request: Request, context: Context, who: Authenticated
 def _audit_approval(context: ApiContext, by: Decider, run: Submitted) -> None:
     """The approval on the job, and its run as submitted (by the approver), as `run` records a dry run's run."""
     run_id, rows, rollback_of = run.id, run.total, run.rollback_of
-    _audit(context, by.tenant, by.who.name, AuditAction.APPROVED, by.job_id, {"run_job": run_id, "rows": rows})
+    _audit(context, by.tenant, by.who.name, AuditAction.APPROVED, by.job_id, {"run_job": run_id, **run.audited_rows()})
     if rollback_of is None:
         _audit(context, by.tenant, by.who.name, AuditAction.SUBMITTED, run_id,
-               {"planned_from": by.job_id, "rows": rows, "dry_run": False, "approved": True, **held_summary(run.held)})
+               {"planned_from": by.job_id, **run.audited_rows(), "dry_run": False, "approved": True,
+                **held_summary(run.held)})
     else:
         _audit(context, by.tenant, by.who.name, AuditAction.ROLLBACK_REQUESTED, rollback_of,
                {"rollback_job": run_id, "users": rows, "dry_run": False, "planned_from": by.job_id})

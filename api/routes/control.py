@@ -33,7 +33,7 @@ async def run(job: ScopedJob, context: Context, who: Authenticated,
                                                    seat_policy=on_seat_shortage)
     if submitted.rollback_of is None:  # a job submitted from a dry run's input
         await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.SUBMITTED, submitted.id,
-                                {"planned_from": job.id, "rows": submitted.total, "dry_run": False,
+                                {"planned_from": job.id, **submitted.audited_rows(), "dry_run": False,
                                  "on_seat_shortage": on_seat_shortage.value,
                                  **({"needs_approval": True} if submitted.needs_approval else {}),
                                  **held_summary(submitted.held)})

@@ -38,6 +38,7 @@ def test_a_reclaim_request_is_a_dry_run_job_planning_in_a_worker_and_audited(cli
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert (accepted["status"], accepted["dry_run"], accepted["total"]) == ("queued", True, 0)
+    assert accepted["counted_by_scan"] is True  # 0 is not a count: the scan decides
     assert sent == [(accepted["id"], 0, 0.0)]  # chunk 0: the scan
     job = client.get(f"/v1/jobs/{accepted['id']}", headers=auth()).json()
     assert (job["kind"], job["status"], job["scan"]["outcome"]) == ("reclaim", "queued", None)
@@ -149,3 +150,17 @@ def test_a_scan_request_takes_a_callback_url_checked_as_a_submissions(
         accepted = hooked_client.post("/v1/reclaim", params={"tenant": "sim", "callback_url": hook}, headers=auth())
     assert accepted.status_code == 202, accepted.text
     assert redis_client.hget(f"bl:job:{accepted.json()['id']}", "callback_url") == hook.encode()
+
+
+def test_the_run_of_a_scan_preview_says_its_scan_counts_its_users(client: TestClient,
+                                                                   redis_client: redis.Redis) -> None:
+    preview = client.post("/v1/cleanup/redundant-direct", params={"tenant": "sim"}, headers=auth()).json()
+    store_of(redis_client).finish_scan(preview["id"], 0, 1, "done", [], {})  # as a worker whose scan found nobody
+    run = client.post(f"/v1/jobs/{preview['id']}/run", headers=auth())
+    assert run.status_code == 202, run.text
+    assert (run.json()["total"], run.json()["counted_by_scan"]) == (0, True)
+    [event] = [e for e in audit_events(client) if e["job"] == run.json()["id"]]
+    assert (event["action"], event["details"]["rows"], event["details"]["counted_by_scan"]) == ("submitted", None, True)
+    plain = client.post("/v1/jobs?tenant=sim", content=b"user,add\nada@contoso.example,EMS\n",
+                        headers={**auth(), "Content-Type": "text/csv"}).json()
+    assert plain["counted_by_scan"] is False

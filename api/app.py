@@ -109,4 +109,3 @@ def create_app(
     add_metrics(app)
     app.add_middleware(SecurityHeaders, policies=policies)
     return app
-

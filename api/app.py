@@ -27,8 +27,11 @@ from config.redis_clients import redis_client as config_redis_client
 from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
 from jobs.due import DueSet
+from jobs.events import Listeners
 from jobs.group_errors import GroupErrorReport
 from jobs.idempotency import IdempotencyStore
+from jobs.notify import Delivery, NotifyOnEnd
+from jobs.outbox import Outbox
 from jobs.quotas import QuotaLedger
 from jobs.scheduler import Send
 from jobs.seats import SeatLedger
@@ -60,6 +63,7 @@ def create_app(
     idempotency: IdempotencyStore | None = None,
     callbacks: CallbackPolicy | None = None,
     group_errors: Callable[[str, SkuCatalog, int], GroupErrorReport] | None = None,
+    notify: Callable[[Delivery], None] | None = None,
 ) -> FastAPI:
     """Build the API; collaborators default to the real ones built from `settings`."""
     client = redis_client or config_redis_client(settings, **API_REDIS_OPTIONS)
@@ -68,7 +72,11 @@ def create_app(
                      wait_timeout_s=settings.redis_wait_timeout_s)
     catalogs = CatalogCache(fetch_skus or graphs.subscribed_skus, settings.sku_cache_ttl_s)
     seats = SeatLedger(client, retention_s=settings.retention_s)
-    sender = send_after_commit(send or ChunkProducer.from_settings(settings, DueSet(client)).send)
+    producer = ChunkProducer.from_settings(settings, DueSet(client))  # a bare Celery app: it connects when it sends
+    sender = send_after_commit(send or producer.send)
+    # A decision is notified as a worker notifies a job's end: kept in the outbox, then queued.
+    notifications = NotifyOnEnd(Outbox(client, retention_s=settings.retention_s), notify or producer.notify,
+                                enabled=lambda tenant: settings.webhook_secret_for(tenant) is not None)
     quotas = QuotaLedger.from_settings(client, settings)
     submitter = Submitter(settings, store, catalogs, sender, seats, callbacks, quotas=quotas)
     lanes = Lanes.from_settings(settings)
@@ -86,7 +94,7 @@ def create_app(
         ceiling_for=ceiling_for or graphs.write_ceiling, check_broker=check_broker or broker_check(settings),
         catalogs=catalogs, seats=seats, send=sender, key_attempts=FailedKeyAttempts.from_settings(settings),
         lanes=lanes, pace=BodyPace(settings.api_body_timeout_s, settings.api_body_min_rate_bytes_s), quotas=quotas,
-        group_errors=group_errors or graphs.group_error_report,
+        group_errors=group_errors or graphs.group_error_report, events=Listeners([notifications]),
     )
     app.include_router(health.router)
     app.include_router(jobs.router)

@@ -16,8 +16,10 @@ from api.lanes import Lanes
 from config import Settings
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClients
+from jobs.approval import Approvals
 from jobs.audit import AuditLog
 from jobs.catalogs import CatalogCache
+from jobs.events import Listeners
 from jobs.group_errors import GroupErrorReport, group_error_report
 from jobs.idempotency import IdempotencyStore
 from jobs.quotas import QuotaLedger
@@ -52,6 +54,11 @@ class ApiContext:
     quotas: QuotaLedger
     # A tenant's group license errors, read from Graph at most `limit` rows (TenantGraphs.group_error_report).
     group_errors: Callable[[str, SkuCatalog, int], GroupErrorReport]
+    events: Listeners  # who hears of what the API does to jobs: the notifications of approval decisions
+
+    def approvals(self) -> Approvals:
+        """Decisions on jobs that wait for approval, each notified."""
+        return Approvals(self.store, self.submitter, self.seats, events=self.events)
 
 
 class TenantGraphs:

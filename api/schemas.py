@@ -33,7 +33,7 @@ class InputRead(BaseModel):
 
 
 class JobAccepted(BaseModel):
-    """Answer to a submission (and to run and rollback, which create a job): the job, queued."""
+    """Answer to a submission (and to run and rollback, which create a job): the job, queued or scheduled."""
 
     id: str
     status: JobStatus
@@ -44,15 +44,18 @@ class JobAccepted(BaseModel):
     assignment: Assignment = Assignment.ANY
     input: InputRead | None = None
     needs_approval: bool = Field(default=False, description="It plans, then waits for another API key's approval.")
+    counted_by_scan: bool = Field(default=False, description="A job built from a scan of the tenant: its rows are "
+                                  "what the scan finds, so `total` is 0 here; GET /v1/jobs/{id} counts them once "
+                                  "`scan.outcome` is set.")
 
     @classmethod
     def of(cls, submitted: Submitted) -> JobAccepted:
         """The answer for a job just accepted."""
-        return cls(id=submitted.id, status=JobStatus.QUEUED, total=submitted.total,
+        return cls(id=submitted.id, status=submitted.status, total=submitted.total,
                    warnings=list(submitted.warnings), dry_run=submitted.dry_run, mode=submitted.mode.value,
                    assignment=submitted.assignment,
                    input=InputRead.model_validate(submitted.reading) if submitted.reading else None,
-                   needs_approval=submitted.needs_approval)
+                   needs_approval=submitted.needs_approval, counted_by_scan=submitted.counted_by_scan)
 
 
 def accepted(answer: Mapping[str, Any], status_code: int = 202) -> JSONResponse:

@@ -1,5 +1,7 @@
 """A submission at the API: its options, the upload read and fingerprinted, the Idempotency-Key, the audit event.
 
+The Idempotency-Key's handling (`once_per_key`) serves every route creating a job from a request (the scans' too).
+
 With an `Idempotency-Key`, the first request claims the key (Redis SET NX, scoped by API key name)
 and renews the claim while it runs; a concurrent request with the same key waits for the first one's
 answer (up to a few seconds, then 409 "in progress") and a later one gets it again (200) if its body,
@@ -17,7 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -39,6 +41,7 @@ from jobs.idempotency import (
     request_fingerprint,
 )
 from jobs.models import FieldError, JobOptions
+from jobs.schedule import held_summary
 from jobs.submit import Submitted
 
 log = logging.getLogger(__name__)
@@ -55,18 +58,26 @@ class Receipt:
     replayed: bool = False
 
 
+# A request creating a job: its answer (a JobAccepted body) and its fingerprint (what makes a retry the same request).
+Create = Callable[[], Awaitable[tuple[dict[str, Any], str]]]
+
+
 async def accept_submission(request: Request, context: ApiContext, who: Caller, tenant: str | None,
                             idempotency_key: str | None, options: JobOptions) -> Receipt:
     """Run the submission, or answer what the earlier request with the same idempotency key got."""
+    return await once_per_key(context, who, idempotency_key, lambda: _submit(request, context, who, tenant, options),
+                              lambda: _fingerprint_only(request, context, tenant))
+
+
+async def once_per_key(context: ApiContext, who: Caller, idempotency_key: str | None, create: Create,
+                       fingerprint: Callable[[], Awaitable[str]]) -> Receipt:
+    """Create the job, under its idempotency key if given: run once, replayed after, refused when the key is reused.
+
+    `fingerprint` is the request's, computed without creating anything (for a retry).
+    """
     if idempotency_key is None:
-        answer, _ = await _submit(request, context, who, tenant, options)
+        answer, _ = await create()
         return Receipt(answer)
-    return await _idempotent(request, context, who, tenant, idempotency_key, options)
-
-
-async def _idempotent(request: Request, context: ApiContext, who: Caller, tenant: str | None, idempotency_key: str,
-                      options: JobOptions) -> Receipt:
-    """The submission under its idempotency key: run once, replayed after, refused when the key is reused."""
     store = context.idempotency
     try:
         claim = await _claim(context, who.name, idempotency_key)
@@ -74,16 +85,16 @@ async def _idempotent(request: Request, context: ApiContext, who: Caller, tenant
         raise ApiError(409, str(exc), headers={"Retry-After": str(IN_PROGRESS_RETRY_AFTER_S)}) from None
     if not claim.owned:
         try:
-            return Receipt(dict(store.replay(claim, await _fingerprint_only(request, context, tenant))), True)
+            return Receipt(dict(store.replay(claim, await fingerprint())), True)
         except IdempotencyConflict as exc:
             raise ApiError(409, str(exc)) from None
     try:
         async with _kept_alive(store, claim):
-            answer, fingerprint = await _submit(request, context, who, tenant, options)
+            answer, fingerprinted = await create()
     except BaseException:
         await run_in_threadpool(_give_back, store, claim)
         raise
-    await _after_commit(store.complete, claim, fingerprint, answer)
+    await _after_commit(store.complete, claim, fingerprinted, answer)
     return Receipt(answer)
 
 
@@ -135,7 +146,7 @@ async def _read_and_submit(request: Request, context: ApiContext, who: Caller, t
     details = {"file": filename, "sha256": sha256, "rows": accepted.total, "dry_run": accepted.dry_run,
                "on_seat_shortage": options.seat_policy.value, "mode": accepted.mode.value,
                "assignment": accepted.assignment.value,
-               **({"needs_approval": True} if accepted.needs_approval else {})}
+               **({"needs_approval": True} if accepted.needs_approval else {}), **held_summary(accepted.held)}
     await _after_commit(_audit_submitted, context, who, tenant, accepted.id, details)
     return _answer(accepted), _fingerprint(request, _with_form_fields(sha256, form_url))
 

@@ -173,7 +173,12 @@ def _upload(client: ApiClient, file: Path, tenant: str | None, params: dict[str,
 def _print_accepted(accepted: dict[str, Any], kind: str, of: str = "") -> None:
     """`job X accepted: N users`, and that it waits for approval when it does."""
     waits = "; it plans, then waits for another API key's approval" if accepted.get("needs_approval") else ""
-    console.print(f"{kind} [bold]{accepted['id']}[/bold]{of} accepted: {accepted['total']} users{waits}")
+    console.print(f"{kind} [bold]{accepted['id']}[/bold]{of} accepted: {_users(accepted)}{waits}")
+
+
+def _users(accepted: dict[str, Any]) -> str:
+    """`N users`, or what a job built from a scan has instead: users not counted until its scan ends."""
+    return "the users its scan of the tenant finds" if accepted.get("counted_by_scan") else f"{accepted['total']} users"
 
 
 # Exit status of --wait for a job that planned and waits for another key's approval: nothing was written yet.
@@ -416,7 +421,7 @@ def approve(
     with _client(_settings(), api_url, api_key) as client:
         accepted = client.request("POST", f"/v1/jobs/{job}/approve").json()
         console.print(f"job {job} approved: its run, job [bold]{accepted['id']}[/bold], started with"
-                      f" {accepted['total']} users")
+                      f" {_users(accepted)}")
         if wait:
             _finish(client, accepted["id"])
 

@@ -4,7 +4,8 @@ A tenant profile with `require_approval` (and `approval_min_rows`) makes a job t
 first (jobs.submit: reads, predictions, seats reserved as for any job) and wait. The decision is
 taken once, atomically (`JobStore.decide`): approving starts its run (the run of a plan, which reads
 every user again) with the seats the job held; rejecting it, or cancelling it while it waits, ends it
-`cancelled` and releases its seats. The key that submitted a job may not decide on it.
+`cancelled` and releases its seats. The key that submitted a job may not decide on it. Each decision is
+told to the listeners given (the API's notifications): `approved`, `rejected`, and a withdrawn job `finished`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 from enum import StrEnum
 
+from jobs.events import NO_LISTENERS, JobEvent, Listeners
 from jobs.models import JobStatus
 from jobs.progress import awaiting_approval, job_status
 from jobs.record import Approval, ApprovalDecision, JobRecord
@@ -66,11 +68,12 @@ class Approvals:
     """Approves and rejects jobs that wait for approval."""
 
     def __init__(self, store: JobStore, submitter: Submitter, seats: SeatLedger, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, events: Listeners = NO_LISTENERS) -> None:
         self.store = store
         self.submitter = submitter
         self.seats = seats
         self.clock = clock
+        self.events = events  # told of each decision (its notification), once it is taken
 
     def approve(self, job_id: str, by: str) -> Submitted:
         """Approve the job and start its run (which takes the job's seats); the run as accepted.
@@ -88,12 +91,15 @@ class Approvals:
             self.store.undecide(job_id, approval)
             raise
         log.info("job %s approved by %s: its run is job %s", job_id, by, submitted.id)
+        self.events.job_event(job_id, record.tenant, JobEvent.APPROVED, {"by": by, "run_job": submitted.id})
         return submitted
 
     def reject(self, job_id: str, by: str, reason: str | None = None) -> Approval:
         """Reject the job: it ends cancelled with the reason, and its seats are released."""
         record = self._waiting(job_id, by)
-        return self._end(record, Approval(ApprovalDecision.REJECTED, by, self.clock(), reason or None))
+        decided = self._end(record, Approval(ApprovalDecision.REJECTED, by, self.clock(), reason or None))
+        self.events.job_event(job_id, record.tenant, JobEvent.REJECTED, {"by": by, "reason": decided.reason})
+        return decided
 
     def withdraw(self, job_id: str, by: str) -> Approval:
         """Cancel a job while it waits (any writing key, its submitter's included): it ends cancelled."""
@@ -103,7 +109,9 @@ class Approvals:
         why = not_awaiting(record)
         if why is not None:
             raise NotAwaiting(why)
-        return self._end(record, Approval(ApprovalDecision.WITHDRAWN, by, self.clock(), "cancelled while it waited"))
+        decided = self._end(record, Approval(ApprovalDecision.WITHDRAWN, by, self.clock(), "cancelled while it waited"))
+        self.events.job_event(job_id, record.tenant, JobEvent.FINISHED, {"status": JobStatus.CANCELLED.value})
+        return decided
 
     def _waiting(self, job_id: str, by: str) -> JobRecord:
         """The job's record if it waits for approval and `by` may decide on it."""

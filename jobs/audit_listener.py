@@ -35,8 +35,10 @@ class AuditListener:
         self.audit = audit
 
     def job_event(self, job_id: str, tenant: str, event: JobEvent, details: Mapping[str, Any]) -> None:
-        """Record the event, its details made small (see `audit_details`)."""
-        self.audit.append(tenant, SYSTEM_ACTOR, ACTIONS[event], job=job_id, details=audit_details(event, details))
+        """Record the event, its details made small (`audit_details`); the API records a person's decisions."""
+        action = ACTIONS.get(event)
+        if action is not None:
+            self.audit.append(tenant, SYSTEM_ACTOR, action, job=job_id, details=audit_details(event, details))
 
     def users_finished(self, job_id: str, tenant: str, results: Sequence[UserResult]) -> None:
         """Nothing: per-user outcomes are the job's results, kept with it."""

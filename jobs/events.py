@@ -25,6 +25,8 @@ class JobEvent(StrEnum):
     RESUMED = "resumed"
     FINISHED = "finished"  # every user has a terminal result (dry runs included)
     AWAITING_APPROVAL = "awaiting_approval"  # planned, and waits for another key's approval (jobs.approval)
+    APPROVED = "approved"  # another key approved it: its run started (told by the API, which audits it)
+    REJECTED = "rejected"  # another key rejected it: it ended cancelled (told by the API, which audits it)
 
 
 class JobListener(Protocol):

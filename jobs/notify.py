@@ -1,4 +1,4 @@
-"""Job notifications: when a job ends or pauses, the job as JSON, signed, POSTed to its callback URLs.
+"""Job notifications: when a job ends, pauses or is decided on, the job as JSON, signed, POSTed to its callback URLs.
 
 Who is told: the job's own `callback_url` (given at submission) and its tenant profile's, each as a
 delivery of its own: a job's callback never silences the tenant's. Both are signed with the
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 # Each retry waits this many times longer than the one before.
 BACKOFF_FACTOR = 3.0
 BACKOFF_JITTER = 0.2
-NOTIFIED_EVENTS = frozenset({JobEvent.FINISHED, JobEvent.PAUSED, JobEvent.AWAITING_APPROVAL})
+NOTIFIED_EVENTS = frozenset({JobEvent.FINISHED, JobEvent.PAUSED, JobEvent.AWAITING_APPROVAL, JobEvent.APPROVED,
+                             JobEvent.REJECTED})
 # An attempt under way is not sent again by the outbox's sweeper before this: well beyond a
 # deadline, and beyond the time a task may wait in a busy notifications queue.
 LEASE_S = 300.0

@@ -8,7 +8,7 @@ from typing import Any
 
 from jobs.counters import PlanCounters
 from jobs.models import JobStatus, LicenseMode, UserStatus, iso_time
-from jobs.record import ApprovalDecision, JobRecord, ScanOutcome
+from jobs.record import ApprovalDecision, JobRecord, JobSpec, ScanOutcome
 from jobs.schedule import rows_ahead
 
 # Results per second are counted per wall-clock second; the current rate is the mean of the last
@@ -172,14 +172,24 @@ def job_status(record: JobRecord, now: float | None = None) -> JobStatus:
         return JobStatus.COMPLETED_WITH_ERRORS if ended_badly else JobStatus.COMPLETED
     if record.pause is not None and not record.cancel_requested:
         return JobStatus.PAUSED
-    if record.held_from is not None and record.pending <= rows_ahead(record.spec.schedule,
-                                                                     time.time() if now is None else now):
+    if record.held_from is not None and all_rows_wait(record.spec, record.pending, time.time() if now is None else now):
         return JobStatus.SCHEDULED
     if record.started_at is None:
         return JobStatus.QUEUED
     if record.spec.plans_only or record.first_write_at is None:
         return JobStatus.PLANNING
     return JobStatus.RUNNING
+
+
+def all_rows_wait(spec: JobSpec, pending: int, now: float) -> bool:
+    """Whether every pending row of a real job waits for its day at `now` (the job is then `scheduled`)."""
+    ahead = 0 if spec.plans_only else rows_ahead(spec.schedule, now)
+    return ahead > 0 and pending <= ahead
+
+
+def accepted_status(spec: JobSpec, total: int, now: float) -> JobStatus:
+    """The status of a job just committed, as `job_status` tells it: `scheduled` or `queued`."""
+    return JobStatus.SCHEDULED if all_rows_wait(spec, total, now) else JobStatus.QUEUED
 
 
 def awaiting_approval(record: JobRecord) -> bool:

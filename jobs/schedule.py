@@ -30,6 +30,8 @@ LATE_AFTER_S = 60.0
 # Instants one job may hold rows for: each has chunks of its own and a line in the job record, which
 # every chunk reads (a year of days; date-times to the second would make a chunk per row).
 MAX_INSTANTS = 400
+# Instants an audit event lists (its details are a few kilobytes at most); the rest are counted.
+MAX_AUDITED_INSTANTS = 20
 
 
 def due_at(op: Operation, zone: ZoneInfo) -> float | None:
@@ -76,6 +78,17 @@ class Day:
         """The API's shape of one day."""
         return {"at": None if self.due_at is None else iso_time(self.due_at), "rows": self.rows,
                 "chunks": list(range(self.first_chunk, self.first_chunk + self.chunks))}
+
+
+def held_summary(days: Sequence[Day]) -> dict[str, object]:
+    """What the audit trail keeps of the rows a job holds for their day: how many, and per instant (the first few)."""
+    held = [d for d in days if d.due_at is not None]
+    if not held:
+        return {}
+    shown = [{"at": iso_time(d.due_at), "rows": d.rows} for d in held[:MAX_AUDITED_INSTANTS] if d.due_at is not None]
+    more = len(held) - len(shown)
+    return {"scheduled_rows": sum(d.rows for d in held), "scheduled_days": shown,
+            **({"scheduled_days_left_out": more} if more else {})}
 
 
 def dump_days(days: Sequence[Day]) -> str:

@@ -21,11 +21,12 @@ from jobs.models import (
     Operation,
     SeatPolicy,
 )
+from jobs.progress import accepted_status
 from jobs.quotas import QuotaLedger
 from jobs.record import SCAN_KINDS, Approval, JobKind, JobRecord, JobSpec, Prefetch, SeatBasis
 from jobs.rollback import SeatDemand, rollback_operations
 from jobs.scan_jobs import ScanRequest
-from jobs.schedule import Holder, peak_demand
+from jobs.schedule import Day, Holder, peak_demand
 from jobs.scheduler import Send, dispatch
 from jobs.seats import SeatLedger, SeatLine, seat_lines
 from jobs.skus import SkuCatalog
@@ -50,6 +51,15 @@ class Submitted:
     # How the input was read (jobs.input.reading), as the API shows it.
     reading: dict[str, object] = field(default_factory=dict)
     needs_approval: bool = False  # it plans, then waits for another key's approval before anything is written
+    status: JobStatus = JobStatus.QUEUED  # `scheduled` when every row waits for its day (jobs.progress)
+    held: tuple[Day, ...] = ()  # the days a real job holds rows for (jobs.schedule)
+    counted_by_scan: bool = False  # built from a scan of the tenant: `total` is 0 until the scan has found its rows
+
+    def audited_rows(self) -> dict[str, object]:
+        """The job's rows as the audit trail records them: null, `counted_by_scan`, until a scan has found them."""
+        if self.counted_by_scan:
+            return {"rows": None, "counted_by_scan": True}
+        return {"rows": self.total}
 
 
 class SeatShortage(Exception):
@@ -140,7 +150,8 @@ class Submitter:
                                       owner=owner, options=merged, status=lambda: parse.status_code,
                                       reading=lambda: reading)
 
-    def submit_scan(self, tenant: str, request: ScanRequest, *, owner: str = "", dry_run: bool = True) -> Submitted:
+    def submit_scan(self, tenant: str, request: ScanRequest, *, owner: str = "", dry_run: bool = True,
+                    callback_url: str | None = None) -> Submitted:
         """Create and enqueue a job built from a scan of the tenant: `planning` while a worker scans (jobs.scan_jobs).
 
         It removes licenses only, so it reserves no seat. In a tenant that requires approval a scan job that
@@ -148,6 +159,7 @@ class Submitter:
         """
         if tenant not in self.settings.tenants:
             raise InputRejected([FieldError(f"unknown tenant profile '{tenant}'", column="tenant", value=tenant)])
+        self._check_callback(callback_url, tenant, owner)
         job_id = new_job_id()
         try:
             self.store.stage_scan(job_id, tenant)
@@ -157,12 +169,13 @@ class Submitter:
             raise
         gated = not dry_run and self.settings.tenants[tenant].require_approval
         spec = JobSpec(source="scan", owner=owner, dry_run=dry_run, seat_basis=SeatBasis.PLAN, kind=request.kind,
-                       scan=request.to_json(), needs_approval=gated)
+                       scan=request.to_json(), needs_approval=gated, callback_url=callback_url)
         self.store.commit(job_id, spec)
         dispatch(self.store, self.send, job_id, 1)
         log.info("job %s accepted: %s from a scan of tenant %s%s", job_id, request.kind.value, tenant,
                  " (dry run)" if dry_run else " (waits for approval once planned)" if gated else "")
-        return Submitted(id=job_id, total=0, chunks=1, warnings=(), dry_run=dry_run, needs_approval=gated)
+        return Submitted(id=job_id, total=0, chunks=1, warnings=(), dry_run=dry_run, needs_approval=gated,
+                         counted_by_scan=True)
 
     def run_planned(self, planned_id: str, *, owner: str = "", seat_policy: SeatPolicy = SeatPolicy.FAIL,
                     approval: Approval | None = None) -> Submitted:
@@ -229,7 +242,9 @@ class Submitter:
                  "approved job" if approval else "dry run", planned_id, total, tenant,
                  " (waits for approval once planned)" if gated else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone,
-                         assignment=planned.spec.assignment, needs_approval=gated)
+                         assignment=planned.spec.assignment, needs_approval=gated,
+                         status=accepted_status(spec, total, self.store.clock()), held=_held(spec),
+                         counted_by_scan=scan is not None)
 
     def rollback(self, job_id: str, *, owner: str = "", dry_run: bool = False,
                  seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
@@ -359,7 +374,8 @@ class Submitter:
         log.info("job %s accepted: %d users in %d chunks for tenant %s%s", job_id, total, chunks, tenant,
                  " (dry run)" if options.dry_run else " (waits for approval once planned)" if gated else "")
         return Submitted(id=job_id, total=total, chunks=chunks, warnings=warnings, dry_run=options.dry_run,
-                         mode=mode, reading=read.to_json(), assignment=assignment, needs_approval=gated)
+                         mode=mode, reading=read.to_json(), assignment=assignment, needs_approval=gated,
+                         status=accepted_status(spec, total, self.store.clock()), held=_held(spec))
 
     def _holder(self, tenant: str) -> Holder:
         """Orders a submission's rows by when they are due, in the tenant's time zone."""
@@ -416,3 +432,8 @@ class Submitter:
             raise SeatShortage(lines, mode)
         return tuple(f"{line.sku}: the job adds up to {line.needed} but only {max(line.free, 0)} seats are free;"
                      " it pauses when they run out and goes on when seats appear" for line in lines if line.shortfall)
+
+
+def _held(spec: JobSpec) -> tuple[Day, ...]:
+    """The days a job holds rows for until then (none for a job that only plans: it plans them all now)."""
+    return () if spec.plans_only else tuple(d for d in spec.schedule if d.due_at is not None)

@@ -15,8 +15,10 @@ from api.context import ApiContext
 from api.deps import READ_ONLY, Authenticated, Caller, Context, JobId
 from api.errors import OUTAGES, ApiError
 from api.schemas import JobAccepted, accepted, error_responses
-from jobs.approval import MAX_REASON_CHARS, Approvals, DecisionRefused, NotAwaiting, Refusal
+from jobs.approval import MAX_REASON_CHARS, DecisionRefused, NotAwaiting, Refusal
 from jobs.audit import AuditAction
+from jobs.schedule import held_summary
+from jobs.submit import Submitted
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ async def approve(job_id: JobId, request: Request, context: Context, who: Authen
     `409` when the job does not wait for approval (still planning, decided already, or never needed it).
     """
     by = await run_in_threadpool(decider, job_id, request, context, who)
-    approvals = Approvals(context.store, context.submitter, context.seats)
+    approvals = context.approvals()
     await run_in_threadpool(context.check_broker)  # before anything is written
     with context.lanes.submissions_per_key.hold(who.name):  # it stages the whole input again
         try:
@@ -75,7 +77,7 @@ async def approve(job_id: JobId, request: Request, context: Context, who: Authen
             raise ApiError(403, str(exc)) from None
         except NotAwaiting as exc:
             raise ApiError(409, str(exc)) from None
-    await run_in_threadpool(_audit_approval, context, by, submitted.id, submitted.total, submitted.rollback_of)
+    await run_in_threadpool(_audit_approval, context, by, submitted)
     return accepted(JobAccepted.of(submitted).model_dump(mode="json"))
 
 
@@ -89,7 +91,7 @@ def reject(job_id: JobId, request: Request, context: Context, who: Authenticated
     by = decider(job_id, request, context, who)
     reason = (body.reason or "").strip() or None if body is not None else None
     try:
-        decision = Approvals(context.store, context.submitter, context.seats).reject(job_id, who.name, reason)
+        decision = context.approvals().reject(job_id, who.name, reason)
     except DecisionRefused as exc:
         _refused(context, by.tenant, who.name, job_id, request, exc.why)
         raise ApiError(403, str(exc)) from None
@@ -100,12 +102,14 @@ def reject(job_id: JobId, request: Request, context: Context, who: Authenticated
             "reason": decision.reason}
 
 
-def _audit_approval(context: ApiContext, by: Decider, run_id: str, rows: int, rollback_of: str | None) -> None:
+def _audit_approval(context: ApiContext, by: Decider, run: Submitted) -> None:
     """The approval on the job, and its run as submitted (by the approver), as `run` records a dry run's run."""
-    _audit(context, by.tenant, by.who.name, AuditAction.APPROVED, by.job_id, {"run_job": run_id, "rows": rows})
+    run_id, rows, rollback_of = run.id, run.total, run.rollback_of
+    _audit(context, by.tenant, by.who.name, AuditAction.APPROVED, by.job_id, {"run_job": run_id, **run.audited_rows()})
     if rollback_of is None:
         _audit(context, by.tenant, by.who.name, AuditAction.SUBMITTED, run_id,
-               {"planned_from": by.job_id, "rows": rows, "dry_run": False, "approved": True})
+               {"planned_from": by.job_id, **run.audited_rows(), "dry_run": False, "approved": True,
+                **held_summary(run.held)})
     else:
         _audit(context, by.tenant, by.who.name, AuditAction.ROLLBACK_REQUESTED, rollback_of,
                {"rollback_job": run_id, "users": rows, "dry_run": False, "planned_from": by.job_id})

@@ -16,6 +16,7 @@ from api.schemas import JobAccepted, accepted, error_responses
 from jobs import control
 from jobs.audit import AuditAction
 from jobs.models import JobStatus, SeatPolicy
+from jobs.schedule import held_summary
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,10 @@ async def run(job: ScopedJob, context: Context, who: Authenticated,
                                                    seat_policy=on_seat_shortage)
     if submitted.rollback_of is None:  # a job submitted from a dry run's input
         await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.SUBMITTED, submitted.id,
-                                {"planned_from": job.id, "rows": submitted.total, "dry_run": False,
+                                {"planned_from": job.id, **submitted.audited_rows(), "dry_run": False,
                                  "on_seat_shortage": on_seat_shortage.value,
-                                 **({"needs_approval": True} if submitted.needs_approval else {})})
+                                 **({"needs_approval": True} if submitted.needs_approval else {}),
+                                 **held_summary(submitted.held)})
     else:  # the run of a rollback's preview is that rollback
         await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED,
                                 submitted.rollback_of, {"rollback_job": submitted.id, "users": submitted.total,

@@ -27,7 +27,7 @@ from api.results import RESULT_STATUSES, Page, blocks, csv_lines, json_lines, re
 from api.schemas import JobAccepted, JobOut, accepted, error_responses
 from api.submissions import accept_submission
 from jobs import control
-from jobs.approval import Approvals, NotAwaiting
+from jobs.approval import NotAwaiting
 from jobs.audit import AuditAction
 from jobs.models import JobStatus
 
@@ -161,7 +161,7 @@ async def cancel(job: ScopedJob, context: Context, who: Authenticated,
 def _withdrawn(context: ApiContext, job: VisibleJob, who: Caller) -> bool:
     """Withdraw the job if it waits for approval (recorded as cancelled); False when it does not wait."""
     try:
-        Approvals(context.store, context.submitter, context.seats).withdraw(job.id, who.name)
+        context.approvals().withdraw(job.id, who.name)
     except NotAwaiting:
         return False
     context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id, details={"waited_for_approval": True})

@@ -13,9 +13,15 @@ import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from api.app import create_app
 from config import Settings
+from config.settings import parse_webhook_origins
+from jobs.events import JobEvent
 from jobs.models import License, Operation, UserResult, UserStatus
+from jobs.notify import Delivery
+from jobs.outbox import Outbox
 from jobs.record import JobSpec
 from jobs.seats import SeatLedger
 from jobs.store import new_job_id
@@ -340,3 +346,34 @@ def test_a_job_awaiting_approval_plans_its_dated_rows_now_and_holds_none_for_the
     assert redis_client.hget(f"bl:job:{accepted['id']}", "held_from") is None
     shown = job(client, accepted["id"])
     assert shown["status"] != "scheduled" and [d["rows"] for d in shown["schedule"]] == [1, 1]
+    finish(redis_client, accepted["id"], {"ada@contoso.example": (UserStatus.WOULD_CHANGE, None, None),
+                                          "grace@contoso.example": (UserStatus.WOULD_CHANGE, None, None)})
+    run = decide(client, accepted["id"], "approve", ALL_KEY).json()
+    assert redis_client.hget(f"bl:job:{run['id']}", "held_from") is not None  # its approved run holds the row
+    [submitted] = [e for e in audit(client, job=run["id"]) if e["action"] == "submitted"]
+    assert (submitted["details"]["approved"], submitted["details"]["scheduled_rows"]) == (True, 1)
+    assert [d["rows"] for d in submitted["details"]["scheduled_days"]] == [1]
+
+
+def test_each_decision_is_notified_to_the_jobs_callback(settings: Settings, redis_client: redis.Redis,
+                                                       subscribed_skus: list[dict[str, Any]]) -> None:
+    hooked = settings.model_copy(update={"webhook_secret": SecretStr("s3cret-webhook"),
+                                         "webhook_allowed_origins": parse_webhook_origins("http://127.0.0.1:9000")})
+    queued: list[Delivery] = []
+    app = create_app(hooked, redis_client=redis_client, send=lambda job, n, countdown: None,
+                     fetch_skus=lambda tenant: subscribed_skus, ceiling_for=lambda tenant: 20.0, notify=queued.append)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        def waiting() -> str:
+            accepted = client.post("/v1/jobs", params={"tenant": "sim", "callback_url": "http://127.0.0.1:9000/hook"},
+                                   content=JOB_CSV.encode(), headers={**auth(SIM_KEY), "Content-Type": "text/csv"})
+            planned(redis_client, accepted.json()["id"])
+            return str(accepted.json()["id"])
+
+        approved, rejected, withdrawn = waiting(), waiting(), waiting()
+        assert decide(client, approved, "approve", ALL_KEY).status_code == 202
+        assert decide(client, rejected, "reject", OPS_KEY, reason="not now").status_code == 200
+        assert client.post(f"/v1/jobs/{withdrawn}/cancel", headers=auth(SIM_KEY)).status_code == 202
+    # X-BulkLicense-Event is the delivery's event; each is kept in the outbox until delivered.
+    assert [(d.job_id, d.event) for d in queued] == [
+        (approved, JobEvent.APPROVED), (rejected, JobEvent.REJECTED), (withdrawn, JobEvent.FINISHED)]
+    assert Outbox(redis_client, retention_s=3600).pending() == 3

@@ -10,9 +10,11 @@ import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from api.app import create_app
 from config import Settings
+from config.settings import parse_webhook_origins
 from graphclient.client import GraphClient
 from graphclient.retry import RetryPolicy
 from jobs.group_errors import group_error_report
@@ -36,6 +38,7 @@ def test_a_reclaim_request_is_a_dry_run_job_planning_in_a_worker_and_audited(cli
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert (accepted["status"], accepted["dry_run"], accepted["total"]) == ("queued", True, 0)
+    assert accepted["counted_by_scan"] is True  # 0 is not a count: the scan decides
     assert sent == [(accepted["id"], 0, 0.0)]  # chunk 0: the scan
     job = client.get(f"/v1/jobs/{accepted['id']}", headers=auth()).json()
     assert (job["kind"], job["status"], job["scan"]["outcome"]) == ("reclaim", "queued", None)
@@ -111,3 +114,53 @@ def test_the_group_license_errors_report_names_user_group_sku_and_reason(reporti
     limited = reporting_client.get("/v1/tenants/sim/group-license-errors", params={"limit": 1}, headers=auth()).json()
     assert (limited["count"], limited["truncated"]) == (1, True)
     assert reporting_client.get("/v1/tenants/sim/group-license-errors", headers=auth(OTHER_KEY)).status_code == 403
+
+
+def test_a_scan_request_retried_with_its_idempotency_key_returns_the_first_job(client: TestClient, sent: Sent) -> None:
+    def reclaim(key: str, sku: str = "ENTERPRISEPACK", path: str = "/v1/reclaim") -> httpx.Response:
+        return client.post(path, params={"tenant": "sim", "sku": sku}, json={"exclude_upns": ["svc-*"]},
+                           headers={**auth(), "Idempotency-Key": key})
+
+    first, retry = reclaim("nightly-1"), reclaim("nightly-1")
+    assert (first.status_code, retry.status_code) == (202, 200)
+    assert retry.json() == first.json() and retry.headers["location"] == f"/v1/jobs/{first.json()['id']}"
+    assert [job for job, _, _ in sent] == [first.json()["id"]]  # one job, one scan
+    # The same key for another request (other criteria, another route) is refused; another key is another job.
+    assert reclaim("nightly-1", sku="EMS").status_code == 409
+    assert reclaim("nightly-1", path="/v1/cleanup/redundant-direct").status_code == 409
+    assert reclaim("nightly-2").status_code == 202 and len(sent) == 2
+
+
+def test_a_scan_request_takes_a_callback_url_checked_as_a_submissions(
+        settings: Settings, redis_client: redis.Redis, subscribed_skus: list[dict[str, Any]], client: TestClient,
+        sent: Sent) -> None:
+    hook = "http://127.0.0.1:9000/hook"
+    refused = client.post("/v1/cleanup/redundant-direct", params={"tenant": "sim", "callback_url": hook},
+                          headers=auth())  # no webhook secret on this server
+    assert refused.status_code == 422 and refused.json()["errors"][0]["column"] == "callback_url"
+    assert sent == []
+    hooked = settings.model_copy(update={"webhook_secret": SecretStr("s3cret-webhook"),
+                                         "webhook_allowed_origins": parse_webhook_origins("http://127.0.0.1:9000")})
+    app = create_app(hooked, redis_client=redis_client, send=lambda job, n, countdown: None,
+                     fetch_skus=lambda tenant: subscribed_skus, ceiling_for=lambda tenant: 20.0)
+    with TestClient(app, raise_server_exceptions=False) as hooked_client:
+        internal = hooked_client.post("/v1/reclaim", params={"tenant": "sim", "callback_url": "http://10.0.0.5/x"},
+                                      headers=auth())
+        assert internal.status_code == 422 and internal.json()["errors"][0]["column"] == "callback_url"
+        accepted = hooked_client.post("/v1/reclaim", params={"tenant": "sim", "callback_url": hook}, headers=auth())
+    assert accepted.status_code == 202, accepted.text
+    assert redis_client.hget(f"bl:job:{accepted.json()['id']}", "callback_url") == hook.encode()
+
+
+def test_the_run_of_a_scan_preview_says_its_scan_counts_its_users(client: TestClient,
+                                                                   redis_client: redis.Redis) -> None:
+    preview = client.post("/v1/cleanup/redundant-direct", params={"tenant": "sim"}, headers=auth()).json()
+    store_of(redis_client).finish_scan(preview["id"], 0, 1, "done", [], {})  # as a worker whose scan found nobody
+    run = client.post(f"/v1/jobs/{preview['id']}/run", headers=auth())
+    assert run.status_code == 202, run.text
+    assert (run.json()["total"], run.json()["counted_by_scan"]) == (0, True)
+    [event] = [e for e in audit_events(client) if e["job"] == run.json()["id"]]
+    assert (event["action"], event["details"]["rows"], event["details"]["counted_by_scan"]) == ("submitted", None, True)
+    plain = client.post("/v1/jobs?tenant=sim", content=b"user,add\nada@contoso.example,EMS\n",
+                        headers={**auth(), "Content-Type": "text/csv"}).json()
+    assert plain["counted_by_scan"] is False

@@ -50,6 +50,14 @@ def start_of(date_text: str) -> float:
     return datetime.fromisoformat(date_text).replace(tzinfo=ZoneInfo(ZONE)).timestamp()
 
 
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def audit(client: TestClient) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in client.get("/v1/audit", headers=auth()).text.splitlines()]
+
+
 def job(client: TestClient, job_id: str) -> dict[str, Any]:
     return dict(client.get(f"/v1/jobs/{job_id}", headers=auth()).json())
 
@@ -63,7 +71,7 @@ def test_a_row_dated_ahead_waits_in_the_due_set_for_the_start_of_its_day(client:
     countdown = sent[1][2]
     assert abs(time.time() + countdown - start_of(ahead)) < 5  # due at midnight in the tenant's zone
     shown = job(client, body["id"])
-    assert shown["status"] == "queued" and shown["scheduled"] == 1
+    assert body["status"] == shown["status"] == "queued" and shown["scheduled"] == 1
     assert shown["schedule"] == [{"at": None, "rows": 1, "chunks": [0]},
                                  {"at": datetime.fromtimestamp(start_of(ahead), UTC).isoformat(
                                      timespec="milliseconds").replace("+00:00", "Z"), "rows": 1, "chunks": [1]}]
@@ -75,7 +83,7 @@ def test_a_job_of_future_rows_only_is_scheduled_and_cancelling_them_writes_nothi
                               f"ada@contoso.example,ENTERPRISEPACK,{day(2)}\n"
                               f"bob@contoso.example,ENTERPRISEPACK,{day(4)}\n")
     assert all(countdown > 0 for _, _, countdown in sent)  # nothing runs now
-    assert job(client, body["id"])["status"] == "scheduled"
+    assert body["status"] == job(client, body["id"])["status"] == "scheduled"  # the 202 says what GET says
     waiting = client.get(f"/v1/jobs/{body['id']}/results?status=scheduled", headers=auth()).json()["value"]
     assert [(r["row"], r["status"], r["scheduled_for"] is not None) for r in waiting] == [
         (2, "scheduled", True), (3, "scheduled", True)]
@@ -94,7 +102,7 @@ def test_a_job_of_future_rows_only_is_scheduled_and_cancelling_them_writes_nothi
     export = client.get(f"/v1/jobs/{body['id']}/results?status=cancelled&format=csv", headers=auth()).text
     assert f",{day(2)}" in export and export.splitlines()[0].split(",")[:2] == ["row", "user"]
     again = submit_csv(client, export)
-    assert job(client, again["id"])["status"] == "scheduled"
+    assert again["status"] == job(client, again["id"])["status"] == "scheduled"
     # A job without rows waiting for their day has nothing to cancel that way.
     now_only = submit_csv(client, "user,add\nzed@contoso.example,EMS\n")
     assert client.post(f"/v1/jobs/{now_only['id']}/cancel?scheduled_only=true", headers=auth()).status_code == 409
@@ -156,3 +164,31 @@ def test_the_run_of_a_dry_run_holds_its_dated_rows_for_their_day(
     assert [(n, countdown > 0) for _, n, countdown in sent] == [(0, False), (1, True)]
     assert abs(time.time() + sent[1][2] - start_of(ahead)) < 5
     assert job(client, run["id"])["scheduled"] == 1
+
+
+def test_the_202_of_a_dry_run_and_of_its_run_says_what_get_says(client: TestClient, redis_client: redis.Redis) -> None:
+    # A dry run plans every row now (queued); its run holds them all for their day (scheduled).
+    csv = f"user,add,effective_date\nada@contoso.example,ENTERPRISEPACK,{day(2)}\n".encode()
+    dry = client.post("/v1/jobs?tenant=sim&dry_run=true", headers={**auth(), "Content-Type": "text/csv"},
+                      content=csv).json()
+    assert dry["status"] == job(client, dry["id"])["status"] == "queued"
+    finish(redis_client, dry["id"], {"ada@contoso.example": (UserStatus.WOULD_CHANGE, None, None)})
+    run = client.post(f"/v1/jobs/{dry['id']}/run", headers=auth()).json()
+    assert run["status"] == job(client, run["id"])["status"] == "scheduled"
+    # The audit trail says which rows the run holds for which day; the dry run held none.
+    submitted = {e["job"]: e["details"] for e in audit(client) if e["action"] == "submitted"}
+    assert "scheduled_rows" not in submitted[dry["id"]]
+    assert (submitted[run["id"]]["scheduled_rows"], submitted[run["id"]]["scheduled_days"]) == (
+        1, [{"at": iso(start_of(day(2))), "rows": 1}])
+
+
+def test_the_submitted_audit_event_says_how_many_rows_wait_for_which_day(client: TestClient) -> None:
+    body = submit_csv(client, "user,add,effective_date\n"
+                              "ada@contoso.example,EMS,\n"
+                              f"bob@contoso.example,EMS,{day(3)}\n"
+                              f"cy@contoso.example,EMS,{day(2)}\n"
+                              f"di@contoso.example,EMS,{day(3)}\n")
+    [event] = [e for e in audit(client) if e["job"] == body["id"]]
+    assert (event["action"], event["details"]["rows"], event["details"]["scheduled_rows"]) == ("submitted", 4, 3)
+    assert event["details"]["scheduled_days"] == [{"at": iso(start_of(day(2))), "rows": 1},
+                                                  {"at": iso(start_of(day(3))), "rows": 2}]

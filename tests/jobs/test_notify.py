@@ -377,7 +377,7 @@ def test_a_message_queued_before_the_outbox_is_still_delivered(store: JobStore, 
 
 # --- the job-side trigger ----------------------------------------------------------------------------------
 
-def test_the_trigger_keeps_and_queues_a_notification_on_end_pause_and_awaiting_approval_only(outbox: Outbox) -> None:
+def test_the_trigger_keeps_and_queues_a_notification_on_end_pause_and_approval_only(outbox: Outbox) -> None:
     queue: list[Delivery] = []
     trigger = NotifyOnEnd(outbox, queue.append, enabled=lambda tenant: tenant == "contoso")
     for event in JobEvent:
@@ -385,8 +385,9 @@ def test_the_trigger_keeps_and_queues_a_notification_on_end_pause_and_awaiting_a
     trigger.job_event("j", "unsigned", JobEvent.FINISHED, {})  # no secret applies: nothing to send
     trigger.users_finished("j", "contoso", [UserResult(row=2, user="u", status=UserStatus.SUCCEEDED)])
     assert [(d.job_id, d.event, d.to) for d in queue] == [
-        ("j", JobEvent.PAUSED, None), ("j", JobEvent.FINISHED, None), ("j", JobEvent.AWAITING_APPROVAL, None)]
-    assert outbox.pending() == 3
+        ("j", JobEvent.PAUSED, None), ("j", JobEvent.FINISHED, None), ("j", JobEvent.AWAITING_APPROVAL, None),
+        ("j", JobEvent.APPROVED, None), ("j", JobEvent.REJECTED, None)]
+    assert outbox.pending() == 5
 
 
 def test_a_notification_the_broker_refuses_stays_in_the_outbox(outbox: Outbox, clock: FakeClock) -> None:

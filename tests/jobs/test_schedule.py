@@ -14,7 +14,17 @@ from jobs.lifecycle import ChunkOutcome, LiveChunk, Phase
 from jobs.models import JobStatus, License, Operation
 from jobs.progress import job_status
 from jobs.record import JobSpec
-from jobs.schedule import MAX_INSTANTS, Day, Holder, due_at, late_by_s, peak_demand, seats_by_day
+from jobs.schedule import (
+    MAX_AUDITED_INSTANTS,
+    MAX_INSTANTS,
+    Day,
+    Holder,
+    due_at,
+    held_summary,
+    late_by_s,
+    peak_demand,
+    seats_by_day,
+)
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 from tests.fakes import FakeClock, Tenant
@@ -208,3 +218,12 @@ def test_a_day_of_many_chunks_goes_to_the_broker_a_window_at_a_time(store: JobSt
     assert [n for _, n, _, _ in ctx.sent] == [2, 3, 4]
     progress = store.progress("j")
     assert len(tenant.writes) == 10 and progress is not None and progress.status.value == "completed"
+
+
+def test_the_audit_summary_of_held_rows_lists_the_first_instants_and_counts_the_rest() -> None:
+    days = [Day(None, 0, 1, 5)] + [Day(86400.0 * (i + 1), i + 1, 1, 2) for i in range(MAX_AUDITED_INSTANTS + 3)]
+    summary = held_summary(days)
+    assert summary["scheduled_rows"] == 2 * (MAX_AUDITED_INSTANTS + 3)
+    assert summary["scheduled_days"][:1] == [{"at": "1970-01-02T00:00:00.000Z", "rows": 2}]
+    assert (len(summary["scheduled_days"]), summary["scheduled_days_left_out"]) == (MAX_AUDITED_INSTANTS, 3)
+    assert held_summary([Day(None, 0, 1, 5)]) == {}

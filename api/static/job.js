@@ -223,7 +223,7 @@ export class JobView {
     const rows = result.data.value ?? [];
     this.planUsers.offset = offset;
     this.planUsers.next = typeof result.data.next_offset === "number" ? result.data.next_offset : null;
-    fillRows(byId("plan-users").tBodies[0], rows.map((r) => [r.row, r.user, statusText(r.status), planDetail(r)]),
+    fillRows(byId("plan-users").tBodies[0], rows.map((r) => [r.row, userOf(r), statusText(r.status), planDetail(r)]),
       (values) => (values[2] === "would fail" ? "short" : ""));
     const total = this.job?.total ?? 0;
     byId("plan-pager").hidden = offset === 0 && this.planUsers.next === null;
@@ -257,7 +257,7 @@ export class JobView {
     fillRows(byId("failure-reasons").tBodies[0], reasons.map(([reason, n]) => [statusText(reason), count(n)]));
     const shown = rows.slice(0, FAILED_ROWS_SHOWN);
     fillRows(byId("failed-rows").tBodies[0],
-      shown.map((r) => [r.row, r.user, statusText(r.reason), withGroups(r.graph_message || r.detail || "", r)]));
+      shown.map((r) => [r.row, userOf(r), statusText(r.reason), withGroups(r.graph_message || r.detail || "", r)]));
     setText(byId("failed-rows-more"),
       rows.length > shown.length ? `Showing the first ${shown.length} of ${count(rows.length)} failed rows; download them all below.` : "");
     byId("failures").hidden = rows.length === 0;
@@ -296,6 +296,11 @@ export class JobView {
   }
 }
 
+/** Who a row is about: a scan names users by object id, and keeps their UPN beside it. */
+function userOf(row) {
+  return row.extra?.userPrincipalName || row.user;
+}
+
 /** A planned user's line: what changes, or the predicted failure and its reason. */
 function planDetail(row) {
   const day = row.scheduled_for ? `on ${row.scheduled_for}: ` : "";
@@ -307,7 +312,10 @@ function planText(row) {
     const why = row.graph_message || row.detail || "";
     return withGroups(`${statusText(row.reason)}${why ? `: ${why}` : ""}`, row);
   }
-  if (row.status === vocabulary.RESULT.WOULD_CHANGE) return withGroups(row.action ?? "", row);
+  if (row.status === vocabulary.RESULT.WOULD_CHANGE) {
+    const why = row.extra?.reclaim_detail; // a reclamation's reason for taking the license back
+    return withGroups(`${row.action ?? ""}${why ? ` (${why})` : ""}`, row);
+  }
   if (row.status === vocabulary.RESULT.UNCHANGED) {
     return withGroups(row.note === "held_via_group" ? "already held through a group" : "already as asked", row);
   }

@@ -540,7 +540,7 @@ def test_a_job_awaiting_approval_is_approved_from_another_key_only(stack: Stack,
     tab, watch = page
     users = free_users(stack, 60)[-3:]  # users no other test of the module writes to
     sign_in(tab, stack, SIM_KEY)
-    tab.get_by_label("Tenant").select_option("sim-approval")
+    tab.get_by_label("Tenant", exact=True).select_option("sim-approval")
     tab.get_by_label("CSV file").set_input_files(
         {"name": "gated.csv", "mimeType": "text/csv", "buffer": csv_text([{"user": u, "add": "EMS"} for u in users])
          .encode()})
@@ -574,4 +574,93 @@ def test_a_job_awaiting_approval_is_approved_from_another_key_only(stack: Stack,
     assert tab.locator("#count-succeeded").inner_text() == "3"
     with stack.control() as control:
         assert all(len(control.get("/writes", params={"user": u}).json()["value"]) == 1 for u in users)
+    assert watch.dialogs == [] and watch.errors == []
+
+
+# --- jobs from the tenant itself, licenses held through groups, rows dated ahead ------------------
+# Every text the job's status badge shows, in order (a MutationObserver: no state is missed between polls).
+STATUS_LOG = """() => {
+    const badge = document.getElementById("job-status");
+    window.__statuses = [];
+    new MutationObserver(() => window.__statuses.push(badge.textContent))
+        .observe(badge, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def tab_order(tab: Any, start: str, steps: int) -> list[str]:
+    """The ids focus moves through when Tab is pressed `steps` times from the element `start`."""
+    tab.locator(f"#{start}").focus()
+    order = []
+    for _ in range(steps):
+        tab.keyboard.press("Tab")
+        order.append(tab.evaluate("document.activeElement.id"))
+    return order
+
+
+def direct_licensed(stack: Stack, count: int) -> list[dict[str, Any]]:
+    """Simulated users holding licenses directly and through no group (what reclamation may take back)."""
+    with stack.control() as control:
+        views = control.get("/licenses").json()["value"]
+    held = [v for v in views if v["licenses"] and all(lic["direct"] and not lic["groups"] for lic in v["licenses"])]
+    assert len(held) >= count
+    return held[:count]
+
+
+def test_a_reclamation_dry_run_from_the_form_shows_the_scan_and_the_seats_it_frees(
+        stack: Stack, page: tuple[Any, Watch], shots: Path) -> None:
+    tab, watch = page
+    unused, on_leave = direct_licensed(stack, 2)
+    with stack.control() as control:  # two old accounts, disabled: one is found, one left alone by its UPN
+        for user in (unused, on_leave):
+            body = {"accountEnabled": False, "createdDaysAgo": 400, "signedInDaysAgo": 200}
+            assert control.patch(f"/users/{user['id']}", json=body).status_code == 200
+    sign_in(tab, stack)
+    tab.evaluate(STATUS_LOG)
+
+    # Each field has a name of its own, and the form is walked by the keyboard alone, in reading order.
+    for name in ("Tenant to scan", "Find", "Days without a successful sign-in", "Exclusion group (object id, optional)",
+                 "UPN patterns to leave alone (optional)", "Licenses (optional)"):
+        assert tab.get_by_label(name, exact=True).count() == 1, name
+    assert tab_order(tab, "scan-tenant", 6) == [
+        "scan-kind", "inactive-days", "exclude-group", "exclude-upns", "scan-skus", "scan-submit"]
+    tab.get_by_label("Find", exact=True).select_option("redundant")  # no days or exclusions for a cleanup
+    assert tab_order(tab, "scan-kind", 2) == ["scan-skus", "scan-submit"]
+    tab.get_by_label("Find", exact=True).select_option("reclaim")
+
+    tab.get_by_label("Days without a successful sign-in").fill("120")
+    tab.get_by_label("UPN patterns to leave alone (optional)").fill(on_leave["userPrincipalName"].upper())
+    with stack.control() as control:  # a slower tenant: the scan is seen reading before its plan
+        control.post("/config", json={"latency_ms": 150})
+    try:
+        tab.get_by_label("Licenses (optional)").press("Enter")
+        tab.locator("#job").wait_for(state="visible")
+        tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
+    finally:
+        with stack.control() as control:
+            control.post("/config", json={"latency_ms": 30})
+    job_id = tab.locator("#job-id").inner_text()
+    with stack.api() as api:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+    assert (job["kind"], job["status"], job["dry_run"]) == ("reclaim", "planned", True)
+    assert job["scan"]["request"]["inactive_days"] == 120
+    statuses = tab.evaluate("window.__statuses")
+    assert "planning" in statuses and statuses[-1] == "planned"
+    assert statuses.index("planning") < statuses.index("planned")
+
+    # The scan's findings in words, the seats it frees, and each user it would change.
+    summary = job["scan"]["summary"]
+    line = tab.locator("#job-scan").inner_text()
+    assert line.startswith(f"Scan done: {summary['licensed_users']} licensed users read, {summary['users']} to change")
+    assert "left alone: " in line and "1 upn pattern" in line and f"{summary['found']['disabled']} disabled" in line
+    assert tab.locator("#job-scan").get_attribute("aria-live") == "polite"
+    seats = table(tab, "#plan-seats")
+    assert [(row[0], row[2]) for row in seats] == [(s["sku"], str(s["released"])) for s in job["plan"]["seats"]]
+    assert sum(int(row[2]) for row in seats) == sum(summary["removals"].values()) > 0
+    # Each user by UPN (a scan's rows name users by object id), with why the license is taken back.
+    rows = {row[1]: row[2:] for row in table(tab, "#plan-users")}
+    action = next(r["action"] for r in stack.results(job_id) if r["user"] == unused["id"])
+    assert rows[unused["userPrincipalName"]] == ["would change", f"{action} (the account is disabled)"]
+    assert len(rows) == summary["users"] and all("@" in upn for upn in rows)
+    assert on_leave["userPrincipalName"] not in rows
+    tab.screenshot(path=shots / "console-reclaim-preview.png")
     assert watch.dialogs == [] and watch.errors == []

@@ -135,7 +135,11 @@ export class JobView {
     const box = byId("schedule");
     box.hidden = !Array.isArray(job.schedule) || job.schedule.length === 0;
     if (box.hidden) return;
-    setText(byId("schedule-summary"), `Rows by day (${count(job.scheduled ?? 0)} waiting for their day)`);
+    // A plan holds nothing yet (its `scheduled` is 0): it says how many rows its run will hold.
+    const ahead = job.schedule.reduce((n, d) => n + (d.at ? d.rows : 0), 0);
+    setText(byId("schedule-summary"), vocabulary.plansOnly(job)
+      ? `Rows by day (${count(ahead)} dated ahead: held for their day once this job runs)`
+      : `Rows by day (${count(job.scheduled ?? 0)} waiting for their day)`);
     fillRows(byId("schedule-days").tBodies[0], job.schedule.map((d) => [d.at ?? "at submission", count(d.rows)]));
     const seats = job.seats_by_day ?? [];
     fillRows(byId("schedule-seats").tBodies[0], seats.map((s) => [s.at ?? "at submission", s.sku || s.sku_id,

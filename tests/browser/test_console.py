@@ -17,12 +17,13 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.stack import API_KEY, OTHER_KEY, SIM_KEY, Stack, sim_profile
+from tests.e2e.stack import API_KEY, OTHER_KEY, POWER_BI_PRO, SIM_KEY, Stack, sim_profile
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -597,6 +598,13 @@ def tab_order(tab: Any, start: str, steps: int) -> list[str]:
     return order
 
 
+def last_free_users(stack: Stack, count: int) -> list[str]:
+    """UPNs of the last simulated users free of licenses: the other tests of the module take the first ones."""
+    with stack.control() as control:
+        users = control.get("/users").json()["value"]
+    return [u["userPrincipalName"] for u in users if not u["assignedLicenses"] and u.get("usageLocation")][-count:]
+
+
 def direct_licensed(stack: Stack, count: int) -> list[dict[str, Any]]:
     """Simulated users holding licenses directly and through no group (what reclamation may take back)."""
     with stack.control() as control:
@@ -663,4 +671,76 @@ def test_a_reclamation_dry_run_from_the_form_shows_the_scan_and_the_seats_it_fre
     assert len(rows) == summary["users"] and all("@" in upn for upn in rows)
     assert on_leave["userPrincipalName"] not in rows
     tab.screenshot(path=shots / "console-reclaim-preview.png")
+    assert watch.dialogs == [] and watch.errors == []
+
+
+def test_removing_a_license_a_group_gives_names_the_group_against_the_predicted_failure(
+        stack: Stack, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    members = last_free_users(stack, 2)
+    group_name = "Finance <b>analysts</b> (Power BI)"  # a name is the tenant's text: shown as text only
+    with stack.control() as control:
+        assert control.patch(f"/skus/{POWER_BI_PRO}", json={"enabled": 10_000}).status_code == 200
+        created = control.post("/groups", json={"displayName": group_name, "members": members,
+                                                "licenses": [{"sku": POWER_BI_PRO}]})
+        assert created.status_code == 201, created.text
+    sign_in(tab, stack)
+    tab.get_by_label("CSV file").set_input_files({"name": "leavers.csv", "mimeType": "text/csv", "buffer": csv_text(
+        [{"user": m, "remove": "POWER_BI_PRO"} for m in members]).encode()})
+    tab.locator("#upload").click()
+    tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
+
+    # The preview: predicted to fail, each user with the group the license comes from.
+    against = f"(POWER_BI_PRO via {group_name})"
+    assert table(tab, "#plan-failures") == [["inherited from group", "2"]]
+    users = table(tab, "#plan-users")
+    assert [row[1:3] for row in users] == [[m, "would fail"] for m in members]
+    assert all(row[3].startswith("inherited from group") and row[3].endswith(against) for row in users)
+    assert tab.locator("#plan-users b").count() == 0
+
+    # Run: nothing is written, and each failed row names the group too.
+    tab.get_by_role("button", name="Run this job").click()
+    tab.locator("#job-status").filter(has_text="completed with errors").wait_for(timeout=WAIT_MS)
+    tab.locator("#failures").wait_for(state="visible")
+    failed = table(tab, "#failed-rows")
+    assert [row[1:3] for row in failed] == [[m, "inherited from group"] for m in members]
+    assert all(row[3].endswith(against) for row in failed)
+    with stack.control() as control:
+        assert all(control.get("/writes", params={"user": m}).json()["value"] == [] for m in members)
+    assert watch.dialogs == [] and watch.errors == []
+
+
+def test_a_dry_run_with_a_row_dated_ahead_shows_rows_by_day_and_seats_by_date(
+        stack: Stack, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    now_user, later_user = last_free_users(stack, 4)[:2]
+    ahead = (datetime.now(UTC) + timedelta(days=10)).date().isoformat()
+    sign_in(tab, stack)
+    tab.get_by_label("CSV file").set_input_files({"name": "joiners.csv", "mimeType": "text/csv", "buffer": csv_text(
+        [{"user": now_user, "add": "EMS", "effective_date": ""},
+         {"user": later_user, "add": "EMS", "effective_date": ahead}]).encode()})
+    # The assignment choice is a labelled select reached by Tab from the column field before it.
+    assert tab_order(tab, "keep-columns", 1) == ["assignment"]
+    tab.get_by_label("A license a group already gives").select_option("direct")
+    tab.locator("#upload").click()
+    tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
+    assert any("assignment=direct" in url and "dry_run=true" in url for url in watch.urls)
+
+    # Rows by day: one row now, one on its day; the seat table by date, and each user's day.
+    schedule = tab.locator("#schedule")
+    # A preview holds nothing yet: it says what its run will hold, not "0 waiting".
+    assert schedule.is_visible() and tab.locator("#schedule-summary").inner_text() == (
+        "Rows by day (1 dated ahead: held for their day once this job runs)")
+    days = table(tab, "#schedule-days")
+    assert [row[1] for row in days] == ["1", "1"]
+    assert days[0][0] == "at submission" and days[1][0].startswith(ahead)
+    seats = table(tab, "#schedule-seats")
+    assert [(row[0][:10], row[1], row[2], row[3]) for row in seats] == [
+        ("at submiss", "EMS", "1", "0"), (ahead, "EMS", "1", "0")]
+    assert int(seats[0][4]) == int(seats[1][4]) + 1  # the day's free seats count the add before it
+    assert tab.get_by_role("table", name="The job's rows by the day they are due").count() == 1
+    assert tab.get_by_role("table", name="Seats by date").count() == 1
+    users = {row[1]: row[2:] for row in table(tab, "#plan-users")}
+    assert users[now_user] == ["would change", "add EMS"]
+    assert users[later_user][0] == "would change" and users[later_user][1].startswith(f"on {ahead}")
     assert watch.dialogs == [] and watch.errors == []

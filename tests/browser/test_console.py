@@ -677,25 +677,29 @@ def test_a_reclamation_dry_run_from_the_form_shows_the_scan_and_the_seats_it_fre
 def test_removing_a_license_a_group_gives_names_the_group_against_the_predicted_failure(
         stack: Stack, page: tuple[Any, Watch]) -> None:
     tab, watch = page
-    members = last_free_users(stack, 2)
+    *members, adder = last_free_users(stack, 3)
     group_name = "Finance <b>analysts</b> (Power BI)"  # a name is the tenant's text: shown as text only
     with stack.control() as control:
         assert control.patch(f"/skus/{POWER_BI_PRO}", json={"enabled": 10_000}).status_code == 200
-        created = control.post("/groups", json={"displayName": group_name, "members": members,
+        created = control.post("/groups", json={"displayName": group_name, "members": [*members, adder],
                                                 "licenses": [{"sku": POWER_BI_PRO}]})
         assert created.status_code == 201, created.text
     sign_in(tab, stack)
-    tab.get_by_label("CSV file").set_input_files({"name": "leavers.csv", "mimeType": "text/csv", "buffer": csv_text(
-        [{"user": m, "remove": "POWER_BI_PRO"} for m in members]).encode()})
+    rows = [{"user": m, "add": "", "remove": "POWER_BI_PRO"} for m in members]
+    rows.append({"user": adder, "add": "POWER_BI_PRO", "remove": ""})  # the group gives it already
+    tab.get_by_label("CSV file").set_input_files(
+        {"name": "leavers.csv", "mimeType": "text/csv", "buffer": csv_text(rows).encode()})
     tab.locator("#upload").click()
     tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
 
     # The preview: predicted to fail, each user with the group the license comes from.
     against = f"(POWER_BI_PRO via {group_name})"
     assert table(tab, "#plan-failures") == [["inherited from group", "2"]]
-    users = table(tab, "#plan-users")
+    assert tab.locator("#plan-via-group").inner_text() == "1"
+    *users, added = table(tab, "#plan-users")
     assert [row[1:3] for row in users] == [[m, "would fail"] for m in members]
     assert all(row[3].startswith("inherited from group") and row[3].endswith(against) for row in users)
+    assert added[1:] == [adder, "unchanged", f"already held through a group {against}"]
     assert tab.locator("#plan-users b").count() == 0
 
     # Run: nothing is written, and each failed row names the group too.

@@ -635,6 +635,14 @@ def test_a_reclamation_dry_run_from_the_form_shows_the_scan_and_the_seats_it_fre
     assert tab_order(tab, "scan-kind", 2) == ["scan-skus", "scan-submit"]
     tab.get_by_label("Find", exact=True).select_option("reclaim")
 
+    # A mistake is refused with its field and value, and nothing is submitted.
+    tab.get_by_label("Exclusion group (object id, optional)").fill("On leave")
+    tab.get_by_role("button", name="Scan and preview").click()
+    tab.locator("#upload-errors").wait_for(state="visible")
+    assert table(tab, "#error-table") == [["–", "exclude_group", "On leave", "must be a group's object id (a GUID)"]]
+    assert tab.locator("#job").is_hidden()
+    tab.get_by_label("Exclusion group (object id, optional)").fill("")
+
     tab.get_by_label("Days without a successful sign-in").fill("120")
     tab.get_by_label("UPN patterns to leave alone (optional)").fill(on_leave["userPrincipalName"].upper())
     with stack.control() as control:  # a slower tenant: the scan is seen reading before its plan
@@ -642,6 +650,7 @@ def test_a_reclamation_dry_run_from_the_form_shows_the_scan_and_the_seats_it_fre
     try:
         tab.get_by_label("Licenses (optional)").press("Enter")
         tab.locator("#job").wait_for(state="visible")
+        assert tab.locator("#upload-errors").is_hidden()
         tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
     finally:
         with stack.control() as control:

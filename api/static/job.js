@@ -208,6 +208,10 @@ export class JobView {
     setText(byId("plan-via-group"), count(plan.notes?.held_via_group ?? 0));
     const predicted = Object.entries(plan.predicted_failures ?? {}).sort((a, b) => b[1] - a[1]);
     fillRows(byId("plan-failures").tBodies[0], predicted.map(([reason, n]) => [statusText(reason), count(n)]));
+    // An empty table reads as "not known yet": a finished plan says there are none.
+    byId("plan-failures").parentElement.hidden = predicted.length === 0;
+    setText(byId("plan-failures-title"), predicted.length || !vocabulary.isPlanned(job)
+      ? "Predicted failures" : "Predicted failures: none");
     const seats = (plan.seats ?? []).map((s) => [s.sku || s.sku_id, count(s.needed), count(s.released),
       count(s.free), count(s.shortfall)]);
     fillRows(byId("plan-seats").tBodies[0], seats, (_, i) => (Number(plan.seats[i].shortfall) > 0 ? "short" : ""));

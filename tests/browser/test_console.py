@@ -631,6 +631,7 @@ def test_a_reclamation_dry_run_from_the_form_shows_the_scan_and_the_seats_it_fre
         assert tab.get_by_label(name, exact=True).count() == 1, name
     assert tab_order(tab, "scan-tenant", 6) == [
         "scan-kind", "inactive-days", "exclude-group", "exclude-upns", "scan-skus", "scan-submit"]
+    assert tab.evaluate("getComputedStyle(document.activeElement).outlineStyle") not in ("", "none")
     tab.get_by_label("Find", exact=True).select_option("redundant")  # no days or exclusions for a cleanup
     assert tab_order(tab, "scan-kind", 2) == ["scan-skus", "scan-submit"]
     tab.get_by_label("Find", exact=True).select_option("reclaim")
@@ -668,8 +669,10 @@ def test_a_reclamation_dry_run_from_the_form_shows_the_scan_and_the_seats_it_fre
     summary = job["scan"]["summary"]
     line = tab.locator("#job-scan").inner_text()
     assert line.startswith(f"Scan done: {summary['licensed_users']} licensed users read, {summary['users']} to change")
-    assert "left alone: " in line and "1 upn pattern" in line and f"{summary['found']['disabled']} disabled" in line
+    assert "left alone: " in line and "1 UPN pattern" in line and f"{summary['found']['disabled']} disabled" in line
     assert tab.locator("#job-scan").get_attribute("aria-live") == "polite"
+    assert tab.locator("#plan-failures-title").inner_text() == "Predicted failures: none"
+    assert tab.locator("#plan-failures").is_hidden()
     seats = table(tab, "#plan-seats")
     assert [(row[0], row[2]) for row in seats] == [(s["sku"], str(s["released"])) for s in job["plan"]["seats"]]
     assert sum(int(row[2]) for row in seats) == sum(summary["removals"].values()) > 0

@@ -759,4 +759,12 @@ def test_a_dry_run_with_a_row_dated_ahead_shows_rows_by_day_and_seats_by_date(
     users = {row[1]: row[2:] for row in table(tab, "#plan-users")}
     assert users[now_user] == ["would change", "add EMS"]
     assert users[later_user][0] == "would change" and users[later_user][1].startswith(f"on {ahead}")
+    # The section folds from the keyboard, and fits a phone's width.
+    tab.locator("#schedule-summary").focus()
+    tab.keyboard.press("Enter")
+    assert tab.evaluate("document.getElementById('schedule').open") is False
+    tab.keyboard.press("Enter")
+    assert tab.evaluate("document.getElementById('schedule').open") is True
+    tab.set_viewport_size(PHONE)
+    assert tab.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert watch.dialogs == [] and watch.errors == []

@@ -231,7 +231,7 @@ export class JobView {
     const rows = result.data.value ?? [];
     this.planUsers.offset = offset;
     this.planUsers.next = typeof result.data.next_offset === "number" ? result.data.next_offset : null;
-    fillRows(byId("plan-users").tBodies[0], rows.map((r) => [r.row, userOf(r), statusText(r.status), planDetail(r)]),
+    fillRows(byId("plan-users").tBodies[0], rows.map((r) => [r.row, userOf(r, this.job), statusText(r.status), planDetail(r)]),
       (values) => (values[2] === "would fail" ? "short" : ""));
     const total = this.job?.total ?? 0;
     byId("plan-pager").hidden = offset === 0 && this.planUsers.next === null;
@@ -265,7 +265,7 @@ export class JobView {
     fillRows(byId("failure-reasons").tBodies[0], reasons.map(([reason, n]) => [statusText(reason), count(n)]));
     const shown = rows.slice(0, FAILED_ROWS_SHOWN);
     fillRows(byId("failed-rows").tBodies[0],
-      shown.map((r) => [r.row, userOf(r), statusText(r.reason), withGroups(r.graph_message || r.detail || "", r)]));
+      shown.map((r) => [r.row, userOf(r, this.job), statusText(r.reason), withGroups(r.graph_message || r.detail || "", r)]));
     setText(byId("failed-rows-more"),
       rows.length > shown.length ? `Showing the first ${shown.length} of ${count(rows.length)} failed rows; download them all below.` : "");
     byId("failures").hidden = rows.length === 0;
@@ -304,9 +304,12 @@ export class JobView {
   }
 }
 
-/** Who a row is about: a scan names users by object id, and keeps their UPN beside it. */
-function userOf(row) {
-  return row.extra?.userPrincipalName || row.user;
+/**
+ * Who a row is about: a scan names users by object id and keeps their UPN beside it (an upload's own
+ * columns are the file's text, so its rows keep the user they act on).
+ */
+function userOf(row, job) {
+  return (job?.scan && row.extra?.userPrincipalName) || row.user;
 }
 
 /** A planned user's line: what changes, or the predicted failure and its reason. */

@@ -135,7 +135,11 @@ export class JobView {
     const box = byId("schedule");
     box.hidden = !Array.isArray(job.schedule) || job.schedule.length === 0;
     if (box.hidden) return;
-    setText(byId("schedule-summary"), `Rows by day (${count(job.scheduled ?? 0)} waiting for their day)`);
+    // A plan holds nothing yet (its `scheduled` is 0): it says how many rows its run will hold.
+    const ahead = job.schedule.reduce((n, d) => n + (d.at ? d.rows : 0), 0);
+    setText(byId("schedule-summary"), vocabulary.plansOnly(job)
+      ? `Rows by day (${count(ahead)} dated ahead: held for their day once this job runs)`
+      : `Rows by day (${count(job.scheduled ?? 0)} waiting for their day)`);
     fillRows(byId("schedule-days").tBodies[0], job.schedule.map((d) => [d.at ?? "at submission", count(d.rows)]));
     const seats = job.seats_by_day ?? [];
     fillRows(byId("schedule-seats").tBodies[0], seats.map((s) => [s.at ?? "at submission", s.sku || s.sku_id,
@@ -204,6 +208,10 @@ export class JobView {
     setText(byId("plan-via-group"), count(plan.notes?.held_via_group ?? 0));
     const predicted = Object.entries(plan.predicted_failures ?? {}).sort((a, b) => b[1] - a[1]);
     fillRows(byId("plan-failures").tBodies[0], predicted.map(([reason, n]) => [statusText(reason), count(n)]));
+    // An empty table reads as "not known yet": a finished plan says there are none.
+    byId("plan-failures").parentElement.hidden = predicted.length === 0;
+    setText(byId("plan-failures-title"), predicted.length || !vocabulary.isPlanned(job)
+      ? "Predicted failures" : "Predicted failures: none");
     const seats = (plan.seats ?? []).map((s) => [s.sku || s.sku_id, count(s.needed), count(s.released),
       count(s.free), count(s.shortfall)]);
     fillRows(byId("plan-seats").tBodies[0], seats, (_, i) => (Number(plan.seats[i].shortfall) > 0 ? "short" : ""));
@@ -223,7 +231,7 @@ export class JobView {
     const rows = result.data.value ?? [];
     this.planUsers.offset = offset;
     this.planUsers.next = typeof result.data.next_offset === "number" ? result.data.next_offset : null;
-    fillRows(byId("plan-users").tBodies[0], rows.map((r) => [r.row, r.user, statusText(r.status), planDetail(r)]),
+    fillRows(byId("plan-users").tBodies[0], rows.map((r) => [r.row, userOf(r, this.job), statusText(r.status), planDetail(r)]),
       (values) => (values[2] === "would fail" ? "short" : ""));
     const total = this.job?.total ?? 0;
     byId("plan-pager").hidden = offset === 0 && this.planUsers.next === null;
@@ -257,7 +265,7 @@ export class JobView {
     fillRows(byId("failure-reasons").tBodies[0], reasons.map(([reason, n]) => [statusText(reason), count(n)]));
     const shown = rows.slice(0, FAILED_ROWS_SHOWN);
     fillRows(byId("failed-rows").tBodies[0],
-      shown.map((r) => [r.row, r.user, statusText(r.reason), withGroups(r.graph_message || r.detail || "", r)]));
+      shown.map((r) => [r.row, userOf(r, this.job), statusText(r.reason), withGroups(r.graph_message || r.detail || "", r)]));
     setText(byId("failed-rows-more"),
       rows.length > shown.length ? `Showing the first ${shown.length} of ${count(rows.length)} failed rows; download them all below.` : "");
     byId("failures").hidden = rows.length === 0;
@@ -296,6 +304,14 @@ export class JobView {
   }
 }
 
+/**
+ * Who a row is about: a scan names users by object id and keeps their UPN beside it (an upload's own
+ * columns are the file's text, so its rows keep the user they act on).
+ */
+function userOf(row, job) {
+  return (job?.scan && row.extra?.userPrincipalName) || row.user;
+}
+
 /** A planned user's line: what changes, or the predicted failure and its reason. */
 function planDetail(row) {
   const day = row.scheduled_for ? `on ${row.scheduled_for}: ` : "";
@@ -307,7 +323,10 @@ function planText(row) {
     const why = row.graph_message || row.detail || "";
     return withGroups(`${statusText(row.reason)}${why ? `: ${why}` : ""}`, row);
   }
-  if (row.status === vocabulary.RESULT.WOULD_CHANGE) return withGroups(row.action ?? "", row);
+  if (row.status === vocabulary.RESULT.WOULD_CHANGE) {
+    const why = row.extra?.reclaim_detail; // a reclamation's reason for taking the license back
+    return withGroups(`${row.action ?? ""}${why ? ` (${why})` : ""}`, row);
+  }
   if (row.status === vocabulary.RESULT.UNCHANGED) {
     return withGroups(row.note === "held_via_group" ? "already held through a group" : "already as asked", row);
   }

@@ -20,7 +20,8 @@ export function scanLine(job) {
   if (!scan) return "";
   if (!scan.outcome) return "Reading the tenant…";
   const summary = scan.summary ?? {};
-  const words = (counts) => Object.entries(counts ?? {}).map(([why, n]) => `${n} ${why.replaceAll("_", " ")}`);
+  const words = (counts) => Object.entries(counts ?? {})
+    .map(([why, n]) => `${n} ${why.replaceAll("_", " ").replace(/\bupn\b/, "UPN")}`);
   const found = words(summary.found);
   const alone = words(summary.excluded);
   const parts = [`Scan ${scan.outcome}: ${summary.licensed_users ?? 0} licensed users read, ${summary.users ?? 0} to change`];

@@ -17,12 +17,13 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.stack import API_KEY, OTHER_KEY, SIM_KEY, Stack, sim_profile
+from tests.e2e.stack import API_KEY, OTHER_KEY, POWER_BI_PRO, SIM_KEY, Stack, sim_profile
 
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -540,7 +541,7 @@ def test_a_job_awaiting_approval_is_approved_from_another_key_only(stack: Stack,
     tab, watch = page
     users = free_users(stack, 60)[-3:]  # users no other test of the module writes to
     sign_in(tab, stack, SIM_KEY)
-    tab.get_by_role("region", name="New job").get_by_label("Tenant").select_option("sim-approval")
+    tab.get_by_label("Tenant", exact=True).select_option("sim-approval")
     tab.get_by_label("CSV file").set_input_files(
         {"name": "gated.csv", "mimeType": "text/csv", "buffer": csv_text([{"user": u, "add": "EMS"} for u in users])
          .encode()})
@@ -574,4 +575,196 @@ def test_a_job_awaiting_approval_is_approved_from_another_key_only(stack: Stack,
     assert tab.locator("#count-succeeded").inner_text() == "3"
     with stack.control() as control:
         assert all(len(control.get("/writes", params={"user": u}).json()["value"]) == 1 for u in users)
+    assert watch.dialogs == [] and watch.errors == []
+
+
+# --- jobs from the tenant itself, licenses held through groups, rows dated ahead ------------------
+# Every text the job's status badge shows, in order (a MutationObserver: no state is missed between polls).
+STATUS_LOG = """() => {
+    const badge = document.getElementById("job-status");
+    window.__statuses = [];
+    new MutationObserver(() => window.__statuses.push(badge.textContent))
+        .observe(badge, {childList: true, characterData: true, subtree: true});
+}"""
+
+
+def tab_order(tab: Any, start: str, steps: int) -> list[str]:
+    """The ids focus moves through when Tab is pressed `steps` times from the element `start`."""
+    tab.locator(f"#{start}").focus()
+    order = []
+    for _ in range(steps):
+        tab.keyboard.press("Tab")
+        order.append(tab.evaluate("document.activeElement.id"))
+    return order
+
+
+def last_free_users(stack: Stack, count: int) -> list[str]:
+    """UPNs of the last simulated users free of licenses: the other tests of the module take the first ones."""
+    with stack.control() as control:
+        users = control.get("/users").json()["value"]
+    return [u["userPrincipalName"] for u in users if not u["assignedLicenses"] and u.get("usageLocation")][-count:]
+
+
+def direct_licensed(stack: Stack, count: int) -> list[dict[str, Any]]:
+    """Simulated users holding licenses directly and through no group (what reclamation may take back)."""
+    with stack.control() as control:
+        views = control.get("/licenses").json()["value"]
+    held = [v for v in views if v["licenses"] and all(lic["direct"] and not lic["groups"] for lic in v["licenses"])]
+    assert len(held) >= count
+    return held[:count]
+
+
+def test_a_reclamation_dry_run_from_the_form_shows_the_scan_and_the_seats_it_frees(
+        stack: Stack, page: tuple[Any, Watch], shots: Path) -> None:
+    tab, watch = page
+    unused, on_leave = direct_licensed(stack, 2)
+    with stack.control() as control:  # two old accounts, disabled: one is found, one left alone by its UPN
+        for user in (unused, on_leave):
+            body = {"accountEnabled": False, "createdDaysAgo": 400, "signedInDaysAgo": 200}
+            assert control.patch(f"/users/{user['id']}", json=body).status_code == 200
+    sign_in(tab, stack)
+    tab.evaluate(STATUS_LOG)
+
+    # Each field has a name of its own, and the form is walked by the keyboard alone, in reading order.
+    for name in ("Tenant to scan", "Find", "Days without a successful sign-in", "Exclusion group (object id, optional)",
+                 "UPN patterns to leave alone (optional)", "Licenses (optional)"):
+        assert tab.get_by_label(name, exact=True).count() == 1, name
+    assert tab_order(tab, "scan-tenant", 6) == [
+        "scan-kind", "inactive-days", "exclude-group", "exclude-upns", "scan-skus", "scan-submit"]
+    assert tab.evaluate("getComputedStyle(document.activeElement).outlineStyle") not in ("", "none")
+    tab.get_by_label("Find", exact=True).select_option("redundant")  # no days or exclusions for a cleanup
+    assert tab_order(tab, "scan-kind", 2) == ["scan-skus", "scan-submit"]
+    tab.get_by_label("Find", exact=True).select_option("reclaim")
+
+    # A mistake is refused with its field and value, and nothing is submitted.
+    tab.get_by_label("Exclusion group (object id, optional)").fill("On leave")
+    tab.get_by_role("button", name="Scan and preview").click()
+    tab.locator("#upload-errors").wait_for(state="visible")
+    assert table(tab, "#error-table") == [["–", "exclude_group", "On leave", "must be a group's object id (a GUID)"]]
+    assert tab.locator("#job").is_hidden()
+    tab.get_by_label("Exclusion group (object id, optional)").fill("")
+
+    tab.get_by_label("Days without a successful sign-in").fill("120")
+    tab.get_by_label("UPN patterns to leave alone (optional)").fill(on_leave["userPrincipalName"].upper())
+    with stack.control() as control:  # a slower tenant: the scan is seen reading before its plan
+        control.post("/config", json={"latency_ms": 150})
+    try:
+        tab.get_by_label("Licenses (optional)").press("Enter")
+        tab.locator("#job").wait_for(state="visible")
+        assert tab.locator("#upload-errors").is_hidden()
+        tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
+    finally:
+        with stack.control() as control:
+            control.post("/config", json={"latency_ms": 30})
+    job_id = tab.locator("#job-id").inner_text()
+    with stack.api() as api:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+    assert (job["kind"], job["status"], job["dry_run"]) == ("reclaim", "planned", True)
+    assert job["scan"]["request"]["inactive_days"] == 120
+    statuses = tab.evaluate("window.__statuses")
+    assert "planning" in statuses and statuses[-1] == "planned"
+    assert statuses.index("planning") < statuses.index("planned")
+
+    # The scan's findings in words, the seats it frees, and each user it would change.
+    summary = job["scan"]["summary"]
+    line = tab.locator("#job-scan").inner_text()
+    assert line.startswith(f"Scan done: {summary['licensed_users']} licensed users read, {summary['users']} to change")
+    assert "left alone: " in line and "1 UPN pattern" in line and f"{summary['found']['disabled']} disabled" in line
+    assert tab.locator("#job-scan").get_attribute("aria-live") == "polite"
+    assert tab.locator("#plan-failures-title").inner_text() == "Predicted failures: none"
+    assert tab.locator("#plan-failures").is_hidden()
+    seats = table(tab, "#plan-seats")
+    assert [(row[0], row[2]) for row in seats] == [(s["sku"], str(s["released"])) for s in job["plan"]["seats"]]
+    assert sum(int(row[2]) for row in seats) == sum(summary["removals"].values()) > 0
+    # Each user by UPN (a scan's rows name users by object id), with why the license is taken back.
+    rows = {row[1]: row[2:] for row in table(tab, "#plan-users")}
+    action = next(r["action"] for r in stack.results(job_id) if r["user"] == unused["id"])
+    assert rows[unused["userPrincipalName"]] == ["would change", f"{action} (the account is disabled)"]
+    assert len(rows) == summary["users"] and all("@" in upn for upn in rows)
+    assert on_leave["userPrincipalName"] not in rows
+    tab.screenshot(path=shots / "console-reclaim-preview.png")
+    assert watch.dialogs == [] and watch.errors == []
+
+
+def test_removing_a_license_a_group_gives_names_the_group_against_the_predicted_failure(
+        stack: Stack, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    *members, adder = last_free_users(stack, 3)
+    group_name = "Finance <b>analysts</b> (Power BI)"  # a name is the tenant's text: shown as text only
+    with stack.control() as control:
+        assert control.patch(f"/skus/{POWER_BI_PRO}", json={"enabled": 10_000}).status_code == 200
+        created = control.post("/groups", json={"displayName": group_name, "members": [*members, adder],
+                                                "licenses": [{"sku": POWER_BI_PRO}]})
+        assert created.status_code == 201, created.text
+    sign_in(tab, stack)
+    rows = [{"user": m, "add": "", "remove": "POWER_BI_PRO"} for m in members]
+    rows.append({"user": adder, "add": "POWER_BI_PRO", "remove": ""})  # the group gives it already
+    tab.get_by_label("CSV file").set_input_files(
+        {"name": "leavers.csv", "mimeType": "text/csv", "buffer": csv_text(rows).encode()})
+    tab.locator("#upload").click()
+    tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
+
+    # The preview: predicted to fail, each user with the group the license comes from.
+    against = f"(POWER_BI_PRO via {group_name})"
+    assert table(tab, "#plan-failures") == [["inherited from group", "2"]]
+    assert tab.locator("#plan-via-group").inner_text() == "1"
+    *users, added = table(tab, "#plan-users")
+    assert [row[1:3] for row in users] == [[m, "would fail"] for m in members]
+    assert all(row[3].startswith("inherited from group") and row[3].endswith(against) for row in users)
+    assert added[1:] == [adder, "unchanged", f"already held through a group {against}"]
+    assert tab.locator("#plan-users b").count() == 0
+
+    # Run: nothing is written, and each failed row names the group too.
+    tab.get_by_role("button", name="Run this job").click()
+    tab.locator("#job-status").filter(has_text="completed with errors").wait_for(timeout=WAIT_MS)
+    tab.locator("#failures").wait_for(state="visible")
+    failed = table(tab, "#failed-rows")
+    assert [row[1:3] for row in failed] == [[m, "inherited from group"] for m in members]
+    assert all(row[3].endswith(against) for row in failed)
+    with stack.control() as control:
+        assert all(control.get("/writes", params={"user": m}).json()["value"] == [] for m in members)
+    assert watch.dialogs == [] and watch.errors == []
+
+
+def test_a_dry_run_with_a_row_dated_ahead_shows_rows_by_day_and_seats_by_date(
+        stack: Stack, page: tuple[Any, Watch]) -> None:
+    tab, watch = page
+    now_user, later_user = last_free_users(stack, 4)[:2]
+    ahead = (datetime.now(UTC) + timedelta(days=10)).date().isoformat()
+    sign_in(tab, stack)
+    tab.get_by_label("CSV file").set_input_files({"name": "joiners.csv", "mimeType": "text/csv", "buffer": csv_text(
+        [{"user": now_user, "add": "EMS", "effective_date": ""},
+         {"user": later_user, "add": "EMS", "effective_date": ahead}]).encode()})
+    # The assignment choice is a labelled select reached by Tab from the column field before it.
+    assert tab_order(tab, "keep-columns", 1) == ["assignment"]
+    tab.get_by_label("A license a group already gives").select_option("direct")
+    tab.locator("#upload").click()
+    tab.locator("#run").wait_for(state="visible", timeout=WAIT_MS)
+    assert any("assignment=direct" in url and "dry_run=true" in url for url in watch.urls)
+
+    # Rows by day: one row now, one on its day; the seat table by date, and each user's day.
+    schedule = tab.locator("#schedule")
+    # A preview holds nothing yet: it says what its run will hold, not "0 waiting".
+    assert schedule.is_visible() and tab.locator("#schedule-summary").inner_text() == (
+        "Rows by day (1 dated ahead: held for their day once this job runs)")
+    days = table(tab, "#schedule-days")
+    assert [row[1] for row in days] == ["1", "1"]
+    assert days[0][0] == "at submission" and days[1][0].startswith(ahead)
+    seats = table(tab, "#schedule-seats")
+    assert [(row[0][:10], row[1], row[2], row[3]) for row in seats] == [
+        ("at submiss", "EMS", "1", "0"), (ahead, "EMS", "1", "0")]
+    assert int(seats[0][4]) == int(seats[1][4]) + 1  # the day's free seats count the add before it
+    assert tab.get_by_role("table", name="The job's rows by the day they are due").count() == 1
+    assert tab.get_by_role("table", name="Seats by date").count() == 1
+    users = {row[1]: row[2:] for row in table(tab, "#plan-users")}
+    assert users[now_user] == ["would change", "add EMS"]
+    assert users[later_user][0] == "would change" and users[later_user][1].startswith(f"on {ahead}")
+    # The section folds from the keyboard, and fits a phone's width.
+    tab.locator("#schedule-summary").focus()
+    tab.keyboard.press("Enter")
+    assert tab.evaluate("document.getElementById('schedule').open") is False
+    tab.keyboard.press("Enter")
+    assert tab.evaluate("document.getElementById('schedule').open") is True
+    tab.set_viewport_size(PHONE)
+    assert tab.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert watch.dialogs == [] and watch.errors == []

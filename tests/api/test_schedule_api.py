@@ -156,3 +156,14 @@ def test_the_run_of_a_dry_run_holds_its_dated_rows_for_their_day(
     assert [(n, countdown > 0) for _, n, countdown in sent] == [(0, False), (1, True)]
     assert abs(time.time() + sent[1][2] - start_of(ahead)) < 5
     assert job(client, run["id"])["scheduled"] == 1
+
+
+@pytest.mark.parametrize("last_day", ["9999-12-31", "9999-12-31T12:00:00"])
+def test_a_never_ending_last_day_is_refused_with_row_column_and_value(client: TestClient, sent: Sent,
+                                                                      last_day: str) -> None:
+    # HR exports write 9999-12-31 for "no end": the day after it is not a date at all.
+    response = client.post("/v1/jobs?tenant=sim", headers={**auth(), "Content-Type": "text/csv"},
+                           content=f"user,remove,end_date\nada@contoso.example,ENTERPRISEPACK,{last_day}\n".encode())
+    assert response.status_code == 422
+    assert [(e["row"], e["column"], e["value"]) for e in response.json()["errors"]] == [(2, "end_date", last_day)]
+    assert sent == []

@@ -39,6 +39,7 @@ from jobs.faults import Fault, Judgement
 from jobs.group_names import GroupNames, unnamed_groups, with_group_names
 from jobs.models import PauseReason, UserResult
 from jobs.plan import PlanOutcome, UserState, plan_user
+from jobs.quotas import QuotaLedger
 from jobs.record import JobRecord, SeatBasis
 from jobs.seats import SeatLedger
 from jobs.skus import SkuCatalog
@@ -91,6 +92,8 @@ class ChunkDeps:
     max_run_s: float | None = None
     # Where results get the display names of the groups users inherit licenses from (None: ids only).
     group_names: GroupNames | None = None
+    # Where a scan-built job's rows are counted once its scan found them (None: quotas not counted here).
+    quotas: QuotaLedger | None = None
 
 
 def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float,

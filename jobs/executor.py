@@ -33,7 +33,7 @@ from graphclient.errors import GraphError, GraphThrottled, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy
 from jobs import faults, steps
 from jobs.catalogs import CatalogUnavailable
-from jobs.counters import plan_keys
+from jobs.counters import day_keys, plan_keys
 from jobs.events import NO_LISTENERS, JobEvent, Listeners
 from jobs.faults import Fault, Judgement
 from jobs.group_names import GroupNames, unnamed_groups, with_group_names
@@ -507,7 +507,8 @@ class RoundDriver:
         for work in works:
             plan = work.plan
             assert plan is not None
-            entries.append((work.row, plan.before.to_json() if plan.before is not None else None, plan_keys(plan)))
+            keys = plan_keys(plan) + (day_keys(plan, work.op.due_at) if self.job.spec.schedule else [])
+            entries.append((work.row, plan.before.to_json() if plan.before is not None else None, keys))
             if not self.job.spec.dry_run:
                 self.seats.planned(work)
         new_rows, planned = self.deps.store.save_plans(self.job.id, entries)

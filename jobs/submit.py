@@ -205,7 +205,7 @@ class Submitter:
             if approval is not None:
                 self.seats.transfer(tenant, planned_id, job_id)  # the seats it held while it waited
             else:
-                self._reserve(tenant, job_id, self.store.plan_counters(planned_id).seat_demand(), seat_policy)
+                self._reserve(tenant, job_id, self._planned_demand(planned), seat_policy)
         except BaseException:
             self.store.discard(job_id)
             if approval is not None:
@@ -288,6 +288,12 @@ class Submitter:
         if job.rolled_back_by is not None:
             raise NotRunnable(f"job {job_id} was already rolled back by job {job.rolled_back_by}")
         return job
+
+    def _planned_demand(self, planned: JobRecord) -> Mapping[str, int]:
+        """The seats the run of a finished plan reserves: for dated rows, what the plan needs on its busiest day."""
+        counters = self.store.plan_counters(planned.id)
+        return peak_demand(counters.planned_days(planned.spec.schedule)) if planned.spec.schedule \
+            else counters.seat_demand()
 
     def _needs_approval(self, tenant: str, rows: int) -> bool:
         """Whether a job of `rows` rows that would write waits for another key's approval in this tenant."""

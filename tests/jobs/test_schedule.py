@@ -208,3 +208,27 @@ def test_a_day_of_many_chunks_goes_to_the_broker_a_window_at_a_time(store: JobSt
     assert [n for _, n, _, _ in ctx.sent] == [2, 3, 4]
     progress = store.progress("j")
     assert len(tenant.writes) == 10 and progress is not None and progress.status.value == "completed"
+
+
+def test_a_dated_plan_counts_seats_by_day_as_planned_a_group_held_removal_freeing_none(store: JobStore,
+                                                                                      clock: FakeClock) -> None:
+    clock.t = NOW
+    group = "0a0a0a0a-1111-4111-8111-000000000001"
+    via_group = {**user(E3), "licenseAssignmentStates": [
+        {"skuId": E3, "assignedByGroup": group, "disabledPlans": [], "state": "Active", "error": "None"}]}
+    holder = Holder(ZoneInfo("UTC"), NOW, horizon_s=30 * 86400)
+    cuts: list[tuple[float | None, int, int]] = []
+    # The leaver's license comes from a group: removing it frees no seat for the joiner two days later.
+    store.stage("j", "sim", holder.order([leaver(2, "2026-03-02"), joiner(3, "2026-03-04")]), chunk_size=2,
+                cuts=cuts)
+    days = holder.days(cuts)
+    store.commit("j", JobSpec(dry_run=True, schedule=days))
+    deps, _ = make_deps(store, Tenant({"u2@contoso.example": via_group, "u3@contoso.example": user()}), clock)
+    ctx = Ctx(store, lambda _: deps)
+    for n in range(len(days)):
+        assert execute_chunk(ctx, "j", n, clock=clock) is ChunkOutcome.DONE
+    assert peak_demand(days) == {}  # as the input reads: the leaver frees the joiner's seat
+    planned = store.plan_counters("j").planned_days(days)
+    assert [(d.due_at, d.adds, d.releases) for d in planned] == [(days[0].due_at, {}, {}),
+                                                                 (days[1].due_at, {E3: 1}, {})]
+    assert peak_demand(planned) == {E3: 1}

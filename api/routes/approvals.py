@@ -17,6 +17,7 @@ from api.errors import OUTAGES, ApiError
 from api.schemas import JobAccepted, accepted, error_responses
 from jobs.approval import MAX_REASON_CHARS, Approvals, DecisionRefused, NotAwaiting, Refusal
 from jobs.audit import AuditAction
+from jobs.models import JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def reject(job_id: JobId, request: Request, context: Context, who: Authenticated
     except NotAwaiting as exc:
         raise ApiError(409, str(exc)) from None
     audit_done(context, by.tenant, who.name, AuditAction.REJECTED, job_id, {"reason": decision.reason})
-    return {"id": job_id, "status": "cancelled", "decision": decision.decision.value, "by": who.name,
+    return {"id": job_id, "status": JobStatus.CANCELLED.value, "decision": decision.decision.value, "by": who.name,
             "reason": decision.reason}
 
 

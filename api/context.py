@@ -11,13 +11,14 @@ from typing import Any
 import redis
 
 from api.bodies import BodyPace
+from api.errors import OUTAGES
 from api.key_attempts import FailedKeyAttempts
 from api.lanes import Lanes
 from config import Settings
 from graphclient.retry import RetryPolicy
 from graphclient.tenant import TenantClients
 from jobs.approval import Approvals
-from jobs.audit import AuditLog
+from jobs.audit import AuditAction, AuditLog
 from jobs.catalogs import CatalogCache
 from jobs.events import Listeners
 from jobs.group_errors import GroupErrorReport, group_error_report
@@ -59,6 +60,15 @@ class ApiContext:
     def approvals(self) -> Approvals:
         """Decisions on jobs that wait for approval, each notified."""
         return Approvals(self.store, self.submitter, self.seats, events=self.events)
+
+
+def audit_done(context: ApiContext, tenant: str, actor: str, action: AuditAction, job_id: str,
+               details: dict[str, Any]) -> None:
+    """Record a person's action on a job already done: a store outage is logged, the action stands."""
+    try:
+        context.audit.append(tenant, actor, action, job=job_id, details=details)
+    except OUTAGES:
+        log.exception("%s of job %s by %s done, but not recorded in the audit trail", action.value, job_id, actor)
 
 
 class TenantGraphs:

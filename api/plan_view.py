@@ -43,6 +43,10 @@ def _seats_by_day(progress: JobProgress, context: ApiContext) -> list[dict[str, 
     if record is None or catalog is None:
         return None
     now = time.time()
-    days = [d for d in record.spec.schedule if progress.dry_run or (d.due_at is not None and d.due_at > now)]
+    schedule = record.spec.schedule
+    counters = context.store.plan_counters(progress.id)
+    if record.spec.plans_only and counters.planned >= record.total:  # what the plan found, not what the input asks
+        schedule = counters.planned_days(schedule)
+    days = [d for d in schedule if progress.dry_run or (d.due_at is not None and d.due_at > now)]
     others = context.seats.held_by_others(progress.tenant, progress.id)
     return [line.to_json() for line in seats_by_day(days, catalog, others)]

@@ -163,7 +163,7 @@ def _upload(client: ApiClient, file: Path, tenant: str | None, params: dict[str,
                                                   headers=headers).json()
     _print_accepted(accepted, "dry run" if accepted.get("dry_run") else "job")
     print_reading(accepted)
-    if accepted.get("assignment") == "direct":
+    if accepted.get("assignment") == Assignment.DIRECT:
         console.print("assignment=direct: a license a group already gives is assigned directly too")
     for warning in accepted.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {warning}")

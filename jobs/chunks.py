@@ -205,6 +205,9 @@ def _scan_first(ctx: ChunkContext, deps: ChunkDeps, view: ChunkView) -> ChunkVie
         catalog = SkuCatalog(())
     reader = TenantReader(deps.graph, deps.policy, deps.sleep, on_page=cancel_check(store, job_id))
     if run_scan(reader, store, record, catalog) is ScanOutcome.DONE:
+        scanned = store.job(job_id)
+        if deps.quotas is not None and scanned is not None:  # counted one row until the scan found them
+            deps.quotas.recount(record.tenant, record.spec.owner, job_id, scanned.total)
         dispatch(store, ctx.send, job_id, max(0, ctx.chunk_window - 1))
     return store.chunk_view(job_id, view.n)
 

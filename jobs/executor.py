@@ -33,12 +33,13 @@ from graphclient.errors import GraphError, GraphThrottled, ThrottleWaitTooLong
 from graphclient.retry import RetryPolicy
 from jobs import faults, steps
 from jobs.catalogs import CatalogUnavailable
-from jobs.counters import plan_keys
+from jobs.counters import day_keys, plan_keys
 from jobs.events import NO_LISTENERS, JobEvent, Listeners
 from jobs.faults import Fault, Judgement
 from jobs.group_names import GroupNames, unnamed_groups, with_group_names
 from jobs.models import PauseReason, UserResult
 from jobs.plan import PlanOutcome, UserState, plan_user
+from jobs.quotas import QuotaLedger
 from jobs.record import JobRecord, SeatBasis
 from jobs.seats import SeatLedger
 from jobs.skus import SkuCatalog
@@ -91,6 +92,8 @@ class ChunkDeps:
     max_run_s: float | None = None
     # Where results get the display names of the groups users inherit licenses from (None: ids only).
     group_names: GroupNames | None = None
+    # Where a scan-built job's rows are counted once its scan found them (None: quotas not counted here).
+    quotas: QuotaLedger | None = None
 
 
 def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float,
@@ -537,7 +540,8 @@ class RoundDriver:
         for work in works:
             plan = work.plan
             assert plan is not None
-            entries.append((work.row, plan.before.to_json() if plan.before is not None else None, plan_keys(plan)))
+            keys = plan_keys(plan) + (day_keys(plan, work.op.due_at) if self.job.spec.schedule else [])
+            entries.append((work.row, plan.before.to_json() if plan.before is not None else None, keys))
             if not self.job.spec.dry_run:
                 self.seats.planned(work)
         new_rows, planned = self.deps.store.save_plans(self.job.id, entries)

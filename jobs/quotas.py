@@ -85,6 +85,7 @@ class QuotaLedger:
         self._retention_s = retention_s
         self._clock = clock
         self._script = lua_script(client, "quota")
+        self._recount = lua_script(client, "quota_recount")
 
     @classmethod
     def from_settings(cls, client: redis.Redis, settings: Settings) -> QuotaLedger:
@@ -98,6 +99,15 @@ class QuotaLedger:
     def take(self, tenant: str, key: str, job_id: str, rows: int) -> None:
         """Count a new job (of `rows` rows) for its tenant and key, or QuotaExceeded and count nothing."""
         self._run(tenant, key, job_id, rows)
+
+    def recount(self, tenant: str, key: str, job_id: str, rows: int) -> None:
+        """Count a job already taken at the rows it holds now (a scan-built job, once its scan found them).
+
+        Never refused: the rows are in Redis already; the next submission sees them counted.
+        """
+        scopes = (f"tenant:{tenant}", f"key:{key}")
+        keys = [f"bl:quota:{scope}:{part}" for scope in scopes for part in ("rows", "total")]
+        self._recount(keys=keys, args=[job_id, rows])
 
     def _run(self, tenant: str, key: str, job_id: str, rows: int) -> None:
         limits = self.limits

@@ -48,6 +48,8 @@ class Exclusion(StrEnum):
     GROUP = "exclusion_group"
     UPN = "upn_pattern"
     NOTHING_DIRECT = "no_direct_license"  # nothing to reclaim: the named SKUs are held through groups, or not at all
+    # The run of a preview: the user signed in, joined the exclusion group or lost the covering group since.
+    CHANGED_SINCE_PREVIEW = "changed_since_preview"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from jobs.reclaim import (
     MAX_INACTIVE_DAYS,
     MAX_UPN_PATTERNS,
     Candidate,
+    Exclusion,
     ReclaimCriteria,
     judge,
     parse_upn_patterns,
@@ -171,7 +172,7 @@ def _still_called_for(store: JobStore, planned_from: str, found: Iterator[Operat
     for op in store.iter_operations(planned_from):
         keep = tuple(sku for sku in op.remove if sku in now.get(op.user, ()))
         if len(keep) < len(op.remove):
-            tally.excluded["changed_since_preview"] += 1
+            tally.excluded[Exclusion.CHANGED_SINCE_PREVIEW.value] += 1
         if keep:
             tally.operations += 1
             tally.seats.update(keep)
@@ -270,7 +271,7 @@ def _redundant(reader: TenantReader, request: ScanRequest, catalog: SkuCatalog,
         if not redundant:
             continue
         row += 1
-        tally.found["redundant_direct"] += 1
+        tally.found[JobKind.REDUNDANT_DIRECT.value] += 1
         covering = sorted({g for h in redundant for g in h.covering_groups(h.direct or ())})
         yield Operation(row=row, user=user.id, remove=tuple(h.sku_id for h in redundant),
                         extra=(("userPrincipalName", user.upn), ("covered_by_groups", ";".join(covering))),

@@ -14,6 +14,7 @@ start, a leaver's (`end_date`, removals only) at its end, the start of the next 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,13 +36,16 @@ MAX_AUDITED_INSTANTS = 20
 
 
 def due_at(op: Operation, zone: ZoneInfo) -> float | None:
-    """The instant (epoch seconds) the row is due, None for a row without a date."""
+    """The instant (epoch seconds) the row is due, None for a row without a date; infinity past the calendar."""
     if not op.effective:
         return None
     value = parse_when(op.effective)
     if isinstance(value, datetime):
         return (value if value.tzinfo is not None else value.replace(tzinfo=zone)).timestamp()
-    day: date = value + timedelta(days=1) if op.last_day else value
+    try:
+        day: date = value + timedelta(days=1) if op.last_day else value
+    except OverflowError:  # a last day of 9999-12-31 (HR's "no end"): its end is past any calendar
+        return math.inf
     return datetime.combine(day, time(), tzinfo=zone).timestamp()
 
 

@@ -185,6 +185,35 @@ class Submitter:
         With `approval` (jobs.approval), the run of a job that waited for it: it takes that job's seats.
         Without, in a tenant that requires approval the run waits for one in turn.
         """
+        planned, rows = self._runnable(planned_id, approval)
+        job_id = new_job_id()
+        # Claimed before anything is staged, atomically: of requests racing to run one dry run, one wins.
+        ran_as = self.store.link_once(planned_id, "run_as", job_id)
+        if ran_as is not None:
+            raise NotRunnable(f"this dry run was already run as job {ran_as}")
+        schedule, gated = self._stage_run(planned, rows, job_id, owner, seat_policy, approval)
+        # The run of a rollback's dry run is that rollback; the run reports where its dry run did, and
+        # keeps how its input was read.
+        # A scan-built dry run's run keeps its kind and scans again (jobs.scan_jobs: the preview's users only).
+        undone = planned.spec.rollback_of
+        kind = planned.spec.kind if undone is not None or planned.spec.kind in SCAN_KINDS else JobKind.JOB
+        scan = None if planned.spec.scan is None else {**planned.spec.scan, "planned_from": planned_id}
+        spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
+                       seat_basis=SeatBasis.PLAN, kind=kind, prefetch=None, planned_from=planned_id, scan=scan,
+                       needs_approval=gated, schedule=schedule)
+        total, chunks = self.store.commit(job_id, spec, held_window=self.settings.chunk_window)
+        dispatch(self.store, self.send, job_id, 1 if scan is not None else self.settings.chunk_window)
+        self._send_held(job_id, spec)
+        log.info("job %s accepted: the run of %s %s, %d users for tenant %s%s", job_id,
+                 "approved job" if approval else "dry run", planned_id, total, planned.tenant,
+                 " (waits for approval once planned)" if gated else "")
+        return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone,
+                         assignment=planned.spec.assignment, needs_approval=gated,
+                         status=accepted_status(spec, total, self.store.clock()), held=_held(spec),
+                         counted_by_scan=scan is not None)
+
+    def _runnable(self, planned_id: str, approval: Approval | None) -> tuple[JobRecord, int]:
+        """The finished plan to run and its rows; NotRunnable when it may not run (yet, or without approval)."""
         planned = self.store.job(planned_id)
         progress = self.store.progress(planned_id)
         if planned is None or not planned.spec.plans_only or progress is None \
@@ -192,12 +221,15 @@ class Submitter:
             raise NotRunnable("only a finished dry run (status planned) can be run")
         if planned.spec.needs_approval and approval is None:
             raise NotRunnable(f"job {planned_id} needs another API key's approval: POST /v1/jobs/{planned_id}/approve")
-        tenant, undone = planned.tenant, planned.spec.rollback_of
-        job_id = new_job_id()
-        # Claimed before anything is staged, atomically: of requests racing to run one dry run, one wins.
-        ran_as = self.store.link_once(planned_id, "run_as", job_id)
-        if ran_as is not None:
-            raise NotRunnable(f"this dry run was already run as job {ran_as}")
+        return planned, progress.total
+
+    def _stage_run(self, planned: JobRecord, rows: int, job_id: str, owner: str, seat_policy: SeatPolicy,
+                   approval: Approval | None) -> tuple[tuple[Day, ...], bool]:
+        """Stage the run of a plan with its quota and seats: its days, and whether it waits for approval in turn.
+
+        Undone on any failure: nothing staged, reserved or linked is left behind.
+        """
+        tenant, undone, planned_id = planned.tenant, planned.spec.rollback_of, planned.id
         try:
             if undone is not None:
                 self._claim_rollback(undone, job_id)
@@ -213,12 +245,11 @@ class Submitter:
                 raise InputRejected(holder.errors, holder.error_count)
             self.quotas.take(tenant, owner, job_id, total)
             # A scan's run is staged as one chunk to scan again: its size is what the preview found.
-            rows = progress.total if planned.spec.scan is not None else total
-            gated = approval is None and self._needs_approval(tenant, rows)
+            gated = approval is None and self._needs_approval(tenant, rows if planned.spec.scan is not None else total)
             if approval is not None:
                 self.seats.transfer(tenant, planned_id, job_id)  # the seats it held while it waited
             else:
-                self._reserve(tenant, job_id, self.store.plan_counters(planned_id).seat_demand(), seat_policy)
+                self._reserve(tenant, job_id, self._planned_demand(planned), seat_policy)
         except BaseException:
             self.store.discard(job_id)
             if approval is not None:
@@ -227,24 +258,7 @@ class Submitter:
             if undone is not None:
                 self.store.unlink(undone, "rolled_back_by", job_id)
             raise
-        # The run of a rollback's dry run is that rollback; the run reports where its dry run did, and
-        # keeps how its input was read.
-        # A scan-built dry run's run keeps its kind and scans again (jobs.scan_jobs: the preview's users only).
-        kind = planned.spec.kind if undone is not None or planned.spec.kind in SCAN_KINDS else JobKind.JOB
-        scan = None if planned.spec.scan is None else {**planned.spec.scan, "planned_from": planned_id}
-        spec = replace(planned.spec, owner=owner, warnings=(), dry_run=False, seat_policy=seat_policy,
-                       seat_basis=SeatBasis.PLAN, kind=kind, prefetch=None, planned_from=planned_id, scan=scan,
-                       needs_approval=gated, schedule=holder.days(cuts) if holder.held() else ())
-        total, chunks = self.store.commit(job_id, spec, held_window=self.settings.chunk_window)
-        dispatch(self.store, self.send, job_id, 1 if scan is not None else self.settings.chunk_window)
-        self._send_held(job_id, spec)
-        log.info("job %s accepted: the run of %s %s, %d users for tenant %s%s", job_id,
-                 "approved job" if approval else "dry run", planned_id, total, tenant,
-                 " (waits for approval once planned)" if gated else "")
-        return Submitted(id=job_id, total=total, chunks=chunks, warnings=(), rollback_of=undone,
-                         assignment=planned.spec.assignment, needs_approval=gated,
-                         status=accepted_status(spec, total, self.store.clock()), held=_held(spec),
-                         counted_by_scan=scan is not None)
+        return holder.days(cuts) if holder.held() else (), gated
 
     def rollback(self, job_id: str, *, owner: str = "", dry_run: bool = False,
                  seat_policy: SeatPolicy = SeatPolicy.FAIL) -> Submitted:
@@ -303,6 +317,12 @@ class Submitter:
         if job.rolled_back_by is not None:
             raise NotRunnable(f"job {job_id} was already rolled back by job {job.rolled_back_by}")
         return job
+
+    def _planned_demand(self, planned: JobRecord) -> Mapping[str, int]:
+        """The seats the run of a finished plan reserves: for dated rows, what the plan needs on its busiest day."""
+        counters = self.store.plan_counters(planned.id)
+        return peak_demand(counters.planned_days(planned.spec.schedule)) if planned.spec.schedule \
+            else counters.seat_demand()
 
     def _needs_approval(self, tenant: str, rows: int) -> bool:
         """Whether a job of `rows` rows that would write waits for another key's approval in this tenant."""

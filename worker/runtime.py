@@ -32,6 +32,7 @@ from jobs.group_names import GroupNames
 from jobs.models import PauseReason
 from jobs.notify import NotifyOnEnd
 from jobs.outbox import Outbox
+from jobs.quotas import QuotaLedger
 from jobs.scheduler import Send, reap
 from jobs.seats import SeatLedger, seat_lines
 from jobs.store import JobStore
@@ -69,6 +70,7 @@ class WorkerRuntime(ChunkContext):
         self.policy = RetryPolicy.from_settings(settings)
         self.catalogs = CatalogCache(self._subscribed_skus, settings.sku_cache_ttl_s)
         self.seats = SeatLedger(self.redis, retention_s=settings.retention_s)
+        self.quotas = QuotaLedger.from_settings(self.redis, settings)
         self.group_names = GroupNames(self.redis)
         self.metrics = WorkerMetrics(chunks_in_flight=lambda: len(self.running))
         self.outbox = Outbox(self.redis, retention_s=settings.retention_s)
@@ -98,6 +100,7 @@ class WorkerRuntime(ChunkContext):
             breaker=client.breaker,
             max_run_s=self.settings.chunk_max_run_s,
             group_names=self.group_names,
+            quotas=self.quotas,
         )
 
     def _listeners(self) -> list[JobListener]:

@@ -11,12 +11,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from api.context import ApiContext
+from api.context import ApiContext, audit_done
 from api.deps import READ_ONLY, Authenticated, Caller, Context, JobId
 from api.errors import OUTAGES, ApiError
 from api.schemas import JobAccepted, accepted, error_responses
 from jobs.approval import MAX_REASON_CHARS, DecisionRefused, NotAwaiting, Refusal
 from jobs.audit import AuditAction
+from jobs.models import JobStatus
 from jobs.schedule import held_summary
 from jobs.submit import Submitted
 
@@ -97,21 +98,22 @@ def reject(job_id: JobId, request: Request, context: Context, who: Authenticated
         raise ApiError(403, str(exc)) from None
     except NotAwaiting as exc:
         raise ApiError(409, str(exc)) from None
-    _audit(context, by.tenant, who.name, AuditAction.REJECTED, job_id, {"reason": decision.reason})
-    return {"id": job_id, "status": "cancelled", "decision": decision.decision.value, "by": who.name,
+    audit_done(context, by.tenant, who.name, AuditAction.REJECTED, job_id, {"reason": decision.reason})
+    return {"id": job_id, "status": JobStatus.CANCELLED.value, "decision": decision.decision.value, "by": who.name,
             "reason": decision.reason}
 
 
 def _audit_approval(context: ApiContext, by: Decider, run: Submitted) -> None:
     """The approval on the job, and its run as submitted (by the approver), as `run` records a dry run's run."""
     run_id, rows, rollback_of = run.id, run.total, run.rollback_of
-    _audit(context, by.tenant, by.who.name, AuditAction.APPROVED, by.job_id, {"run_job": run_id, **run.audited_rows()})
+    audit_done(context, by.tenant, by.who.name, AuditAction.APPROVED, by.job_id,
+               {"run_job": run_id, **run.audited_rows()})
     if rollback_of is None:
-        _audit(context, by.tenant, by.who.name, AuditAction.SUBMITTED, run_id,
-               {"planned_from": by.job_id, **run.audited_rows(), "dry_run": False, "approved": True,
-                **held_summary(run.held)})
+        audit_done(context, by.tenant, by.who.name, AuditAction.SUBMITTED, run_id,
+                   {"planned_from": by.job_id, **run.audited_rows(), "dry_run": False, "approved": True,
+                    **held_summary(run.held)})
     else:
-        _audit(context, by.tenant, by.who.name, AuditAction.ROLLBACK_REQUESTED, rollback_of,
+        audit_done(context, by.tenant, by.who.name, AuditAction.ROLLBACK_REQUESTED, rollback_of,
                {"rollback_job": run_id, "users": rows, "dry_run": False, "planned_from": by.job_id})
 
 
@@ -123,11 +125,3 @@ def _refused(context: ApiContext, tenant: str, actor: str, job_id: str, request:
     except OUTAGES:
         log.exception("refused %s of job %s by %s not recorded in the audit trail", request.url.path, job_id, actor)
 
-
-def _audit(context: ApiContext, tenant: str, actor: str, action: AuditAction, job_id: str,
-           details: dict[str, Any]) -> None:
-    """Record a decision already taken: a store outage is logged, the decision stands."""
-    try:
-        context.audit.append(tenant, actor, action, job=job_id, details=details)
-    except OUTAGES:
-        log.exception("%s of job %s by %s done, but not recorded in the audit trail", action.value, job_id, actor)

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from api.context import ApiContext
+from api.context import audit_done
 from api.deps import WRITES, Authenticated, Context, ScopedJob
-from api.errors import OUTAGES, ApiError
+from api.errors import ApiError
 from api.schemas import JobAccepted, accepted, error_responses
 from jobs import control
 from jobs.audit import AuditAction
@@ -32,13 +32,13 @@ async def run(job: ScopedJob, context: Context, who: Authenticated,
         submitted = await context.lanes.submission(context.submitter.run_planned, job.id, owner=who.name,
                                                    seat_policy=on_seat_shortage)
     if submitted.rollback_of is None:  # a job submitted from a dry run's input
-        await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.SUBMITTED, submitted.id,
+        await run_in_threadpool(audit_done, context, job.tenant, who.name, AuditAction.SUBMITTED, submitted.id,
                                 {"planned_from": job.id, **submitted.audited_rows(), "dry_run": False,
                                  "on_seat_shortage": on_seat_shortage.value,
                                  **({"needs_approval": True} if submitted.needs_approval else {}),
                                  **held_summary(submitted.held)})
     else:  # the run of a rollback's preview is that rollback
-        await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED,
+        await run_in_threadpool(audit_done, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED,
                                 submitted.rollback_of, {"rollback_job": submitted.id, "users": submitted.total,
                                                         "dry_run": False, "planned_from": job.id})
     return accepted(JobAccepted.of(submitted).model_dump(mode="json"))
@@ -51,7 +51,7 @@ def resume(job: ScopedJob, context: Context, who: Authenticated) -> dict[str, An
     reason = record.pause.reason.value if record is not None and record.pause is not None else None
     if control.resume(context.store, context.send, job.id) is None:
         raise ApiError(409, f"job {job.id} is not paused")
-    _audit(context, job.tenant, who.name, AuditAction.RESUMED, job.id, {"reason": reason, "by": "request"})
+    audit_done(context, job.tenant, who.name, AuditAction.RESUMED, job.id, {"reason": reason, "by": "request"})
     progress = context.store.progress(job.id)
     return {"id": job.id, "resumed": True, "status": (progress.status if progress else JobStatus.RUNNING).value}
 
@@ -74,14 +74,6 @@ async def rollback(
         submitted = await context.lanes.submission(context.submitter.rollback, job.id, owner=who.name,
                                                    dry_run=dry_run, seat_policy=on_seat_shortage)
     details = {"rollback_job": submitted.id, "users": submitted.total, "dry_run": submitted.dry_run}
-    await run_in_threadpool(_audit, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED, job.id, details)
+    await run_in_threadpool(audit_done, context, job.tenant, who.name, AuditAction.ROLLBACK_REQUESTED, job.id, details)
     return accepted(JobAccepted.of(submitted).model_dump(mode="json"))
 
-
-def _audit(context: ApiContext, tenant: str, actor: str, action: AuditAction, job_id: str,
-           details: dict[str, Any]) -> None:
-    """Record a person's action on a job already done: a store outage is logged, the action stands."""
-    try:
-        context.audit.append(tenant, actor, action, job=job_id, details=details)
-    except OUTAGES:
-        log.exception("%s of job %s by %s done, but not recorded in the audit trail", action.value, job_id, actor)

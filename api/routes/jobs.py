@@ -30,6 +30,7 @@ from jobs import control
 from jobs.approval import NotAwaiting
 from jobs.audit import AuditAction
 from jobs.models import JobStatus
+from jobs.progress import awaiting_approval
 
 CANCEL_WAIT_S = 30.0
 CANCEL_POLL_S = 0.05
@@ -134,7 +135,9 @@ async def cancel(job: ScopedJob, context: Context, who: Authenticated,
     with `?scheduled_only=true` only they are, and the job's other rows go on.
     """
     store = context.store
-    if _withdrawn(context, job, who):
+    if scheduled_only:
+        _refuse_if_waiting(context, job)
+    elif _withdrawn(context, job, who):
         return {"id": job.id, "cancel_requested": True, "writes_in_flight": 0, "status": JobStatus.CANCELLED.value}
     _refuse_if_ended(context, job)
     if not scheduled_only:
@@ -166,6 +169,14 @@ def _withdrawn(context: ApiContext, job: VisibleJob, who: Caller) -> bool:
         return False
     context.audit.append(job.tenant, who.name, AuditAction.CANCELLED, job=job.id, details={"waited_for_approval": True})
     return True
+
+
+def _refuse_if_waiting(context: ApiContext, job: VisibleJob) -> None:
+    """409 for a job waiting for approval: it holds no row for its day, and only its whole withdrawal cancels it."""
+    record = context.store.job(job.id)
+    if record is not None and awaiting_approval(record):
+        raise ApiError(409, f"job {job.id} waits for approval: none of its rows waits for its day yet (they wait"
+                            " in its run, once approved); cancel the whole job, or reject it")
 
 
 def _refuse_if_ended(context: ApiContext, job: VisibleJob) -> None:

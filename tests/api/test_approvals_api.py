@@ -260,6 +260,17 @@ def test_the_submitter_may_withdraw_a_waiting_job_by_cancelling_it(
     assert client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(SIM_KEY)).status_code == 409
 
 
+def test_cancelling_only_the_dated_rows_of_a_waiting_job_leaves_it_waiting(
+        client: TestClient, redis_client: redis.Redis) -> None:
+    job_id = waiting_job(client, redis_client)
+    seats = held(redis_client, job_id)
+
+    response = client.post(f"/v1/jobs/{job_id}/cancel?scheduled_only=true", headers=auth(SIM_KEY))
+
+    assert response.status_code == 409 and "waits for approval" in response.json()["detail"]
+    assert job(client, job_id)["awaiting_approval"] is True and held(redis_client, job_id) == seats
+
+
 def test_the_threshold_counts_the_jobs_rows(client: TestClient) -> None:
     assert submit_csv(client, THREE_ROWS, key=SIM_KEY, tenant="big")["needs_approval"] is False
     assert submit_csv(client, JOB_CSV, key=SIM_KEY, tenant="big")["needs_approval"] is True

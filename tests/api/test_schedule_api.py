@@ -192,3 +192,40 @@ def test_the_submitted_audit_event_says_how_many_rows_wait_for_which_day(client:
     assert (event["action"], event["details"]["rows"], event["details"]["scheduled_rows"]) == ("submitted", 4, 3)
     assert event["details"]["scheduled_days"] == [{"at": iso(start_of(day(2))), "rows": 1},
                                                   {"at": iso(start_of(day(3))), "rows": 2}]
+
+
+@pytest.mark.parametrize("last_day", ["9999-12-31", "9999-12-31T12:00:00"])
+def test_a_never_ending_last_day_is_refused_with_row_column_and_value(client: TestClient, sent: Sent,
+                                                                      last_day: str) -> None:
+    # HR exports write 9999-12-31 for "no end": the day after it is not a date at all.
+    response = client.post("/v1/jobs?tenant=sim", headers={**auth(), "Content-Type": "text/csv"},
+                           content=f"user,remove,end_date\nada@contoso.example,ENTERPRISEPACK,{last_day}\n".encode())
+    assert response.status_code == 422
+    assert [(e["row"], e["column"], e["value"]) for e in response.json()["errors"]] == [(2, "end_date", last_day)]
+    assert sent == []
+
+
+def test_a_dry_runs_seats_by_day_and_its_run_go_by_its_plan(client: TestClient, redis_client: redis.Redis) -> None:
+    # 2 seats free. 3 joiners on day 2; a leaver's license comes from a group (freeing nothing) the day
+    # before, another leaver frees a direct one after: on day 2 the tenant is short by 1.
+    csv = ("user,add,remove,effective_date,end_date\n"
+           f"grp@contoso.example,,ENTERPRISEPACK,,{day(0)}\n"
+           + "".join(f"n{i}@contoso.example,ENTERPRISEPACK,,{day(2)},\n" for i in range(3))
+           + f"old@contoso.example,,ENTERPRISEPACK,,{day(3)}\n")
+    dry = submit_csv(client, csv, tenant="sim&dry_run=true")
+    store = JobStore(redis_client, retention_s=3600)
+    plans: list[tuple[int, Any, list[str]]] = []
+    for op in store.iter_operations(dry["id"]):  # as a worker plans them (jobs.counters' key map)
+        if op.user.startswith("grp"):
+            keys = ["fail:inherited_from_group"]
+        else:
+            seat = "need" if op.add else "release"
+            keys = ["changes", f"{seat}:{E3}", f"day_{seat}:{op.due_at!r}:{E3}"]
+        plans.append((op.row, None, keys))
+    store.save_plans(dry["id"], plans)
+    finish(redis_client, dry["id"], {op.user: (UserStatus.WOULD_CHANGE, None, None)
+                                     for op in store.iter_operations(dry["id"])})
+    seats = job(client, dry["id"])["seats_by_day"]
+    assert [(s["adds"], s["releases"], s["free"], s["shortfall"]) for s in seats] == [(3, 0, 2, 1), (0, 1, -1, 0)]
+    response = client.post(f"/v1/jobs/{dry['id']}/run", headers=auth())
+    assert response.status_code == 409 and "short by 1" in response.text

@@ -9,10 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from graphclient.client import GraphClient
 from jobs.chunks import execute_chunk
 from jobs.models import InputRejected, JobStatus
+from jobs.quotas import QuotaExceeded, QuotaLedger, QuotaLimits
 from jobs.record import JobKind, JobSpec, ScanOutcome
 from jobs.scan_jobs import ScanRequest, scan_request
 from jobs.skus import Sku, SkuCatalog
@@ -100,6 +102,22 @@ def test_a_real_reclaim_job_reads_its_users_again_before_writing(store: JobStore
     execute_chunk(context(store, clock, Directory([graph_user(1, last_days=200)])), job_id, 0)
     record = store.job(job_id)
     assert record is not None and record.total == 1 and not record.prefetched
+
+
+def test_the_rows_a_scan_finds_count_in_the_quotas_of_its_tenant_and_key(store: JobStore, clock: FakeClock,
+                                                                         redis_client: redis.Redis) -> None:
+    quotas = QuotaLedger(redis_client, QuotaLimits(key_rows=4, tenant_rows=4), retention_s=3600, clock=clock)
+    job_id = scan_job(store, dry_run=False)
+    quotas.take("sim", "", job_id, 1)  # as submitted: its size is not known before the scan
+    ctx = context(store, clock, Directory([graph_user(i, last_days=200) for i in range(3)]))
+    scan_deps = ctx.deps_for_tenant("sim")
+    ctx.deps_for_tenant = lambda tenant: replace(scan_deps, quotas=quotas)
+    execute_chunk(ctx, job_id, 0)
+    assert store.job(job_id).total == 3  # type: ignore[union-attr]
+    with pytest.raises(QuotaExceeded) as refused:
+        quotas.take("sim", "", "next", 2)
+    assert (refused.value.use.in_use, refused.value.use.limit) == (3, 4)
+    quotas.take("sim", "", "next", 1)
 
 
 def test_the_exclusion_group_and_upn_patterns_are_left_alone(store: JobStore, clock: FakeClock) -> None:

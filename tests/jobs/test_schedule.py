@@ -227,3 +227,27 @@ def test_the_audit_summary_of_held_rows_lists_the_first_instants_and_counts_the_
     assert summary["scheduled_days"][:1] == [{"at": "1970-01-02T00:00:00.000Z", "rows": 2}]
     assert (len(summary["scheduled_days"]), summary["scheduled_days_left_out"]) == (MAX_AUDITED_INSTANTS, 3)
     assert held_summary([Day(None, 0, 1, 5)]) == {}
+
+
+def test_a_dated_plan_counts_seats_by_day_as_planned_a_group_held_removal_freeing_none(store: JobStore,
+                                                                                      clock: FakeClock) -> None:
+    clock.t = NOW
+    group = "0a0a0a0a-1111-4111-8111-000000000001"
+    via_group = {**user(E3), "licenseAssignmentStates": [
+        {"skuId": E3, "assignedByGroup": group, "disabledPlans": [], "state": "Active", "error": "None"}]}
+    holder = Holder(ZoneInfo("UTC"), NOW, horizon_s=30 * 86400)
+    cuts: list[tuple[float | None, int, int]] = []
+    # The leaver's license comes from a group: removing it frees no seat for the joiner two days later.
+    store.stage("j", "sim", holder.order([leaver(2, "2026-03-02"), joiner(3, "2026-03-04")]), chunk_size=2,
+                cuts=cuts)
+    days = holder.days(cuts)
+    store.commit("j", JobSpec(dry_run=True, schedule=days))
+    deps, _ = make_deps(store, Tenant({"u2@contoso.example": via_group, "u3@contoso.example": user()}), clock)
+    ctx = Ctx(store, lambda _: deps)
+    for n in range(len(days)):
+        assert execute_chunk(ctx, "j", n, clock=clock) is ChunkOutcome.DONE
+    assert peak_demand(days) == {}  # as the input reads: the leaver frees the joiner's seat
+    planned = store.plan_counters("j").planned_days(days)
+    assert [(d.due_at, d.adds, d.releases) for d in planned] == [(days[0].due_at, {}, {}),
+                                                                 (days[1].due_at, {E3: 1}, {})]
+    assert peak_demand(planned) == {E3: 1}

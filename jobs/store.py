@@ -248,8 +248,8 @@ class JobStore:
 
         A real job's chunks held for a later instant (`spec.schedule`) are not dispatched with the
         others: each day's first `held_window` chunks (all when 0) are marked queued, due then, and
-        the rest are sent as those complete (`next_of_day`). The job and its results are kept the
-        retention period after its last day.
+        the rest are sent as those complete (`next_of_day`). The job, its results and its seat
+        reservation are kept the retention period after its last day.
         """
         key = self._job_key(job_id)
         raw = cast(list[bytes | None], self.redis.hmget(key, "tenant", "staged_chunks", "staged_total", "created_at"))
@@ -271,6 +271,8 @@ class JobStore:
                 pipe.hset(self._subkey(job_id, "live"), str(n), LiveChunk(Phase.QUEUED, day.due_at or 0.0).encode())
         if held:
             pipe.expire(self._subkey(job_id, "live"), keep_s)
+            # Its seat reservation (jobs.seats) lives as long: a late day's rows must still hold their seats.
+            pipe.expire(self._subkey(job_id, "seats"), keep_s)
         pipe.zadd("bl:jobs", {job_id: created_at})
         pipe.sadd("bl:active", job_id)
         pipe.execute()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 
+from jobs.input.rules import quoted
+
 # A day, or a day and a time (seconds and fraction optional), with an optional `Z` or ±hh:mm offset.
 _ISO_RE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,7})?)?(?:Z|[+-]\d{2}:?\d{2})?)?",
                      re.IGNORECASE)
@@ -51,7 +53,7 @@ def row_dates(effective: str, end: str, *, adds: bool) -> tuple[str | None, bool
         return None, False, None
     problem = date_problem(value)
     if problem is not None:
-        return None, False, (column, value, f"{column} {value!r} {problem}")
+        return None, False, (column, value, f"{column} {quoted(value)} {problem}")
     if end and adds:
         return None, False, (column, value, "end_date is a leaver's last day: the row may only remove licenses "
                                             "(use effective_date for a row that adds)")

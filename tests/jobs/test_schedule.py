@@ -25,6 +25,7 @@ from jobs.schedule import (
     peak_demand,
     seats_by_day,
 )
+from jobs.seats import SeatLedger
 from jobs.skus import SkuCatalog
 from jobs.store import JobStore
 from tests.fakes import FakeClock, Tenant
@@ -113,6 +114,25 @@ def test_held_chunks_are_not_dispatched_and_wait_queued_until_their_instant(stor
     assert store.complete_chunk("j", 0) == (True, 1, 2, None)
     # The job and its chunks are kept the retention period after its last day.
     assert store.redis.ttl("bl:job:j") > due - NOW
+
+
+def test_a_dated_job_holds_its_seats_as_long_as_it_is_kept_and_an_undated_one_the_retention(
+        store: JobStore, clock: FakeClock) -> None:
+    clock.t = NOW
+    seats = SeatLedger(store.redis, retention_s=store.retention_s)
+    holder = Holder(ZoneInfo("UTC"), NOW, horizon_s=30 * 86400)
+    cuts: list[tuple[float | None, int, int]] = []
+    store.stage("j", "sim", holder.order([joiner(2, None), joiner(3, "2026-03-20")]), chunk_size=10, cuts=cuts)
+    assert seats.reserve("sim", "j", {E3: 2}, {E3: 2}) == {}
+    store.commit("j", JobSpec(schedule=holder.days(cuts)))
+    due = ts("2026-03-20T00:00+00:00")
+    # Reserved on submission, its seats are still held on the row's day and until the job is gone.
+    assert store.redis.ttl("bl:job:j:seats") > due - NOW
+    assert abs(store.redis.ttl("bl:job:j:seats") - store.redis.ttl("bl:job:j")) <= 1
+    store.stage("u", "sim", holder.order([joiner(4, None)]), chunk_size=10)
+    assert seats.reserve("sim", "u", {E3: 1}, {E3: 3}) == {}
+    store.commit("u", JobSpec())
+    assert 0 < store.redis.ttl("bl:job:u:seats") <= store.retention_s
 
 
 def test_a_job_whose_pending_rows_all_wait_for_their_day_is_scheduled(store: JobStore, clock: FakeClock) -> None:

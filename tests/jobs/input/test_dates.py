@@ -64,6 +64,14 @@ def test_bad_dates_are_refused_with_row_column_and_value(catalog: SkuCatalog) ->
     assert "may only remove" in errors[3].message
 
 
+def test_a_long_bad_date_is_clipped_in_the_message_and_the_value(catalog: SkuCatalog) -> None:
+    cell = "2026-03-02" + "x" * 900  # under the cell limit, far over what a message shows
+    _, errors, _ = read_csv(catalog, f"user,add,effective_date\nada@contoso.example,ENTERPRISEPACK,{cell}\n")
+    assert [(e.row, e.column) for e in errors] == [(2, "effective_date")]
+    assert errors[0].message.startswith('effective_date "2026-03-02xxx') and "is not a date" in errors[0].message
+    assert len(errors[0].message) < 250 and len(errors[0].value or "") <= 101
+
+
 def test_json_operations_take_an_effective_or_end_date(catalog: SkuCatalog) -> None:
     body = json.dumps({"tenant": "sim", "operations": [
         {"user": "ada@contoso.example", "addLicenses": [{"sku": "ENTERPRISEPACK"}], "effectiveDate": "2026-03-02"},

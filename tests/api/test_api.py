@@ -166,6 +166,19 @@ def test_oversized_bodies_are_413_and_leave_nothing(client: TestClient, redis_cl
     assert redis_client.keys("bl:job:*") == []
 
 
+def test_a_file_past_the_row_limit_is_refused_whole_and_leaves_nothing(client: TestClient, redis_client: redis.Redis,
+                                                                       sent: Sent) -> None:
+    # The row limit scaled down (1,000 here): rows are staged as they are read, and all of them go.
+    body = "user,add\n" + "".join(f"u{i}@contoso.example,EMS\n" for i in range(1500))
+    response = client.post("/v1/jobs?tenant=sim", content=body.encode(), headers={**auth(), "Content-Type": "text/csv"})
+    assert response.status_code == 422, response.text
+    first = response.json()["errors"][0]
+    assert (first["row"], first["column"]) == (1002, None) and "more than 1,000 data rows" in first["message"]
+    assert sent == []
+    assert redis_client.keys("bl:job*") == []
+    assert client.get("/v1/jobs", headers=auth()).json()["value"] == []
+
+
 def test_oversized_bodies_name_the_limit_once(client: TestClient, redis_client: redis.Redis, sent: Sent) -> None:
     """Declared (Content-Length) or found while streaming (no length), the 413 states the limit once."""
     csv_body = b"user,add\n" + b"\n" * (3 * 1024 * 1024)  # past the limit and the multipart framing slack

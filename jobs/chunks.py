@@ -13,7 +13,7 @@ from graphclient.errors import GraphError, ThrottleWaitTooLong
 from jobs.catalogs import CatalogUnavailable
 from jobs.counters import USER_COUNTERS
 from jobs.events import JobEvent, Listeners
-from jobs.executor import ChunkDeps, HandBack, Parked, run_users
+from jobs.executor import ChunkDeps, ClaimLost, HandBack, Parked, run_users
 from jobs.lifecycle import ChunkOutcome, ClaimResult
 from jobs.models import Reason, UserResult, UserStatus
 from jobs.prefetch import prefetch_users
@@ -21,7 +21,7 @@ from jobs.record import Prefetch, ScanOutcome
 from jobs.scan_jobs import cancel_check, run_scan
 from jobs.scheduler import Send, dispatch
 from jobs.skus import SkuCatalog
-from jobs.store import ChunkView, JobStore
+from jobs.store import ChunkView, JobStore, claim_value
 from jobs.tenant_scan import TenantReader
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class ChunkContext(Protocol):
     store: JobStore
     worker_id: str
     running: set[str]
+    lease_ttl_s: float  # how long a heartbeat keeps the worker's claims alive
     max_countdown_s: float
     max_chunk_runs: int
     chunk_window: int
@@ -68,13 +69,17 @@ def _execute(ctx: ChunkContext, job_id: str, n: int, budget_started_at: float | 
             log.info("chunk %s of job %s skipped: already running in this worker", n, job_id)
             return ChunkOutcome.SKIPPED_RUNNING
         ctx.running.add(key)  # listed in our heartbeat before the claim, so the reaper sees it as ours
+        running = sorted(ctx.running)
     try:
-        claim = ctx.store.claim_chunk(job_id, n, ctx.worker_id)
+        claimed_at = clock()
+        claim = ctx.store.claim_chunk(job_id, n, ctx.worker_id, alive_for_s=ctx.lease_ttl_s, running=running,
+                                      at_s=claimed_at)
         if claim is not ClaimResult.OK:
             log.info("chunk %s of job %s skipped: %s", n, job_id, claim.value)
             return ChunkOutcome.skipped(claim)
         view = ctx.store.chunk_view(job_id, n, count_run=True, take_budget=budget_started_at is None)
-        return _run_claimed(ctx, view, _budget_start(view, budget_started_at, clock), clock)
+        held = claim_value(ctx.worker_id, claimed_at)
+        return _run_claimed(ctx, view, _budget_start(view, budget_started_at, clock), clock, held)
     finally:
         with _running_lock:
             ctx.running.discard(key)
@@ -91,7 +96,7 @@ def _budget_start(view: ChunkView, given: float | None, clock: Callable[[], floa
 
 
 def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
-                 clock: Callable[[], float]) -> ChunkOutcome:
+                 clock: Callable[[], float], claim: str) -> ChunkOutcome:
     """Run a chunk we hold the claim on, then hand it back or complete it and send the job's next."""
     store, job_id, n = ctx.store, view.job_id, view.n
     early_s = _early_by_s(view, clock())
@@ -105,7 +110,9 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
         view = _read_tenant_first(ctx, deps, view)
         view = _scan_first(ctx, deps, view)
         try:
-            run_users(deps, job_id, n, budget_started_at=budget_started_at, view=view)
+            run_users(deps, job_id, n, budget_started_at=budget_started_at, view=view, claim=claim)
+        except ClaimLost:
+            return _claim_lost(ctx, view, budget_started_at)
         except HandBack as hb:
             countdown_s = min(hb.countdown_s, ctx.max_countdown_s)
             store.release_chunk(job_id, n, ctx.worker_id, due_in_s=countdown_s)
@@ -121,6 +128,21 @@ def _run_claimed(ctx: ChunkContext, view: ChunkView, budget_started_at: float,
             ctx.send(job_id, n, 0.0, budget_started_at)  # resumed meanwhile: run again at once
             return ChunkOutcome.RESUMED
     return _complete(ctx, deps, view)
+
+
+def _claim_lost(ctx: ChunkContext, view: ChunkView, budget_started_at: float) -> ChunkOutcome:
+    """The run's claim is gone: leave the chunk to the run holding it, or (none does) send it again afresh."""
+    store, job_id, n = ctx.store, view.job_id, view.n
+    with _running_lock:
+        running = sorted(ctx.running)
+    again = store.claim_chunk(job_id, n, ctx.worker_id, alive_for_s=ctx.lease_ttl_s, running=running)
+    if again is not ClaimResult.OK:
+        log.warning("chunk %s of job %s stopped: another run holds it (%s)", n, job_id, again.value)
+        return ChunkOutcome.skipped(again)
+    store.release_chunk(job_id, n, ctx.worker_id)  # a new run reads its users again before any write
+    ctx.send(job_id, n, 0.0, budget_started_at)
+    log.warning("chunk %s of job %s sent again: its claim was lost", n, job_id)
+    return ChunkOutcome.HANDED_BACK
 
 
 def _send_next_of_day(ctx: ChunkContext, view: ChunkView) -> None:

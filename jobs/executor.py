@@ -64,6 +64,10 @@ class Parked(Exception):
     """The job is paused: the chunk stops here and waits, parked, until the job resumes."""
 
 
+class ClaimLost(Exception):
+    """The chunk is no longer claimed by this run (lost with a failed-over primary, or requeued): it stops unwritten."""
+
+
 @dataclass(frozen=True)
 class ChunkDeps:
     """What running a chunk needs; built once per worker process and per tenant."""
@@ -97,12 +101,13 @@ class ChunkDeps:
 
 
 def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float,
-              view: ChunkView | None = None) -> int:
+              view: ChunkView | None = None, claim: str | None = None) -> int:
     """Take chunk n's pending users to a terminal state; returns how many results were written.
 
-    `view` is the chunk as the store holds it (read here when not given). Raises HandBack when every
-    remaining user must wait longer than the policy's inline wait, and Parked when the job is (or
-    becomes) paused.
+    `view` is the chunk as the store holds it (read here when not given); `claim` the run's claim of
+    it (`jobs.store.claim_value`), without which no write goes out. Raises HandBack when every
+    remaining user must wait longer than the policy's inline wait, Parked when the job is (or
+    becomes) paused, and ClaimLost when another run may hold the chunk.
     """
     store = deps.store
     view = view or store.chunk_view(job_id, n)
@@ -122,7 +127,9 @@ def run_users(deps: ChunkDeps, job_id: str, n: int, *, budget_started_at: float,
             before = view.befores[op.row]
             work.plan = plan_user(op, UserState.from_json(before) if before is not None else None, catalog)
         works.append(work)
-    return RoundDriver(deps, job, catalog, budget_started_at, AttemptBook(view.attempts)).drain(works)
+    driver = RoundDriver(deps, job, catalog, budget_started_at, AttemptBook(view.attempts),
+                         claim=(n, claim) if claim is not None else None)
+    return driver.drain(works)
 
 
 def _catalog(deps: ChunkDeps, job: JobRecord) -> SkuCatalog:
@@ -294,8 +301,9 @@ class RoundDriver:
     """Sends rounds of the ready users' next steps, waiting out backoffs, until none is pending."""
 
     def __init__(self, deps: ChunkDeps, job: JobRecord, catalog: SkuCatalog, budget_started_at: float,
-                 attempts: AttemptBook) -> None:
+                 attempts: AttemptBook, claim: tuple[int, str] | None = None) -> None:
         self.deps = deps
+        self.claim = claim  # the chunk and the run's claim of it, checked as each write round is registered
         self.job = job
         self.catalog = catalog
         self.budget_started_at = budget_started_at
@@ -414,7 +422,10 @@ class RoundDriver:
         write_rows = [w.row for w in works if w.step is not Step.READ]
         batch_id = uuid.uuid4().hex
         if write_rows:
-            gate = store.begin_writes(self.job.id, batch_id, deps.clock() + deps.request_deadline_s, write_rows)
+            gate = store.begin_writes(self.job.id, batch_id, deps.clock() + deps.request_deadline_s, write_rows,
+                                      claim=self.claim)
+            if gate is WriteGate.NOT_CLAIMED:  # another run may be writing these users: never both
+                raise ClaimLost(self.job.id)
             if gate is WriteGate.CANCELLED:
                 return None
             if gate is WriteGate.PAUSED:  # paused meanwhile, by another chunk or the resumer

@@ -70,6 +70,8 @@ class WriteGate(Enum):
     PAUSED = "paused"
     # Not registered: a connected Redis replica did not confirm what the job recorded in time.
     UNREPLICATED = "unreplicated"
+    # Not registered: the chunk is no longer claimed by the run (another run may hold it).
+    NOT_CLAIMED = "not_claimed"
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,13 @@ class ReplicaLagging(Exception):
 
 def _gate(verdict: int) -> WriteGate:
     """What begin_writes.lua answered."""
-    return {2: WriteGate.FIRST, 1: WriteGate.OPEN, 0: WriteGate.CANCELLED}.get(verdict, WriteGate.PAUSED)
+    return {2: WriteGate.FIRST, 1: WriteGate.OPEN, 0: WriteGate.CANCELLED,
+            -2: WriteGate.NOT_CLAIMED}.get(verdict, WriteGate.PAUSED)
+
+
+def claim_value(worker_id: str, at_s: float) -> str:
+    """A chunk's live state while the claim `worker_id` made at `at_s` holds it (jobs/lua/claim_chunk.lua)."""
+    return f"{running_prefix(worker_id)}{at_s!r}"
 
 
 def new_job_id() -> str:
@@ -301,11 +309,19 @@ class JobStore:
                                   args=[first, end, first + window, self.clock(), self.retention_s]))
         return None if n < 0 else n
 
-    def claim_chunk(self, job_id: str, n: int, worker_id: str) -> ClaimResult:
-        """Mark chunk n as running on this worker, unless it is done, busy elsewhere or its job is gone."""
+    def claim_chunk(self, job_id: str, n: int, worker_id: str, *, alive_for_s: float = 0.0,
+                    running: Iterable[str] = (), at_s: float | None = None) -> ClaimResult:
+        """Mark chunk n as running on this worker, unless it is done, busy elsewhere or its job is gone.
+
+        With `alive_for_s`, a worker that has no heartbeat (expired, or lost with a failed-over
+        primary) gets one, listing `running`, in the same step: a reaper would otherwise take the
+        claim for an orphan and requeue the chunk to a second runner while this one runs. `at_s` is
+        the claim's time (now if not given): the claim is then `claim_value(worker_id, at_s)`.
+        """
         result = self._claim(
             keys=[self._job_key(job_id), self._subkey(job_id, "done"), self._subkey(job_id, "live")],
-            args=[n, worker_id, "bl:worker:", self.clock()],
+            args=[n, worker_id, "bl:worker:", repr(self.clock() if at_s is None else at_s), int(alive_for_s * 1000),
+                  self._beat(running)],
         )
         return ClaimResult(result.decode() if isinstance(result, bytes) else str(result))
 
@@ -399,16 +415,23 @@ class JobStore:
         if not self._replicated(pipe)[1]:
             raise ReplicaLagging(f"a Redis replica did not confirm the cancel of job {job_id}")
 
-    def begin_writes(self, job_id: str, batch_id: str, deadline: float, rows: Sequence[int]) -> WriteGate:
+    def begin_writes(self, job_id: str, batch_id: str, deadline: float, rows: Sequence[int], *,
+                     claim: tuple[int, str] | None = None) -> WriteGate:
         """Register a write batch for these rows, unless the job is cancelled or paused (nothing sent).
+
+        `claim` is the run's chunk and its claim (`claim_value`): the batch is registered only while
+        the chunk's live state is still that claim, so that two runs of one chunk (one whose claim
+        was lost with a failed-over primary) never both write.
 
         With replicas to wait for, the batch is registered only once they hold everything recorded
         up to it (the rows' plans and `before` states, their attempts): a failover then cannot lose
         what a user's write relies on. A replica that does not confirm in time leaves the batch
         unregistered (UNREPLICATED); replicas that are not connected are not waited for.
         """
-        keys = [self._job_key(job_id), self._subkey(job_id, "inflight"), self._subkey(job_id, "att")]
-        args: list[str | float | int] = [deadline, batch_id, self.retention_s, self.clock(), *rows]
+        keys = [self._job_key(job_id), self._subkey(job_id, "inflight"), self._subkey(job_id, "att"),
+                self._subkey(job_id, "live")]
+        n, held = claim if claim is not None else (-1, "")
+        args: list[str | float | int] = [deadline, batch_id, self.retention_s, self.clock(), n, held, *rows]
         pipe = self.redis.pipeline(transaction=False)
         self._begin_writes(keys=keys, args=args, client=pipe)
         results, replicated = self._replicated(pipe)
@@ -608,8 +631,11 @@ class JobStore:
     # --- workers and the reaper ---------------------------------------------------------------
     def heartbeat(self, worker_id: str, ttl_s: float, running: Iterable[str] = ()) -> None:
         """Mark a worker alive for `ttl_s` seconds, with the chunks ("job:n") it is running."""
-        value = json.dumps({"ts": self.clock(), "running": sorted(running)})
-        self.redis.set(f"bl:worker:{worker_id}", value, px=int(ttl_s * 1000))
+        self.redis.set(f"bl:worker:{worker_id}", self._beat(running), px=int(ttl_s * 1000))
+
+    def _beat(self, running: Iterable[str]) -> str:
+        """A heartbeat's value: now, and the chunks the worker is running."""
+        return json.dumps({"ts": self.clock(), "running": sorted(running)})
 
     def worker_gone(self, worker_id: str) -> None:
         """Remove a worker's heartbeat at clean shutdown."""

@@ -64,6 +64,7 @@ class WorkerRuntime(ChunkContext):
                               wait_timeout_s=settings.redis_wait_timeout_s)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}".replace(":", "-")
         self.running: set[str] = set()
+        self.lease_ttl_s = settings.lease_ttl_s
         self.max_countdown_s = settings.visibility_timeout_s / 4
         self.max_chunk_runs = settings.max_chunk_runs
         self.chunk_window = settings.chunk_window

@@ -85,6 +85,7 @@ class Ctx:
     deps_for_tenant: Callable[[str], ChunkDeps]
     worker_id: str = "w1"
     running: set[str] = field(default_factory=set)
+    lease_ttl_s: float = 20.0
     max_countdown_s: float = 60.0
     max_chunk_runs: int = 3
     chunk_window: int = 4

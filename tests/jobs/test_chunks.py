@@ -15,7 +15,9 @@ from graphclient.retry import RetryPolicy
 from jobs.chunks import execute_chunk
 from jobs.events import JobEvent, Listeners
 from jobs.executor import ChunkDeps
+from jobs.lifecycle import ClaimResult
 from jobs.models import Reason, UserResult, UserStatus
+from jobs.scheduler import reap
 from jobs.store import JobStore
 from tests.fakes import FakeClock, RecordingSleep, RecordingThrottle
 from tests.jobs.helpers import UNLICENSED, Ctx, dispatched_job, results
@@ -51,6 +53,47 @@ def test_a_finished_chunk_is_completed_and_the_next_one_sent(store: JobStore, cl
     assert ctx.asked_for == ["sim"]
     assert execute_chunk(ctx, job_id, 0, clock=clock) == "skipped:done"  # a redelivery does nothing
     assert ctx.running == set()
+
+
+def test_a_worker_without_a_heartbeat_keeps_the_chunk_it_claims(store: JobStore, clock: FakeClock) -> None:
+    """After a failover the new primary may hold no heartbeat of a worker: its new claim is not an orphan."""
+    job_id = dispatched_job(store)
+    seen: list[tuple[int, ClaimResult]] = []  # while chunk 0 runs: chunks a reaper requeued, a second claim
+
+    def reply(item: dict[str, object]) -> dict[str, object]:
+        if not seen:
+            requeued = reap(store, lambda *a: None, requeue_after_s=45)
+            seen.append((requeued, store.claim_chunk(job_id, 0, "w2")))
+        return {"status": 200, "body": UNLICENSED if item["method"] == "GET" else {}}
+
+    ctx = Ctx(store, lambda tenant: deps(store, graph_answering(reply), clock))
+    assert not store.redis.exists(f"bl:worker:{ctx.worker_id}")  # no heartbeat yet on this primary
+    assert execute_chunk(ctx, job_id, 0, clock=clock) == "done"
+    assert seen == [(0, ClaimResult.BUSY)]  # one runner only: no requeue, no second claim
+
+
+@pytest.mark.parametrize("other_run", [True, False])
+def test_a_run_whose_claim_was_lost_writes_nothing(store: JobStore, clock: FakeClock, other_run: bool) -> None:
+    """The claim is lost with a failed-over primary while the users are read: no write goes out from this run."""
+    job_id = dispatched_job(store)
+    methods: list[object] = []
+
+    def reply(item: dict[str, object]) -> dict[str, object]:
+        if not methods:
+            store.redis.hdel(f"bl:job:{job_id}:live", "0")
+            if other_run:  # the chunk's message came again and another worker runs it
+                assert store.claim_chunk(job_id, 0, "w2", alive_for_s=20) is ClaimResult.OK
+        methods.append(item["method"])
+        return {"status": 200, "body": UNLICENSED if item["method"] == "GET" else {}}
+
+    ctx = Ctx(store, lambda tenant: deps(store, graph_answering(reply), clock))
+    outcome = execute_chunk(ctx, job_id, 0, clock=clock)
+    assert set(methods) == {"GET"}  # read, never written
+    assert store.attempts(job_id, [2, 3]) == {}
+    if other_run:
+        assert (outcome, ctx.sent) == ("skipped:busy", [])
+    else:  # nobody holds it: sent again, to be read afresh
+        assert (outcome, ctx.sent) == ("handed_back", [(job_id, 0, 0.0, ctx.sent[0][3])])
 
 
 def test_a_chunk_that_must_wait_long_is_handed_back_with_its_budget(store: JobStore, clock: FakeClock) -> None:

@@ -28,11 +28,12 @@ class HeldBackStore(JobStore):
         super().__init__(client, retention_s=3600, clock=clock)
         self.held = held
 
-    def begin_writes(self, job_id: str, batch_id: str, deadline: float, rows: Sequence[int]) -> WriteGate:
+    def begin_writes(self, job_id: str, batch_id: str, deadline: float, rows: Sequence[int], *,
+                     claim: tuple[int, str] | None = None) -> WriteGate:
         if self.held > 0:
             self.held -= 1
             return WriteGate.UNREPLICATED
-        return super().begin_writes(job_id, batch_id, deadline, rows)
+        return super().begin_writes(job_id, batch_id, deadline, rows, claim=claim)
 
 
 def test_a_round_no_replica_confirmed_is_not_sent_and_costs_nothing(redis_client: redis.Redis,

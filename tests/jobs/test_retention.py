@@ -62,6 +62,7 @@ class Worker:
     deps: ChunkDeps
     worker_id: str = "w-retention"
     running: set[str] = field(default_factory=set)
+    lease_ttl_s: float = 20.0
     max_countdown_s: float = 60.0
     max_chunk_runs: int = 50
     sent: list[tuple[str, int, float]] = field(default_factory=list)

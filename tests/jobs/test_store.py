@@ -9,7 +9,7 @@ import redis
 from jobs.models import JobStatus, License, Operation, UserResult, UserStatus
 from jobs.record import JobSpec
 from jobs.scheduler import dispatch, reap
-from jobs.store import JobStore, WriteGate
+from jobs.store import JobStore, WriteGate, claim_value
 
 
 class FakeClock:
@@ -167,6 +167,23 @@ def test_cancel_blocks_new_write_batches(redis_client: redis.Redis) -> None:
     store.end_writes(job, "b1")
     assert store.writes_in_flight(job) == 0
     assert store.attempts(job, [2, 3, 4]) == {2: 1, 3: 1}
+
+
+def test_a_run_whose_claim_was_lost_registers_no_write(redis_client: redis.Redis) -> None:
+    """Two runs of a chunk (one claimed on a primary since failed over): only the claim Redis holds writes."""
+    clock = FakeClock()
+    store = JobStore(redis_client, retention_s=3600, clock=clock)
+    job = committed(store)
+    dispatch(store, lambda *a: None, job, 1)
+    assert store.claim_chunk(job, 0, "w1", at_s=clock.t) == "ok"
+    first = claim_value("w1", clock.t)
+    redis_client.hdel(f"bl:job:{job}:live", "0")  # the claim was lost with the old primary
+    clock.t += 1
+    assert store.claim_chunk(job, 0, "w2", at_s=clock.t) == "ok"  # a second run of the chunk
+    second = claim_value("w2", clock.t)
+    assert store.begin_writes(job, "b1", clock.t + 30, [2, 3], claim=(0, first)) is WriteGate.NOT_CLAIMED
+    assert store.writes_in_flight(job) == 0 and store.attempts(job, [2, 3]) == {}  # nothing registered
+    assert store.begin_writes(job, "b2", clock.t + 30, [2, 3], claim=(0, second)) is WriteGate.FIRST
 
 
 def test_progress_rate_and_eta(redis_client: redis.Redis) -> None:
